@@ -1,0 +1,76 @@
+//! Writing a directory so that a crash never leaves one that looks complete: everything
+//! goes into a hidden sibling first, which is renamed into place at the end.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::error::{io_at, ModelError, Result};
+
+/// Runs `write` on a fresh temporary directory next to `dir`, syncs what it wrote, and
+/// renames it to `dir`. An existing `dir` is replaced only after the new one is complete;
+/// the files in it that `keep` accepts are carried over (a tokenizer next to the weights,
+/// say).
+pub fn write_dir_atomically(
+    dir: &Path,
+    keep: impl Fn(&str) -> bool,
+    write: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = dir
+        .file_name()
+        .ok_or_else(|| ModelError::Io {
+            path: dir.into(),
+            source: std::io::Error::other("a checkpoint directory needs a name"),
+        })?
+        .to_string_lossy()
+        .into_owned();
+    fs::create_dir_all(&parent).map_err(io_at(&parent))?;
+    let pid = std::process::id();
+    let tmp = parent.join(format!(".{name}.tmp-{pid}"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io_at(&tmp))?;
+    }
+    fs::create_dir(&tmp).map_err(io_at(&tmp))?;
+    write(&tmp)?;
+    if dir.is_dir() {
+        for entry in fs::read_dir(dir).map_err(io_at(dir))? {
+            let entry = entry.map_err(io_at(dir))?;
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            if entry.path().is_file() && keep(&file_name) && !tmp.join(&file_name).exists() {
+                fs::copy(entry.path(), tmp.join(&file_name)).map_err(io_at(entry.path()))?;
+            }
+        }
+    }
+    sync_dir_contents(&tmp)?;
+    if dir.exists() {
+        let old = parent.join(format!(".{name}.old-{pid}"));
+        fs::rename(dir, &old).map_err(io_at(dir))?;
+        fs::rename(&tmp, dir).map_err(io_at(dir))?;
+        fs::remove_dir_all(&old).map_err(io_at(&old))?;
+    } else {
+        fs::rename(&tmp, dir).map_err(io_at(dir))?;
+    }
+    sync_dir(&parent)
+}
+
+fn sync_dir_contents(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).map_err(io_at(dir))? {
+        let path = entry.map_err(io_at(dir))?.path();
+        if path.is_file() {
+            fs::File::open(&path).and_then(|f| f.sync_all()).map_err(io_at(&path))?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Makes a directory's entries durable (a no-op where directories cannot be opened).
+fn sync_dir(dir: &Path) -> Result<()> {
+    if let Ok(handle) = fs::File::open(dir) {
+        // Some filesystems refuse fsync on directories; the data itself is already synced.
+        let _ = handle.sync_all();
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Loading a Hugging Face checkpoint, with errors that name the tensor and the file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use candle_core::safetensors::Load;
+use candle_core::{DType, Device, Tensor};
+use memmap2::Mmap;
+use safetensors::SafeTensors;
+use serde::Deserialize;
+
+use super::{CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
+use crate::config::Config;
+use crate::error::{io_at, ModelError, Result};
+use crate::model::Qwen2;
+use crate::names::{self, LM_HEAD};
+
+/// Loads `dir/config.json` and the weights next to it. With `dtype`, every tensor is
+/// converted to it (f32 for training on the CPU); without, tensors keep the stored dtype.
+pub fn load_checkpoint(dir: &Path, device: &Device, dtype: Option<DType>) -> Result<Qwen2> {
+    let config = Config::from_file(&dir.join(CONFIG_FILE))?;
+    let tensors = load_tensors(dir, &config, device, dtype)?;
+    Qwen2::from_tensors(config, tensors)
+}
+
+#[derive(Deserialize)]
+struct IndexFile {
+    weight_map: BTreeMap<String, String>,
+}
+
+/// Every tensor that `config` implies, read from the single file or the shards in `dir`,
+/// checked for presence and shape.
+pub fn load_tensors(
+    dir: &Path,
+    config: &Config,
+    device: &Device,
+    dtype: Option<DType>,
+) -> Result<HashMap<String, Tensor>> {
+    let files = WeightFiles::open(dir)?;
+    let mut tensors = HashMap::new();
+    for (name, expected) in names::parameter_shapes(config) {
+        let (path, view) = files.find(&name)?;
+        if view.shape() != expected.as_slice() {
+            return Err(ModelError::ShapeMismatch {
+                name,
+                path: path.into(),
+                expected,
+                actual: view.shape().to_vec(),
+            });
+        }
+        let bad = |e: candle_core::Error| ModelError::BadTensor {
+            name: name.clone(),
+            path: path.into(),
+            message: e.to_string(),
+        };
+        let mut tensor = view.load(device).map_err(bad)?;
+        if let Some(dtype) = dtype {
+            tensor = tensor.to_dtype(dtype).map_err(bad)?;
+        }
+        tensors.insert(name, tensor);
+    }
+    for name in files.names() {
+        let expected = tensors.contains_key(name) || (name == LM_HEAD && config.tie_word_embeddings);
+        if !expected {
+            tracing::warn!(tensor = name, dir = %dir.display(), "ignoring a tensor the model does not use");
+        }
+    }
+    Ok(tensors)
+}
+
+/// The memory-mapped safetensors files of a checkpoint and which tensor lives where.
+struct WeightFiles {
+    /// Parsed files, each with its path; parsing validates header and length.
+    files: Vec<(PathBuf, SafeTensors<'static>)>,
+    /// Tensor name -> index into `files`.
+    location: HashMap<String, usize>,
+    /// Where a missing tensor was looked for: the index file or the single file.
+    listing: PathBuf,
+    _maps: Vec<Mmap>,
+}
+
+impl WeightFiles {
+    fn open(dir: &Path) -> Result<Self> {
+        let index_path = dir.join(INDEX_FILE);
+        let single_path = dir.join(SINGLE_FILE);
+        let (listing, file_names, by_file): (PathBuf, Vec<String>, Option<BTreeMap<String, String>>) =
+            if index_path.is_file() {
+                let text = std::fs::read_to_string(&index_path).map_err(io_at(&index_path))?;
+                let index: IndexFile = serde_json::from_str(&text).map_err(|e| ModelError::Index {
+                    path: index_path.clone(),
+                    message: e.to_string(),
+                })?;
+                let mut files: Vec<String> = index.weight_map.values().cloned().collect();
+                files.sort();
+                files.dedup();
+                (index_path, files, Some(index.weight_map))
+            } else if single_path.is_file() {
+                (single_path, vec![SINGLE_FILE.to_string()], None)
+            } else {
+                return Err(ModelError::Io {
+                    path: dir.into(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("no {SINGLE_FILE} nor {INDEX_FILE} in the directory"),
+                    ),
+                });
+            };
+        let mut maps = Vec::new();
+        let mut files = Vec::new();
+        for name in &file_names {
+            let path = dir.join(name);
+            let file = File::open(&path).map_err(io_at(&path))?;
+            // SAFETY: the map is read-only and kept alive as long as the views into it; a
+            // checkpoint modified while it is being loaded is outside what we can defend.
+            let map = unsafe { Mmap::map(&file) }.map_err(io_at(&path))?;
+            // SAFETY: the bytes live in `map`, which `_maps` keeps for as long as `files`.
+            let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
+            let parsed = SafeTensors::deserialize(bytes).map_err(|e| ModelError::CorruptFile {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            maps.push(map);
+            files.push((path, parsed));
+        }
+        let mut location = HashMap::new();
+        match by_file {
+            Some(weight_map) => {
+                for (tensor, file) in weight_map {
+                    let i = file_names.iter().position(|f| *f == file).unwrap_or(0);
+                    location.insert(tensor, i);
+                }
+            }
+            None => {
+                for name in files[0].1.names() {
+                    location.insert(name.to_string(), 0);
+                }
+            }
+        }
+        Ok(Self { files, location, listing, _maps: maps })
+    }
+
+    fn find(&self, name: &str) -> Result<(&Path, safetensors::tensor::TensorView<'static>)> {
+        let Some(&i) = self.location.get(name) else {
+            return Err(ModelError::MissingTensor { name: name.into(), path: self.listing.clone() });
+        };
+        let (path, file) = &self.files[i];
+        let view = file.tensor(name).map_err(|_| ModelError::MissingTensor {
+            name: name.into(),
+            path: path.clone(),
+        })?;
+        Ok((path, view))
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.location.keys().map(String::as_str)
+    }
+}

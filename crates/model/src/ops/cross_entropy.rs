@@ -1,0 +1,186 @@
+//! The LM head and its loss, fused and chunked: `hidden @ weight^T` followed by
+//! cross-entropy, over chunks of tokens, so that the `[tokens x vocab]` logits never exist
+//! at once (at 32K tokens and Qwen's 152K vocabulary they would take 20 GB in f32).
+//!
+//! The gradients with respect to the hidden states and the head weight are computed in
+//! the same chunked pass (as Liger-Kernel's fused linear cross-entropy does), so the
+//! backward costs no second pass over the vocabulary.
+
+use candle_core::{CpuStorage, DType, Layout, Shape, Tensor, D};
+
+use crate::error::{ModelError, Result};
+
+/// The label of a position that carries no loss, as in transformers.
+pub const IGNORE_INDEX: i64 = -100;
+
+/// How many bytes of f32 logits one chunk may hold.
+const CHUNK_LOGIT_BYTES: usize = 256 << 20;
+
+/// Result of [`linear_cross_entropy`].
+#[derive(Debug)]
+pub struct CrossEntropyOutput {
+    /// Sum of the per-token losses over the counted positions.
+    pub loss_sum: f64,
+    /// Positions whose label is not [`IGNORE_INDEX`].
+    pub count: usize,
+    /// d(loss_sum)/d(hidden), `[tokens, hidden]` f32; rows of ignored positions are 0.
+    pub d_hidden: Option<Tensor>,
+    /// d(loss_sum)/d(weight), `[vocab, hidden]` f32.
+    pub d_weight: Option<Tensor>,
+}
+
+impl CrossEntropyOutput {
+    /// Mean loss over counted positions; 0 when there are none.
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.loss_sum / self.count as f64
+        }
+    }
+}
+
+/// Default number of tokens per chunk for a vocabulary size.
+pub fn default_chunk_tokens(vocab: usize) -> usize {
+    (CHUNK_LOGIT_BYTES / (4 * vocab.max(1))).max(16)
+}
+
+/// Cross-entropy of `hidden @ weight^T` (`hidden`: `[tokens, H]`, `weight`: `[V, H]`)
+/// against `labels` (one per token, already shifted: `labels[t]` is the target of
+/// position `t`), summed over positions whose label is not -100. Computes in f32. With
+/// `with_grads`, also returns the gradients of that sum.
+pub fn linear_cross_entropy(
+    hidden: &Tensor,
+    weight: &Tensor,
+    labels: &[i64],
+    chunk_tokens: Option<usize>,
+    with_grads: bool,
+) -> Result<CrossEntropyOutput> {
+    let (tokens, hidden_size) = hidden.dims2()?;
+    let vocab = weight.dim(0)?;
+    if labels.len() != tokens {
+        return Err(ModelError::Labels(format!(
+            "{} labels for {tokens} tokens",
+            labels.len()
+        )));
+    }
+    let mut counted = Vec::new();
+    let mut targets = Vec::new();
+    for (t, &label) in labels.iter().enumerate() {
+        if label == IGNORE_INDEX {
+            continue;
+        }
+        if label < 0 || label as usize >= vocab {
+            return Err(ModelError::Labels(format!(
+                "label {label} at position {t} is outside the vocabulary (size {vocab}) and is not -100"
+            )));
+        }
+        counted.push(t as u32);
+        targets.push(label as u32);
+    }
+    let device = hidden.device();
+    let hidden = hidden.detach().to_dtype(DType::F32)?;
+    let weight = weight.detach().to_dtype(DType::F32)?;
+    let mut output = CrossEntropyOutput {
+        loss_sum: 0.0,
+        count: counted.len(),
+        d_hidden: None,
+        d_weight: None,
+    };
+    let mut d_hidden_rows = Vec::new();
+    let mut d_weight = with_grads.then(|| Tensor::zeros((vocab, hidden_size), DType::F32, device)).transpose()?;
+    let chunk = chunk_tokens.unwrap_or_else(|| default_chunk_tokens(vocab)).max(1);
+    for (rows, row_targets) in counted.chunks(chunk).zip(targets.chunks(chunk)) {
+        let rows = Tensor::new(rows, device)?;
+        let row_targets = Tensor::new(row_targets, device)?.unsqueeze(1)?;
+        let h = hidden.index_select(&rows, 0)?;
+        let logits = h.matmul(&weight.t()?)?;
+        let max = logits.max_keepdim(D::Minus1)?;
+        let shifted = logits.broadcast_sub(&max)?;
+        let log_norm = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+        let target_shifted = shifted.gather(&row_targets, D::Minus1)?;
+        output.loss_sum += (log_norm.clone() - target_shifted)?
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+        if let Some(d_weight) = d_weight.as_mut() {
+            // d(loss)/d(logits) = softmax - one_hot(target).
+            let probs = shifted.broadcast_sub(&log_norm)?.exp()?;
+            let minus_one = Tensor::full(-1f32, (rows.dim(0)?, 1), device)?;
+            let d_logits = probs.scatter_add(&row_targets, &minus_one, D::Minus1)?;
+            d_hidden_rows.push(d_logits.matmul(&weight)?);
+            *d_weight = (&*d_weight + d_logits.t()?.matmul(&h)?)?;
+        }
+    }
+    if let Some(d_weight) = d_weight {
+        let mut d_hidden = Tensor::zeros((tokens, hidden_size), DType::F32, device)?;
+        if !counted.is_empty() {
+            let rows = Tensor::new(counted.as_slice(), device)?;
+            d_hidden = d_hidden.index_add(&rows, &Tensor::cat(&d_hidden_rows, 0)?, 0)?;
+        }
+        output.d_hidden = Some(d_hidden);
+        output.d_weight = Some(d_weight);
+    }
+    Ok(output)
+}
+
+/// The mean loss as a scalar tensor on the gradient tape: its backward hands
+/// `hidden` and `weight` the gradients computed by [`linear_cross_entropy`].
+pub fn mean_cross_entropy_loss(
+    hidden: &Tensor,
+    weight: &Tensor,
+    labels: &[i64],
+    chunk_tokens: Option<usize>,
+) -> Result<Tensor> {
+    let needs_grad = hidden.track_op() || weight.track_op();
+    let out = linear_cross_entropy(hidden, weight, labels, chunk_tokens, needs_grad)?;
+    let scale = if out.count == 0 { 0.0 } else { 1.0 / out.count as f64 };
+    let mean = out.mean() as f32;
+    match (out.d_hidden, out.d_weight) {
+        (Some(d_hidden), Some(d_weight)) => Ok(hidden.apply_op2(
+            weight,
+            PrecomputedLoss {
+                value: mean,
+                d_hidden: (d_hidden * scale)?,
+                d_weight: (d_weight * scale)?,
+            },
+        )?),
+        _ => Ok(Tensor::new(mean, hidden.device())?),
+    }
+}
+
+/// A scalar whose value and gradients were computed ahead, in the chunked pass.
+struct PrecomputedLoss {
+    value: f32,
+    d_hidden: Tensor,
+    d_weight: Tensor,
+}
+
+impl candle_core::CustomOp2 for PrecomputedLoss {
+    fn name(&self) -> &'static str {
+        "linear-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        Ok((CpuStorage::F32(vec![self.value]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        hidden: &Tensor,
+        weight: &Tensor,
+        _loss: &Tensor,
+        grad_loss: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad_loss.to_dtype(DType::F32)?;
+        let d_hidden = self.d_hidden.broadcast_mul(&grad)?.to_dtype(hidden.dtype())?;
+        let d_weight = self.d_weight.broadcast_mul(&grad)?.to_dtype(weight.dtype())?;
+        Ok((Some(d_hidden), Some(d_weight)))
+    }
+}
