@@ -126,12 +126,7 @@ impl Config {
             "qwen2.5-14b" => Self::qwen(V_LARGE, 5120, 13824, 48, 40, 8, 131072, false, 1e-5),
             "qwen2.5-32b" => Self::qwen(V_LARGE, 5120, 27648, 64, 40, 8, 131072, false, 1e-5),
             "qwen2.5-72b" => Self::qwen(V_LARGE, 8192, 29568, 80, 64, 8, 131072, false, 1e-5),
-            _ => {
-                return Err(ModelError::UnknownPreset {
-                    name: name.into(),
-                    known: PRESETS.join(", "),
-                })
-            }
+            _ => return Err(ModelError::UnknownPreset { name: name.into(), known: PRESETS.join(", ") }),
         };
         config.validate()?;
         Ok(config)
@@ -139,10 +134,8 @@ impl Config {
 
     /// Reads a `config.json`, checking that its shape is one this model can run.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.into(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
         Self::from_json(&text).map_err(|message| ModelError::Config { path: path.into(), message })
     }
 
@@ -151,7 +144,8 @@ impl Config {
     /// `rope_parameters.rope_theta`).
     pub fn from_json(text: &str) -> std::result::Result<Self, String> {
         let located = |e: serde_json::Error| format!("line {}, column {}: {e}", e.line(), e.column());
-        let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text).map_err(located)?;
+        let mut map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(located)?;
         if let Some(dtype) = map.remove("dtype") {
             map.entry("torch_dtype").or_insert(dtype);
         }
@@ -160,7 +154,8 @@ impl Config {
                 map.insert("rope_theta".into(), theta);
             }
         }
-        let config: Config = serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| e.to_string())?;
+        let config: Config =
+            serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| e.to_string())?;
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }
@@ -171,19 +166,19 @@ impl Config {
         if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
             return fail("num_attention_heads and num_key_value_heads must be positive".into());
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return fail(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             ));
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return fail(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return fail(format!("head dimension {} must be even for rotary embeddings", self.head_dim()));
         }
         if self.hidden_act != "silu" {

@@ -23,18 +23,9 @@ pub enum ModelError {
     #[error("tensor `{name}` is missing from {path}")]
     MissingTensor { name: String, path: PathBuf },
     #[error("tensor `{name}` in {path} has shape {actual:?}, expected {expected:?}")]
-    ShapeMismatch {
-        name: String,
-        path: PathBuf,
-        expected: Vec<usize>,
-        actual: Vec<usize>,
-    },
+    ShapeMismatch { name: String, path: PathBuf, expected: Vec<usize>, actual: Vec<usize> },
     #[error("tensor `{name}` in {path}: {message}")]
-    BadTensor {
-        name: String,
-        path: PathBuf,
-        message: String,
-    },
+    BadTensor { name: String, path: PathBuf, message: String },
     #[error("no model at `{0}`: not a directory with config.json, and not a Hub model in the local cache")]
     ModelNotFound(String),
     #[error("Hub download of `{name}` failed: {message}")]

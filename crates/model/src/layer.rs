@@ -44,9 +44,9 @@ impl DecoderLayer {
     pub fn from_tensors(config: &Config, mut tensors: HashMap<String, Tensor>) -> Result<Self> {
         let mut ordered = Vec::with_capacity(LAYER_TENSORS.len());
         for suffix in LAYER_TENSORS {
-            let tensor = tensors.remove(suffix).ok_or_else(|| {
-                ModelError::InvalidConfig(format!("decoder layer is missing `{suffix}`"))
-            })?;
+            let tensor = tensors
+                .remove(suffix)
+                .ok_or_else(|| ModelError::InvalidConfig(format!("decoder layer is missing `{suffix}`")))?;
             let expected = crate::names::layer_tensor_shape(config, suffix);
             if tensor.dims() != expected.as_slice() {
                 return Err(ModelError::InvalidConfig(format!(
@@ -82,9 +82,18 @@ impl DecoderLayer {
             )));
         }
         let x = rms_norm(hidden, &t[slot::INPUT_NORM], self.eps)?;
-        let q = linear(&x, &t[slot::Q_W], Some(&t[slot::Q_B]))?.reshape((tokens, self.heads, self.head_dim))?;
-        let k = linear(&x, &t[slot::K_W], Some(&t[slot::K_B]))?.reshape((tokens, self.kv_heads, self.head_dim))?;
-        let v = linear(&x, &t[slot::V_W], Some(&t[slot::V_B]))?.reshape((tokens, self.kv_heads, self.head_dim))?;
+        let q =
+            linear(&x, &t[slot::Q_W], Some(&t[slot::Q_B]))?.reshape((tokens, self.heads, self.head_dim))?;
+        let k = linear(&x, &t[slot::K_W], Some(&t[slot::K_B]))?.reshape((
+            tokens,
+            self.kv_heads,
+            self.head_dim,
+        ))?;
+        let v = linear(&x, &t[slot::V_W], Some(&t[slot::V_B]))?.reshape((
+            tokens,
+            self.kv_heads,
+            self.head_dim,
+        ))?;
         let (q, k) = (rotary.apply(&q)?, rotary.apply(&k)?);
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let attended = varlen_causal_attention(&q, &k, &v, layout.cu_seqlens(), scale)?

@@ -11,7 +11,7 @@ pub mod names;
 pub mod ops;
 pub mod packing;
 
-pub use checkpoint::{load_checkpoint, resolve_model_dir, save_checkpoint, SaveOptions};
+pub use checkpoint::{load_checkpoint, resolve_model_dir, save_checkpoint, save_tensors, SaveOptions};
 pub use config::{Config, PRESETS};
 pub use error::{ModelError, Result};
 pub use layer::DecoderLayer;

@@ -47,7 +47,8 @@ impl Qwen2 {
             layers.push(DecoderLayer::from_tensors(&config, own)?);
         }
         let model = Self { config, embed, layers, norm, lm_head };
-        let shapes: HashMap<String, Vec<usize>> = names::parameter_shapes(&model.config).into_iter().collect();
+        let shapes: HashMap<String, Vec<usize>> =
+            names::parameter_shapes(&model.config).into_iter().collect();
         for (name, tensor) in model.named_tensors() {
             let expected = shapes.get(&name).cloned().unwrap_or_default();
             if tensor.dims() != expected.as_slice() {
@@ -155,10 +156,7 @@ impl Qwen2 {
 
 fn check_len(tokens: usize, layout: &PackedLayout) -> Result<()> {
     if tokens != layout.len() {
-        return Err(ModelError::Packing(format!(
-            "{tokens} tokens for cu_seqlens covering {}",
-            layout.len()
-        )));
+        return Err(ModelError::Packing(format!("{tokens} tokens for cu_seqlens covering {}", layout.len())));
     }
     Ok(())
 }

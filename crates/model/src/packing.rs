@@ -26,10 +26,7 @@ impl PackedLayout {
                 w[0], w[1]
             )));
         }
-        let positions = cu_seqlens
-            .windows(2)
-            .flat_map(|w| 0..w[1] - w[0])
-            .collect();
+        let positions = cu_seqlens.windows(2).flat_map(|w| 0..w[1] - w[0]).collect();
         Ok(Self { cu_seqlens, positions })
     }
 

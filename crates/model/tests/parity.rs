@@ -17,7 +17,12 @@ fn logits_and_loss_match_transformers() {
             let ids = expected.input_ids(n);
             let layout = PackedLayout::single(ids.len()).unwrap();
             let logits = model.logits(&ids, &layout).unwrap();
-            assert_close(&format!("{name} logits.{n}"), &logits, expected.tensor(&format!("logits.{n}")), 1e-4);
+            assert_close(
+                &format!("{name} logits.{n}"),
+                &logits,
+                expected.tensor(&format!("logits.{n}")),
+                1e-4,
+            );
             let loss: f32 = model.loss(&ids, &expected.labels(n), &layout).unwrap().to_scalar().unwrap();
             let want = expected.loss(n);
             assert!((loss - want).abs() <= 1e-5 * want.abs().max(1.0), "{name} loss.{n}: {loss} vs {want}");
@@ -68,16 +73,25 @@ fn packed_row_equals_documents_run_alone() {
             let alone = model.logits(&expected.input_ids(n), &PackedLayout::single(len).unwrap()).unwrap();
             let packed = logits.narrow(0, start, len).unwrap();
             assert_close(&format!("{name} packed logits of doc {n} vs alone"), &packed, &alone, 1e-5);
-            assert_close(&format!("{name} packed logits of doc {n} vs transformers"), &packed, expected.tensor(&format!("logits.{n}")), 1e-4);
+            assert_close(
+                &format!("{name} packed logits of doc {n} vs transformers"),
+                &packed,
+                expected.tensor(&format!("logits.{n}")),
+                1e-4,
+            );
             start += len;
         }
 
-        let counts: Vec<f64> = docs.iter().map(|&n| expected.labels(n).iter().filter(|&&l| l != -100).count() as f64).collect();
+        let counts: Vec<f64> =
+            docs.iter().map(|&n| expected.labels(n).iter().filter(|&&l| l != -100).count() as f64).collect();
         let total: f64 = counts.iter().sum();
         let loss = model.loss(&ids, &labels, &layout).unwrap();
         let want_loss: f64 = docs.iter().map(|&n| expected.loss(n) as f64 * counts[n] / total).sum();
         let got_loss = loss.to_scalar::<f32>().unwrap() as f64;
-        assert!((got_loss - want_loss).abs() <= 1e-5 * want_loss.max(1.0), "{name}: packed loss {got_loss} vs {want_loss}");
+        assert!(
+            (got_loss - want_loss).abs() <= 1e-5 * want_loss.max(1.0),
+            "{name}: packed loss {got_loss} vs {want_loss}"
+        );
 
         let grads = loss.backward().unwrap();
         for (param, var) in &vars {
@@ -89,7 +103,12 @@ fn packed_row_equals_documents_run_alone() {
                     None => part,
                 });
             }
-            assert_close(&format!("{name} packed grad {param}"), grads.get(var).unwrap(), &want.unwrap(), 1e-4);
+            assert_close(
+                &format!("{name} packed grad {param}"),
+                grads.get(var).unwrap(),
+                &want.unwrap(),
+                1e-4,
+            );
         }
     }
 }

@@ -36,7 +36,8 @@ fn from_hub(name: &str) -> Result<PathBuf> {
             }
         }
     }
-    let hub_err = |e: hf_hub::api::sync::ApiError| ModelError::Hub { name: name.into(), message: e.to_string() };
+    let hub_err =
+        |e: hf_hub::api::sync::ApiError| ModelError::Hub { name: name.into(), message: e.to_string() };
     let api = hf_hub::api::sync::ApiBuilder::from_env().build().map_err(hub_err)?;
     let repo = api.model(name.to_string());
     let config = repo.get(CONFIG_FILE).map_err(hub_err)?;
@@ -59,10 +60,7 @@ fn from_hub(name: &str) -> Result<PathBuf> {
             repo.get(SINGLE_FILE).map_err(hub_err)?;
         }
     }
-    config
-        .parent()
-        .map(Path::to_path_buf)
-        .ok_or_else(|| ModelError::ModelNotFound(name.into()))
+    config.parent().map(Path::to_path_buf).ok_or_else(|| ModelError::ModelNotFound(name.into()))
 }
 
 #[cfg(not(feature = "hub"))]

@@ -87,10 +87,8 @@ impl WeightFiles {
         let (listing, file_names, by_file): (PathBuf, Vec<String>, Option<BTreeMap<String, String>>) =
             if index_path.is_file() {
                 let text = std::fs::read_to_string(&index_path).map_err(io_at(&index_path))?;
-                let index: IndexFile = serde_json::from_str(&text).map_err(|e| ModelError::Index {
-                    path: index_path.clone(),
-                    message: e.to_string(),
-                })?;
+                let index: IndexFile = serde_json::from_str(&text)
+                    .map_err(|e| ModelError::Index { path: index_path.clone(), message: e.to_string() })?;
                 let mut files: Vec<String> = index.weight_map.values().cloned().collect();
                 files.sort();
                 files.dedup();
@@ -116,10 +114,8 @@ impl WeightFiles {
             let map = unsafe { Mmap::map(&file) }.map_err(io_at(&path))?;
             // SAFETY: the bytes live in `map`, which `_maps` keeps for as long as `files`.
             let bytes: &'static [u8] = unsafe { std::slice::from_raw_parts(map.as_ptr(), map.len()) };
-            let parsed = SafeTensors::deserialize(bytes).map_err(|e| ModelError::CorruptFile {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+            let parsed = SafeTensors::deserialize(bytes)
+                .map_err(|e| ModelError::CorruptFile { path: path.clone(), message: e.to_string() })?;
             maps.push(map);
             files.push((path, parsed));
         }
@@ -145,10 +141,9 @@ impl WeightFiles {
             return Err(ModelError::MissingTensor { name: name.into(), path: self.listing.clone() });
         };
         let (path, file) = &self.files[i];
-        let view = file.tensor(name).map_err(|_| ModelError::MissingTensor {
-            name: name.into(),
-            path: path.clone(),
-        })?;
+        let view = file
+            .tensor(name)
+            .map_err(|_| ModelError::MissingTensor { name: name.into(), path: path.clone() })?;
         Ok((path, view))
     }
 

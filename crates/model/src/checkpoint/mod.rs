@@ -23,7 +23,5 @@ pub fn shard_file_name(index: usize, count: usize) -> String {
 
 /// Whether a file in a model directory is one that saving a checkpoint writes.
 fn is_weights_file(name: &str) -> bool {
-    name == CONFIG_FILE
-        || name == INDEX_FILE
-        || (name.starts_with("model") && name.ends_with(".safetensors"))
+    name == CONFIG_FILE || name == INDEX_FILE || (name.starts_with("model") && name.ends_with(".safetensors"))
 }

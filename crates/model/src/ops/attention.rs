@@ -29,11 +29,11 @@ pub fn varlen_causal_attention(
     for bounds in cu_seqlens.windows(2) {
         let (start, len) = (bounds[0] as usize, (bounds[1] - bounds[0]) as usize);
         // [kv_heads, group * len, head_dim]: the queries that share a key/value head, stacked.
-        let q_doc = q
-            .narrow(0, start, len)?
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((kv_heads, group * len, head_dim))?;
+        let q_doc = q.narrow(0, start, len)?.transpose(0, 1)?.contiguous()?.reshape((
+            kv_heads,
+            group * len,
+            head_dim,
+        ))?;
         let k_doc = k.narrow(0, start, len)?.transpose(0, 1)?.contiguous()?;
         let v_doc = v.narrow(0, start, len)?.transpose(0, 1)?.contiguous()?;
         // Scores in the input dtype, softmax in f32, probabilities back in the input dtype:
@@ -42,13 +42,8 @@ pub fn varlen_causal_attention(
             .to_dtype(DType::F32)?
             .reshape((kv_heads, group, len, len))?
             .broadcast_add(&causal_mask(len, q.device())?)?;
-        let probs = softmax_last_dim(&scores)?
-            .to_dtype(q.dtype())?
-            .reshape((kv_heads, group * len, len))?;
-        let out = probs
-            .matmul(&v_doc)?
-            .reshape((q_heads, len, head_dim))?
-            .transpose(0, 1)?;
+        let probs = softmax_last_dim(&scores)?.to_dtype(q.dtype())?.reshape((kv_heads, group * len, len))?;
+        let out = probs.matmul(&v_doc)?.reshape((q_heads, len, head_dim))?.transpose(0, 1)?;
         outputs.push(out);
     }
     Ok(Tensor::cat(&outputs, 0)?)
@@ -56,8 +51,7 @@ pub fn varlen_causal_attention(
 
 /// `[len, len]` additive mask: 0 on and below the diagonal, -inf above.
 fn causal_mask(len: usize, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..len)
-        .flat_map(|i| (0..len).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
-        .collect();
+    let mask: Vec<f32> =
+        (0..len).flat_map(|i| (0..len).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
     Ok(Tensor::from_vec(mask, (len, len), device)?)
 }

@@ -59,10 +59,7 @@ pub fn linear_cross_entropy(
     let (tokens, hidden_size) = hidden.dims2()?;
     let vocab = weight.dim(0)?;
     if labels.len() != tokens {
-        return Err(ModelError::Labels(format!(
-            "{} labels for {tokens} tokens",
-            labels.len()
-        )));
+        return Err(ModelError::Labels(format!("{} labels for {tokens} tokens", labels.len())));
     }
     let mut counted = Vec::new();
     let mut targets = Vec::new();
@@ -81,14 +78,11 @@ pub fn linear_cross_entropy(
     let device = hidden.device();
     let hidden = hidden.detach().to_dtype(DType::F32)?;
     let weight = weight.detach().to_dtype(DType::F32)?;
-    let mut output = CrossEntropyOutput {
-        loss_sum: 0.0,
-        count: counted.len(),
-        d_hidden: None,
-        d_weight: None,
-    };
+    let mut output =
+        CrossEntropyOutput { loss_sum: 0.0, count: counted.len(), d_hidden: None, d_weight: None };
     let mut d_hidden_rows = Vec::new();
-    let mut d_weight = with_grads.then(|| Tensor::zeros((vocab, hidden_size), DType::F32, device)).transpose()?;
+    let mut d_weight =
+        with_grads.then(|| Tensor::zeros((vocab, hidden_size), DType::F32, device)).transpose()?;
     let chunk = chunk_tokens.unwrap_or_else(|| default_chunk_tokens(vocab)).max(1);
     for (rows, row_targets) in counted.chunks(chunk).zip(targets.chunks(chunk)) {
         let rows = Tensor::new(rows, device)?;
@@ -99,10 +93,8 @@ pub fn linear_cross_entropy(
         let shifted = logits.broadcast_sub(&max)?;
         let log_norm = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
         let target_shifted = shifted.gather(&row_targets, D::Minus1)?;
-        output.loss_sum += (log_norm.clone() - target_shifted)?
-            .sum_all()?
-            .to_dtype(DType::F64)?
-            .to_scalar::<f64>()?;
+        output.loss_sum +=
+            (log_norm.clone() - target_shifted)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if let Some(d_weight) = d_weight.as_mut() {
             // d(loss)/d(logits) = softmax - one_hot(target).
             let probs = shifted.broadcast_sub(&log_norm)?.exp()?;
@@ -139,11 +131,7 @@ pub fn mean_cross_entropy_loss(
     match (out.d_hidden, out.d_weight) {
         (Some(d_hidden), Some(d_weight)) => Ok(hidden.apply_op2(
             weight,
-            PrecomputedLoss {
-                value: mean,
-                d_hidden: (d_hidden * scale)?,
-                d_weight: (d_weight * scale)?,
-            },
+            PrecomputedLoss { value: mean, d_hidden: (d_hidden * scale)?, d_weight: (d_weight * scale)? },
         )?),
         _ => Ok(Tensor::new(mean, hidden.device())?),
     }

@@ -16,9 +16,8 @@ pub struct Rotary {
 impl Rotary {
     pub fn new(positions: &[u32], head_dim: usize, theta: f64, device: &Device) -> Result<Self> {
         let half = head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32)
-            .collect();
+        let inv_freq: Vec<f32> =
+            (0..half).map(|i| (1.0 / theta.powf((2 * i) as f64 / head_dim as f64)) as f32).collect();
         let mut angles = Vec::with_capacity(positions.len() * head_dim);
         for &p in positions {
             let row: Vec<f32> = inv_freq.iter().map(|f| p as f32 * f).collect();
@@ -26,10 +25,7 @@ impl Rotary {
             angles.extend_from_slice(&row);
         }
         let angles = Tensor::from_vec(angles, (positions.len(), head_dim), device)?;
-        Ok(Self {
-            cos: angles.cos()?,
-            sin: angles.sin()?,
-        })
+        Ok(Self { cos: angles.cos()?, sin: angles.sin()? })
     }
 
     /// Rotates `x` of shape `[tokens, heads, head_dim]`: `x * cos + rotate_half(x) * sin`,

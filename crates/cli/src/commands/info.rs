@@ -1,0 +1,37 @@
+//! `davinci info`: a model's shape and size, before spending anything on it.
+
+use anyhow::Result;
+use davinci_model::checkpoint::CONFIG_FILE;
+use davinci_model::{resolve_model_dir, Config, PRESETS};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A preset (tiny, qwen2.5-0.5b ... qwen2.5-72b), a checkpoint directory or a Hub name.
+    model: String,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let config = if PRESETS.contains(&args.model.to_ascii_lowercase().as_str()) {
+        Config::preset(&args.model)?
+    } else {
+        Config::from_file(&resolve_model_dir(&args.model)?.join(CONFIG_FILE))?
+    };
+    let params = config.num_parameters();
+    println!(
+        "layers {}, hidden {}, intermediate {}",
+        config.num_hidden_layers, config.hidden_size, config.intermediate_size
+    );
+    println!(
+        "attention: {} query heads, {} key/value heads, head dim {}",
+        config.num_attention_heads,
+        config.num_key_value_heads,
+        config.head_dim()
+    );
+    println!(
+        "vocabulary {}, tied head: {}, rope theta {}",
+        config.vocab_size, config.tie_word_embeddings, config.rope_theta
+    );
+    println!("parameters: {params} ({:.2}B)", params as f64 / 1e9);
+    println!("bf16 weights: {:.1} GiB", (params * 2) as f64 / (1u64 << 30) as f64);
+    Ok(())
+}

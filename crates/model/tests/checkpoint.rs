@@ -1,0 +1,180 @@
+//! Saving and loading Hugging Face checkpoints: bit-exact round trips (single file,
+//! shards, bf16), and errors that name the tensor and the file.
+
+mod common;
+
+use std::fs;
+
+use candle_core::{DType, Device};
+use common::{fixture_dir, flat, load_fixture_model, FIXTURES};
+use davinci_model::checkpoint::{INDEX_FILE, SINGLE_FILE};
+use davinci_model::{load_checkpoint, save_checkpoint, save_tensors, ModelError, Qwen2, SaveOptions};
+
+fn bits(model: &Qwen2) -> Vec<(String, Vec<usize>, DType, Vec<u32>)> {
+    model
+        .named_tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            let raw: Vec<u32> = flat(&t).into_iter().map(f32::to_bits).collect();
+            (name, t.dims().to_vec(), t.dtype(), raw)
+        })
+        .collect()
+}
+
+#[test]
+fn save_then_load_is_bit_exact_single_file_and_sharded() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in FIXTURES {
+        let model = load_fixture_model(name);
+        let single = tmp.path().join(format!("{name}-single"));
+        save_checkpoint(&model, &single, &SaveOptions::default()).unwrap();
+        assert!(single.join(SINGLE_FILE).is_file() && !single.join(INDEX_FILE).exists());
+        let reloaded = load_checkpoint(&single, &Device::Cpu, None).unwrap();
+        assert_eq!(bits(&reloaded), bits(&model), "{name}: single-file round trip");
+        assert_eq!(reloaded.config(), model.config());
+
+        let sharded = tmp.path().join(format!("{name}-sharded"));
+        let options = SaveOptions { max_shard_bytes: 64 * 1024, ..SaveOptions::default() };
+        save_checkpoint(&model, &sharded, &options).unwrap();
+        let shards: Vec<_> = fs::read_dir(&sharded)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|f| f.starts_with("model-") && f.ends_with(".safetensors"))
+            .collect();
+        assert!(shards.len() > 2, "{name}: expected several shards, got {shards:?}");
+        let index: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(sharded.join(INDEX_FILE)).unwrap()).unwrap();
+        assert_eq!(index["weight_map"].as_object().unwrap().len(), model.named_tensors().len());
+        let reloaded = load_checkpoint(&sharded, &Device::Cpu, None).unwrap();
+        assert_eq!(bits(&reloaded), bits(&model), "{name}: sharded round trip");
+    }
+}
+
+#[test]
+fn bf16_checkpoint_round_trips_and_records_its_dtype() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = load_fixture_model("tied");
+    let dir = tmp.path().join("bf16");
+    save_checkpoint(&model, &dir, &SaveOptions { dtype: Some(DType::BF16), ..SaveOptions::default() })
+        .unwrap();
+    let stored = load_checkpoint(&dir, &Device::Cpu, None).unwrap();
+    assert_eq!(stored.config().torch_dtype, "bfloat16");
+    assert!(stored.named_tensors().iter().all(|(_, t)| t.dtype() == DType::BF16));
+    let again = tmp.path().join("bf16-again");
+    save_checkpoint(&stored, &again, &SaveOptions::default()).unwrap();
+    assert_eq!(fs::read(dir.join(SINGLE_FILE)).unwrap(), fs::read(again.join(SINGLE_FILE)).unwrap());
+    // bf16 keeps 8 bits of mantissa: every weight within 2^-8 relative of the f32 one.
+    let as_f32 = load_checkpoint(&dir, &Device::Cpu, Some(DType::F32)).unwrap();
+    for ((name, a), (_, b)) in as_f32.named_tensors().iter().zip(model.named_tensors().iter()) {
+        for (x, y) in flat(a).iter().zip(flat(b)) {
+            assert!((x - y).abs() <= y.abs() / 256.0, "{name}: {x} vs {y}");
+        }
+    }
+}
+
+#[test]
+fn saving_over_a_checkpoint_replaces_weights_and_keeps_other_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ckpt");
+    let model = load_fixture_model("gqa-untied");
+    save_checkpoint(&model, &dir, &SaveOptions { max_shard_bytes: 64 * 1024, ..SaveOptions::default() })
+        .unwrap();
+    fs::write(dir.join("tokenizer.json"), "{}").unwrap();
+    save_checkpoint(&model, &dir, &SaveOptions::default()).unwrap();
+    let names: Vec<String> =
+        fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(names.contains(&"tokenizer.json".to_string()));
+    assert!(!names.iter().any(|n| n.starts_with("model-")), "stale shards removed: {names:?}");
+    let leftovers: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 1, "no temporary directories left: {leftovers:?}");
+}
+
+fn copy_fixture(name: &str, to: &std::path::Path) {
+    fs::create_dir_all(to).unwrap();
+    for file in ["config.json", SINGLE_FILE] {
+        fs::copy(fixture_dir(name).join(file), to.join(file)).unwrap();
+    }
+}
+
+#[test]
+fn missing_tensor_is_named_with_its_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = load_fixture_model("gqa-untied");
+    let dir = tmp.path().join("missing");
+    let dropped = "model.layers.1.self_attn.k_proj.bias";
+    let kept: Vec<_> = model.named_tensors().into_iter().filter(|(n, _)| n != dropped).collect();
+    save_tensors(model.config(), &kept, &dir, &SaveOptions::default()).unwrap();
+    let err = load_checkpoint(&dir, &Device::Cpu, None).unwrap_err();
+    assert!(matches!(err, ModelError::MissingTensor { .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains(dropped) && message.contains(SINGLE_FILE), "{message}");
+}
+
+#[test]
+fn wrong_shape_is_named_with_its_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("shape");
+    copy_fixture("gqa-untied", &dir);
+    let config_path = dir.join("config.json");
+    let text = fs::read_to_string(&config_path)
+        .unwrap()
+        .replace("\"intermediate_size\": 96", "\"intermediate_size\": 100");
+    fs::write(&config_path, text).unwrap();
+    let err = load_checkpoint(&dir, &Device::Cpu, None).unwrap_err().to_string();
+    assert!(
+        err.contains("model.layers.0.mlp.gate_proj.weight")
+            && err.contains("[96, 64]")
+            && err.contains(SINGLE_FILE),
+        "{err}"
+    );
+}
+
+#[test]
+fn truncated_file_is_reported_as_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("truncated");
+    copy_fixture("tied", &dir);
+    let path = dir.join(SINGLE_FILE);
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..bytes.len() - 1000]).unwrap();
+    let err = load_checkpoint(&dir, &Device::Cpu, None).unwrap_err();
+    assert!(matches!(err, ModelError::CorruptFile { .. }), "{err}");
+    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+}
+
+#[test]
+fn config_errors_name_the_file_and_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("config");
+    copy_fixture("tied", &dir);
+    let config_path = dir.join("config.json");
+    fs::write(&config_path, "{\n  \"hidden_size\": 48,\n  \"vocab_size\": oops\n}").unwrap();
+    let err = load_checkpoint(&dir, &Device::Cpu, None).unwrap_err().to_string();
+    assert!(err.contains("config.json") && err.contains("line 3"), "{err}");
+    fs::write(
+        &config_path,
+        fs::read_to_string(fixture_dir("tied").join("config.json"))
+            .unwrap()
+            .replace("\"num_key_value_heads\": 4", "\"num_key_value_heads\": 3"),
+    )
+    .unwrap();
+    let err = load_checkpoint(&dir, &Device::Cpu, None).unwrap_err().to_string();
+    assert!(err.contains("config.json") && err.contains("num_key_value_heads"), "{err}");
+}
+
+#[test]
+fn presets_carry_the_public_qwen25_shapes() {
+    use davinci_model::Config;
+    let expect = [
+        ("qwen2.5-0.5b", 494_032_768usize),
+        ("qwen2.5-7b", 7_615_616_512),
+        ("qwen2.5-32b", 32_763_876_352),
+        ("qwen2.5-72b", 72_706_203_648),
+    ];
+    for (name, params) in expect {
+        let config = Config::preset(name).unwrap();
+        assert_eq!(config.num_parameters(), params, "{name}");
+    }
+    assert_eq!(Config::preset("qwen2.5-72b").unwrap().rms_norm_eps, 1e-5);
+    assert!(Config::preset("qwen2.5-9b").unwrap_err().to_string().contains("qwen2.5-7b"));
+}

@@ -1,0 +1,106 @@
+//! The ops on their own: the chunked linear cross-entropy against a plain full-logits
+//! computation on the gradient tape, and attention's document isolation.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use common::assert_close;
+use davinci_model::ops::{
+    linear_cross_entropy, mean_cross_entropy_loss, softmax_last_dim, varlen_causal_attention,
+};
+
+fn random(shape: (usize, usize), seed: u64) -> Tensor {
+    // A small deterministic generator keeps the test independent of candle's RNG.
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let data: Vec<f32> = (0..shape.0 * shape.1)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+/// Mean cross-entropy from the full logits, all on candle's tape: the reference.
+fn naive_loss(hidden: &Tensor, weight: &Tensor, labels: &[i64]) -> Tensor {
+    let logits = hidden.matmul(&weight.t().unwrap()).unwrap();
+    let log_probs = (softmax_last_dim(&logits).unwrap()).log().unwrap();
+    let rows: Vec<u32> = (0..labels.len() as u32).filter(|&t| labels[t as usize] != -100).collect();
+    let targets: Vec<u32> = rows.iter().map(|&t| labels[t as usize] as u32).collect();
+    let rows = Tensor::new(rows.as_slice(), &Device::Cpu).unwrap();
+    let targets = Tensor::new(targets.as_slice(), &Device::Cpu).unwrap().unsqueeze(1).unwrap();
+    let picked = log_probs.index_select(&rows, 0).unwrap().gather(&targets, D::Minus1).unwrap();
+    picked.mean_all().unwrap().neg().unwrap()
+}
+
+#[test]
+fn chunked_linear_cross_entropy_matches_full_logits_for_any_chunk() {
+    let (tokens, hidden_size, vocab) = (37, 24, 101);
+    let hidden = Var::from_tensor(&random((tokens, hidden_size), 1)).unwrap();
+    let weight = Var::from_tensor(&(random((vocab, hidden_size), 2) * 2.0).unwrap()).unwrap();
+    let labels: Vec<i64> =
+        (0..tokens).map(|t| if t % 5 == 3 { -100 } else { ((t * 31) % vocab) as i64 }).collect();
+    let reference = naive_loss(&hidden, &weight, &labels);
+    let ref_grads = reference.backward().unwrap();
+    for chunk in [1, 4, 7, 36, 1000] {
+        let loss = mean_cross_entropy_loss(&hidden, &weight, &labels, Some(chunk)).unwrap();
+        assert_close(&format!("loss, chunk {chunk}"), &loss, &reference, 1e-6);
+        let grads = loss.backward().unwrap();
+        for (what, var) in [("d_hidden", &hidden), ("d_weight", &weight)] {
+            assert_close(
+                &format!("{what}, chunk {chunk}"),
+                grads.get(var).unwrap(),
+                ref_grads.get(var).unwrap(),
+                1e-5,
+            );
+        }
+    }
+    let out = linear_cross_entropy(&hidden, &weight, &labels, Some(8), false).unwrap();
+    assert_eq!(out.count, labels.iter().filter(|&&l| l != -100).count());
+    assert!(out.d_hidden.is_none() && out.d_weight.is_none());
+}
+
+#[test]
+fn cross_entropy_with_no_counted_label_is_zero_and_bad_labels_are_refused() {
+    let hidden = random((4, 8), 3);
+    let weight = random((10, 8), 4);
+    let out = linear_cross_entropy(&hidden, &weight, &[-100; 4], None, true).unwrap();
+    assert_eq!((out.count, out.mean()), (0, 0.0));
+    assert_eq!(out.d_hidden.unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+    let err = linear_cross_entropy(&hidden, &weight, &[1, 2, 10, -100], None, false).unwrap_err().to_string();
+    assert!(err.contains("label 10 at position 2"), "{err}");
+    let err = linear_cross_entropy(&hidden, &weight, &[1, 2], None, false).unwrap_err().to_string();
+    assert!(err.contains("2 labels for 4 tokens"), "{err}");
+}
+
+/// Changing a token of one document changes nothing in the others, and nothing earlier
+/// in its own document.
+#[test]
+fn attention_never_crosses_a_document_or_looks_ahead() {
+    let (heads, kv_heads, head_dim) = (6, 2, 8);
+    let cu = [0u32, 5, 6, 15];
+    let tokens = 15;
+    let make = |seed| random((tokens, heads * head_dim), seed).reshape((tokens, heads, head_dim)).unwrap();
+    let make_kv =
+        |seed| random((tokens, kv_heads * head_dim), seed).reshape((tokens, kv_heads, head_dim)).unwrap();
+    let (q, k, v) = (make(10), make_kv(11), make_kv(12));
+    let base = varlen_causal_attention(&q, &k, &v, &cu, 0.3).unwrap();
+    // Perturb token 9 (inside the third document) in k and v.
+    let bump = Tensor::zeros((tokens, kv_heads, head_dim), DType::F32, &Device::Cpu)
+        .unwrap()
+        .slice_assign(
+            &[9..10, 0..kv_heads, 0..head_dim],
+            &Tensor::ones((1, kv_heads, head_dim), DType::F32, &Device::Cpu).unwrap(),
+        )
+        .unwrap();
+    let changed =
+        varlen_causal_attention(&q, &(&k + &bump).unwrap(), &(&v + &bump).unwrap(), &cu, 0.3).unwrap();
+    let diff: Vec<f32> = (changed - &base).unwrap().abs().unwrap().sum((1, 2)).unwrap().to_vec1().unwrap();
+    for (t, d) in diff.iter().enumerate() {
+        if t < 9 {
+            assert_eq!(*d, 0.0, "token {t} must not see token 9");
+        } else {
+            assert!(*d > 0.0, "token {t} sees token 9");
+        }
+    }
+}
