@@ -6,7 +6,7 @@
 //! finite differences or against transformers. The CUDA kernels replace these bodies
 //! behind the same signatures; the model never changes when they do.
 
-mod attention;
+pub mod attention;
 mod cross_entropy;
 mod rms_norm;
 mod rope;

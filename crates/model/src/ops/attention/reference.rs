@@ -1,27 +1,15 @@
-//! Causal attention over packed variable-length documents, with grouped-query heads.
+//! The reference attention: each document's full score matrix, from differentiable
+//! candle primitives. Its memory grows with the square of the longest document, so it
+//! serves the checks and the devices that have no kernel yet.
 
 use candle_core::{DType, Device, Tensor};
 
-use super::softmax::softmax_last_dim;
 use crate::error::Result;
+use crate::ops::softmax_last_dim;
 
-/// Causal attention for one packed row.
-///
-/// `q`: `[tokens, q_heads, head_dim]`, `k` and `v`: `[tokens, kv_heads, head_dim]`, with
-/// `q_heads` a multiple of `kv_heads` (query head `h` reads key/value head
-/// `h / (q_heads / kv_heads)`, as transformers' `repeat_kv` lays them out). Documents are
-/// the ranges `cu_seqlens[i]..cu_seqlens[i + 1]`; a token attends to itself and the earlier
-/// tokens of its own document only. Returns `[tokens, q_heads, head_dim]`.
-///
-/// This reference materialises one document's `[L x L]` scores at a time, never a
-/// `[tokens x tokens]` mask; the flash-attention kernel replaces it on CUDA.
-pub fn varlen_causal_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    cu_seqlens: &[u32],
-    scale: f64,
-) -> Result<Tensor> {
+/// Attention as [`super::varlen_causal_attention`] defines it; one document's
+/// `[L x L]` scores per head at a time, never a `[tokens x tokens]` mask.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[u32], scale: f64) -> Result<Tensor> {
     let (_, q_heads, head_dim) = q.dims3()?;
     let kv_heads = k.dim(1)?;
     let group = q_heads / kv_heads;
