@@ -10,6 +10,12 @@ fn davinci(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_davinci")).args(args).output().expect("davinci runs")
 }
 
+/// Runs davinci and fails the test, with its stderr, unless it succeeds.
+fn davinci_ok(args: &[&str]) {
+    let run = davinci(args);
+    assert!(run.status.success(), "davinci {args:?}: {}", String::from_utf8_lossy(&run.stderr));
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures").join(name)
 }
@@ -48,7 +54,7 @@ fn logits_command_matches_transformers_and_survives_convert() {
         let tokens = tmp.path().join(format!("{name}.jsonl"));
         let count = write_fixture_tokens(&expected, &tokens);
         let out = tmp.path().join(format!("{name}-logits.safetensors"));
-        let run = davinci(&[
+        davinci_ok(&[
             "logits",
             "--model",
             fixture(name).to_str().unwrap(),
@@ -57,7 +63,6 @@ fn logits_command_matches_transformers_and_survives_convert() {
             "--out",
             out.to_str().unwrap(),
         ]);
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
         let ours = load(&out);
         for n in 0..count {
             let rel = max_rel_diff(&ours[&format!("logits.{n}")], &expected[&format!("logits.{n}")]);
@@ -71,7 +76,7 @@ fn logits_command_matches_transformers_and_survives_convert() {
 
         // A sharded copy written by `convert` gives bit-identical logits.
         let converted = tmp.path().join(format!("{name}-sharded"));
-        let run = davinci(&[
+        davinci_ok(&[
             "convert",
             "--model",
             fixture(name).to_str().unwrap(),
@@ -80,10 +85,9 @@ fn logits_command_matches_transformers_and_survives_convert() {
             "--max-shard-bytes",
             "50000",
         ]);
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
         assert!(converted.join("model.safetensors.index.json").is_file());
         let out2 = tmp.path().join(format!("{name}-logits2.safetensors"));
-        let run = davinci(&[
+        davinci_ok(&[
             "logits",
             "--model",
             converted.to_str().unwrap(),
@@ -92,7 +96,6 @@ fn logits_command_matches_transformers_and_survives_convert() {
             "--out",
             out2.to_str().unwrap(),
         ]);
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
         let again = load(&out2);
         for n in 0..count {
             let key = format!("logits.{n}");

@@ -199,23 +199,21 @@ impl CustomOp3 for TiledAttention {
             self.lse.lock().map_err(|_| candle_core::Error::Msg("attention state poisoned".into()))?.clone();
         let lse =
             lse.ok_or_else(|| candle_core::Error::Msg("attention backward before its forward".into()))?;
-        self.backward(q, k, v, out, grad_out, &lse).map_err(candle_core::Error::wrap)
+        self.backward([q, k, v, out, grad_out], &lse).map_err(candle_core::Error::wrap)
     }
 }
 
 impl TiledAttention {
+    /// dQ, dK, dV from `[q, k, v, out, grad_out]` and the forward's log-sum-exp.
     #[allow(clippy::type_complexity)]
     fn backward(
         &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        out: &Tensor,
-        grad_out: &Tensor,
+        tensors: [&Tensor; 5],
         lse: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let f32_of = |t: &Tensor| -> Result<Tensor> { Ok(t.detach().to_dtype(DType::F32)?.contiguous()?) };
-        let (q, k, v, out, grad_out) = (f32_of(q)?, f32_of(k)?, f32_of(v)?, f32_of(out)?, f32_of(grad_out)?);
+        let [q, k, v, out, grad_out] = tensors.map(f32_of);
+        let (q, k, v, out, grad_out) = (q?, k?, v?, out?, grad_out?);
         let heads = Heads::of(&q, &k)?;
         let (q_width, kv_width) = (heads.q_heads * heads.head_dim, heads.kv_heads * heads.head_dim);
         let mut dq = vec![0f32; heads.tokens * q_width];
