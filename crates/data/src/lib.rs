@@ -1,0 +1,11 @@
+//! Agent-native training data: the records (pull requests, agent trajectories, plain text),
+//! the templates that render them, the filters, tokenization, and the shard format the
+//! loader streams.
+
+pub mod error;
+pub mod records;
+pub mod sample;
+pub mod tokenize;
+pub mod train_tokenizer;
+
+pub use error::{DataError, Result};

@@ -1,0 +1,105 @@
+//! Tokenization with the `tokenizers` crate, keeping special tokens out of reach of text:
+//! a record containing the string `<|im_end|>` must not be able to forge a turn boundary.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tokenizers::Tokenizer;
+
+use crate::error::{io_at, DataError, Result};
+use crate::sample::{Piece, Rendered, SPECIAL_TOKENS};
+
+/// A tokenizer for rendered samples.
+///
+/// Text is encoded by a copy of the tokenizer without its added tokens, so the special
+/// strings in text are split into ordinary pieces; special tokens enter only as
+/// [`Piece::Special`], by id.
+pub struct TextTokenizer {
+    full: Tokenizer,
+    plain: Tokenizer,
+    specials: HashMap<&'static str, u32>,
+    hash: String,
+    path: PathBuf,
+}
+
+impl TextTokenizer {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(io_at(path))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Builds from the bytes of a `tokenizer.json`; `path` names it in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        let fail = |message: String| DataError::Tokenizer { path: path.into(), message };
+        let full = Tokenizer::from_bytes(bytes).map_err(|e| fail(e.to_string()))?;
+        let mut json: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| fail(e.to_string()))?;
+        json["added_tokens"] = serde_json::Value::Array(Vec::new());
+        // A post-processor may add special tokens by name; samples are framed by templates.
+        json["post_processor"] = serde_json::Value::Null;
+        let plain = Tokenizer::from_bytes(json.to_string()).map_err(|e| fail(e.to_string()))?;
+        let mut specials = HashMap::new();
+        for token in SPECIAL_TOKENS {
+            let id = full
+                .token_to_id(token)
+                .ok_or_else(|| fail(format!("special token {token} is not in the vocabulary")))?;
+            specials.insert(token, id);
+        }
+        let hash = hex::encode(Sha256::digest(bytes));
+        Ok(Self { full, plain, specials, hash, path: path.into() })
+    }
+
+    /// SHA-256 of the `tokenizer.json` bytes: shards record it, and mixing is refused.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.full.get_vocab_size(true)
+    }
+
+    pub fn special_id(&self, token: &str) -> Option<u32> {
+        self.specials.get(token).copied()
+    }
+
+    /// Ids of ordinary text; never a special token's id.
+    pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .plain
+            .encode_fast(text, false)
+            .map_err(|e| DataError::Tokenizer { path: self.path.clone(), message: e.to_string() })?;
+        let ids = encoding.get_ids().to_vec();
+        if let Some(id) = ids.iter().find(|id| self.specials.values().any(|s| s == *id)) {
+            return Err(DataError::Tokenizer {
+                path: self.path.clone(),
+                message: format!("text encoded to special token id {id}; the vocabulary holds a special token as ordinary text"),
+            });
+        }
+        Ok(ids)
+    }
+
+    /// Token ids of a rendered sample and, per token, whether it carries loss.
+    pub fn encode(&self, sample: &Rendered) -> Result<(Vec<u32>, Vec<bool>)> {
+        let mut ids = Vec::new();
+        let mut loss = Vec::new();
+        for segment in &sample.segments {
+            let before = ids.len();
+            match &segment.piece {
+                Piece::Text(text) => ids.extend(self.encode_text(text)?),
+                Piece::Special(token) => ids.push(self.specials[*token]),
+            }
+            loss.resize(ids.len().max(before), segment.loss);
+        }
+        Ok((ids, loss))
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.full
+            .decode(ids, false)
+            .map_err(|e| DataError::Tokenizer { path: self.path.clone(), message: e.to_string() })
+    }
+}
