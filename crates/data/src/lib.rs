@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod records;
+pub mod render;
 pub mod sample;
 pub mod tokenize;
 pub mod train_tokenizer;
