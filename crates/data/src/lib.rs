@@ -2,10 +2,12 @@
 //! the templates that render them, the filters, tokenization, and the shard format the
 //! loader streams.
 
+pub mod dataset;
 pub mod error;
 pub mod records;
 pub mod render;
 pub mod sample;
+pub mod shard;
 pub mod tokenize;
 pub mod train_tokenizer;
 
