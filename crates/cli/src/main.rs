@@ -21,6 +21,11 @@ enum Command {
     Convert(commands::convert::Args),
     /// Print a model's shape and size: a preset, a checkpoint directory or a Hub name.
     Info(commands::info::Args),
+    /// Turn PR records and agent trajectories into tokenized shards.
+    Prepare(commands::prepare::Args),
+    /// Data tools: tokenizer training.
+    #[command(subcommand)]
+    Data(commands::data::Command),
 }
 
 fn main() -> Result<()> {
@@ -34,5 +39,7 @@ fn main() -> Result<()> {
         Command::Logits(args) => commands::logits::run(args),
         Command::Convert(args) => commands::convert::run(args),
         Command::Info(args) => commands::info::run(args),
+        Command::Prepare(args) => commands::prepare::run(args),
+        Command::Data(command) => commands::data::run(command),
     }
 }

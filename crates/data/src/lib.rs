@@ -4,6 +4,10 @@
 
 pub mod dataset;
 pub mod error;
+pub mod filter;
+pub mod input;
+pub mod prepare;
+pub mod recipe;
 pub mod records;
 pub mod render;
 pub mod sample;

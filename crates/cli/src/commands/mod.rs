@@ -1,3 +1,5 @@
 pub mod convert;
+pub mod data;
 pub mod info;
 pub mod logits;
+pub mod prepare;

@@ -32,6 +32,7 @@ pub enum LossScope {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChatMlOptions {
     #[serde(default)]
     pub tool_style: ToolStyle,

@@ -1,0 +1,159 @@
+//! `davinci prepare`: records to tokenized shards, from a recipe or from flags.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use davinci_data::filter::{FilterConfig, Outcome, OverLength};
+use davinci_data::prepare::{prepare_dataset, DatasetSpec, PrepareOptions, PrepareReport};
+use davinci_data::recipe::DataRecipe;
+use davinci_data::render::{ChatMlOptions, LossScope, Template, ToolStyle};
+use davinci_data::tokenize::TextTokenizer;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A recipe: prepares every dataset it defines. Without one, the flags below describe
+    /// a single dataset.
+    recipe: Option<PathBuf>,
+    /// With a recipe: prepare only this dataset (repeatable).
+    #[arg(long)]
+    only: Vec<String>,
+    /// Record files or globs (JSONL, .jsonl.gz, .jsonl.zst, SWE-agent .traj).
+    #[arg(long)]
+    source: Vec<String>,
+    /// pr-general, pr-python, chatml or text.
+    #[arg(long)]
+    template: Option<String>,
+    /// tokenizer.json.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Output directory of the dataset.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Dataset name (defaults to the output directory's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Token cap of a sample.
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Truncate samples above the cap instead of dropping them.
+    #[arg(long)]
+    truncate: bool,
+    /// Trajectories to keep: any, pass or fail.
+    #[arg(long, default_value = "any")]
+    outcome: String,
+    /// ChatML loss: all or assistant-only.
+    #[arg(long, default_value = "all")]
+    loss: String,
+    /// ChatML tool calls: qwen or xml-function.
+    #[arg(long, default_value = "qwen")]
+    tool_style: String,
+    /// Keep the SWE-Bench Verified repositories (dropped by default).
+    #[arg(long)]
+    keep_swe_bench: bool,
+    /// Fail on the first malformed record instead of skipping and counting it.
+    #[arg(long)]
+    strict: bool,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(what: &str, value: &str) -> Result<T> {
+    serde_json::from_value(serde_json::Value::String(value.into()))
+        .with_context(|| format!("unknown {what} `{value}`"))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let options = PrepareOptions { strict: args.strict, ..PrepareOptions::default() };
+    let jobs: Vec<(DatasetSpec, PathBuf, PathBuf)>;
+    let tokenizer_path;
+    if let Some(recipe_path) = &args.recipe {
+        let recipe = DataRecipe::from_file(recipe_path)?;
+        for name in &args.only {
+            if !recipe.datasets.iter().any(|d| &d.name == name) {
+                bail!("{}: no dataset named `{name}`", recipe_path.display());
+            }
+        }
+        tokenizer_path = recipe.tokenizer_path();
+        jobs = recipe
+            .datasets
+            .iter()
+            .filter(|d| args.only.is_empty() || args.only.contains(&d.name))
+            .map(|d| (d.clone(), recipe.base.clone(), recipe.output_dir(d)))
+            .collect();
+    } else {
+        let (Some(template), Some(tokenizer), Some(out)) = (&args.template, &args.tokenizer, &args.out)
+        else {
+            bail!("give a recipe, or --source, --template, --tokenizer and --out");
+        };
+        if args.source.is_empty() {
+            bail!("give at least one --source");
+        }
+        let filters = FilterConfig {
+            max_tokens: args.max_tokens,
+            over_length: if args.truncate { OverLength::Truncate } else { OverLength::Drop },
+            outcome: parse::<Outcome>("outcome", &args.outcome)?,
+            exclude_swe_bench_verified: !args.keep_swe_bench,
+            ..FilterConfig::default()
+        };
+        let chatml = ChatMlOptions {
+            loss: parse::<LossScope>("loss", &args.loss)?,
+            tool_style: parse::<ToolStyle>("tool style", &args.tool_style)?,
+        };
+        let name = args
+            .name
+            .clone()
+            .or_else(|| out.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "dataset".into());
+        let spec = DatasetSpec {
+            name,
+            sources: args.source.clone(),
+            template: parse::<Template>("template", template)?,
+            chatml,
+            filters,
+        };
+        tokenizer_path = tokenizer.clone();
+        jobs = vec![(spec, PathBuf::from("."), out.clone())];
+    }
+    let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
+    let mut total = PrepareReport::default();
+    for (spec, base, out) in &jobs {
+        let started = std::time::Instant::now();
+        let (_, report) = prepare_dataset(spec, base, &tokenizer, out, &options)
+            .with_context(|| format!("preparing dataset `{}`", spec.name))?;
+        print_report(&spec.name, &report, started.elapsed().as_secs_f64());
+        println!("  -> {}", out.display());
+        total.records += report.records;
+        total.kept += report.kept;
+        total.tokens += report.tokens;
+        total.loss_tokens += report.loss_tokens;
+    }
+    if jobs.len() > 1 {
+        println!(
+            "all datasets: {} records, {} kept, {} tokens ({} with loss)",
+            total.records, total.kept, total.tokens, total.loss_tokens
+        );
+    }
+    Ok(())
+}
+
+fn print_report(name: &str, r: &PrepareReport, seconds: f64) {
+    println!(
+        "{name}: {} records, {} kept, {} tokens ({} with loss), {:.0} records/s, {:.0} tokens/s",
+        r.records,
+        r.kept,
+        r.tokens,
+        r.loss_tokens,
+        r.records as f64 / seconds.max(1e-9),
+        r.tokens as f64 / seconds.max(1e-9)
+    );
+    if r.malformed > 0 {
+        println!("  malformed (skipped): {}", r.malformed);
+        for example in &r.malformed_examples {
+            println!("    {example}");
+        }
+    }
+    if r.truncated > 0 {
+        println!("  truncated to the token cap: {}", r.truncated);
+    }
+    for (reason, count) in &r.removed.0 {
+        println!("  removed, {reason}: {count}");
+    }
+}

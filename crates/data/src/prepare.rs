@@ -1,0 +1,265 @@
+//! `prepare`: records -> render -> filter -> decontaminate -> tokenize -> shards, streaming
+//! and parallel over cores, with a report of what each filter removed.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::dataset::{Manifest, SourceInfo};
+use crate::error::{DataError, Result};
+use crate::filter::{FilterConfig, FilterCounts, Filters, OverLength};
+use crate::input::{expand_sources, RecordReader};
+use crate::records::{parse_trajectory, PlainText, PullRequest};
+use crate::render::{render_chatml, render_pr_general, render_pr_python, ChatMlOptions, LossScope, Template};
+use crate::sample::{Rendered, END_OF_TEXT};
+use crate::shard::ShardWriter;
+use crate::tokenize::TextTokenizer;
+
+/// One dataset of a recipe: where its records are, how to render and filter them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    pub name: String,
+    /// Record files or globs, relative to the recipe's directory.
+    pub sources: Vec<String>,
+    pub template: Template,
+    #[serde(default)]
+    pub chatml: ChatMlOptions,
+    #[serde(default)]
+    pub filters: FilterConfig,
+}
+
+impl DatasetSpec {
+    /// Hash of everything that shapes the output besides the sources and the tokenizer.
+    pub fn settings_hash(&self) -> String {
+        let settings =
+            serde_json::to_string(&(self.template, &self.chatml, &self.filters)).unwrap_or_default();
+        hex::encode(Sha256::digest(settings.as_bytes()))
+    }
+}
+
+/// How `prepare` runs.
+#[derive(Debug, Clone)]
+pub struct PrepareOptions {
+    /// Fail on the first malformed record instead of reporting and skipping it.
+    pub strict: bool,
+    /// Tokens per shard.
+    pub shard_tokens: usize,
+    /// Records handed to the worker threads at once.
+    pub batch_records: usize,
+    pub progress: bool,
+}
+
+impl Default for PrepareOptions {
+    fn default() -> Self {
+        Self { strict: false, shard_tokens: 64 << 20, batch_records: 2048, progress: true }
+    }
+}
+
+/// What happened to the records of a dataset.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PrepareReport {
+    pub records: u64,
+    pub malformed: u64,
+    pub kept: u64,
+    pub truncated: u64,
+    pub tokens: u64,
+    pub loss_tokens: u64,
+    pub removed: FilterCounts,
+    /// The first few malformed records, `file:line: message`.
+    pub malformed_examples: Vec<String>,
+}
+
+enum Outcome {
+    Kept { ids: Vec<u32>, loss: Vec<bool>, hash: [u8; 32] },
+    Removed(&'static str),
+    Malformed(String),
+}
+
+/// Renders one record with the dataset's template; `Err` is a malformed record, `Ok(None)`
+/// a record the record-level filters drop (the reason is counted).
+fn render(
+    spec: &DatasetSpec,
+    filters: &Filters,
+    text: &str,
+) -> std::result::Result<std::result::Result<Rendered, &'static str>, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let all = spec.chatml.loss == LossScope::All || spec.template != Template::Chatml;
+    let mut rendered = match spec.template {
+        Template::PrGeneral | Template::PrPython => {
+            let pr: PullRequest =
+                serde_json::from_value(value).map_err(|e| format!("not a PR record: {e}"))?;
+            if let Some(reason) = filters.reject_pr(&pr) {
+                return Ok(Err(reason));
+            }
+            let text = match spec.template {
+                Template::PrGeneral => render_pr_general(&pr),
+                _ => match render_pr_python(&pr) {
+                    Ok(text) => text,
+                    Err(_) => return Ok(Err("edits do not apply")),
+                },
+            };
+            let mut r = Rendered::default();
+            r.text(text, true);
+            r
+        }
+        Template::Chatml => {
+            let trajectory = parse_trajectory(&value)?;
+            if let Some(reason) = filters.reject_trajectory(&trajectory) {
+                return Ok(Err(reason));
+            }
+            render_chatml(&trajectory, spec.chatml)
+        }
+        Template::Text => {
+            let plain: PlainText =
+                serde_json::from_value(value).map_err(|e| format!("not a text record: {e}"))?;
+            if plain.repo.as_deref().is_some_and(|r| {
+                filters
+                    .reject_pr(&PullRequest { repo: r.into(), merged: true, ..Default::default() })
+                    .is_some()
+            }) {
+                return Ok(Err("decontamination: excluded repository"));
+            }
+            let mut r = Rendered::default();
+            r.text(plain.text, true);
+            r
+        }
+    };
+    rendered.special(END_OF_TEXT, all);
+    Ok(Ok(rendered))
+}
+
+fn process(spec: &DatasetSpec, filters: &Filters, tokenizer: &TextTokenizer, text: &str) -> Outcome {
+    let rendered = match render(spec, filters, text) {
+        Err(message) => return Outcome::Malformed(message),
+        Ok(Err(reason)) => return Outcome::Removed(reason),
+        Ok(Ok(r)) => r,
+    };
+    let display = rendered.to_display_string();
+    if filters.contaminated(&display) {
+        return Outcome::Removed("decontamination: n-gram overlap");
+    }
+    let hash: [u8; 32] = Sha256::digest(display.as_bytes()).into();
+    match tokenizer.encode(&rendered) {
+        Ok((ids, loss)) => Outcome::Kept { ids, loss, hash },
+        Err(e) => Outcome::Malformed(e.to_string()),
+    }
+}
+
+/// Prepares one dataset into `out` (see `docs/shards.md`); `base` resolves relative
+/// source paths.
+pub fn prepare_dataset(
+    spec: &DatasetSpec,
+    base: &Path,
+    tokenizer: &TextTokenizer,
+    out: &Path,
+    options: &PrepareOptions,
+) -> Result<(Manifest, PrepareReport)> {
+    let filters = Filters::new(spec.filters.clone())?;
+    let files = expand_sources(&spec.sources, base)?;
+    let mut writer = ShardWriter::new(out, options.shard_tokens)?;
+    let mut report = PrepareReport::default();
+    let mut seen: HashSet<[u8; 32]> = HashSet::new();
+    let mut sources = Vec::new();
+    let bar = progress_bar(options.progress, &spec.name);
+    for file in &files {
+        let mut reader = RecordReader::open(file)?;
+        loop {
+            let mut batch = Vec::with_capacity(options.batch_records);
+            while batch.len() < options.batch_records {
+                match reader.next_record()? {
+                    Some(record) => batch.push(record),
+                    None => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let outcomes: Vec<Outcome> =
+                batch.par_iter().map(|(_, text)| process(spec, &filters, tokenizer, text)).collect();
+            for ((line, _), outcome) in batch.iter().zip(outcomes) {
+                report.records += 1;
+                match outcome {
+                    Outcome::Malformed(message) => {
+                        let located = DataError::Record { path: file.clone(), line: *line, message };
+                        if options.strict {
+                            return Err(located);
+                        }
+                        tracing::warn!("skipping a malformed record: {located}");
+                        report.malformed += 1;
+                        if report.malformed_examples.len() < 10 {
+                            report.malformed_examples.push(located.to_string());
+                        }
+                    }
+                    Outcome::Removed(reason) => report.removed.add(reason),
+                    Outcome::Kept { mut ids, mut loss, hash } => {
+                        if spec.filters.dedup && !seen.insert(hash) {
+                            report.removed.add("exact duplicate");
+                            continue;
+                        }
+                        if let Some(cap) = spec.filters.max_tokens.filter(|&cap| ids.len() > cap) {
+                            if spec.filters.over_length == OverLength::Drop {
+                                report.removed.add("over the token cap");
+                                continue;
+                            }
+                            ids.truncate(cap);
+                            loss.truncate(cap);
+                            report.truncated += 1;
+                        }
+                        report.kept += 1;
+                        report.tokens += ids.len() as u64;
+                        report.loss_tokens += loss.iter().filter(|&&l| l).count() as u64;
+                        writer.push(&ids, &loss)?;
+                    }
+                }
+            }
+            bar.set_position(report.records);
+            bar.set_message(format!("{} kept, {} tokens", report.kept, report.tokens));
+        }
+        let (sha256, bytes) = reader.finish()?;
+        sources.push(SourceInfo { path: file.to_string_lossy().into_owned(), bytes, sha256 });
+    }
+    bar.finish_and_clear();
+    let shards = writer.finish()?;
+    let manifest = Manifest {
+        format: 1,
+        name: spec.name.clone(),
+        template: serde_json::to_value(spec.template)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        tokenizer_sha256: tokenizer.hash().to_string(),
+        settings_sha256: spec.settings_hash(),
+        settings: serde_json::to_value(spec).unwrap_or_default(),
+        sources,
+        shards,
+        docs: report.kept,
+        tokens: report.tokens,
+        loss_tokens: report.loss_tokens,
+        report: serde_json::to_value(&report).unwrap_or_default(),
+    };
+    manifest.write(out)?;
+    Ok((manifest, report))
+}
+
+fn progress_bar(enabled: bool, name: &str) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {prefix}: {pos} records ({per_sec}) {msg} [{elapsed}]",
+    ) {
+        bar.set_style(style);
+    }
+    bar.set_prefix(name.to_string());
+    bar
+}
+
+/// Where a dataset's shards go by default.
+pub fn default_output(data_dir: &Path, spec: &DatasetSpec) -> PathBuf {
+    data_dir.join(&spec.name)
+}
