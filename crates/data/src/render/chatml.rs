@@ -94,8 +94,11 @@ fn assistant_body(message: &Message, style: ToolStyle) -> String {
 fn tool_call_text(call: &ToolCall, style: ToolStyle) -> String {
     match style {
         ToolStyle::Qwen => {
-            let payload = serde_json::json!({"name": call.name, "arguments": call.arguments});
-            format!("<tool_call>\n{payload}\n</tool_call>")
+            let name = Value::String(call.name.clone());
+            format!(
+                "<tool_call>\n{{\"name\": {name}, \"arguments\": {}}}\n</tool_call>",
+                python_json(&call.arguments)
+            )
         }
         ToolStyle::XmlFunction => {
             let mut text = format!("<function={}>\n", call.name);
@@ -111,6 +114,22 @@ fn tool_call_text(call: &ToolCall, style: ToolStyle) -> String {
             text.push_str("</function>");
             text
         }
+    }
+}
+
+/// JSON as Python's `json.dumps` writes it by default (`", "` and `": "` separators), the
+/// way Qwen's chat template renders tool-call arguments.
+fn python_json(value: &Value) -> String {
+    match value {
+        Value::Array(items) => format!("[{}]", items.iter().map(python_json).collect::<Vec<_>>().join(", ")),
+        Value::Object(map) => {
+            let fields: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", Value::String(k.clone()), python_json(v)))
+                .collect();
+            format!("{{{}}}", fields.join(", "))
+        }
+        scalar => scalar.to_string(),
     }
 }
 
