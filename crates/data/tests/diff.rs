@@ -1,27 +1,10 @@
 //! Search/replace edits from real diffs (made by `git diff`), on the cases that break
 //! naive converters: whitespace-only changes, end-of-file newlines, repeated lines.
 
-use std::process::Command;
+mod common;
 
+use common::git_patch;
 use davinci_data::render::diff::{apply_edits, apply_hunks, hunks_to_edits, parse_patch};
-
-/// The hunks of `git diff --no-index old new`, without the file header, as GitHub's
-/// API gives a file's `patch`.
-fn git_patch(old: &str, new: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    std::fs::write(&a, old).unwrap();
-    std::fs::write(&b, new).unwrap();
-    let out = Command::new("git")
-        .args(["diff", "--no-index", "--no-color", "-U3"])
-        .arg(&a)
-        .arg(&b)
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let start = text.find("\n@@").map(|i| i + 1).expect("git produced a hunk");
-    text[start..].to_string()
-}
 
 fn check(name: &str, old: &str, new: &str) -> usize {
     let patch = git_patch(old, new);
