@@ -1,0 +1,99 @@
+//! `mine-git` on a repository the test builds: a merged PR branch, a squash merge, a
+//! commit that is no PR, a rename and a binary file.
+
+use std::path::Path;
+use std::process::Command;
+
+use davinci_data::mine_git::{mine_git, MineOptions};
+use davinci_data::records::pr::FileStatus;
+use davinci_data::render::render_pr_python;
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com", "-c", "commit.gpgsign=false"])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+fn write(dir: &Path, path: &str, text: &[u8]) {
+    std::fs::create_dir_all(dir.join(path).parent().unwrap()).unwrap();
+    std::fs::write(dir.join(path), text).unwrap();
+}
+
+#[test]
+fn merge_and_squash_commits_become_pr_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path();
+    git(repo, &["init", "-q", "-b", "main"]);
+    write(repo, "pkg/core.py", b"def f():\n    return 1\n");
+    write(repo, "pkg/old_name.py", b"X = 1\n");
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "Initial commit"]);
+
+    git(repo, &["checkout", "-q", "-b", "feature"]);
+    write(repo, "pkg/core.py", b"def f():\n    return 2\n");
+    git(repo, &["commit", "-q", "-am", "Return 2"]);
+    git(repo, &["mv", "pkg/old_name.py", "pkg/new_name.py"]);
+    write(repo, "logo.png", &[0u8, 159, 146, 150, 0, 1, 2]);
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "Rename module, add logo"]);
+    git(repo, &["checkout", "-q", "main"]);
+    git(
+        repo,
+        &[
+            "merge",
+            "-q",
+            "--no-ff",
+            "feature",
+            "-m",
+            "Merge pull request #5 from alice/feature\n\nMake f return 2\n\nIt should be two.",
+        ],
+    );
+
+    write(repo, "pkg/core.py", b"def f():\n    return 3\n");
+    git(repo, &["commit", "-q", "-am", "Return 3 (#7)\n\nSquashed."]);
+    write(repo, "README", b"docs\n");
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "Direct commit, no PR"]);
+
+    let options = MineOptions { repo_name: Some("acme/demo".into()), ..MineOptions::default() };
+    let (prs, report) = mine_git(repo, &options).unwrap();
+    assert_eq!((report.merge_prs, report.squash_prs, report.commits_scanned), (1, 1, 4));
+    assert_eq!(report.skipped.get("binary file"), Some(&1));
+    assert_eq!(prs.len(), 2);
+
+    let merged = &prs[0];
+    assert_eq!(
+        (merged.number, merged.title.as_str(), merged.body.as_deref()),
+        (5, "Make f return 2", Some("It should be two."))
+    );
+    assert_eq!(
+        merged.commits.iter().map(|c| c.message.as_str()).collect::<Vec<_>>(),
+        ["Return 2", "Rename module, add logo"]
+    );
+    let renamed = merged.files.iter().find(|f| f.status == FileStatus::Renamed).unwrap();
+    assert_eq!(
+        (renamed.previous_filename.as_deref(), renamed.filename.as_str()),
+        (Some("pkg/old_name.py"), "pkg/new_name.py")
+    );
+    let core = merged.files.iter().find(|f| f.filename == "pkg/core.py").unwrap();
+    assert_eq!(core.content_before.as_deref(), Some("def f():\n    return 1\n"));
+    assert!(core.patch.as_deref().unwrap().starts_with("@@ -1,2 +1,2 @@"));
+    // The mined record renders into edits that apply.
+    let text = render_pr_python(merged).unwrap();
+    assert!(
+        text.contains("Edit: pkg/core.py") && text.contains("Rename: pkg/old_name.py -> pkg/new_name.py"),
+        "{text}"
+    );
+
+    let squash = &prs[1];
+    assert_eq!(
+        (squash.number, squash.title.as_str(), squash.body.as_deref()),
+        (7, "Return 3", Some("Squashed."))
+    );
+    assert_eq!(squash.files[0].content_before.as_deref(), Some("def f():\n    return 2\n"));
+}
