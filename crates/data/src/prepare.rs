@@ -132,6 +132,29 @@ fn render(
     Ok(Ok(rendered))
 }
 
+/// One record as its template renders it, special tokens spelled out, filters not
+/// applied: for looking at what the model will see.
+pub fn render_record(template: Template, chatml: ChatMlOptions, text: &str) -> Result<String> {
+    let spec = DatasetSpec {
+        name: String::new(),
+        sources: Vec::new(),
+        template,
+        chatml,
+        filters: FilterConfig {
+            merged_only: false,
+            exclude_bots: false,
+            exclude_swe_bench_verified: false,
+            ..FilterConfig::default()
+        },
+    };
+    let filters = Filters::new(spec.filters.clone())?;
+    match render(&spec, &filters, text) {
+        Ok(Ok(rendered)) => Ok(rendered.to_display_string()),
+        Ok(Err(reason)) => Err(DataError::Invalid(format!("not rendered: {reason}"))),
+        Err(message) => Err(DataError::Invalid(message)),
+    }
+}
+
 fn process(spec: &DatasetSpec, filters: &Filters, tokenizer: &TextTokenizer, text: &str) -> Outcome {
     let rendered = match render(spec, filters, text) {
         Err(message) => return Outcome::Malformed(message),

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::io::Write;
 
 use anyhow::{Context, Result};
+use davinci_data::input::RecordReader;
 use davinci_data::mine_git::{mine_git, MineOptions};
+use davinci_data::prepare::render_record;
+use davinci_data::render::{ChatMlOptions, Template, ToolStyle};
 use davinci_data::train_tokenizer::train_bpe_tokenizer;
 
 #[derive(clap::Subcommand)]
@@ -18,6 +21,23 @@ pub enum Command {
         vocab_size: usize,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Print records as a template renders them (special tokens spelled out): what the model sees.
+    Show {
+        /// A record file (JSONL, .gz, .zst, .traj).
+        file: PathBuf,
+        /// pr-general, pr-python, chatml or text.
+        #[arg(long)]
+        template: String,
+        /// ChatML tool style: qwen or xml-function.
+        #[arg(long, default_value = "qwen")]
+        tool_style: String,
+        /// How many records to show.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        /// Records to skip first.
+        #[arg(long, default_value_t = 0)]
+        skip: usize,
     },
     /// Build PR records (JSONL) from a local git repository's merge and squash-merge commits.
     MineGit {
@@ -42,6 +62,27 @@ pub fn run(command: Command) -> Result<()> {
         Command::TrainTokenizer { files, vocab_size, out } => {
             let tokenizer = train_bpe_tokenizer(&files, vocab_size, &out)?;
             println!("wrote {} ({} tokens)", out.display(), tokenizer.get_vocab_size(true));
+        }
+        Command::Show { file, template, tool_style, count, skip } => {
+            let template: Template = serde_json::from_value(serde_json::Value::String(template.clone()))
+                .with_context(|| format!("unknown template `{template}`"))?;
+            let tool_style: ToolStyle = serde_json::from_value(serde_json::Value::String(tool_style.clone()))
+                .with_context(|| format!("unknown tool style `{tool_style}`"))?;
+            let mut reader = RecordReader::open(&file)?;
+            let mut shown = 0;
+            while let Some((line, text)) = reader.next_record()? {
+                if line <= skip {
+                    continue;
+                }
+                let rendered =
+                    render_record(template, ChatMlOptions { tool_style, ..Default::default() }, &text)
+                        .with_context(|| format!("{}:{line}", file.display()))?;
+                println!("{rendered}");
+                shown += 1;
+                if shown == count {
+                    break;
+                }
+            }
         }
         Command::MineGit { repo, out, rev, repo_name, max_file_bytes } => {
             let options = MineOptions { rev, repo_name, max_file_bytes };
