@@ -123,7 +123,9 @@ pub struct Filters {
 }
 
 impl Filters {
-    pub fn new(config: FilterConfig) -> Result<Self> {
+    /// Prepares the filters; relative reference paths resolve against `base` (the recipe's
+    /// directory).
+    pub fn new(config: FilterConfig, base: &std::path::Path) -> Result<Self> {
         let mut excluded_repos: HashSet<String> =
             config.exclude_repos.iter().map(|r| r.to_ascii_lowercase()).collect();
         if config.exclude_swe_bench_verified {
@@ -132,7 +134,8 @@ impl Filters {
         let excluded_ids = config.exclude_instance_ids.iter().cloned().collect();
         let mut ngrams = HashSet::new();
         for path in &config.ngram_references {
-            let text = std::fs::read_to_string(path).map_err(io_at(path))?;
+            let path = base.join(path);
+            let text = std::fs::read_to_string(&path).map_err(io_at(&path))?;
             for entry in text.split("\n---\n") {
                 ngrams.extend(word_ngrams(entry, config.ngram_words));
             }

@@ -147,7 +147,7 @@ pub fn render_record(template: Template, chatml: ChatMlOptions, text: &str) -> R
             ..FilterConfig::default()
         },
     };
-    let filters = Filters::new(spec.filters.clone())?;
+    let filters = Filters::new(spec.filters.clone(), Path::new("."))?;
     match render(&spec, &filters, text) {
         Ok(Ok(rendered)) => Ok(rendered.to_display_string()),
         Ok(Err(reason)) => Err(DataError::Invalid(format!("not rendered: {reason}"))),
@@ -181,7 +181,7 @@ pub fn prepare_dataset(
     out: &Path,
     options: &PrepareOptions,
 ) -> Result<(Manifest, PrepareReport)> {
-    let filters = Filters::new(spec.filters.clone())?;
+    let filters = Filters::new(spec.filters.clone(), base)?;
     let files = expand_sources(&spec.sources, base)?;
     let mut writer = ShardWriter::new(out, options.shard_tokens)?;
     let mut report = PrepareReport::default();

@@ -55,6 +55,22 @@ impl DataRecipe {
     }
 
     pub fn output_dir(&self, dataset: &DatasetSpec) -> PathBuf {
-        self.base.join(&self.data_dir).join(&dataset.name)
+        normalize(&self.base.join(&self.data_dir).join(&dataset.name))
     }
+}
+
+/// Removes `.` and folds `dir/..` without touching the filesystem, for readable paths.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }

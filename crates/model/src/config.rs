@@ -113,7 +113,7 @@ impl Config {
         const V_LARGE: usize = 152064;
         let config = match name.to_ascii_lowercase().as_str() {
             "tiny" => {
-                let mut c = Self::qwen(512, 64, 176, 2, 4, 2, 4096, false, 1e-6);
+                let mut c = Self::qwen(2048, 64, 176, 2, 4, 2, 4096, false, 1e-6);
                 c.torch_dtype = "float32".into();
                 c.extra.insert("bos_token_id".into(), 0.into());
                 c.extra.insert("eos_token_id".into(), 0.into());

@@ -17,6 +17,9 @@ pub struct Args {
     /// With a recipe: prepare only this dataset (repeatable).
     #[arg(long)]
     only: Vec<String>,
+    /// With a recipe: write the datasets under this directory instead of the recipe's data_dir.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Record files or globs (JSONL, .jsonl.gz, .jsonl.zst, SWE-agent .traj).
     #[arg(long)]
     source: Vec<String>,
@@ -65,7 +68,10 @@ pub fn run(args: Args) -> Result<()> {
     let jobs: Vec<(DatasetSpec, PathBuf, PathBuf)>;
     let tokenizer_path;
     if let Some(recipe_path) = &args.recipe {
-        let recipe = DataRecipe::from_file(recipe_path)?;
+        let mut recipe = DataRecipe::from_file(recipe_path)?;
+        if let Some(dir) = &args.data_dir {
+            recipe.data_dir = std::env::current_dir()?.join(dir);
+        }
         for name in &args.only {
             if !recipe.datasets.iter().any(|d| &d.name == name) {
                 bail!("{}: no dataset named `{name}`", recipe_path.display());

@@ -1,0 +1,62 @@
+//! `davinci prepare` on the bundled tiny recipe, as a user runs it from a fresh clone.
+
+use std::path::Path;
+use std::process::Command;
+
+use davinci_data::dataset::Dataset;
+use davinci_data::tokenize::TextTokenizer;
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+#[test]
+fn tiny_recipe_prepares_every_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_davinci"))
+        .args(["prepare", "recipes/tiny.toml", "--data-dir"])
+        .arg(tmp.path())
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("removed, decontamination: n-gram overlap: 1"), "{stdout}");
+    assert!(stdout.contains("removed, decontamination: excluded repository: 2"), "{stdout}");
+
+    let tokenizer = TextTokenizer::from_file(&root().join("recipes/tokenizer/tokenizer.json")).unwrap();
+    let open = |name: &str| {
+        let dataset = Dataset::open(&tmp.path().join(name)).unwrap();
+        dataset.verify().unwrap();
+        assert_eq!(dataset.manifest.tokenizer_sha256, tokenizer.hash());
+        dataset
+    };
+    for name in ["general-prs", "python-prs", "plain-text"] {
+        let d = open(name);
+        assert!(
+            d.manifest.docs > 0 && d.manifest.loss_tokens == d.manifest.tokens,
+            "{name}: loss on every token"
+        );
+    }
+    let sft = open("sft-pass");
+    assert!(sft.manifest.loss_tokens < sft.manifest.tokens / 2, "SFT masks everything but the assistant");
+
+    // The trajectory whose tool output contains <|im_end|> still has one <|im_end|> per turn.
+    let env = open("env-trajectories");
+    let im_end = tokenizer.special_id("<|im_end|>").unwrap();
+    let im_start = tokenizer.special_id("<|im_start|>").unwrap();
+    let mut checked = 0;
+    for shard in &env.shards {
+        for d in 0..shard.num_docs() {
+            let ids = &shard.tokens()[shard.doc_range(d)];
+            let starts = ids.iter().filter(|&&t| t == im_start).count();
+            let ends = ids.iter().filter(|&&t| t == im_end).count();
+            assert_eq!(starts, ends, "document {d}: balanced turns");
+            let text = tokenizer.decode(ids).unwrap();
+            if text.contains("llama") && text.matches("<|im_end|>").count() > ends {
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 1, "the forged <|im_end|> appears as text, not as a token");
+}
