@@ -18,12 +18,12 @@ pub fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
 pub struct Lcg(pub u64);
 
 impl Lcg {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     pub fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[(self.next() as usize) % items.len()]
+        items[(self.next_u64() as usize) % items.len()]
     }
 }
 
@@ -42,7 +42,7 @@ pub fn python_source(rng: &mut Lcg, lines: usize) -> String {
                 rng.pick(&NAMES),
                 rng.pick(&NAMES),
                 rng.pick(&OPS),
-                rng.next() % 1000,
+                rng.next_u64() % 1000,
                 rng.pick(&["update", "check", "parse", "merge"]),
                 rng.pick(&NAMES)
             )),

@@ -20,9 +20,9 @@ use davinci_data::tokenize::TextTokenizer;
 fn record(rng: &mut Lcg, number: u64) -> serde_json::Value {
     let before = python_source(rng, 60);
     let mut lines: Vec<String> = before.lines().map(|l| format!("{l}\n")).collect();
-    let at = 10 + (rng.next() as usize % 40);
+    let at = 10 + (rng.next_u64() as usize % 40);
     let old_line = lines[at].clone();
-    lines[at] = format!("    changed_{number} = {}\n", rng.next() % 97);
+    lines[at] = format!("    changed_{number} = {}\n", rng.next_u64() % 97);
     let (start, ctx_before) = (at.saturating_sub(3), at - at.saturating_sub(3));
     let end = (at + 4).min(lines.len());
     let old_hunk: Vec<&str> = before.lines().collect();

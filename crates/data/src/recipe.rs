@@ -13,7 +13,7 @@ use crate::prepare::DatasetSpec;
 /// is an error.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DataRecipe {
-    /// `tokenizer.json`, relative to the recipe's directory.
+    /// `tokenizer.json`, relative to the recipe's directory, or a Hub model name.
     pub tokenizer: PathBuf,
     /// Root of the prepared datasets, relative to the recipe's directory.
     #[serde(default = "default_data_dir")]
@@ -50,8 +50,11 @@ impl DataRecipe {
         Ok(recipe)
     }
 
-    pub fn tokenizer_path(&self) -> PathBuf {
-        self.base.join(&self.tokenizer)
+    /// The tokenizer: a file relative to the recipe, or else the name as written (a Hub
+    /// model name, for [`crate::tokenize::TextTokenizer::load`]).
+    pub fn tokenizer_source(&self) -> String {
+        let local = self.base.join(&self.tokenizer);
+        if local.exists() { local } else { self.tokenizer.clone() }.to_string_lossy().into_owned()
     }
 
     pub fn output_dir(&self, dataset: &DatasetSpec) -> PathBuf {

@@ -24,6 +24,16 @@ pub struct TextTokenizer {
 }
 
 impl TextTokenizer {
+    /// A local `tokenizer.json`, or a Hub model name (`Qwen/Qwen2.5-0.5B`) whose
+    /// `tokenizer.json` is taken from the local Hugging Face cache or downloaded.
+    pub fn load(name_or_path: &str) -> Result<Self> {
+        let path = Path::new(name_or_path);
+        if path.is_file() || !is_hub_name(name_or_path) {
+            return Self::from_file(path);
+        }
+        Self::from_file(&hub_tokenizer(name_or_path)?)
+    }
+
     pub fn from_file(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(io_at(path))?;
         Self::from_bytes(&bytes, path)
@@ -102,4 +112,30 @@ impl TextTokenizer {
             .decode(ids, false)
             .map_err(|e| DataError::Tokenizer { path: self.path.clone(), message: e.to_string() })
     }
+}
+
+fn is_hub_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('/').collect();
+    parts.len() == 2 && parts.iter().all(|p| !p.is_empty() && !p.starts_with('.')) && !name.ends_with(".json")
+}
+
+#[cfg(feature = "hub")]
+fn hub_tokenizer(name: &str) -> Result<PathBuf> {
+    const FILE: &str = "tokenizer.json";
+    if let Some(path) = hf_hub::Cache::from_env().model(name.to_string()).get(FILE) {
+        return Ok(path);
+    }
+    let fail = |message: String| DataError::Tokenizer { path: PathBuf::from(name), message };
+    let api = hf_hub::api::sync::ApiBuilder::from_env().build().map_err(|e| fail(e.to_string()))?;
+    api.model(name.to_string())
+        .get(FILE)
+        .map_err(|e| fail(format!("not in the local cache, and the download failed: {e}")))
+}
+
+#[cfg(not(feature = "hub"))]
+fn hub_tokenizer(name: &str) -> Result<PathBuf> {
+    Err(DataError::Tokenizer {
+        path: PathBuf::from(name),
+        message: "not a file, and Hub names need the `hub` feature".into(),
+    })
 }

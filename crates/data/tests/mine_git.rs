@@ -90,6 +90,10 @@ fn merge_and_squash_commits_become_pr_records() {
         "{text}"
     );
 
+    let tight = MineOptions { max_file_bytes: 10, ..options.clone() };
+    let (_, report) = mine_git(repo, &tight).unwrap();
+    assert!(report.skipped.get("file too large").copied().unwrap_or(0) >= 2, "{report:?}");
+
     let squash = &prs[1];
     assert_eq!(
         (squash.number, squash.title.as_str(), squash.body.as_deref()),

@@ -15,7 +15,7 @@ fn the_tiny_recipe_names_its_datasets() {
     assert_eq!(recipe.datasets[1].template, Template::PrPython);
     assert_eq!(recipe.datasets[1].filters.max_files, Some(5));
     assert_eq!(recipe.datasets[3].chatml.loss, LossScope::AssistantOnly);
-    assert!(recipe.tokenizer_path().ends_with("recipes/tokenizer/tokenizer.json"));
+    assert!(recipe.tokenizer_source().ends_with("recipes/tokenizer/tokenizer.json"));
 }
 
 #[test]

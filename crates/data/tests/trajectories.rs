@@ -110,3 +110,40 @@ fn swe_smith_and_role_text_formats() {
     assert!(parse_trajectory(&bad).unwrap_err().contains("unknown role `wizard`"));
     assert!(parse_trajectory(&json!({"foo": 1})).is_err());
 }
+
+#[test]
+fn trajectory_filters_by_outcome_and_instance() {
+    use davinci_data::filter::{FilterConfig, Filters, Outcome};
+    let t = |id: &str, resolved: Option<bool>| {
+        let mut value = json!({"instance_id": id, "messages": [{"role": "user", "content": "x"}]});
+        if let Some(r) = resolved {
+            value["resolved"] = json!(r);
+        }
+        parse_trajectory(&value).unwrap()
+    };
+    let base = std::path::Path::new(".");
+    let fail_only =
+        Filters::new(FilterConfig { outcome: Outcome::Fail, ..FilterConfig::default() }, base).unwrap();
+    assert_eq!(fail_only.reject_trajectory(&t("a__b-1", Some(true))), Some("passed trajectory"));
+    assert_eq!(fail_only.reject_trajectory(&t("a__b-1", Some(false))), None);
+    assert_eq!(fail_only.reject_trajectory(&t("a__b-1", None)), Some("outcome unknown"));
+    let by_id = Filters::new(
+        FilterConfig { exclude_instance_ids: vec!["a__b-7".into()], ..FilterConfig::default() },
+        base,
+    )
+    .unwrap();
+    assert_eq!(
+        by_id.reject_trajectory(&t("a__b-7", Some(true))),
+        Some("decontamination: excluded instance id")
+    );
+    assert_eq!(by_id.reject_trajectory(&t("a__b-8", Some(true))), None);
+    // SWE-bench instance ids name their repository, which the default decontamination drops.
+    assert_eq!(
+        by_id.reject_trajectory(&t("django__django-11099", Some(true))),
+        Some("decontamination: excluded repository")
+    );
+    let kept =
+        Filters::new(FilterConfig { exclude_swe_bench_verified: false, ..FilterConfig::default() }, base)
+            .unwrap();
+    assert_eq!(kept.reject_trajectory(&t("django__django-11099", Some(true))), None);
+}

@@ -26,9 +26,9 @@ pub struct Args {
     /// pr-general, pr-python, chatml or text.
     #[arg(long)]
     template: Option<String>,
-    /// tokenizer.json.
+    /// tokenizer.json, or a Hub model name whose tokenizer to use.
     #[arg(long)]
-    tokenizer: Option<PathBuf>,
+    tokenizer: Option<String>,
     /// Output directory of the dataset.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -66,7 +66,7 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, value: &str) -> Result<T> {
 pub fn run(args: Args) -> Result<()> {
     let options = PrepareOptions { strict: args.strict, ..PrepareOptions::default() };
     let jobs: Vec<(DatasetSpec, PathBuf, PathBuf)>;
-    let tokenizer_path;
+    let tokenizer_path: String;
     if let Some(recipe_path) = &args.recipe {
         let mut recipe = DataRecipe::from_file(recipe_path)?;
         if let Some(dir) = &args.data_dir {
@@ -77,7 +77,7 @@ pub fn run(args: Args) -> Result<()> {
                 bail!("{}: no dataset named `{name}`", recipe_path.display());
             }
         }
-        tokenizer_path = recipe.tokenizer_path();
+        tokenizer_path = recipe.tokenizer_source();
         jobs = recipe
             .datasets
             .iter()
@@ -118,7 +118,7 @@ pub fn run(args: Args) -> Result<()> {
         tokenizer_path = tokenizer.clone();
         jobs = vec![(spec, PathBuf::from("."), out.clone())];
     }
-    let tokenizer = TextTokenizer::from_file(&tokenizer_path)?;
+    let tokenizer = TextTokenizer::load(&tokenizer_path)?;
     let mut total = PrepareReport::default();
     for (spec, base, out) in &jobs {
         let started = std::time::Instant::now();
