@@ -12,6 +12,17 @@ use davinci_data::render::{render_pr_general, render_pr_python};
 const OLD: &str = "def parse(value):\n    return int(value)\n\n\ndef show(value):\n    return str(value)\n";
 const NEW: &str = "def parse(value):\n    if not value:\n        return None\n    return int(value)\n\n\ndef show(value):\n    return str(value)\n";
 
+/// Fails unless every needle occurs in `text`, each after the previous one.
+fn assert_in_order(text: &str, needles: &[&str]) {
+    let mut at = 0;
+    for needle in needles {
+        let found = text[at..]
+            .find(needle)
+            .unwrap_or_else(|| panic!("`{needle}` missing or out of order in:\n{text}"));
+        at += found + needle.len();
+    }
+}
+
 fn user(login: &str) -> User {
     User { login: login.into() }
 }
@@ -97,13 +108,7 @@ fn pr_general_has_the_tags_in_order() {
         "<pr_status>closed</pr_status>",
         "<pr_is_merged>True</pr_is_merged>",
     ];
-    let mut at = 0;
-    for needle in order {
-        let found = text[at..]
-            .find(needle)
-            .unwrap_or_else(|| panic!("`{needle}` missing or out of order in:\n{text}"));
-        at += found + needle.len();
-    }
+    assert_in_order(&text, &order);
     assert!(!text.contains("Original body."), "the refined summary replaces the body");
 }
 
@@ -125,13 +130,7 @@ fn pr_python_sections_and_edits_that_apply() {
         "Edit: pkg/parse.py\nSearch:\n```python\n",
         "Create: tests/test_parse.py",
     ];
-    let mut at = 0;
-    for needle in order {
-        let found = text[at..]
-            .find(needle)
-            .unwrap_or_else(|| panic!("`{needle}` missing or out of order in:\n{text}"));
-        at += found + needle.len();
-    }
+    assert_in_order(&text, &order);
     // Read the edit back out of the Markdown and apply it to the old file.
     let block = |label: &str| {
         let start = text.find(&format!("{label}:\n```python\n")).unwrap() + label.len() + 12;
