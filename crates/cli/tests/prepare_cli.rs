@@ -59,4 +59,23 @@ fn tiny_recipe_prepares_every_dataset() {
         }
     }
     assert!(checked >= 1, "the forged <|im_end|> appears as text, not as a token");
+
+    // The stages' plan, from the shard indexes.
+    let run = Command::new(env!("CARGO_BIN_EXE_davinci"))
+        .args(["data", "stats", "recipes/tiny.toml", "--world-size", "2", "--data-dir"])
+        .arg(tmp.path())
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    for needle in [
+        "stage mt1 (seq_len 1024)",
+        "stage mt2",
+        "env-trajectories         upsample    3",
+        "stage sft",
+        "padding",
+    ] {
+        assert!(stdout.contains(needle), "`{needle}` in:\n{stdout}");
+    }
 }

@@ -6,7 +6,41 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{io_at, DataError, Result};
+use crate::loader::LongDocuments;
 use crate::prepare::DatasetSpec;
+
+/// A dataset in a stage's mixture.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixtureSpec {
+    pub dataset: String,
+    /// How many times an epoch visits each document (the paper upsamples environment
+    /// trajectories 3x); fractions visit a random subset.
+    #[serde(default = "one")]
+    pub upsample: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn default_window() -> usize {
+    8192
+}
+
+/// The data side of a training stage: what the loader needs. The trainer reads the rest
+/// of a stage (schedule, steps, ...) and rejects unknown keys there.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct StageData {
+    pub name: String,
+    pub seq_len: u32,
+    pub mixture: Vec<MixtureSpec>,
+    #[serde(default)]
+    pub long_documents: LongDocuments,
+    /// Pieces packed together (best-fit decreasing); larger windows pad less.
+    #[serde(default = "default_window")]
+    pub pack_window: usize,
+}
 
 /// What `davinci prepare RECIPE.toml` reads. Other top-level tables of a recipe (model,
 /// stages) belong to the trainer and are not read here; within a dataset, an unknown key
@@ -20,6 +54,10 @@ pub struct DataRecipe {
     pub data_dir: PathBuf,
     #[serde(default)]
     pub datasets: Vec<DatasetSpec>,
+    #[serde(default)]
+    pub stages: Vec<StageData>,
+    #[serde(default)]
+    pub seed: u64,
     /// The recipe's directory, against which relative paths resolve.
     #[serde(skip)]
     pub base: PathBuf,
@@ -47,7 +85,23 @@ impl DataRecipe {
                 )));
             }
         }
+        for stage in &recipe.stages {
+            for entry in &stage.mixture {
+                if !names.contains(entry.dataset.as_str()) {
+                    return Err(DataError::Invalid(format!(
+                        "{}: stage `{}` names dataset `{}`, which the recipe does not define",
+                        path.display(),
+                        stage.name,
+                        entry.dataset
+                    )));
+                }
+            }
+        }
         Ok(recipe)
+    }
+
+    pub fn dataset(&self, name: &str) -> Option<&DatasetSpec> {
+        self.datasets.iter().find(|d| d.name == name)
     }
 
     /// The tokenizer: a file relative to the recipe, or else the name as written (a Hub

@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use std::io::Write;
 
 use anyhow::{Context, Result};
+use davinci_data::dataset::Dataset;
 use davinci_data::input::RecordReader;
+use davinci_data::loader::{Loader, LoaderConfig, LoaderState, MixtureEntry};
 use davinci_data::mine_git::{mine_git, MineOptions};
 use davinci_data::prepare::render_record;
+use davinci_data::recipe::DataRecipe;
 use davinci_data::render::{ChatMlOptions, Template, ToolStyle};
 use davinci_data::train_tokenizer::train_bpe_tokenizer;
 
@@ -21,6 +24,21 @@ pub enum Command {
         vocab_size: usize,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Plan each stage's mixture from the shard indexes: documents, rows per epoch, tokens,
+    /// padding, split or dropped documents and each dataset's effective token share.
+    Stats {
+        /// The recipe; its datasets must have been prepared (`davinci prepare`).
+        recipe: PathBuf,
+        /// Only this stage.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Ranks the rows are shared among.
+        #[arg(long, default_value_t = 1)]
+        world_size: usize,
+        /// Read the prepared datasets from here instead of the recipe's data_dir.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
     },
     /// Print records as a template renders them (special tokens spelled out): what the model sees.
     Show {
@@ -62,6 +80,9 @@ pub fn run(command: Command) -> Result<()> {
         Command::TrainTokenizer { files, vocab_size, out } => {
             let tokenizer = train_bpe_tokenizer(&files, vocab_size, &out)?;
             println!("wrote {} ({} tokens)", out.display(), tokenizer.get_vocab_size(true));
+        }
+        Command::Stats { recipe, stage, world_size, data_dir } => {
+            stats(&recipe, stage.as_deref(), world_size, data_dir)?
         }
         Command::Show { file, template, tool_style, count, skip } => {
             let template: Template = serde_json::from_value(serde_json::Value::String(template.clone()))
@@ -108,6 +129,67 @@ pub fn run(command: Command) -> Result<()> {
             for (reason, count) in &report.skipped {
                 println!("  files skipped, {reason}: {count}");
             }
+        }
+    }
+    Ok(())
+}
+
+fn stats(path: &std::path::Path, only: Option<&str>, world: usize, data_dir: Option<PathBuf>) -> Result<()> {
+    let mut recipe = DataRecipe::from_file(path)?;
+    if let Some(dir) = data_dir {
+        recipe.data_dir = std::env::current_dir()?.join(dir);
+    }
+    if let Some(name) = only {
+        if !recipe.stages.iter().any(|s| s.name == name) {
+            anyhow::bail!("{}: no stage named `{name}`", path.display());
+        }
+    }
+    for stage in recipe.stages.iter().filter(|s| only.is_none_or(|n| n == s.name)) {
+        let mut entries = Vec::new();
+        for item in &stage.mixture {
+            let spec = recipe.dataset(&item.dataset).context("dataset checked when the recipe was read")?;
+            let dir = recipe.output_dir(spec);
+            let dataset = Dataset::open(&dir).with_context(|| {
+                format!(
+                    "dataset `{}` is not prepared (run `davinci prepare {}`)",
+                    item.dataset,
+                    path.display()
+                )
+            })?;
+            entries.push(MixtureEntry { dataset, upsample: item.upsample });
+        }
+        let config = LoaderConfig {
+            seq_len: stage.seq_len,
+            global_rows: world.max(1),
+            window: stage.pack_window,
+            long_documents: stage.long_documents,
+            seed: recipe.seed,
+            pad_id: 0,
+        };
+        let loader = Loader::new(entries, config, LoaderState::default())?;
+        let s = loader.epoch_stats(0);
+        println!("stage {} (seq_len {}):", stage.name, stage.seq_len);
+        println!(
+            "  {} documents, {} pieces, {} rows per epoch ({} per rank at world size {world}), {} tokens, padding {:.2}%",
+            s.documents,
+            s.pieces,
+            s.rows,
+            s.rows / world.max(1) as u64,
+            s.tokens,
+            100.0 * s.padding_fraction
+        );
+        println!(
+            "  documents longer than seq_len: {} split, {} dropped",
+            s.split_documents, s.dropped_documents
+        );
+        for (i, item) in stage.mixture.iter().enumerate() {
+            println!(
+                "  {:<24} upsample {:>4}: {:>12} tokens, {:>6.2}% of the stage",
+                item.dataset,
+                item.upsample,
+                s.tokens_per_source[i],
+                100.0 * s.share_per_source[i]
+            );
         }
     }
     Ok(())
