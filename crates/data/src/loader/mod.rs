@@ -124,7 +124,7 @@ impl Loader {
 
     /// This rank's share of the next global batch; `world` must divide `global_rows`.
     pub fn next_batch(&mut self, rank: usize, world: usize) -> Result<Batch> {
-        if world == 0 || rank >= world || self.config.global_rows % world != 0 {
+        if world == 0 || rank >= world || !self.config.global_rows.is_multiple_of(world) {
             return Err(DataError::Invalid(format!(
                 "rank {rank} of {world}: the world size must divide the {} rows of a global batch",
                 self.config.global_rows
