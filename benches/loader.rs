@@ -49,7 +49,7 @@ fn main() {
     let prs: Vec<u32> = (0..2500)
         .map(|_| {
             let base = 1000 + rng.next_u64() % 7000;
-            let tail = if rng.next_u64() % 10 == 0 { rng.next_u64() % 24_000 } else { 0 };
+            let tail = if rng.next_u64().is_multiple_of(10) { rng.next_u64() % 24_000 } else { 0 };
             (base + tail) as u32
         })
         .collect();
