@@ -62,7 +62,7 @@ fn tiny_recipe_prepares_every_dataset() {
 
     // The stages' plan, from the shard indexes.
     let run = Command::new(env!("CARGO_BIN_EXE_davinci"))
-        .args(["data", "stats", "recipes/tiny.toml", "--world-size", "2", "--data-dir"])
+        .args(["data", "stats", "recipes/tiny.toml", "--world-size", "2", "--verify", "--data-dir"])
         .arg(tmp.path())
         .current_dir(root())
         .output()
@@ -78,4 +78,22 @@ fn tiny_recipe_prepares_every_dataset() {
     ] {
         assert!(stdout.contains(needle), "`{needle}` in:\n{stdout}");
     }
+
+    // A flipped byte in a shard is caught by --verify, and named.
+    let shard = tmp.path().join("sft-pass/shard-00000.bin");
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let last = bytes.len() - 5;
+    bytes[last] ^= 1;
+    std::fs::write(&shard, bytes).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_davinci"))
+        .args(["data", "stats", "recipes/tiny.toml", "--stage", "sft", "--verify", "--data-dir"])
+        .arg(tmp.path())
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && stderr.contains("sft-pass/shard-00000.bin") && stderr.contains("checksum"),
+        "{stderr}"
+    );
 }

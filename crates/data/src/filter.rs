@@ -143,7 +143,8 @@ impl Filters {
         Ok(Self { config, excluded_repos, excluded_ids, ngrams })
     }
 
-    fn repo_excluded(&self, repo: &str) -> bool {
+    /// Whether decontamination drops every record of this repository (`owner/name`).
+    pub fn repo_excluded(&self, repo: &str) -> bool {
         self.excluded_repos.contains(&repo.to_ascii_lowercase())
     }
 

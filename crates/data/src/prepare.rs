@@ -116,11 +116,7 @@ fn render(
         Template::Text => {
             let plain: PlainText =
                 serde_json::from_value(value).map_err(|e| format!("not a text record: {e}"))?;
-            if plain.repo.as_deref().is_some_and(|r| {
-                filters
-                    .reject_pr(&PullRequest { repo: r.into(), merged: true, ..Default::default() })
-                    .is_some()
-            }) {
+            if plain.repo.as_deref().is_some_and(|r| filters.repo_excluded(r)) {
                 return Ok(Err("decontamination: excluded repository"));
             }
             let mut r = Rendered::default();

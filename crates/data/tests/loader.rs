@@ -261,3 +261,17 @@ fn a_world_size_that_does_not_divide_the_global_batch_is_refused() {
     let err = l.next_batch(0, 3).unwrap_err().to_string();
     assert!(err.contains("must divide"), "{err}");
 }
+
+#[test]
+fn the_prefetcher_hands_out_the_loaders_batches_with_their_states() {
+    use davinci_data::loader::Prefetcher;
+    let (_f, mut direct) = loader((1.0, 3.0), config(), LoaderState::default());
+    let (_g, ahead) = loader((1.0, 3.0), config(), LoaderState::default());
+    let prefetcher = Prefetcher::spawn(ahead, 1, 2, 3);
+    for _ in 0..20 {
+        let want = direct.next_batch(1, 2).unwrap();
+        let (got, state) = prefetcher.next().unwrap();
+        assert_eq!(got, want);
+        assert_eq!(state, direct.state(), "each batch comes with the state after it");
+    }
+}

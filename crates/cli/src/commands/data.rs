@@ -39,6 +39,9 @@ pub enum Command {
         /// Read the prepared datasets from here instead of the recipe's data_dir.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Also check every shard's SHA-256 against its manifest (reads all the data).
+        #[arg(long)]
+        verify: bool,
     },
     /// Print records as a template renders them (special tokens spelled out): what the model sees.
     Show {
@@ -81,8 +84,8 @@ pub fn run(command: Command) -> Result<()> {
             let tokenizer = train_bpe_tokenizer(&files, vocab_size, &out)?;
             println!("wrote {} ({} tokens)", out.display(), tokenizer.get_vocab_size(true));
         }
-        Command::Stats { recipe, stage, world_size, data_dir } => {
-            stats(&recipe, stage.as_deref(), world_size, data_dir)?
+        Command::Stats { recipe, stage, world_size, data_dir, verify } => {
+            stats(&recipe, stage.as_deref(), world_size, data_dir, verify)?
         }
         Command::Show { file, template, tool_style, count, skip } => {
             let template: Template = serde_json::from_value(serde_json::Value::String(template.clone()))
@@ -134,7 +137,13 @@ pub fn run(command: Command) -> Result<()> {
     Ok(())
 }
 
-fn stats(path: &std::path::Path, only: Option<&str>, world: usize, data_dir: Option<PathBuf>) -> Result<()> {
+fn stats(
+    path: &std::path::Path,
+    only: Option<&str>,
+    world: usize,
+    data_dir: Option<PathBuf>,
+    verify: bool,
+) -> Result<()> {
     let mut recipe = DataRecipe::from_file(path)?;
     if let Some(dir) = data_dir {
         recipe.data_dir = std::env::current_dir()?.join(dir);
@@ -156,6 +165,9 @@ fn stats(path: &std::path::Path, only: Option<&str>, world: usize, data_dir: Opt
                     path.display()
                 )
             })?;
+            if verify {
+                dataset.verify()?;
+            }
             entries.push(MixtureEntry { dataset, upsample: item.upsample });
         }
         let config = LoaderConfig {

@@ -108,7 +108,7 @@ impl Loader {
             rows: Vec::new(),
             rows_window: None,
         };
-        if loader.epoch_pieces(0)?.is_empty() {
+        if loader.epoch_pieces(state.epoch)?.is_empty() {
             return Err(DataError::Invalid("the mixture has no documents".into()));
         }
         Ok(loader)
