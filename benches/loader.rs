@@ -24,22 +24,7 @@ fn write(dir: &Path, lengths: &[u32]) -> Dataset {
         writer.push(&ids, &vec![true; len as usize]).expect("push");
     }
     let shards = writer.finish().expect("finish");
-    Manifest {
-        format: 1,
-        name: dir.display().to_string(),
-        template: "text".into(),
-        tokenizer_sha256: "bench".into(),
-        settings_sha256: String::new(),
-        settings: serde_json::Value::Null,
-        sources: Vec::new(),
-        docs: lengths.len() as u64,
-        tokens: lengths.iter().map(|&l| l as u64).sum(),
-        loss_tokens: 0,
-        shards,
-        report: serde_json::Value::Null,
-    }
-    .write(dir)
-    .expect("manifest");
+    Manifest::for_shards(&dir.display().to_string(), "text", "bench", shards).write(dir).expect("manifest");
     Dataset::open(dir).expect("open")
 }
 

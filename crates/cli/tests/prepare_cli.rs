@@ -6,6 +6,17 @@ use std::process::Command;
 use davinci_data::dataset::Dataset;
 use davinci_data::tokenize::TextTokenizer;
 
+/// Runs davinci from the repository root with `--data-dir DIR` appended.
+fn davinci_in_root(args: &[&str], data_dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_davinci"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
 fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
@@ -13,12 +24,7 @@ fn root() -> &'static Path {
 #[test]
 fn tiny_recipe_prepares_every_dataset() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_davinci"))
-        .args(["prepare", "recipes/tiny.toml", "--data-dir"])
-        .arg(tmp.path())
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let run = davinci_in_root(&["prepare", "recipes/tiny.toml"], tmp.path());
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
     assert!(stdout.contains("removed, decontamination: n-gram overlap: 1"), "{stdout}");
@@ -61,12 +67,8 @@ fn tiny_recipe_prepares_every_dataset() {
     assert!(checked >= 1, "the forged <|im_end|> appears as text, not as a token");
 
     // The stages' plan, from the shard indexes.
-    let run = Command::new(env!("CARGO_BIN_EXE_davinci"))
-        .args(["data", "stats", "recipes/tiny.toml", "--world-size", "2", "--verify", "--data-dir"])
-        .arg(tmp.path())
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let run =
+        davinci_in_root(&["data", "stats", "recipes/tiny.toml", "--world-size", "2", "--verify"], tmp.path());
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
     for needle in [
@@ -85,12 +87,8 @@ fn tiny_recipe_prepares_every_dataset() {
     let last = bytes.len() - 5;
     bytes[last] ^= 1;
     std::fs::write(&shard, bytes).unwrap();
-    let run = Command::new(env!("CARGO_BIN_EXE_davinci"))
-        .args(["data", "stats", "recipes/tiny.toml", "--stage", "sft", "--verify", "--data-dir"])
-        .arg(tmp.path())
-        .current_dir(root())
-        .output()
-        .unwrap();
+    let run =
+        davinci_in_root(&["data", "stats", "recipes/tiny.toml", "--stage", "sft", "--verify"], tmp.path());
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
         !run.status.success() && stderr.contains("sft-pass/shard-00000.bin") && stderr.contains("checksum"),

@@ -33,6 +33,25 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// A manifest for shards written outside `prepare` (tests, benchmarks, imports): counts
+    /// are summed from the shards; no sources, settings or report.
+    pub fn for_shards(name: &str, template: &str, tokenizer_sha256: &str, shards: Vec<ShardInfo>) -> Self {
+        Self {
+            format: 1,
+            name: name.into(),
+            template: template.into(),
+            tokenizer_sha256: tokenizer_sha256.into(),
+            settings_sha256: String::new(),
+            settings: serde_json::Value::Null,
+            sources: Vec::new(),
+            docs: shards.iter().map(|s| s.docs).sum(),
+            tokens: shards.iter().map(|s| s.tokens).sum(),
+            loss_tokens: 0,
+            shards,
+            report: serde_json::Value::Null,
+        }
+    }
+
     /// Writes `dataset.json` into `dir` through a temporary name: the last step of a
     /// prepare, so that a dataset directory without it is known to be incomplete.
     pub fn write(&self, dir: &Path) -> Result<()> {

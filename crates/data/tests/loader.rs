@@ -19,22 +19,7 @@ fn dataset(dir: &Path, tag: u32, lengths: &[u32]) -> Dataset {
         writer.push(&ids, &loss).unwrap();
     }
     let shards = writer.finish().unwrap();
-    Manifest {
-        format: 1,
-        name: format!("d{tag}"),
-        template: "text".into(),
-        tokenizer_sha256: "same".into(),
-        settings_sha256: String::new(),
-        settings: serde_json::Value::Null,
-        sources: Vec::new(),
-        docs: lengths.len() as u64,
-        tokens: lengths.iter().map(|&l| l as u64).sum(),
-        loss_tokens: 0,
-        shards,
-        report: serde_json::Value::Null,
-    }
-    .write(dir)
-    .unwrap();
+    Manifest::for_shards(&format!("d{tag}"), "text", "same", shards).write(dir).unwrap();
     Dataset::open(dir).unwrap()
 }
 

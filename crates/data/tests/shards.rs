@@ -23,23 +23,9 @@ fn write_dataset(dir: &Path, tokenizer: &str) -> Vec<(Vec<u32>, Vec<bool>)> {
         writer.push(ids, loss).unwrap();
     }
     let shards = writer.finish().unwrap();
-    let tokens: u64 = shards.iter().map(|s| s.tokens).sum();
-    Manifest {
-        format: 1,
-        name: "test".into(),
-        template: "text".into(),
-        tokenizer_sha256: tokenizer.into(),
-        settings_sha256: String::new(),
-        settings: serde_json::Value::Null,
-        sources: Vec::new(),
-        docs: docs.len() as u64,
-        tokens,
-        loss_tokens: docs.iter().map(|(_, l)| l.iter().filter(|&&b| b).count() as u64).sum(),
-        shards,
-        report: serde_json::Value::Null,
-    }
-    .write(dir)
-    .unwrap();
+    let mut manifest = Manifest::for_shards("test", "text", tokenizer, shards);
+    manifest.loss_tokens = docs.iter().map(|(_, l)| l.iter().filter(|&&b| b).count() as u64).sum();
+    manifest.write(dir).unwrap();
     docs
 }
 
