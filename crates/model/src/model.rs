@@ -107,6 +107,10 @@ impl Qwen2 {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
+    pub fn embed_weight(&self) -> &Tensor {
+        &self.embed
+    }
+
     pub fn final_norm_weight(&self) -> &Tensor {
         &self.norm
     }
