@@ -156,7 +156,13 @@ impl Shard {
         }
         let read_u64 = |at: usize| u64::from_le_bytes(map[at..at + 8].try_into().unwrap_or([0; 8])) as usize;
         let (docs, tokens) = (read_u64(8), read_u64(16));
-        let want = HEADER + 8 * (docs + 1) + 4 * tokens + tokens.div_ceil(8);
+        // Checked: a corrupt header may hold any counts.
+        let want = docs
+            .checked_add(1)
+            .and_then(|d| d.checked_mul(8))
+            .and_then(|o| tokens.checked_mul(4).and_then(|t| o.checked_add(t)))
+            .and_then(|n| n.checked_add(HEADER + tokens.div_ceil(8)))
+            .unwrap_or(usize::MAX);
         if map.len() != want {
             return Err(bad(format!("{} bytes, but its header ({docs} documents, {tokens} tokens) needs {want}: truncated or corrupt", map.len())));
         }

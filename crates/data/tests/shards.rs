@@ -73,6 +73,13 @@ fn truncated_or_corrupt_shards_are_named() {
     let err = dataset.verify().unwrap_err().to_string();
     assert!(err.contains("shard-00001.bin") && err.contains("checksum"), "{err}");
 
+    // A header claiming absurd counts is refused, not overflowed.
+    let mut absurd = bytes.clone();
+    absurd[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+    std::fs::write(&shard, &absurd).unwrap();
+    let err = Dataset::open(tmp.path()).err().unwrap().to_string();
+    assert!(err.contains("shard-00001.bin") && err.contains("truncated or corrupt"), "{err}");
+
     std::fs::remove_file(tmp.path().join(MANIFEST)).unwrap();
     let err = Dataset::open(tmp.path()).err().unwrap().to_string();
     assert!(err.contains(MANIFEST), "an incomplete dataset has no manifest: {err}");
