@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod init;
 pub mod layer;
 pub mod model;
 pub mod names;

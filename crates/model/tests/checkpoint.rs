@@ -178,3 +178,27 @@ fn presets_carry_the_public_qwen25_shapes() {
     assert_eq!(Config::preset("qwen2.5-72b").unwrap().rms_norm_eps, 1e-5);
     assert!(Config::preset("qwen2.5-9b").unwrap_err().to_string().contains("qwen2.5-7b"));
 }
+
+#[test]
+fn fresh_weights_are_reproducible_and_shaped_like_transformers_init() {
+    use davinci_model::Config;
+    let config = Config::preset("tiny").unwrap();
+    let a = Qwen2::init(config.clone(), 7, &Device::Cpu).unwrap();
+    let b = Qwen2::init(config.clone(), 7, &Device::Cpu).unwrap();
+    let c = Qwen2::init(config, 8, &Device::Cpu).unwrap();
+    assert_eq!(bits(&a), bits(&b));
+    assert_ne!(bits(&a), bits(&c));
+    for (name, t) in a.named_tensors() {
+        let values = flat(&t);
+        if name.ends_with("norm.weight") {
+            assert!(values.iter().all(|&v| v == 1.0), "{name}");
+        } else if name.ends_with(".bias") {
+            assert!(values.iter().all(|&v| v == 0.0), "{name}");
+        } else {
+            let n = values.len() as f64;
+            let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let std = (values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+            assert!(mean.abs() < 0.003 && (std - 0.02).abs() < 0.002, "{name}: mean {mean}, std {std}");
+        }
+    }
+}
