@@ -41,6 +41,22 @@ pub fn save_tensors(
     dir: &Path,
     options: &SaveOptions,
 ) -> Result<()> {
+    write_dir_atomically(
+        dir,
+        |name| !is_weights_file(name),
+        |tmp| write_weights(tmp, config, tensors, options),
+    )
+}
+
+/// Writes `config.json` and the weights into an existing directory, with no atomicity of
+/// its own: for callers that assemble a larger directory inside
+/// [`write_dir_atomically`] (a training checkpoint adds its optimizer state).
+pub fn write_weights(
+    dir: &Path,
+    config: &Config,
+    tensors: &[(String, Tensor)],
+    options: &SaveOptions,
+) -> Result<()> {
     let mut stored = Vec::with_capacity(tensors.len());
     for (name, tensor) in tensors {
         let tensor = match options.dtype {
@@ -54,40 +70,34 @@ pub fn save_tensors(
         config.torch_dtype = torch_dtype_name(first.dtype()).to_string();
     }
     let shards = split_into_shards(&stored, options.max_shard_bytes);
-    write_dir_atomically(
-        dir,
-        |name| !is_weights_file(name),
-        |tmp| {
-            let config_path = tmp.join(CONFIG_FILE);
-            std::fs::write(&config_path, config.to_json()).map_err(io_at(&config_path))?;
-            let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-            let count = shards.len();
-            let mut weight_map = BTreeMap::new();
-            for (i, shard) in shards.iter().enumerate() {
-                let file_name =
-                    if count == 1 { SINGLE_FILE.to_string() } else { shard_file_name(i + 1, count) };
-                let path = tmp.join(&file_name);
-                let views = shard.iter().map(|(name, tensor)| (name.as_str(), tensor));
-                safetensors::serialize_to_file(views, Some(metadata.clone()), &path).map_err(|e| {
-                    ModelError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) }
-                })?;
-                for (name, _) in shard.iter() {
-                    weight_map.insert(name.clone(), file_name.clone());
-                }
-            }
-            if count > 1 {
-                let total: usize = stored.iter().map(|(_, t)| byte_size(t)).sum();
-                let index = serde_json::json!({
-                    "metadata": { "total_size": total },
-                    "weight_map": weight_map,
-                });
-                let path = tmp.join(INDEX_FILE);
-                let text = serde_json::to_string_pretty(&index).unwrap_or_default();
-                std::fs::write(&path, text).map_err(io_at(&path))?;
-            }
-            Ok(())
-        },
-    )
+    let config_path = dir.join(CONFIG_FILE);
+    std::fs::write(&config_path, config.to_json()).map_err(io_at(&config_path))?;
+    let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    let count = shards.len();
+    let mut weight_map = BTreeMap::new();
+    for (i, shard) in shards.iter().enumerate() {
+        let file_name = if count == 1 { SINGLE_FILE.to_string() } else { shard_file_name(i + 1, count) };
+        let path = dir.join(&file_name);
+        let views = shard.iter().map(|(name, tensor)| (name.as_str(), tensor));
+        safetensors::serialize_to_file(views, Some(metadata.clone()), &path).map_err(|e| ModelError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        for (name, _) in shard.iter() {
+            weight_map.insert(name.clone(), file_name.clone());
+        }
+    }
+    if count > 1 {
+        let total: usize = stored.iter().map(|(_, t)| byte_size(t)).sum();
+        let index = serde_json::json!({
+            "metadata": { "total_size": total },
+            "weight_map": weight_map,
+        });
+        let path = dir.join(INDEX_FILE);
+        let text = serde_json::to_string_pretty(&index).unwrap_or_default();
+        std::fs::write(&path, text).map_err(io_at(&path))?;
+    }
+    Ok(())
 }
 
 fn byte_size(tensor: &Tensor) -> usize {
