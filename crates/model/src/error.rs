@@ -41,7 +41,7 @@ pub enum ModelError {
 pub type Result<T> = std::result::Result<T, ModelError>;
 
 /// Attaches a path to an I/O error.
-pub(crate) fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ModelError {
+pub fn io_at(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ModelError {
     let path = path.into();
     move |source| ModelError::Io { path, source }
 }

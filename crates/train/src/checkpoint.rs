@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use davinci_data::loader::LoaderState;
 use davinci_model::checkpoint::{write_dir_atomically, write_weights};
+use davinci_model::error::io_at;
 use davinci_model::names::parameter_shapes;
 use davinci_model::{Config, SaveOptions};
 use serde::{Deserialize, Serialize};
@@ -79,27 +80,23 @@ pub fn save(
                 Some(metadata),
                 &optimizer_path,
             )
-            .map_err(|e| io(&optimizer_path, std::io::Error::other(e.to_string())))?;
+            .map_err(|e| io_at(&optimizer_path)(std::io::Error::other(e.to_string())))?;
             let state_path = tmp.join(STATE_FILE);
-            std::fs::write(&state_path, state_text).map_err(|e| io(&state_path, e))
+            std::fs::write(&state_path, state_text).map_err(io_at(&state_path))
         },
     )?;
     Ok(())
-}
-
-fn io(path: &Path, e: std::io::Error) -> davinci_model::ModelError {
-    davinci_model::ModelError::Io { path: path.into(), source: e }
 }
 
 /// Reads a checkpoint: the model config, the optimizer (masters and moments) and the state.
 pub fn load(dir: &Path) -> Result<(Config, AdamW, TrainerState)> {
     let config = Config::from_file(&dir.join("config.json"))?;
     let state_path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&state_path).map_err(|e| io(&state_path, e))?;
+    let text = std::fs::read_to_string(&state_path).map_err(io_at(&state_path))?;
     let state: TrainerState = serde_json::from_str(&text)
         .map_err(|e| TrainError::Invalid(format!("{}: {e}", state_path.display())))?;
     let optimizer_path = dir.join(OPTIMIZER_FILE);
-    let bytes = std::fs::read(&optimizer_path).map_err(|e| io(&optimizer_path, e))?;
+    let bytes = std::fs::read(&optimizer_path).map_err(io_at(&optimizer_path))?;
     let corrupt = |m: String| TrainError::Invalid(format!("{}: {m}", optimizer_path.display()));
     let (_, metadata) =
         safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
@@ -150,7 +147,7 @@ fn steps(root: &Path, stage: &str) -> Vec<(u64, PathBuf)> {
 pub fn prune(root: &Path, stage: &str, keep_last: usize) -> Result<()> {
     let all = steps(root, stage);
     for (_, path) in all.iter().take(all.len().saturating_sub(keep_last.max(1))) {
-        std::fs::remove_dir_all(path).map_err(|e| io(path, e))?;
+        std::fs::remove_dir_all(path).map_err(io_at(path))?;
     }
     Ok(())
 }
