@@ -54,6 +54,7 @@ fn main() {
             long_documents: LongDocuments::Split,
             seed: 1,
             pad_id: 0,
+            loss_mask: true,
         };
         let mut loader = Loader::new(entries, config, LoaderState::default()).expect("loader");
         let stats = loader.epoch_stats(0);

@@ -6,6 +6,10 @@ mod device;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+/// Counts heap bytes, for `bench step`'s peak memory.
+#[global_allocator]
+static ALLOCATOR: davinci_train::memory::CountingAlloc = davinci_train::memory::CountingAlloc;
+
 #[derive(Parser)]
 #[command(name = "davinci", version, about = "Agent-native mid-training of Qwen2.5-architecture models")]
 struct Cli {
@@ -21,8 +25,13 @@ enum Command {
     Convert(commands::convert::Args),
     /// Print a model's shape and size: a preset, a checkpoint directory or a Hub name.
     Info(commands::info::Args),
+    /// Run a recipe: its stages in order, with checkpoints; run again to resume.
+    Train(commands::train::Args),
     /// Turn PR records and agent trajectories into tokenized shards.
     Prepare(commands::prepare::Args),
+    /// Benchmarks: `bench step` times full training steps.
+    #[command(subcommand)]
+    Bench(commands::bench::Command),
     /// Data tools: tokenizer training.
     #[command(subcommand)]
     Data(commands::data::Command),
@@ -39,7 +48,9 @@ fn main() -> Result<()> {
         Command::Logits(args) => commands::logits::run(args),
         Command::Convert(args) => commands::convert::run(args),
         Command::Info(args) => commands::info::run(args),
+        Command::Train(args) => commands::train::run(args),
         Command::Prepare(args) => commands::prepare::run(args),
         Command::Data(command) => commands::data::run(command),
+        Command::Bench(command) => commands::bench::run(command),
     }
 }

@@ -5,6 +5,7 @@
 pub mod dataset;
 pub mod error;
 pub mod filter;
+pub mod fresh;
 pub mod input;
 pub mod loader;
 pub mod mine_git;

@@ -3,14 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{io_at, DataError, Result};
 use crate::loader::LongDocuments;
 use crate::prepare::DatasetSpec;
 
 /// A dataset in a stage's mixture.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MixtureSpec {
     pub dataset: String,
@@ -20,11 +20,11 @@ pub struct MixtureSpec {
     pub upsample: f64,
 }
 
-fn one() -> f64 {
+pub fn one() -> f64 {
     1.0
 }
 
-fn default_window() -> usize {
+pub fn default_window() -> usize {
     8192
 }
 
@@ -63,7 +63,7 @@ pub struct DataRecipe {
     pub base: PathBuf,
 }
 
-fn default_data_dir() -> PathBuf {
+pub fn default_data_dir() -> PathBuf {
     PathBuf::from("../checkpoints/data")
 }
 
@@ -71,12 +71,18 @@ impl DataRecipe {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(io_at(path))?;
         let mut recipe: DataRecipe = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].lines().count().max(1)).unwrap_or(0);
+            let line = e.span().map(|s| text[..s.start].matches('\n').count() + 1).unwrap_or(0);
             DataError::Record { path: path.into(), line, message: e.message().to_string() }
         })?;
         recipe.base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        recipe.check(path)?;
+        Ok(recipe)
+    }
+
+    /// Dataset names are unique and every stage's mixture names a defined dataset.
+    pub fn check(&self, path: &Path) -> Result<()> {
         let mut names = std::collections::HashSet::new();
-        for dataset in &recipe.datasets {
+        for dataset in &self.datasets {
             if !names.insert(dataset.name.as_str()) {
                 return Err(DataError::Invalid(format!(
                     "{}: dataset `{}` is defined twice",
@@ -85,7 +91,7 @@ impl DataRecipe {
                 )));
             }
         }
-        for stage in &recipe.stages {
+        for stage in &self.stages {
             for entry in &stage.mixture {
                 if !names.contains(entry.dataset.as_str()) {
                     return Err(DataError::Invalid(format!(
@@ -97,7 +103,7 @@ impl DataRecipe {
                 }
             }
         }
-        Ok(recipe)
+        Ok(())
     }
 
     pub fn dataset(&self, name: &str) -> Option<&DatasetSpec> {
@@ -117,7 +123,7 @@ impl DataRecipe {
 }
 
 /// Removes `.` and folds `dir/..` without touching the filesystem, for readable paths.
-fn normalize(path: &Path) -> PathBuf {
+pub fn normalize(path: &Path) -> PathBuf {
     use std::path::Component;
     let mut out = PathBuf::new();
     for part in path.components() {

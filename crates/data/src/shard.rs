@@ -41,8 +41,14 @@ pub struct ShardWriter {
 }
 
 impl ShardWriter {
+    /// Starts writing a dataset into `dir`. A manifest already there is removed first, so
+    /// that a re-prepare cut short leaves a directory known to be incomplete.
     pub fn new(dir: &Path, max_tokens: usize) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+        let manifest = dir.join(MANIFEST);
+        if manifest.exists() {
+            std::fs::remove_file(&manifest).map_err(io_at(&manifest))?;
+        }
         Ok(Self {
             dir: dir.into(),
             max_tokens: max_tokens.max(1),
@@ -112,8 +118,16 @@ impl ShardWriter {
     }
 
     /// Writes the last shard and returns every shard written.
+    /// Shards of an earlier, larger preparation that are not part of this one are removed.
     pub fn finish(mut self) -> Result<Vec<ShardInfo>> {
         self.flush()?;
+        for index in self.written.len().. {
+            let stale = self.dir.join(format!("shard-{index:05}.bin"));
+            if !stale.exists() {
+                break;
+            }
+            std::fs::remove_file(&stale).map_err(io_at(&stale))?;
+        }
         Ok(self.written)
     }
 }

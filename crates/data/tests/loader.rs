@@ -48,6 +48,7 @@ fn config() -> LoaderConfig {
         long_documents: LongDocuments::Split,
         seed: 11,
         pad_id: 0,
+        loss_mask: true,
     }
 }
 

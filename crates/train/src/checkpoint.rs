@@ -3,7 +3,7 @@
 //! Written into a temporary directory and renamed, so a crash mid-write never leaves a
 //! directory that looks complete; older checkpoints are pruned only after a new one is.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -29,8 +29,12 @@ pub struct TrainerState {
     pub step: u64,
     pub tokens_seen: u64,
     pub loader: LoaderState,
-    /// Hash of the recipe settings that must not change across a resume.
-    pub recipe_sha256: String,
+    /// The recipe's parts that must not change across a resume, hashed (see
+    /// [`crate::recipe::Recipe::fingerprint`]).
+    pub recipe: BTreeMap<String, String>,
+    /// Wall-clock seconds the stage has run, over all its invocations.
+    #[serde(default)]
+    pub elapsed_seconds: f64,
 }
 
 /// The directory of the checkpoint after `step` steps of a stage.
@@ -74,6 +78,7 @@ pub fn save(
         |_| false,
         |tmp| {
             write_weights(tmp, config, &weights, &options)?;
+            stall_for_tests(state);
             let optimizer_path = tmp.join(OPTIMIZER_FILE);
             safetensors::serialize_to_file(
                 moments.iter().map(|(k, v)| (k.as_str(), v)),
@@ -86,6 +91,17 @@ pub fn save(
         },
     )?;
     Ok(())
+}
+
+/// Fault injection for the crash test: with `DAVINCI_TEST_STALL_CHECKPOINT=STAGE:STEP`,
+/// writing that checkpoint stops for a minute after the weights, so the test can kill the
+/// process while the checkpoint is half written.
+fn stall_for_tests(state: &TrainerState) {
+    if let Ok(target) = std::env::var("DAVINCI_TEST_STALL_CHECKPOINT") {
+        if target == format!("{}:{}", state.stage, state.step) {
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
+    }
 }
 
 /// Reads a checkpoint: the model config, the optimizer (masters and moments) and the state.

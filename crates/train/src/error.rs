@@ -6,6 +6,10 @@ pub enum TrainError {
     Model(#[from] davinci_model::ModelError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Data(#[from] davinci_data::DataError),
+    #[error("{}:{line}: {message}", path.display())]
+    Recipe { path: std::path::PathBuf, line: usize, message: String },
     #[error("{0}")]
     Invalid(String),
 }

@@ -1,10 +1,18 @@
-//! Training: the layer-wise step with recompute, AdamW on fp32 master weights, clipping,
-//! and learning-rate schedules. The recipe runner, checkpoints and metrics build on these.
+//! Training: recipe files, the layer-wise step with recompute, AdamW on fp32 master
+//! weights, clipping, learning-rate schedules, checkpoints with exact resume, metrics, and
+//! the runner that takes a recipe's stages in order.
 
 pub mod checkpoint;
 pub mod error;
+pub mod grads;
+pub mod memory;
+pub mod metrics;
 pub mod optimizer;
+pub mod recipe;
 pub mod schedule;
 pub mod step;
+pub mod trainer;
 
 pub use error::{Result, TrainError};
+pub use recipe::Recipe;
+pub use trainer::{train, RunSummary, TrainOptions};

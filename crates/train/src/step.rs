@@ -6,6 +6,7 @@
 //! gather before each layer and a reduce-scatter after its backward.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use candle_core::{DType, Tensor, Var};
 use davinci_model::names::{layer_prefix, EMBED, FINAL_NORM, LM_HEAD};
@@ -35,9 +36,40 @@ pub fn loss_and_grads(
     labels: &[i64],
     layout: &PackedLayout,
 ) -> Result<StepGrads> {
+    let mut grads: HashMap<String, Tensor> = HashMap::new();
+    let stats = loss_and_grads_into(model, input_ids, labels, layout, &mut |name, grad| add(&mut grads, name, grad))?;
+    Ok(StepGrads { loss_sum: stats.loss_sum, count: stats.count, grads })
+}
+
+/// What [`loss_and_grads_into`] measured: the loss, and wall time per phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepStats {
+    pub loss_sum: f64,
+    pub count: usize,
+    pub forward: Duration,
+    pub head: Duration,
+    pub backward: Duration,
+}
+
+/// The same as [`loss_and_grads`], handing each gradient (f32) to `sink` as soon as it is
+/// known: the head's first, then each layer's as its backward ends, the embedding's last.
+/// The trainer accumulates them into flat buffers (FSDP: reduce-scatters them) so that no
+/// more than one layer's gradients are held here.
+pub fn loss_and_grads_into(
+    model: &Qwen2,
+    input_ids: &[u32],
+    labels: &[i64],
+    layout: &PackedLayout,
+    sink: &mut dyn FnMut(&str, Option<&Tensor>) -> Result<()>,
+) -> Result<StepStats> {
     let config = model.config();
     let rotary = model.rotary(layout)?;
-    let mut grads: HashMap<String, Tensor> = HashMap::new();
+    let mut stats = StepStats::default();
+    let mut clock = Instant::now();
+    let mut lap = |phase: &mut Duration| {
+        *phase += clock.elapsed();
+        clock = Instant::now();
+    };
 
     // Forward without a tape, keeping each layer's input.
     let mut inputs = Vec::with_capacity(model.layers().len());
@@ -46,6 +78,7 @@ pub fn loss_and_grads(
         inputs.push(hidden.clone());
         hidden = layer.forward(&hidden, &rotary, layout)?.detach();
     }
+    lap(&mut stats.forward);
 
     // Head: final norm on a small tape, then the chunked loss with its gradients.
     let last = Var::from_tensor(&hidden)?;
@@ -56,10 +89,11 @@ pub fn loss_and_grads(
         unreachable!("gradients were asked for")
     };
     let store = vjp(&normed, &d_normed.to_dtype(normed.dtype())?)?;
-    add(&mut grads, FINAL_NORM, store.get(norm_weight.as_tensor()))?;
+    sink(FINAL_NORM, store.get(norm_weight.as_tensor()))?;
     let head_name = if config.tie_word_embeddings { EMBED } else { LM_HEAD };
-    add(&mut grads, head_name, Some(&d_head))?;
+    sink(head_name, Some(&d_head))?;
     let mut cotangent = grad_of(&store, &last)?;
+    lap(&mut stats.head);
 
     // Backward, a layer at a time, recomputed on a tape.
     for (index, layer) in model.layers().iter().enumerate().rev() {
@@ -69,7 +103,7 @@ pub fn loss_and_grads(
         let store = vjp(&out, &cotangent)?;
         let prefix = layer_prefix(index);
         for (suffix, var) in &vars {
-            add(&mut grads, &format!("{prefix}{suffix}"), store.get(var.as_tensor()))?;
+            sink(&format!("{prefix}{suffix}"), store.get(var.as_tensor()))?;
         }
         cotangent = grad_of(&store, &x)?;
     }
@@ -81,8 +115,11 @@ pub fn loss_and_grads(
         &cotangent.to_dtype(DType::F32)?,
         0,
     )?;
-    add(&mut grads, EMBED, Some(&d_embed))?;
-    Ok(StepGrads { loss_sum: head.loss_sum, count: head.count, grads })
+    sink(EMBED, Some(&d_embed))?;
+    lap(&mut stats.backward);
+    stats.loss_sum = head.loss_sum;
+    stats.count = head.count;
+    Ok(stats)
 }
 
 fn grad_of(store: &candle_core::backprop::GradStore, var: &Var) -> Result<Tensor> {

@@ -27,7 +27,8 @@ fn state(step: u64) -> TrainerState {
         step,
         tokens_seen: step * 4096,
         loader: LoaderState { epoch: 0, window: 2, row: 5, batches: step },
-        recipe_sha256: "abc".into(),
+        recipe: [("model".to_string(), "abc".to_string())].into(),
+        elapsed_seconds: 1.5,
     }
 }
 

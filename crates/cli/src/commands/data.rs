@@ -177,6 +177,7 @@ fn stats(
             long_documents: stage.long_documents,
             seed: recipe.seed,
             pad_id: 0,
+            loss_mask: true,
         };
         let loader = Loader::new(entries, config, LoaderState::default())?;
         let s = loader.epoch_stats(0);

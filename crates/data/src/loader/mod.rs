@@ -41,6 +41,13 @@ pub struct LoaderConfig {
     pub seed: u64,
     /// Token id of padding (its labels are -100 whatever it is).
     pub pad_id: u32,
+    /// Labels only where the shards mark loss (assistant-only SFT), or on every token.
+    #[serde(default = "yes")]
+    pub loss_mask: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Where the loader is: a handful of integers. Restoring it regenerates the epoch's order
@@ -122,6 +129,11 @@ impl Loader {
         &self.config
     }
 
+    /// Gives the datasets back (to build a loader with another state).
+    pub fn into_entries(self) -> Vec<MixtureEntry> {
+        self.entries
+    }
+
     /// This rank's share of the next global batch; `world` must divide `global_rows`.
     pub fn next_batch(&mut self, rank: usize, world: usize) -> Result<Batch> {
         if world == 0 || rank >= world || !self.config.global_rows.is_multiple_of(world) {
@@ -137,7 +149,13 @@ impl Loader {
         self.state.batches += 1;
         let mine = assign_rows(&rows, world)[rank].iter().map(|&i| &rows[i]).collect::<Vec<_>>();
         let datasets: Vec<&Dataset> = self.entries.iter().map(|e| &e.dataset).collect();
-        Ok(Batch::build(&mine, &datasets, self.config.seq_len as usize, self.config.pad_id))
+        Ok(Batch::build(
+            &mine,
+            &datasets,
+            self.config.seq_len as usize,
+            self.config.pad_id,
+            self.config.loss_mask,
+        ))
     }
 
     /// The next row of the global sequence, moving to the next window and epoch as needed.

@@ -1,0 +1,63 @@
+//! `davinci train RECIPE.toml`: runs a recipe's stages in order, resuming from the newest
+//! complete checkpoint when started again.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use davinci_train::{train, Recipe, TrainOptions};
+
+use crate::device::parse_device;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The recipe file.
+    recipe: PathBuf,
+    /// Write checkpoints and metrics here instead of the recipe's output_dir.
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Resume even though the recipe changed in a way that matters (model, data, seq_len).
+    #[arg(long)]
+    force: bool,
+    /// Stop after this many optimizer steps, with a checkpoint; run again to continue.
+    #[arg(long)]
+    stop_after: Option<u64>,
+    /// No progress bar (each step is logged instead).
+    #[arg(long)]
+    no_progress: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut recipe = Recipe::from_file(&args.recipe)?;
+    if let Some(dir) = args.output_dir {
+        recipe.output_dir = dir;
+    }
+    let options = TrainOptions {
+        device: parse_device(&args.device)?,
+        force: args.force,
+        stop_after: args.stop_after,
+        progress: !args.no_progress && std::io::stderr().is_terminal(),
+    };
+    let summary = train(&recipe, &options).with_context(|| format!("training {}", args.recipe.display()))?;
+    if let Some(from) = &summary.resumed_from {
+        println!("resumed from {}", from.display());
+    }
+    for stage in &summary.stages {
+        let losses = match (stage.first_loss, stage.last_loss) {
+            (Some(first), Some(last)) => format!(", loss {first:.4} -> {last:.4}"),
+            _ => String::new(),
+        };
+        let end = match &stage.final_checkpoint {
+            Some(dir) => format!(", final checkpoint {}", dir.display()),
+            None => ", stopped early".into(),
+        };
+        println!("stage {}: {} steps{losses}{end}", stage.name, stage.steps_run);
+    }
+    if summary.stopped_early {
+        println!("stopped after --stop-after steps; run the same command again to continue");
+    }
+    Ok(())
+}

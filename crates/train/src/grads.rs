@@ -1,0 +1,63 @@
+//! Gradient buffers: flat f32, one per parameter in the optimizer's order, filled by the
+//! step's sink and turned into an AdamW update (mean over loss tokens, clipping).
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Tensor};
+
+use crate::error::{Result, TrainError};
+use crate::optimizer::{clip_factor, global_norm, AdamW, ParamState};
+
+pub struct GradBuffers {
+    index: HashMap<String, usize>,
+    values: Vec<Vec<f32>>,
+}
+
+impl GradBuffers {
+    pub fn for_params(params: &[ParamState]) -> Self {
+        Self {
+            index: params.iter().enumerate().map(|(i, p)| (p.name.clone(), i)).collect(),
+            values: params.iter().map(|p| vec![0.0; p.master.len()]).collect(),
+        }
+    }
+
+    pub fn zero(&mut self) {
+        self.values.iter_mut().for_each(|g| g.fill(0.0));
+    }
+
+    /// Adds a gradient (any float dtype) into its parameter's buffer.
+    pub fn add(&mut self, name: &str, grad: Option<&Tensor>) -> Result<()> {
+        let Some(grad) = grad else { return Ok(()) };
+        let &i =
+            self.index.get(name).ok_or_else(|| TrainError::Invalid(format!("a gradient for unknown `{name}`")))?;
+        let values = grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let buffer = &mut self.values[i];
+        if values.len() != buffer.len() {
+            return Err(TrainError::Invalid(format!(
+                "`{name}`: a gradient of {} values for {}",
+                values.len(),
+                buffer.len()
+            )));
+        }
+        buffer.iter_mut().zip(&values).for_each(|(g, v)| *g += v);
+        Ok(())
+    }
+
+    pub fn slices(&self) -> Vec<&[f32]> {
+        self.values.iter().map(Vec::as_slice).collect()
+    }
+
+    /// One optimizer update from gradients of a loss *sum* over `count` tokens: divides by
+    /// `count`, clips the mean's global norm to `clip` (when given) and steps. Returns the
+    /// norm before clipping; refuses a non-finite one, leaving the weights as they were.
+    pub fn apply(&mut self, optimizer: &mut AdamW, count: usize, clip: Option<f64>, lr: f64) -> Result<f64> {
+        let norm = global_norm(&self.slices()) / count.max(1) as f64;
+        if !norm.is_finite() {
+            return Err(TrainError::Invalid(format!("the gradient norm is {norm}")));
+        }
+        let factor = (clip_factor(norm, clip) / count.max(1) as f64) as f32;
+        self.values.iter_mut().for_each(|g| g.iter_mut().for_each(|x| *x *= factor));
+        optimizer.step(&self.slices(), lr);
+        Ok(norm)
+    }
+}

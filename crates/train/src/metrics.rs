@@ -1,0 +1,140 @@
+//! What a person sees: `metrics.jsonl` (one JSON object per optimizer step) and a progress
+//! bar per stage, or a log line per step where stderr is not a terminal.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use davinci_model::error::io_at;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// One optimizer step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    pub stage: String,
+    pub stage_index: usize,
+    /// 1-based: the number of optimizer steps taken in the stage after this one.
+    pub step: u64,
+    /// Mean loss per loss-bearing token of the global batch.
+    pub loss: f64,
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Real (non-padding) tokens of this step, and loss-bearing ones.
+    pub tokens: u64,
+    pub loss_tokens: u64,
+    /// Real tokens of the stage so far.
+    pub tokens_seen: u64,
+    pub tokens_per_second: f64,
+    pub elapsed_seconds: f64,
+}
+
+/// Appends to `metrics.jsonl`, one line per step, flushed as written.
+pub struct MetricsLog {
+    file: File,
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    /// Opens the log of a run in `dir`. Starting afresh (`resume_at` none) empties it;
+    /// resuming keeps only the steps up to the checkpoint resumed from, so that steps a
+    /// crash cut off are not counted twice.
+    pub fn open(dir: &Path, resume_at: Option<(usize, u64)>) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+        let path = dir.join(METRICS_FILE);
+        let kept: Vec<String> = match (resume_at, File::open(&path)) {
+            (Some((stage_index, step)), Ok(file)) => BufReader::new(file)
+                .lines()
+                .map_while(|line| line.ok())
+                .filter(|line| {
+                    serde_json::from_str::<StepMetrics>(line)
+                        .is_ok_and(|m| (m.stage_index, m.step) <= (stage_index, step))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let tmp = dir.join(format!(".{METRICS_FILE}.tmp-{}", std::process::id()));
+        let mut text = kept.join("\n");
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        std::fs::write(&tmp, text).map_err(io_at(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_at(&path))?;
+        let file = OpenOptions::new().append(true).open(&path).map_err(io_at(&path))?;
+        Ok(Self { file, path })
+    }
+
+    pub fn append(&mut self, metrics: &StepMetrics) -> Result<()> {
+        let mut line = serde_json::to_string(metrics).unwrap_or_default();
+        line.push('\n');
+        self.file.write_all(line.as_bytes()).map_err(io_at(&self.path))?;
+        Ok(())
+    }
+}
+
+/// Reads a `metrics.jsonl`.
+pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>> {
+    let text = std::fs::read_to_string(path).map_err(io_at(path))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| {
+                crate::TrainError::Invalid(format!("{}:{}: {e}", path.display(), i + 1))
+            })
+        })
+        .collect()
+}
+
+/// The bar of one stage; hidden where stderr is not a terminal, and then each step is
+/// logged through `tracing` instead.
+pub struct StageProgress {
+    bar: indicatif::ProgressBar,
+    total_steps: u64,
+}
+
+impl StageProgress {
+    pub fn new(enabled: bool, stage: &str, total_steps: u64, done: u64) -> Self {
+        let bar = if enabled {
+            indicatif::ProgressBar::new(total_steps)
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] step {pos}/{len} {msg} [{elapsed} < {eta}]",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.set_prefix(stage.to_string());
+        bar.set_position(done);
+        bar.reset_eta();
+        Self { bar, total_steps }
+    }
+
+    pub fn step(&self, m: &StepMetrics) {
+        self.bar.set_position(m.step);
+        self.bar.set_message(format!(
+            "loss {:.4} lr {:.2e} {:.0} tok/s",
+            m.loss, m.lr, m.tokens_per_second
+        ));
+        if self.bar.is_hidden() {
+            tracing::info!(
+                "{} step {}/{}: loss {:.4}, lr {:.3e}, grad norm {:.3}, {:.0} tokens/s",
+                m.stage,
+                m.step,
+                self.total_steps,
+                m.loss,
+                m.lr,
+                m.grad_norm,
+                m.tokens_per_second
+            );
+        }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
