@@ -159,11 +159,19 @@ fn steps(root: &Path, stage: &str) -> Vec<(u64, PathBuf)> {
     found
 }
 
-/// Removes all but the newest `keep_last` complete checkpoints of a stage.
+/// Removes all but the newest `keep_last` complete checkpoints of a stage, and what
+/// interrupted writes left behind (hidden temporary directories).
 pub fn prune(root: &Path, stage: &str, keep_last: usize) -> Result<()> {
     let all = steps(root, stage);
     for (_, path) in all.iter().take(all.len().saturating_sub(keep_last.max(1))) {
         std::fs::remove_dir_all(path).map_err(io_at(path))?;
+    }
+    let leftovers = std::fs::read_dir(root.join(stage)).into_iter().flatten().filter_map(|e| e.ok()).filter(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        name.starts_with(".step-") && (name.contains(".tmp-") || name.contains(".old-"))
+    });
+    for entry in leftovers {
+        std::fs::remove_dir_all(entry.path()).map_err(io_at(entry.path()))?;
     }
     Ok(())
 }

@@ -16,6 +16,9 @@ pub struct Args {
     /// Write checkpoints and metrics here instead of the recipe's output_dir.
     #[arg(long)]
     output_dir: Option<PathBuf>,
+    /// Read and prepare datasets under this directory instead of the recipe's data_dir.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -34,6 +37,9 @@ pub fn run(args: Args) -> Result<()> {
     let mut recipe = Recipe::from_file(&args.recipe)?;
     if let Some(dir) = args.output_dir {
         recipe.output_dir = dir;
+    }
+    if let Some(dir) = args.data_dir {
+        recipe.data.data_dir = std::env::current_dir()?.join(dir);
     }
     let options = TrainOptions {
         device: parse_device(&args.device)?,

@@ -1,0 +1,79 @@
+//! `davinci train` as a user runs it: a run killed (SIGKILL) while writing a checkpoint
+//! resumes from the previous complete one and ends exactly where an uninterrupted run does.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use davinci_train::checkpoint::{latest, load};
+
+fn recipe() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../train/tests/fixtures/two-stage.toml")
+}
+
+fn train(root: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_davinci"));
+    command
+        .arg("train")
+        .arg(recipe())
+        .arg("--output-dir")
+        .arg(root.join("run"))
+        .arg("--data-dir")
+        .arg(root.join("data"))
+        .arg("--no-progress");
+    command
+}
+
+fn check(output: Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+/// A hidden temporary directory of the checkpoint of `step` that already holds weights.
+fn half_written(stage_dir: &Path, step: u64) -> bool {
+    std::fs::read_dir(stage_dir).into_iter().flatten().filter_map(|e| e.ok()).any(|e| {
+        e.file_name().to_string_lossy().starts_with(&format!(".step-{step:08}"))
+            && std::fs::read_dir(e.path())
+                .into_iter()
+                .flatten()
+                .any(|f| f.is_ok_and(|f| f.file_name().to_string_lossy().ends_with(".safetensors")))
+    })
+}
+
+#[test]
+fn a_run_killed_mid_checkpoint_resumes_from_the_previous_one() {
+    let whole = tempfile::tempdir().unwrap();
+    let stdout = check(train(whole.path()).output().unwrap());
+    assert!(stdout.contains("stage mt: 4 steps") && stdout.contains("stage sft: 3 steps"), "{stdout}");
+
+    // Checkpoints every 2 steps: step 2 completes, step 4 stalls half written and is killed.
+    let killed = tempfile::tempdir().unwrap();
+    let mut child = train(killed.path())
+        .env("DAVINCI_TEST_STALL_CHECKPOINT", "mt:4")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stage_dir = killed.path().join("run/mt");
+    let started = Instant::now();
+    while !half_written(&stage_dir, 4) {
+        assert!(started.elapsed() < Duration::from_secs(120), "the checkpoint of step 4 never started");
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let previous = latest(&killed.path().join("run"), "mt").unwrap();
+    assert!(previous.ends_with("step-00000002"), "{}", previous.display());
+
+    let stdout = check(train(killed.path()).output().unwrap());
+    assert!(stdout.contains("resumed from") && stdout.contains("step-00000002"), "{stdout}");
+    assert!(stdout.contains("stage mt: 2 steps"), "{stdout}");
+    assert!(!half_written(&stage_dir, 4), "the leftover of the killed write is cleaned up");
+    for stage in ["mt", "sft"] {
+        let (_, a, _) = load(&latest(&whole.path().join("run"), stage).unwrap()).unwrap();
+        let (_, b, _) = load(&latest(&killed.path().join("run"), stage).unwrap()).unwrap();
+        assert_eq!(a, b, "{stage}: the resumed run ends with the same weights and moments");
+    }
+}

@@ -1,0 +1,84 @@
+//! Recipe files: the bundled ones parse and check; typos and inconsistent settings are
+//! errors that say where.
+
+use std::path::Path;
+
+use davinci_train::Recipe;
+
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+}
+
+#[test]
+fn bundled_recipes_parse_and_check() {
+    for name in ["tiny", "davinci-dev-32b", "davinci-dev-72b", "sft-pass"] {
+        let path = repo(&format!("recipes/{name}.toml"));
+        let recipe = Recipe::from_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        recipe.check_trainable(1).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!recipe.stages.is_empty(), "{name}");
+    }
+}
+
+fn error_of(text: &str) -> String {
+    Recipe::parse(text, Path::new("/r/recipe.toml"))
+        .and_then(|r| r.check_trainable(1).map(|_| ()))
+        .unwrap_err()
+        .to_string()
+}
+
+const BASE: &str = r#"tokenizer = "tok.json"
+
+[model]
+preset = "tiny"
+
+[[datasets]]
+name = "d"
+sources = ["x.jsonl"]
+template = "text"
+
+[[stages]]
+name = "s"
+seq_len = 128
+mixture = [{ dataset = "d" }]
+tokens_per_step = 512
+steps = 3
+lr = { peak = 1e-3 }
+"#;
+
+#[test]
+fn a_well_formed_recipe_checks() {
+    let recipe = Recipe::parse(BASE, Path::new("/r/recipe.toml")).unwrap();
+    recipe.check_trainable(1).unwrap();
+    assert_eq!(recipe.stages[0].global_rows(), 4);
+    assert_eq!(recipe.output_dir, Path::new("/checkpoints/recipe"));
+    recipe.check_trainable(4).unwrap();
+    assert!(recipe.check_trainable(3).is_err(), "4 rows do not split over 3 ranks");
+}
+
+#[test]
+fn a_typo_names_the_key_and_its_line() {
+    let err = error_of(&BASE.replace("steps = 3", "step = 3"));
+    assert!(err.contains("/r/recipe.toml:16") && err.contains("unknown field `step`"), "{err}");
+    let err = error_of(&BASE.replace("lr = { peak = 1e-3 }", "lr = { peak = 1e-3, warmpu = 0.1 }"));
+    assert!(err.contains(":17") && err.contains("warmpu"), "{err}");
+    let err = error_of(&BASE.replace("preset = \"tiny\"", "preset = \"tiny\"\nlayers = 4"));
+    assert!(err.contains(":5") && err.contains("layers"), "{err}");
+}
+
+#[test]
+fn inconsistent_settings_are_refused() {
+    let cases = [
+        ("tokens_per_step = 512", "tokens_per_step = 500", "multiple of seq_len"),
+        ("steps = 3", "steps = 3\nepochs = 1.0", "exactly one of `steps` or `epochs`"),
+        ("steps = 3", "", "exactly one of `steps` or `epochs`"),
+        ("lr = { peak = 1e-3 }", "lr = { peak = 1e-3, min = 1e-2 }", "min <= peak"),
+        ("steps = 3", "steps = 3\nloss = \"assistant-only\"", "`d` is not"),
+        ("steps = 3", "steps = 3\nmicro_batch = 3", "micro-batches of 3"),
+        ("mixture = [{ dataset = \"d\" }]", "mixture = [{ dataset = \"e\" }]", "does not define"),
+        ("preset = \"tiny\"", "preset = \"tiny\"\ninit_from = \"x\"", "exactly one of `preset`"),
+    ];
+    for (from, to, expected) in cases {
+        let err = error_of(&BASE.replace(from, to));
+        assert!(err.contains(expected), "{to}: {err}");
+    }
+}

@@ -1,0 +1,103 @@
+//! Whole runs of a two-stage recipe on the CPU: stopping and resuming anywhere (mid-stage,
+//! exactly at a stage boundary, just after one) gives bit-identical losses and weights,
+//! and a resume refuses a recipe whose data changed.
+
+use std::path::{Path, PathBuf};
+
+use davinci_train::checkpoint::{latest, load};
+use davinci_train::metrics::{read_metrics, METRICS_FILE};
+use davinci_train::{train, Recipe, TrainOptions};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/two-stage.toml")
+}
+
+/// The fixture recipe, optionally edited, writing under `root`.
+fn recipe(root: &Path, edit: impl Fn(String) -> String) -> Recipe {
+    let text = edit(std::fs::read_to_string(fixture()).unwrap());
+    let mut recipe = Recipe::parse(&text, &fixture()).unwrap();
+    recipe.output_dir = root.join("run");
+    recipe.data.data_dir = root.join("data");
+    recipe
+}
+
+fn options(stop_after: Option<u64>) -> TrainOptions {
+    TrainOptions { stop_after, progress: false, ..TrainOptions::default() }
+}
+
+#[test]
+fn stopping_and_resuming_anywhere_is_bit_identical() {
+    let whole = tempfile::tempdir().unwrap();
+    let summary = train(&recipe(whole.path(), |t| t), &options(None)).unwrap();
+    assert!(!summary.stopped_early && summary.resumed_from.is_none());
+    assert_eq!(summary.stages.iter().map(|s| s.steps_run).collect::<Vec<_>>(), [4, 3]);
+
+    // 3 steps (mid-stage), 1 (ends exactly at the boundary), 1 (first SFT step), the rest.
+    let pieces = tempfile::tempdir().unwrap();
+    let r = recipe(pieces.path(), |t| t);
+    for (i, stop) in [Some(3), Some(1), Some(1), None].into_iter().enumerate() {
+        let summary = train(&r, &options(stop)).unwrap();
+        assert_eq!(summary.stopped_early, stop.is_some(), "invocation {i}");
+        assert_eq!(summary.resumed_from.is_some(), i > 0, "invocation {i}");
+    }
+
+    let a = read_metrics(&whole.path().join("run").join(METRICS_FILE)).unwrap();
+    let b = read_metrics(&pieces.path().join("run").join(METRICS_FILE)).unwrap();
+    assert_eq!(a.len(), 7);
+    assert_eq!(b.len(), 7, "no step is logged twice or lost across resumes");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.stage, x.step), (&y.stage, y.step));
+        assert_eq!(x.loss.to_bits(), y.loss.to_bits(), "loss of {} step {}", x.stage, x.step);
+        assert_eq!(x.grad_norm.to_bits(), y.grad_norm.to_bits());
+        assert_eq!(x.lr.to_bits(), y.lr.to_bits());
+        assert_eq!((x.tokens, x.loss_tokens), (y.tokens, y.loss_tokens));
+    }
+    for stage in ["mt", "sft"] {
+        let (_, opt_a, state_a) = load(&latest(&whole.path().join("run"), stage).unwrap()).unwrap();
+        let (_, opt_b, state_b) = load(&latest(&pieces.path().join("run"), stage).unwrap()).unwrap();
+        assert_eq!(opt_a, opt_b, "{stage}: masters and moments are bit-identical");
+        assert_eq!((state_a.step, state_a.loader, state_a.tokens_seen), (state_b.step, state_b.loader, state_b.tokens_seen));
+    }
+}
+
+#[test]
+fn the_loss_falls_and_sft_trains_on_assistant_tokens_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let longer = |t: String| t.replace("steps = 4", "steps = 12").replace("steps = 3", "steps = 6");
+    train(&recipe(tmp.path(), longer), &options(None)).unwrap();
+    let metrics = read_metrics(&tmp.path().join("run").join(METRICS_FILE)).unwrap();
+    for stage in ["mt", "sft"] {
+        let losses: Vec<f64> = metrics.iter().filter(|m| m.stage == stage).map(|m| m.loss).collect();
+        let n = losses.len();
+        let (head, tail) = (losses[..2].iter().sum::<f64>() / 2.0, losses[n - 2..].iter().sum::<f64>() / 2.0);
+        assert!(tail < head, "{stage}: loss {losses:?} does not fall");
+    }
+    for m in &metrics {
+        assert!(m.loss_tokens > 0 && m.loss_tokens <= m.tokens);
+        if m.stage == "sft" {
+            assert!(m.loss_tokens < m.tokens, "SFT leaves user and tool turns out of the loss");
+        }
+    }
+    // Keep-last: one checkpoint of `mt` (its final), two of `sft`.
+    let count = |stage: &str| std::fs::read_dir(tmp.path().join("run").join(stage)).unwrap().count();
+    assert_eq!((count("mt"), count("sft")), (1, 2));
+}
+
+#[test]
+fn a_resume_refuses_a_changed_recipe_unless_forced() {
+    let tmp = tempfile::tempdir().unwrap();
+    train(&recipe(tmp.path(), |t| t), &options(Some(1))).unwrap();
+
+    let longer_rows = |t: String| t.replacen("seq_len = 256", "seq_len = 512", 1);
+    let err = train(&recipe(tmp.path(), longer_rows), &options(Some(1))).unwrap_err().to_string();
+    assert!(err.contains("stage `mt` data") && err.contains("--force"), "{err}");
+
+    // The schedule may change: no refusal.
+    let lower_lr = |t: String| t.replacen("peak = 3e-3", "peak = 2e-3", 1);
+    let summary = train(&recipe(tmp.path(), lower_lr), &options(Some(1))).unwrap();
+    assert!(summary.resumed_from.is_some());
+
+    let forced = TrainOptions { force: true, ..options(Some(1)) };
+    let summary = train(&recipe(tmp.path(), longer_rows), &forced).unwrap();
+    assert!(summary.resumed_from.is_some());
+}
