@@ -10,7 +10,7 @@ use davinci_data::input::RecordReader;
 use davinci_data::loader::{Loader, LoaderConfig, LoaderState, MixtureEntry};
 use davinci_data::mine_git::{mine_git, MineOptions};
 use davinci_data::prepare::render_record;
-use davinci_data::recipe::DataRecipe;
+use davinci_train::Recipe;
 use davinci_data::render::{ChatMlOptions, Template, ToolStyle};
 use davinci_data::train_tokenizer::train_bpe_tokenizer;
 
@@ -144,7 +144,7 @@ fn stats(
     data_dir: Option<PathBuf>,
     verify: bool,
 ) -> Result<()> {
-    let mut recipe = DataRecipe::from_file(path)?;
+    let mut recipe = Recipe::from_file(path)?.data;
     if let Some(dir) = data_dir {
         recipe.data_dir = std::env::current_dir()?.join(dir);
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use davinci_data::filter::{FilterConfig, Outcome, OverLength};
 use davinci_data::prepare::{prepare_dataset, DatasetSpec, PrepareOptions, PrepareReport};
-use davinci_data::recipe::DataRecipe;
+use davinci_train::Recipe;
 use davinci_data::render::{ChatMlOptions, LossScope, Template, ToolStyle};
 use davinci_data::tokenize::TextTokenizer;
 
@@ -68,7 +68,7 @@ pub fn run(args: Args) -> Result<()> {
     let jobs: Vec<(DatasetSpec, PathBuf, PathBuf)>;
     let tokenizer_path: String;
     if let Some(recipe_path) = &args.recipe {
-        let mut recipe = DataRecipe::from_file(recipe_path)?;
+        let mut recipe = Recipe::from_file(recipe_path)?.data;
         if let Some(dir) = &args.data_dir {
             recipe.data_dir = std::env::current_dir()?.join(dir);
         }
