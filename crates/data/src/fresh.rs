@@ -15,7 +15,12 @@ use crate::shard::MANIFEST;
 /// Why the dataset in `out` must be prepared again, or `None` when its manifest matches the
 /// tokenizer, the settings and the sources (compared by size and SHA-256, so a moved copy
 /// of the same file still matches).
-pub fn stale_reason(spec: &DatasetSpec, base: &Path, tokenizer_sha256: &str, out: &Path) -> Result<Option<String>> {
+pub fn stale_reason(
+    spec: &DatasetSpec,
+    base: &Path,
+    tokenizer_sha256: &str,
+    out: &Path,
+) -> Result<Option<String>> {
     if !out.join(MANIFEST).is_file() {
         return Ok(Some("not prepared yet".into()));
     }
@@ -34,11 +39,16 @@ pub fn stale_reason(spec: &DatasetSpec, base: &Path, tokenizer_sha256: &str, out
     for file in &files {
         now.push(file_digest(file)?);
     }
-    let mut before: Vec<(u64, String)> = manifest.sources.iter().map(|s| (s.bytes, s.sha256.clone())).collect();
+    let mut before: Vec<(u64, String)> =
+        manifest.sources.iter().map(|s| (s.bytes, s.sha256.clone())).collect();
     now.sort();
     before.sort();
     if now != before {
-        return Ok(Some(format!("its sources changed ({} files now, {} when prepared)", now.len(), before.len())));
+        return Ok(Some(format!(
+            "its sources changed ({} files now, {} when prepared)",
+            now.len(),
+            before.len()
+        )));
     }
     Ok(None)
 }

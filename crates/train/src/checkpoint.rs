@@ -166,10 +166,11 @@ pub fn prune(root: &Path, stage: &str, keep_last: usize) -> Result<()> {
     for (_, path) in all.iter().take(all.len().saturating_sub(keep_last.max(1))) {
         std::fs::remove_dir_all(path).map_err(io_at(path))?;
     }
-    let leftovers = std::fs::read_dir(root.join(stage)).into_iter().flatten().filter_map(|e| e.ok()).filter(|e| {
-        let name = e.file_name().to_string_lossy().into_owned();
-        name.starts_with(".step-") && (name.contains(".tmp-") || name.contains(".old-"))
-    });
+    let leftovers =
+        std::fs::read_dir(root.join(stage)).into_iter().flatten().filter_map(|e| e.ok()).filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(".step-") && (name.contains(".tmp-") || name.contains(".old-"))
+        });
     for entry in leftovers {
         std::fs::remove_dir_all(entry.path()).map_err(io_at(entry.path()))?;
     }

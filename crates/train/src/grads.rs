@@ -28,8 +28,10 @@ impl GradBuffers {
     /// Adds a gradient (any float dtype) into its parameter's buffer.
     pub fn add(&mut self, name: &str, grad: Option<&Tensor>) -> Result<()> {
         let Some(grad) = grad else { return Ok(()) };
-        let &i =
-            self.index.get(name).ok_or_else(|| TrainError::Invalid(format!("a gradient for unknown `{name}`")))?;
+        let &i = self
+            .index
+            .get(name)
+            .ok_or_else(|| TrainError::Invalid(format!("a gradient for unknown `{name}`")))?;
         let values = grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         let buffer = &mut self.values[i];
         if values.len() != buffer.len() {

@@ -82,9 +82,8 @@ pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>> {
     text.lines()
         .enumerate()
         .map(|(i, line)| {
-            serde_json::from_str(line).map_err(|e| {
-                crate::TrainError::Invalid(format!("{}:{}: {e}", path.display(), i + 1))
-            })
+            serde_json::from_str(line)
+                .map_err(|e| crate::TrainError::Invalid(format!("{}:{}: {e}", path.display(), i + 1)))
         })
         .collect()
 }
@@ -98,11 +97,8 @@ pub struct StageProgress {
 
 impl StageProgress {
     pub fn new(enabled: bool, stage: &str, total_steps: u64, done: u64) -> Self {
-        let bar = if enabled {
-            indicatif::ProgressBar::new(total_steps)
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
+        let bar =
+            if enabled { indicatif::ProgressBar::new(total_steps) } else { indicatif::ProgressBar::hidden() };
         if let Ok(style) = indicatif::ProgressStyle::with_template(
             "{prefix} [{bar:30}] step {pos}/{len} {msg} [{elapsed} < {eta}]",
         ) {
@@ -116,10 +112,7 @@ impl StageProgress {
 
     pub fn step(&self, m: &StepMetrics) {
         self.bar.set_position(m.step);
-        self.bar.set_message(format!(
-            "loss {:.4} lr {:.2e} {:.0} tok/s",
-            m.loss, m.lr, m.tokens_per_second
-        ));
+        self.bar.set_message(format!("loss {:.4} lr {:.2e} {:.0} tok/s", m.loss, m.lr, m.tokens_per_second));
         if self.bar.is_hidden() {
             tracing::info!(
                 "{} step {}/{}: loss {:.4}, lr {:.3e}, grad norm {:.3}, {:.0} tokens/s",

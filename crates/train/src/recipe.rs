@@ -238,7 +238,8 @@ impl Recipe {
     /// Checks what training needs beyond parsing: a model, stages with a length, batch
     /// sizes that divide, a schedule that makes sense.
     pub fn check_trainable(&self, world: usize) -> Result<&ModelSpec> {
-        let model = self.model.as_ref().ok_or_else(|| self.invalid("the recipe has no [model] table".into()))?;
+        let model =
+            self.model.as_ref().ok_or_else(|| self.invalid("the recipe has no [model] table".into()))?;
         let sources = [model.preset.is_some(), model.config.is_some(), model.init_from.is_some()];
         if sources.iter().filter(|&&s| s).count() != 1 {
             return Err(self.invalid("[model] needs exactly one of `preset`, `config` or `init_from`".into()));
@@ -252,14 +253,20 @@ impl Recipe {
             if !names.insert(&stage.name) {
                 return Err(bad("the name is used twice".into()));
             }
-            if stage.seq_len == 0 || stage.tokens_per_step == 0 || !stage.tokens_per_step.is_multiple_of(stage.seq_len as u64) {
+            if stage.seq_len == 0
+                || stage.tokens_per_step == 0
+                || !stage.tokens_per_step.is_multiple_of(stage.seq_len as u64)
+            {
                 return Err(bad(format!(
                     "tokens_per_step ({}) must be a positive multiple of seq_len ({})",
                     stage.tokens_per_step, stage.seq_len
                 )));
             }
             let rows = stage.global_rows();
-            if !rows.is_multiple_of(world) || stage.micro_batch == 0 || !(rows / world).is_multiple_of(stage.micro_batch) {
+            if !rows.is_multiple_of(world)
+                || stage.micro_batch == 0
+                || !(rows / world).is_multiple_of(stage.micro_batch)
+            {
                 return Err(bad(format!(
                     "{rows} rows per step must split evenly over {world} rank(s) in micro-batches of {}",
                     stage.micro_batch
@@ -267,7 +274,9 @@ impl Recipe {
             }
             match (stage.steps, stage.epochs) {
                 (Some(0), _) => return Err(bad("steps must be positive".into())),
-                (None, Some(e)) if !(e.is_finite() && e > 0.0) => return Err(bad("epochs must be positive".into())),
+                (None, Some(e)) if !(e.is_finite() && e > 0.0) => {
+                    return Err(bad("epochs must be positive".into()))
+                }
                 (Some(_), None) | (None, Some(_)) => {}
                 _ => return Err(bad("give exactly one of `steps` or `epochs`".into())),
             }

@@ -37,7 +37,8 @@ pub fn loss_and_grads(
     layout: &PackedLayout,
 ) -> Result<StepGrads> {
     let mut grads: HashMap<String, Tensor> = HashMap::new();
-    let stats = loss_and_grads_into(model, input_ids, labels, layout, &mut |name, grad| add(&mut grads, name, grad))?;
+    let stats =
+        loss_and_grads_into(model, input_ids, labels, layout, &mut |name, grad| add(&mut grads, name, grad))?;
     Ok(StepGrads { loss_sum: stats.loss_sum, count: stats.count, grads })
 }
 

@@ -56,7 +56,10 @@ fn stopping_and_resuming_anywhere_is_bit_identical() {
         let (_, opt_a, state_a) = load(&latest(&whole.path().join("run"), stage).unwrap()).unwrap();
         let (_, opt_b, state_b) = load(&latest(&pieces.path().join("run"), stage).unwrap()).unwrap();
         assert_eq!(opt_a, opt_b, "{stage}: masters and moments are bit-identical");
-        assert_eq!((state_a.step, state_a.loader, state_a.tokens_seen), (state_b.step, state_b.loader, state_b.tokens_seen));
+        assert_eq!(
+            (state_a.step, state_a.loader, state_a.tokens_seen),
+            (state_b.step, state_b.loader, state_b.tokens_seen)
+        );
     }
 }
 

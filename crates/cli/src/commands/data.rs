@@ -10,9 +10,9 @@ use davinci_data::input::RecordReader;
 use davinci_data::loader::{Loader, LoaderConfig, LoaderState, MixtureEntry};
 use davinci_data::mine_git::{mine_git, MineOptions};
 use davinci_data::prepare::render_record;
-use davinci_train::Recipe;
 use davinci_data::render::{ChatMlOptions, Template, ToolStyle};
 use davinci_data::train_tokenizer::train_bpe_tokenizer;
+use davinci_train::Recipe;
 
 #[derive(clap::Subcommand)]
 pub enum Command {

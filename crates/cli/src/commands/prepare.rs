@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use davinci_data::filter::{FilterConfig, Outcome, OverLength};
 use davinci_data::prepare::{prepare_dataset, DatasetSpec, PrepareOptions, PrepareReport};
-use davinci_train::Recipe;
 use davinci_data::render::{ChatMlOptions, LossScope, Template, ToolStyle};
 use davinci_data::tokenize::TextTokenizer;
+use davinci_train::Recipe;
 
 #[derive(clap::Args)]
 pub struct Args {

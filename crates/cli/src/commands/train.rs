@@ -48,8 +48,10 @@ pub fn run(args: Args) -> Result<()> {
         progress: !args.no_progress && std::io::stderr().is_terminal(),
     };
     let summary = train(&recipe, &options).with_context(|| format!("training {}", args.recipe.display()))?;
-    if let Some(from) = &summary.resumed_from {
-        println!("resumed from {}", from.display());
+    match (&summary.resumed_from, summary.stages.is_empty()) {
+        (Some(from), true) => println!("every stage is done; the final checkpoint is {}", from.display()),
+        (Some(from), false) => println!("resumed from {}", from.display()),
+        _ => {}
     }
     for stage in &summary.stages {
         let losses = match (stage.first_loss, stage.last_loss) {

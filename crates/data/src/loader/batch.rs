@@ -27,7 +27,13 @@ impl Batch {
     /// Reads the rows' pieces out of the datasets (one per mixture entry). With
     /// `loss_mask`, only tokens the shards mark as loss-bearing get labels (assistant-only
     /// SFT); without it, every next token of a document does.
-    pub fn build(plans: &[&RowPlan], datasets: &[&Dataset], seq_len: usize, pad_id: u32, loss_mask: bool) -> Self {
+    pub fn build(
+        plans: &[&RowPlan],
+        datasets: &[&Dataset],
+        seq_len: usize,
+        pad_id: u32,
+        loss_mask: bool,
+    ) -> Self {
         let total = plans.len() * seq_len;
         let mut batch = Batch {
             rows: plans.len(),
@@ -48,7 +54,11 @@ impl Batch {
                 batch.input_ids.extend_from_slice(tokens);
                 for t in 0..len {
                     let next = start + t + 1;
-                    let label = if t + 1 < len && (!loss_mask || shard.loss(next)) { tokens[t + 1] as i64 } else { IGNORE };
+                    let label = if t + 1 < len && (!loss_mask || shard.loss(next)) {
+                        tokens[t + 1] as i64
+                    } else {
+                        IGNORE
+                    };
                     batch.labels.push(label);
                     batch.position_ids.push(t as u32);
                 }
@@ -82,7 +92,15 @@ impl Batch {
         let labels = self.labels[start..end].to_vec();
         let position_ids = self.position_ids[start..end].to_vec();
         let row_tokens = self.row_tokens[rows.clone()].to_vec();
-        Batch { rows: rows.len(), seq_len: self.seq_len, input_ids, labels, position_ids, cu_seqlens, row_tokens }
+        Batch {
+            rows: rows.len(),
+            seq_len: self.seq_len,
+            input_ids,
+            labels,
+            position_ids,
+            cu_seqlens,
+            row_tokens,
+        }
     }
 
     /// Tokens that are not padding.

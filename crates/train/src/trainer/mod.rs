@@ -86,9 +86,14 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
     let start = find_start(recipe, &plans, &fingerprint, options.force)?;
     let mut metrics = MetricsLog::open(
         &recipe.output_dir,
-        start.resume.as_ref().map(|(_, s)| (s.stage_index, s.step)).or(start.from.as_ref().map(|_| (start.stage, 0))),
+        start
+            .resume
+            .as_ref()
+            .map(|(_, s)| (s.stage_index, s.step))
+            .or(start.from.as_ref().map(|_| (start.stage, 0))),
     )?;
-    let mut summary = RunSummary { stages: Vec::new(), resumed_from: start.from.clone(), stopped_early: false };
+    let mut summary =
+        RunSummary { stages: Vec::new(), resumed_from: start.from.clone(), stopped_early: false };
     let mut carried = start.params;
     let mut resume = start.resume;
     let mut budget = options.stop_after;
@@ -100,9 +105,11 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
                     (Some(dir), _, _) => weights::params_from_checkpoint(dir, &config)?,
                     (None, Some(params), _) => params,
                     (None, None, Some(dir)) => weights::params_from_checkpoint(dir, &config)?,
-                    (None, None, None) => {
-                        weights::params_from_model(&davinci_model::Qwen2::init(config.clone(), recipe.data.seed, &Device::Cpu)?)?
-                    }
+                    (None, None, None) => weights::params_from_model(&davinci_model::Qwen2::init(
+                        config.clone(),
+                        recipe.data.seed,
+                        &Device::Cpu,
+                    )?)?,
                 };
                 let state = TrainerState {
                     stage: plan.spec.name.clone(),

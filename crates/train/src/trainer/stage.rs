@@ -10,8 +10,8 @@ use davinci_model::{Config, PackedLayout};
 use super::{StageOutcome, StagePlan, TrainOptions};
 use crate::checkpoint::{self, TrainerState};
 use crate::error::{Result, TrainError};
-use crate::metrics::{MetricsLog, StepMetrics, StageProgress};
 use crate::grads::GradBuffers;
+use crate::metrics::{MetricsLog, StageProgress, StepMetrics};
 use crate::optimizer::{AdamW, ParamState};
 use crate::recipe::Recipe;
 use crate::step::loss_and_grads_into;
@@ -49,8 +49,13 @@ pub fn run_stage(
     let mut loader = Loader::new(plan.entries, plan.loader, state.loader)?;
     let mut grads = GradBuffers::for_params(&optimizer.params);
     let mut model = model_from_masters(config, &optimizer.params, weights_dtype, &options.device)?;
-    let mut outcome =
-        StageOutcome { name: spec.name.clone(), steps_run: 0, first_loss: None, last_loss: None, final_checkpoint: None };
+    let mut outcome = StageOutcome {
+        name: spec.name.clone(),
+        steps_run: 0,
+        first_loss: None,
+        last_loss: None,
+        final_checkpoint: None,
+    };
     let progress = StageProgress::new(options.progress, &spec.name, total, state.step);
     let started = Instant::now();
     let elapsed_before = state.elapsed_seconds;
@@ -78,7 +83,11 @@ pub fn run_stage(
         // The mean over the global batch's loss tokens; clipping on that mean's norm.
         let lr = schedule.lr(state.step);
         let (loss, grad_norm) = if count == 0 {
-            tracing::warn!("stage {} step {}: no token carries loss; the update is skipped", spec.name, state.step + 1);
+            tracing::warn!(
+                "stage {} step {}: no token carries loss; the update is skipped",
+                spec.name,
+                state.step + 1
+            );
             (f64::NAN, 0.0)
         } else {
             let clip = (spec.clip_grad_norm > 0.0).then_some(spec.clip_grad_norm);
