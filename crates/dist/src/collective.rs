@@ -1,0 +1,177 @@
+//! The collectives FSDP needs, over host buffers, and the arithmetic every backend shares:
+//! each backend moves the ranks' contributions; [`combine`] turns them into each rank's
+//! reply, summing in rank order.
+
+use crate::error::{DistError, Result};
+
+/// What a rank asks of the group. Every rank must ask the same thing at the same time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Each rank's f32 shard; every rank gets all of them in rank order.
+    AllGather,
+    /// `world` f32 blocks per rank; rank r gets the sum over ranks of block r.
+    ReduceScatter,
+    /// f64 values; every rank gets their sum over ranks.
+    AllReduce,
+    /// Bytes of `root`; every rank gets them.
+    Broadcast { root: usize },
+}
+
+impl Op {
+    pub fn code(self) -> (u8, u32) {
+        match self {
+            Op::AllGather => (1, 0),
+            Op::ReduceScatter => (2, 0),
+            Op::AllReduce => (3, 0),
+            Op::Broadcast { root } => (4, root as u32),
+        }
+    }
+
+    pub fn from_code(kind: u8, root: u32) -> Option<Op> {
+        Some(match kind {
+            1 => Op::AllGather,
+            2 => Op::ReduceScatter,
+            3 => Op::AllReduce,
+            4 => Op::Broadcast { root: root as usize },
+            _ => return None,
+        })
+    }
+}
+
+/// Each rank's reply, from every rank's contribution (index = rank).
+pub fn combine(op: Op, contributions: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
+    let world = contributions.len();
+    let same_len = |what: &str| -> Result<usize> {
+        let len = contributions[0].len();
+        if let Some(r) = contributions.iter().position(|c| c.len() != len) {
+            return Err(DistError::Mismatch(format!(
+                "{what}: rank 0 gives {len} bytes, rank {r} {}",
+                contributions[r].len()
+            )));
+        }
+        Ok(len)
+    };
+    Ok(match op {
+        Op::AllGather => {
+            same_len("all-gather")?;
+            vec![contributions.concat(); world]
+        }
+        Op::ReduceScatter => {
+            let len = same_len("reduce-scatter")?;
+            if len % (4 * world) != 0 {
+                return Err(DistError::Mismatch(format!("reduce-scatter of {len} bytes over {world} ranks")));
+            }
+            let block = len / 4 / world;
+            let inputs: Vec<&[f32]> = contributions.iter().map(|c| floats(c)).collect();
+            (0..world)
+                .map(|r| {
+                    let mut sum = inputs[0][r * block..(r + 1) * block].to_vec();
+                    for input in &inputs[1..] {
+                        sum.iter_mut().zip(&input[r * block..(r + 1) * block]).for_each(|(s, x)| *s += x);
+                    }
+                    bytemuck::cast_slice(&sum).to_vec()
+                })
+                .collect()
+        }
+        Op::AllReduce => {
+            let len = same_len("all-reduce")?;
+            let mut sum = vec![0f64; len / 8];
+            for c in contributions {
+                let values: Vec<f64> = c.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect();
+                sum.iter_mut().zip(values).for_each(|(s, x)| *s += x);
+            }
+            let bytes: Vec<u8> = sum.iter().flat_map(|x| x.to_le_bytes()).collect();
+            vec![bytes; world]
+        }
+        Op::Broadcast { root } => {
+            let data = contributions
+                .get(root)
+                .ok_or_else(|| DistError::Mismatch(format!("broadcast from rank {root} of {world}")))?;
+            vec![data.clone(); world]
+        }
+    })
+}
+
+fn floats(bytes: &[u8]) -> &[f32] {
+    bytemuck::cast_slice(bytes)
+}
+
+/// A group of ranks. Buffers are host f32 (f64 for all-reduce); sums run in rank order.
+pub trait Collective: Send + Sync {
+    fn rank(&self) -> usize;
+    fn world(&self) -> usize;
+
+    /// Moves this rank's contribution and returns its reply (see [`combine`]).
+    fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>>;
+
+    /// Payload bytes this rank has handed to collectives, for the benchmark.
+    fn bytes_moved(&self) -> u64;
+
+    /// `out` (`world * shard.len()`) receives every rank's shard, in rank order.
+    fn all_gather(&self, shard: &[f32], out: &mut [f32]) -> Result<()> {
+        if self.world() == 1 {
+            out.copy_from_slice(shard);
+            return Ok(());
+        }
+        let reply = self.exchange(Op::AllGather, bytemuck::cast_slice(shard).to_vec())?;
+        out.copy_from_slice(bytemuck::cast_slice(&reply));
+        Ok(())
+    }
+
+    /// `input` is `world` blocks of `out.len()`; `out` receives the sum over ranks of block
+    /// `rank`.
+    fn reduce_scatter(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
+        if self.world() == 1 {
+            out.copy_from_slice(input);
+            return Ok(());
+        }
+        let reply = self.exchange(Op::ReduceScatter, bytemuck::cast_slice(input).to_vec())?;
+        out.copy_from_slice(bytemuck::cast_slice(&reply));
+        Ok(())
+    }
+
+    /// Sums `values` over ranks, in place.
+    fn all_reduce(&self, values: &mut [f64]) -> Result<()> {
+        if self.world() == 1 {
+            return Ok(());
+        }
+        let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let reply = self.exchange(Op::AllReduce, bytes)?;
+        for (v, b) in values.iter_mut().zip(reply.chunks_exact(8)) {
+            *v = f64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+        }
+        Ok(())
+    }
+
+    /// `root`'s bytes, on every rank.
+    fn broadcast(&self, data: Vec<u8>, root: usize) -> Result<Vec<u8>> {
+        if self.world() == 1 {
+            return Ok(data);
+        }
+        self.exchange(Op::Broadcast { root }, data)
+    }
+
+    /// Returns once every rank has called it.
+    fn barrier(&self) -> Result<()> {
+        self.all_reduce(&mut [0.0]).map(|_| ())
+    }
+}
+
+/// A group of one: every collective is a copy.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Local;
+
+impl Collective for Local {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world(&self) -> usize {
+        1
+    }
+    fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
+        Ok(combine(op, &[contribution])?.remove(0))
+    }
+    fn bytes_moved(&self) -> u64 {
+        0
+    }
+}

@@ -1,0 +1,17 @@
+//! Errors of the distribution crate: they name the rank at fault where one is known.
+
+#[derive(Debug, thiserror::Error)]
+pub enum DistError {
+    #[error("rank {rank}: {message}")]
+    Rank { rank: usize, message: String },
+    #[error("timed out after {seconds} s waiting for rank(s) {ranks:?} at a collective ({what})")]
+    Timeout { seconds: u64, ranks: Vec<usize>, what: String },
+    #[error("the ranks disagree: {0}")]
+    Mismatch(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+pub type Result<T> = std::result::Result<T, DistError>;

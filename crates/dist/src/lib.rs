@@ -1,0 +1,19 @@
+//! Distribution: collectives behind one trait ([`Collective`]) with an in-process backend
+//! (ranks as threads) and a TCP backend (ranks as processes, on one host or several),
+//! rendezvous from torchrun's and SLURM's variables, and the flat sharding of parameters
+//! that FSDP uses.
+//!
+//! Every backend sums in rank order, so a result does not depend on which rank computes
+//! it or on the backend: threads and processes give bit-identical runs.
+
+pub mod collective;
+pub mod error;
+pub mod rendezvous;
+pub mod shard;
+pub mod tcp;
+pub mod threads;
+
+pub use collective::{Collective, Local};
+pub use error::{DistError, Result};
+pub use rendezvous::{connect_from_env, LaunchEnv};
+pub use shard::FlatUnit;

@@ -1,0 +1,64 @@
+//! Who this process is in the job, from the variables torchrun and SLURM set, and the
+//! connection to the others.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::collective::{Collective, Local};
+use crate::error::{DistError, Result};
+use crate::tcp::TcpRank;
+
+/// This process's place in the job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchEnv {
+    pub rank: usize,
+    pub world: usize,
+    pub local_rank: usize,
+    /// `MASTER_ADDR:MASTER_PORT`, where rank 0 listens.
+    pub master: String,
+}
+
+impl LaunchEnv {
+    /// Reads `RANK`, `WORLD_SIZE`, `LOCAL_RANK` (torchrun, `davinci launch`) or else
+    /// `SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`, plus `MASTER_ADDR` and
+    /// `MASTER_PORT` (default 29500). `None` when neither names a world: a single process.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
+        let pick = |torchrun: &str, slurm: &str| var(torchrun).or_else(|| var(slurm));
+        let Some(world) = pick("WORLD_SIZE", "SLURM_NTASKS") else { return Ok(None) };
+        let number = |name: &str, value: Option<String>, default: Option<usize>| -> Result<usize> {
+            match value {
+                Some(v) => v.trim().parse().map_err(|_| DistError::Config(format!("{name}={v} is not a number"))),
+                None => default.ok_or_else(|| DistError::Config(format!("{name} is not set"))),
+            }
+        };
+        let world = number("WORLD_SIZE", Some(world), None)?;
+        let rank = number("RANK", pick("RANK", "SLURM_PROCID"), None)?;
+        let local_rank = number("LOCAL_RANK", pick("LOCAL_RANK", "SLURM_LOCALID"), Some(0))?;
+        if world == 0 || rank >= world {
+            return Err(DistError::Config(format!("RANK={rank} is not below WORLD_SIZE={world}")));
+        }
+        let addr = var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
+        let port = number("MASTER_PORT", var("MASTER_PORT"), Some(29500))?;
+        if world > 1 && var("MASTER_ADDR").is_none() {
+            return Err(DistError::Config(
+                "MASTER_ADDR is not set: give the address of rank 0's host (under SLURM, e.g. the first \
+                 host of `scontrol show hostnames $SLURM_JOB_NODELIST`)"
+                    .into(),
+            ));
+        }
+        Ok(Some(Self { rank, world, local_rank, master: format!("{addr}:{port}") }))
+    }
+}
+
+/// The group this process belongs to: [`Local`] when started alone, else the TCP
+/// backend at `MASTER_ADDR:MASTER_PORT`. Every rank must pass the same `fingerprint`.
+pub fn connect_from_env(fingerprint: &str, timeout: Duration) -> Result<Arc<dyn Collective>> {
+    match LaunchEnv::from_vars(|name| std::env::var(name).ok())? {
+        None => Ok(Arc::new(Local)),
+        Some(env) if env.world == 1 => Ok(Arc::new(Local)),
+        Some(env) => {
+            tracing::info!("rank {} of {}: joining the group at {}", env.rank, env.world, env.master);
+            Ok(Arc::new(TcpRank::connect(&env.master, env.rank, env.world, fingerprint, timeout)?))
+        }
+    }
+}

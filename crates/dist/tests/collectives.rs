@@ -1,0 +1,150 @@
+//! Collectives on both backends against a plain computation, flat sharding round trips,
+//! and failures that name the rank: a rank that never arrives, a different job, a rank
+//! that dies.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use davinci_dist::collective::Collective;
+use davinci_dist::tcp::TcpRank;
+use davinci_dist::threads::thread_group;
+use davinci_dist::{DistError, FlatUnit, LaunchEnv};
+
+/// Rank r's data: awkward values, so that a wrong order of summation would show.
+fn data(rank: usize, len: usize) -> Vec<f32> {
+    (0..len).map(|i| ((i * 31 + rank * 17) % 97) as f32 * 0.013 - 0.5 + rank as f32 * 1e-3).collect()
+}
+
+/// What every rank computes, checked against the definition.
+fn exercise(c: &dyn Collective) -> (Vec<f32>, Vec<f32>, Vec<f64>, Vec<u8>) {
+    let (rank, world) = (c.rank(), c.world());
+    let mut gathered = vec![0.0; 5 * world];
+    c.all_gather(&data(rank, 5), &mut gathered).unwrap();
+    let mut reduced = vec![0.0; 3];
+    c.reduce_scatter(&data(rank, 3 * world), &mut reduced).unwrap();
+    let mut sums = vec![rank as f64, 1.0];
+    c.all_reduce(&mut sums).unwrap();
+    let message = c.broadcast(if rank == 1 { b"from one".to_vec() } else { Vec::new() }, 1).unwrap();
+    c.barrier().unwrap();
+    (gathered, reduced, sums, message)
+}
+
+fn check(world: usize, rank: usize, (gathered, reduced, sums, message): &(Vec<f32>, Vec<f32>, Vec<f64>, Vec<u8>)) {
+    let expected: Vec<f32> = (0..world).flat_map(|r| data(r, 5)).collect();
+    assert_eq!(gathered, &expected);
+    let mut sum = data(0, 3 * world)[rank * 3..rank * 3 + 3].to_vec();
+    for r in 1..world {
+        sum.iter_mut().zip(&data(r, 3 * world)[rank * 3..rank * 3 + 3]).for_each(|(s, x)| *s += x);
+    }
+    assert_eq!(reduced, &sum, "summed in rank order, bit for bit");
+    assert_eq!(sums, &vec![(0..world).sum::<usize>() as f64, world as f64]);
+    assert_eq!(message, b"from one");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn tcp_group(world: usize, fingerprints: Vec<String>, timeout: Duration) -> Vec<std::thread::JoinHandle<davinci_dist::Result<TcpRank>>> {
+    let addr = format!("127.0.0.1:{}", free_port());
+    (0..world)
+        .map(|rank| {
+            let (addr, fp) = (addr.clone(), fingerprints[rank].clone());
+            std::thread::spawn(move || TcpRank::connect(&addr, rank, world, &fp, timeout))
+        })
+        .collect()
+}
+
+#[test]
+fn thread_and_tcp_backends_agree_with_the_definitions() {
+    for world in [2, 3] {
+        let results: Vec<_> = thread_group(world, Duration::from_secs(20))
+            .into_iter()
+            .map(|rank| std::thread::spawn(move || exercise(&rank)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        for (rank, result) in results.iter().enumerate() {
+            check(world, rank, result);
+        }
+        let ranks = tcp_group(world, vec!["job".into(); world], Duration::from_secs(20));
+        let results: Vec<_> = ranks
+            .into_iter()
+            .map(|h| std::thread::spawn(move || exercise(&h.join().unwrap().unwrap())))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        for (rank, result) in results.iter().enumerate() {
+            check(world, rank, result);
+        }
+    }
+}
+
+#[test]
+fn flat_shards_reassemble_and_reduce_scatter_to_the_right_owner() {
+    let params = vec![("a".to_string(), 7), ("norm".to_string(), 1), ("b".to_string(), 12)];
+    let full: Vec<Vec<f32>> = params.iter().map(|(_, n)| data(*n, *n)).collect();
+    let views: Vec<&[f32]> = full.iter().map(Vec::as_slice).collect();
+    for world in [1, 2, 3, 4, 8] {
+        let unit = FlatUnit::new(params.clone(), world);
+        let gathered: Vec<f32> = (0..world).flat_map(|r| unit.shard_of(&views, r)).collect();
+        assert_eq!(unit.unpack(&gathered), full, "world {world}");
+        assert_eq!(unit.blocks_of(&views), gathered);
+        let owned: usize = (0..world).map(|r| unit.owned(2, r).len()).sum();
+        assert_eq!(owned, 12, "every element has exactly one owner");
+    }
+}
+
+#[test]
+fn a_rank_that_never_arrives_is_named_within_the_timeout() {
+    let mut ranks = thread_group(3, Duration::from_millis(300));
+    let _absent = ranks.pop();
+    let started = Instant::now();
+    let errors: Vec<String> = ranks
+        .into_iter()
+        .map(|r| std::thread::spawn(move || r.barrier().unwrap_err().to_string()))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(errors.iter().any(|e| e.contains("rank(s) [2]")), "{errors:?}");
+}
+
+#[test]
+fn a_different_job_or_a_dead_rank_fails_with_its_rank() {
+    let ranks = tcp_group(2, vec!["recipe-a".into(), "recipe-b".into()], Duration::from_secs(10));
+    let errors: Vec<String> = ranks.into_iter().map(|h| h.join().unwrap().err().unwrap().to_string()).collect();
+    assert!(errors.iter().all(|e| e.contains("rank 1") && e.contains("fingerprint")), "{errors:?}");
+
+    // Rank 1 connects, then goes away (its process died): rank 0's next collective fails
+    // at once, naming it.
+    let ranks = tcp_group(2, vec!["job".into(); 2], Duration::from_secs(30));
+    let mut ranks = ranks.into_iter().map(|h| h.join().unwrap().unwrap());
+    let (root, other) = (Arc::new(ranks.next().unwrap()), ranks.next().unwrap());
+    drop(other);
+    let started = Instant::now();
+    let err = root.barrier().unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(matches!(err, DistError::Rank { rank: 1, .. }), "{err}");
+}
+
+#[test]
+fn launch_variables_of_torchrun_and_slurm() {
+    fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    }
+    assert_eq!(LaunchEnv::from_vars(vars(&[])).unwrap(), None);
+    let torchrun = [("RANK", "3"), ("WORLD_SIZE", "8"), ("LOCAL_RANK", "3"), ("MASTER_ADDR", "node1"), ("MASTER_PORT", "1234")];
+    let env = LaunchEnv::from_vars(vars(&torchrun)).unwrap().unwrap();
+    assert_eq!((env.rank, env.world, env.local_rank, env.master.as_str()), (3, 8, 3, "node1:1234"));
+    let slurm = [("SLURM_PROCID", "9"), ("SLURM_NTASKS", "16"), ("SLURM_LOCALID", "1"), ("MASTER_ADDR", "n0")];
+    let env = LaunchEnv::from_vars(vars(&slurm)).unwrap().unwrap();
+    assert_eq!((env.rank, env.world, env.local_rank, env.master.as_str()), (9, 16, 1, "n0:29500"));
+    let err = LaunchEnv::from_vars(vars(&[("RANK", "2"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "x")])).unwrap_err();
+    assert!(err.to_string().contains("RANK=2"), "{err}");
+    let err = LaunchEnv::from_vars(vars(&[("RANK", "0"), ("WORLD_SIZE", "2")])).unwrap_err();
+    assert!(err.to_string().contains("MASTER_ADDR"), "{err}");
+}
