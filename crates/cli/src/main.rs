@@ -27,6 +27,8 @@ enum Command {
     Info(commands::info::Args),
     /// Run a recipe: its stages in order, with checkpoints; run again to resume.
     Train(commands::train::Args),
+    /// Start N local ranks of a command, as torchrun does: `launch --nproc 2 -- train R.toml`.
+    Launch(commands::launch::Args),
     /// Turn PR records and agent trajectories into tokenized shards.
     Prepare(commands::prepare::Args),
     /// Benchmarks: `bench step` times full training steps.
@@ -49,6 +51,7 @@ fn main() -> Result<()> {
         Command::Convert(args) => commands::convert::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Train(args) => commands::train::run(args),
+        Command::Launch(args) => commands::launch::run(args),
         Command::Prepare(args) => commands::prepare::run(args),
         Command::Data(command) => commands::data::run(command),
         Command::Bench(command) => commands::bench::run(command),

@@ -77,7 +77,8 @@ pub fn combine(op: Op, contributions: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
             let len = same_len("all-reduce")?;
             let mut sum = vec![0f64; len / 8];
             for c in contributions {
-                let values: Vec<f64> = c.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect();
+                let values: Vec<f64> =
+                    c.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8]))).collect();
                 sum.iter_mut().zip(values).for_each(|(s, x)| *s += x);
             }
             let bytes: Vec<u8> = sum.iter().flat_map(|x| x.to_le_bytes()).collect();
@@ -90,6 +91,16 @@ pub fn combine(op: Op, contributions: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
             vec![data.clone(); world]
         }
     })
+}
+
+/// The bytes a collective moves as NCCL's bus accounting counts them: the whole gathered
+/// or reduced buffer (so one all-gather plus one reduce-scatter of every parameter per
+/// step is 2x the parameter bytes, and ZeRO-3's two gathers and one scatter 3x).
+pub fn logical_bytes(op: Op, contribution: usize, world: usize) -> u64 {
+    match op {
+        Op::AllGather => (contribution * world) as u64,
+        _ => contribution as u64,
+    }
 }
 
 fn floats(bytes: &[u8]) -> &[f32] {

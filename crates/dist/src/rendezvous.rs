@@ -27,7 +27,9 @@ impl LaunchEnv {
         let Some(world) = pick("WORLD_SIZE", "SLURM_NTASKS") else { return Ok(None) };
         let number = |name: &str, value: Option<String>, default: Option<usize>| -> Result<usize> {
             match value {
-                Some(v) => v.trim().parse().map_err(|_| DistError::Config(format!("{name}={v} is not a number"))),
+                Some(v) => {
+                    v.trim().parse().map_err(|_| DistError::Config(format!("{name}={v} is not a number")))
+                }
                 None => default.ok_or_else(|| DistError::Config(format!("{name} is not set"))),
             }
         };

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::collective::{combine, Collective, Op};
+use crate::collective::{combine, logical_bytes, Collective, Op};
 use crate::error::{DistError, Result};
 
 /// Opens every introduction, so that a stray connection is told apart from a rank.
@@ -66,14 +66,23 @@ fn lost(rank: usize, timeout: Duration, what: &str, e: std::io::Error) -> DistEr
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
             DistError::Timeout { seconds: timeout.as_secs(), ranks: vec![rank], what: what.into() }
         }
-        _ => DistError::Rank { rank, message: format!("connection lost during {what} ({e}); the process probably died") },
+        _ => DistError::Rank {
+            rank,
+            message: format!("connection lost during {what} ({e}); the process probably died"),
+        },
     }
 }
 
 impl TcpRank {
     /// Joins the group at `addr` (rank 0 binds it). `fingerprint` must be the same on every
     /// rank; `timeout` bounds the rendezvous and every wait at a collective.
-    pub fn connect(addr: &str, rank: usize, world: usize, fingerprint: &str, timeout: Duration) -> Result<Self> {
+    pub fn connect(
+        addr: &str,
+        rank: usize,
+        world: usize,
+        fingerprint: &str,
+        timeout: Duration,
+    ) -> Result<Self> {
         if world == 0 || rank >= world {
             return Err(DistError::Config(format!("rank {rank} is not in a world of {world}")));
         }
@@ -100,7 +109,8 @@ impl TcpRank {
                 Ok((mut stream, _)) => {
                     stream.set_nonblocking(false).map_err(io("accepting"))?;
                     stream.set_read_timeout(Some(timeout)).map_err(io("accepting"))?;
-                    let (_, _, data) = read_frame(&mut stream).map_err(io("reading a rank's introduction"))?;
+                    let (_, _, data) =
+                        read_frame(&mut stream).map_err(io("reading a rank's introduction"))?;
                     let text = String::from_utf8_lossy(&data).into_owned();
                     let theirs: Vec<&str> = text.splitn(4, ' ').collect();
                     let mine: Vec<&str> = hello.splitn(4, ' ').collect();
@@ -149,7 +159,9 @@ impl TcpRank {
                 .map_err(io(format!("resolving {addr}")))?
                 .next()
                 .ok_or_else(|| DistError::Config(format!("{addr} resolves to no address")))
-                .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(1)).map_err(io("connecting")));
+                .and_then(|a| {
+                    TcpStream::connect_timeout(&a, Duration::from_secs(1)).map_err(io("connecting"))
+                });
             match attempt {
                 Ok(stream) => break stream,
                 Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
@@ -190,7 +202,7 @@ impl Collective for TcpRank {
     }
 
     fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
-        self.moved.fetch_add(contribution.len() as u64, Ordering::Relaxed);
+        self.moved.fetch_add(logical_bytes(op, contribution.len(), self.world), Ordering::Relaxed);
         let mut streams = self
             .streams
             .lock()
@@ -214,8 +226,12 @@ impl Collective for TcpRank {
             match read_frame(stream) {
                 Ok((k, r, data)) if (k, r) == (kind, root) => contributions.push(data),
                 Ok((k, r, _)) => {
-                    let theirs = Op::from_code(k, r).map(|o| format!("{o:?}")).unwrap_or_else(|| format!("frame {k}"));
-                    failure = Some(DistError::Mismatch(format!("rank {} called {theirs} while rank 0 called {what}", i + 1)));
+                    let theirs =
+                        Op::from_code(k, r).map(|o| format!("{o:?}")).unwrap_or_else(|| format!("frame {k}"));
+                    failure = Some(DistError::Mismatch(format!(
+                        "rank {} called {theirs} while rank 0 called {what}",
+                        i + 1
+                    )));
                     break;
                 }
                 Err(e) => {
@@ -232,7 +248,8 @@ impl Collective for TcpRank {
             Ok(mut replies) => {
                 for (i, stream) in streams.iter_mut().enumerate() {
                     let timeout = Self::timeout(stream);
-                    write_frame(stream, kind, root, &replies[i + 1]).map_err(|e| lost(i + 1, timeout, &what, e))?;
+                    write_frame(stream, kind, root, &replies[i + 1])
+                        .map_err(|e| lost(i + 1, timeout, &what, e))?;
                 }
                 Ok(replies.swap_remove(0))
             }

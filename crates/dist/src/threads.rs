@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::collective::{combine, Collective, Op};
+use crate::collective::{combine, logical_bytes, Collective, Op};
 use crate::error::{DistError, Result};
 
 struct Round {
@@ -45,7 +45,9 @@ pub fn thread_group(world: usize, timeout: Duration) -> Vec<ThreadRank> {
         arrived: Condvar::new(),
         timeout,
     });
-    (0..world).map(|rank| ThreadRank { rank, world, shared: shared.clone(), moved: AtomicU64::new(0) }).collect()
+    (0..world)
+        .map(|rank| ThreadRank { rank, world, shared: shared.clone(), moved: AtomicU64::new(0) })
+        .collect()
 }
 
 impl Collective for ThreadRank {
@@ -62,8 +64,9 @@ impl Collective for ThreadRank {
     }
 
     fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
-        self.moved.fetch_add(contribution.len() as u64, Ordering::Relaxed);
-        let poisoned = || DistError::Rank { rank: self.rank, message: "a rank panicked inside a collective".into() };
+        self.moved.fetch_add(logical_bytes(op, contribution.len(), self.world), Ordering::Relaxed);
+        let poisoned =
+            || DistError::Rank { rank: self.rank, message: "a rank panicked inside a collective".into() };
         let mut round = self.shared.round.lock().map_err(|_| poisoned())?;
         if let Some(failure) = &round.failure {
             return Err(DistError::Mismatch(failure.clone()));
@@ -80,7 +83,8 @@ impl Collective for ThreadRank {
         round.contributions[self.rank] = Some(contribution);
         let generation = round.generation;
         if round.contributions.iter().all(Option::is_some) {
-            let contributions: Vec<Vec<u8>> = round.contributions.iter_mut().filter_map(Option::take).collect();
+            let contributions: Vec<Vec<u8>> =
+                round.contributions.iter_mut().filter_map(Option::take).collect();
             match combine(op, &contributions) {
                 Ok(replies) => round.replies = replies.into_iter().map(Some).collect(),
                 Err(e) => round.failure = Some(e.to_string()),

@@ -29,7 +29,11 @@ fn exercise(c: &dyn Collective) -> (Vec<f32>, Vec<f32>, Vec<f64>, Vec<u8>) {
     (gathered, reduced, sums, message)
 }
 
-fn check(world: usize, rank: usize, (gathered, reduced, sums, message): &(Vec<f32>, Vec<f32>, Vec<f64>, Vec<u8>)) {
+fn check(
+    world: usize,
+    rank: usize,
+    (gathered, reduced, sums, message): &(Vec<f32>, Vec<f32>, Vec<f64>, Vec<u8>),
+) {
     let expected: Vec<f32> = (0..world).flat_map(|r| data(r, 5)).collect();
     assert_eq!(gathered, &expected);
     let mut sum = data(0, 3 * world)[rank * 3..rank * 3 + 3].to_vec();
@@ -45,7 +49,11 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn tcp_group(world: usize, fingerprints: Vec<String>, timeout: Duration) -> Vec<std::thread::JoinHandle<davinci_dist::Result<TcpRank>>> {
+fn tcp_group(
+    world: usize,
+    fingerprints: Vec<String>,
+    timeout: Duration,
+) -> Vec<std::thread::JoinHandle<davinci_dist::Result<TcpRank>>> {
     let addr = format!("127.0.0.1:{}", free_port());
     (0..world)
         .map(|rank| {
@@ -116,7 +124,8 @@ fn a_rank_that_never_arrives_is_named_within_the_timeout() {
 #[test]
 fn a_different_job_or_a_dead_rank_fails_with_its_rank() {
     let ranks = tcp_group(2, vec!["recipe-a".into(), "recipe-b".into()], Duration::from_secs(10));
-    let errors: Vec<String> = ranks.into_iter().map(|h| h.join().unwrap().err().unwrap().to_string()).collect();
+    let errors: Vec<String> =
+        ranks.into_iter().map(|h| h.join().unwrap().err().unwrap().to_string()).collect();
     assert!(errors.iter().all(|e| e.contains("rank 1") && e.contains("fingerprint")), "{errors:?}");
 
     // Rank 1 connects, then goes away (its process died): rank 0's next collective fails
@@ -137,13 +146,21 @@ fn launch_variables_of_torchrun_and_slurm() {
         move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
     }
     assert_eq!(LaunchEnv::from_vars(vars(&[])).unwrap(), None);
-    let torchrun = [("RANK", "3"), ("WORLD_SIZE", "8"), ("LOCAL_RANK", "3"), ("MASTER_ADDR", "node1"), ("MASTER_PORT", "1234")];
+    let torchrun = [
+        ("RANK", "3"),
+        ("WORLD_SIZE", "8"),
+        ("LOCAL_RANK", "3"),
+        ("MASTER_ADDR", "node1"),
+        ("MASTER_PORT", "1234"),
+    ];
     let env = LaunchEnv::from_vars(vars(&torchrun)).unwrap().unwrap();
     assert_eq!((env.rank, env.world, env.local_rank, env.master.as_str()), (3, 8, 3, "node1:1234"));
-    let slurm = [("SLURM_PROCID", "9"), ("SLURM_NTASKS", "16"), ("SLURM_LOCALID", "1"), ("MASTER_ADDR", "n0")];
+    let slurm =
+        [("SLURM_PROCID", "9"), ("SLURM_NTASKS", "16"), ("SLURM_LOCALID", "1"), ("MASTER_ADDR", "n0")];
     let env = LaunchEnv::from_vars(vars(&slurm)).unwrap().unwrap();
     assert_eq!((env.rank, env.world, env.local_rank, env.master.as_str()), (9, 16, 1, "n0:29500"));
-    let err = LaunchEnv::from_vars(vars(&[("RANK", "2"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "x")])).unwrap_err();
+    let err =
+        LaunchEnv::from_vars(vars(&[("RANK", "2"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "x")])).unwrap_err();
     assert!(err.to_string().contains("RANK=2"), "{err}");
     let err = LaunchEnv::from_vars(vars(&[("RANK", "0"), ("WORLD_SIZE", "2")])).unwrap_err();
     assert!(err.to_string().contains("MASTER_ADDR"), "{err}");

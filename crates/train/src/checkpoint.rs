@@ -16,9 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 use crate::optimizer::{AdamW, AdamWConfig, ParamState};
+use crate::sharded::{gather_unit, units};
+use davinci_dist::Collective;
 
 pub const STATE_FILE: &str = "trainer_state.json";
-pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 /// Where a run is: enough to continue exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,55 +43,215 @@ pub fn checkpoint_dir(root: &Path, stage: &str, step: u64) -> PathBuf {
     root.join(stage).join(format!("step-{step:08}"))
 }
 
-/// Writes a checkpoint into `dir`: weights from the optimizer's fp32 masters, stored in
-/// `weights_dtype`.
+/// This rank's optimizer file in a checkpoint.
+pub fn optimizer_file(rank: usize, world: usize) -> String {
+    format!("optimizer-{rank:05}-of-{world:05}.safetensors")
+}
+
+/// Writes a checkpoint into `dir`, every rank together: the weights gathered from the
+/// fp32 master shards and stored in `weights_dtype` (rank 0 writes them), each rank's
+/// optimizer shards in a file of its own, and the state. Everything goes into a temporary
+/// directory that rank 0 renames once all ranks are done.
 pub fn save(
     dir: &Path,
     config: &Config,
     optimizer: &AdamW,
     state: &TrainerState,
     weights_dtype: DType,
+    collective: &dyn Collective,
 ) -> Result<()> {
+    let (rank, world) = (collective.rank(), collective.world());
     let shapes: HashMap<String, Vec<usize>> = parameter_shapes(config).into_iter().collect();
-    let mut weights = Vec::with_capacity(optimizer.params.len());
-    let mut moments: HashMap<String, Tensor> = HashMap::new();
-    for p in &optimizer.params {
-        let shape = shapes
-            .get(&p.name)
-            .ok_or_else(|| TrainError::Invalid(format!("`{}` is not a parameter of the model", p.name)))?;
-        weights.push((p.name.clone(), Tensor::from_slice(&p.master, shape.as_slice(), &Device::Cpu)?));
-        for (kind, values) in [("master", &p.master), ("m", &p.m), ("v", &p.v)] {
-            moments.insert(
-                format!("{kind}.{}", p.name),
-                Tensor::from_slice(values, values.len(), &Device::Cpu)?,
-            );
+    let mut weights = Vec::new();
+    for unit in units(config, world) {
+        for (name, values) in gather_unit(&unit, optimizer, collective)? {
+            if rank == 0 {
+                let shape = shapes.get(&name).cloned().unwrap_or_default();
+                weights.push((name, Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(weights_dtype)?));
+            }
         }
     }
-    let state_text = serde_json::to_string_pretty(state).map_err(|e| TrainError::Invalid(e.to_string()))?;
-    let metadata: HashMap<String, String> = [
-        ("steps".to_string(), optimizer.steps.to_string()),
-        ("config".to_string(), serde_json::to_string(&optimizer.config).unwrap_or_default()),
-    ]
-    .into();
-    let options = SaveOptions { dtype: Some(weights_dtype), ..SaveOptions::default() };
-    write_dir_atomically(
-        dir,
-        |_| false,
-        |tmp| {
-            write_weights(tmp, config, &weights, &options)?;
-            stall_for_tests(state);
-            let optimizer_path = tmp.join(OPTIMIZER_FILE);
-            safetensors::serialize_to_file(
-                moments.iter().map(|(k, v)| (k.as_str(), v)),
-                Some(metadata),
-                &optimizer_path,
-            )
-            .map_err(|e| io_at(&optimizer_path)(std::io::Error::other(e.to_string())))?;
-            let state_path = tmp.join(STATE_FILE);
-            std::fs::write(&state_path, state_text).map_err(io_at(&state_path))
-        },
-    )?;
+    let write_shard = |tmp: &Path| -> Result<()> {
+        let mut tensors: HashMap<String, Tensor> = HashMap::new();
+        for p in &optimizer.params {
+            for (kind, values) in [("master", &p.master), ("m", &p.m), ("v", &p.v)] {
+                tensors.insert(
+                    format!("{kind}.{}", p.name),
+                    Tensor::from_slice(values, values.len(), &Device::Cpu)?,
+                );
+            }
+        }
+        let metadata: HashMap<String, String> = [
+            ("steps".to_string(), optimizer.steps.to_string()),
+            ("config".to_string(), serde_json::to_string(&optimizer.config).unwrap_or_default()),
+            ("rank".to_string(), rank.to_string()),
+            ("world".to_string(), world.to_string()),
+        ]
+        .into();
+        let path = tmp.join(optimizer_file(rank, world));
+        safetensors::serialize_to_file(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata), &path)
+            .map_err(|e| io_at(&path)(std::io::Error::other(e.to_string())))?;
+        Ok(())
+    };
+    if rank == 0 {
+        let state_text =
+            serde_json::to_string_pretty(state).map_err(|e| TrainError::Invalid(e.to_string()))?;
+        let options = SaveOptions { dtype: Some(weights_dtype), ..SaveOptions::default() };
+        write_dir_atomically(
+            dir,
+            |_| false,
+            |tmp| {
+                let tmp_text = tmp.to_string_lossy().into_owned();
+                collective.broadcast(tmp_text.into_bytes(), 0).map_err(shared_error)?;
+                write_shard(tmp).map_err(model_error)?;
+                write_weights(tmp, config, &weights, &options)?;
+                stall_for_tests(state);
+                collective.barrier().map_err(shared_error)?;
+                let state_path = tmp.join(STATE_FILE);
+                std::fs::write(&state_path, state_text).map_err(io_at(&state_path))
+            },
+        )?;
+    } else {
+        let tmp = collective.broadcast(Vec::new(), 0)?;
+        write_shard(Path::new(&String::from_utf8_lossy(&tmp).into_owned()))?;
+        collective.barrier()?;
+    }
+    // Nobody goes on (or prunes) before the checkpoint is complete.
+    collective.barrier()?;
     Ok(())
+}
+
+fn shared_error(e: davinci_dist::DistError) -> davinci_model::ModelError {
+    davinci_model::ModelError::Io { path: "collective".into(), source: std::io::Error::other(e.to_string()) }
+}
+
+fn model_error(e: TrainError) -> davinci_model::ModelError {
+    match e {
+        TrainError::Model(e) => e,
+        other => davinci_model::ModelError::Io {
+            path: "checkpoint".into(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    }
+}
+
+/// Reads a checkpoint for `rank` of `world`, whatever the world size that wrote it: the
+/// model config, this rank's optimizer shards (masters and moments, resharded when the
+/// world size changed) and the state. `load(dir, 0, 1)` gives the whole optimizer.
+pub fn load(dir: &Path, rank: usize, world: usize) -> Result<(Config, AdamW, TrainerState)> {
+    let config = Config::from_file(&dir.join("config.json"))?;
+    let state_path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&state_path).map_err(io_at(&state_path))?;
+    let state: TrainerState = serde_json::from_str(&text)
+        .map_err(|e| TrainError::Invalid(format!("{}: {e}", state_path.display())))?;
+    let old = OptimizerFiles::open(dir)?;
+    let mut params = Vec::new();
+    for unit in units(&config, world) {
+        for (p, (name, numel)) in unit.params.iter().enumerate() {
+            let owned = unit.owned(p, rank);
+            let get = |kind: &str| -> Result<Vec<f32>> {
+                let mut slice = old.read_range(kind, name, *numel, owned.clone())?;
+                slice.resize(unit.slice_len(p), 0.0);
+                Ok(slice)
+            };
+            let mut param = ParamState::new(name, get("master")?);
+            param.m = get("m")?;
+            param.v = get("v")?;
+            params.push(param);
+        }
+    }
+    let mut optimizer = AdamW::new(old.adam, params);
+    optimizer.steps = old.steps;
+    Ok((config, optimizer, state))
+}
+
+/// The optimizer files of a checkpoint, mapped.
+struct OptimizerFiles {
+    /// Per rank: the path, the mapping, and each tensor's byte range in it.
+    maps: Vec<(PathBuf, memmap2::Mmap, HashMap<String, std::ops::Range<usize>>)>,
+    steps: u64,
+    adam: AdamWConfig,
+}
+
+impl OptimizerFiles {
+    fn open(dir: &Path) -> Result<Self> {
+        let first = dir.join(optimizer_file(0, 1));
+        let world = std::fs::read_dir(dir)
+            .map_err(io_at(dir))?
+            .filter_map(|e| e.ok())
+            .find_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_prefix("optimizer-00000-of-")?.strip_suffix(".safetensors")?.parse::<usize>().ok()
+            })
+            .ok_or_else(|| {
+                TrainError::Invalid(format!(
+                    "{}: no optimizer files (missing {})",
+                    dir.display(),
+                    first.display()
+                ))
+            })?;
+        let mut maps = Vec::with_capacity(world);
+        let mut info = HashMap::new();
+        for rank in 0..world {
+            let path = dir.join(optimizer_file(rank, world));
+            let file = std::fs::File::open(&path).map_err(io_at(&path))?;
+            // SAFETY: checkpoints are not modified while being read (they are written
+            // under a temporary name and renamed).
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_at(&path))?;
+            let (header, metadata) = safetensors::SafeTensors::read_metadata(&map)
+                .map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))?;
+            if rank == 0 {
+                info = metadata.metadata().clone().unwrap_or_default();
+            }
+            let data_start = 8 + header;
+            let ranges = metadata
+                .tensors()
+                .into_iter()
+                .map(|(name, t)| (name, data_start + t.data_offsets.0..data_start + t.data_offsets.1))
+                .collect();
+            maps.push((path, map, ranges));
+        }
+        let corrupt = |m: &str| TrainError::Invalid(format!("{}: {m}", maps[0].0.display()));
+        let steps = info.get("steps").and_then(|s| s.parse().ok()).ok_or_else(|| corrupt("no step count"))?;
+        let adam = info.get("config").and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
+        Ok(Self { maps, steps, adam })
+    }
+
+    /// Elements `range` of parameter `name` (`numel` in all) of kind `master`, `m` or `v`,
+    /// from the files of the ranks that hold them.
+    fn read_range(
+        &self,
+        kind: &str,
+        name: &str,
+        numel: usize,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<f32>> {
+        let world = self.maps.len();
+        let old_len = numel.div_ceil(world);
+        let key = format!("{kind}.{name}");
+        let mut out = Vec::with_capacity(range.len());
+        let mut at = range.start;
+        while at < range.end {
+            let rank = at / old_len;
+            let (path, map, ranges) = &self.maps[rank];
+            let values = ranges
+                .get(&key)
+                .and_then(|r| map.get(r.clone()))
+                .ok_or_else(|| TrainError::Invalid(format!("{}: missing `{key}`", path.display())))?;
+            let end = range.end.min((rank + 1) * old_len);
+            let (from, to) = ((at - rank * old_len) * 4, (end - rank * old_len) * 4);
+            let bytes = values.get(from..to).ok_or_else(|| {
+                TrainError::Invalid(format!(
+                    "{}: `{key}` holds {} values, fewer than expected",
+                    path.display(),
+                    values.len() / 4
+                ))
+            })?;
+            out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+            at = end;
+        }
+        Ok(out)
+    }
 }
 
 /// Fault injection for the crash test: with `DAVINCI_TEST_STALL_CHECKPOINT=STAGE:STEP`,
@@ -102,40 +263,6 @@ fn stall_for_tests(state: &TrainerState) {
             std::thread::sleep(std::time::Duration::from_secs(60));
         }
     }
-}
-
-/// Reads a checkpoint: the model config, the optimizer (masters and moments) and the state.
-pub fn load(dir: &Path) -> Result<(Config, AdamW, TrainerState)> {
-    let config = Config::from_file(&dir.join("config.json"))?;
-    let state_path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&state_path).map_err(io_at(&state_path))?;
-    let state: TrainerState = serde_json::from_str(&text)
-        .map_err(|e| TrainError::Invalid(format!("{}: {e}", state_path.display())))?;
-    let optimizer_path = dir.join(OPTIMIZER_FILE);
-    let bytes = std::fs::read(&optimizer_path).map_err(io_at(&optimizer_path))?;
-    let corrupt = |m: String| TrainError::Invalid(format!("{}: {m}", optimizer_path.display()));
-    let (_, metadata) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let info = metadata.metadata().clone().unwrap_or_default();
-    let steps: u64 =
-        info.get("steps").and_then(|s| s.parse().ok()).ok_or_else(|| corrupt("no step count".into()))?;
-    let adam: AdamWConfig = info.get("config").and_then(|c| serde_json::from_str(c).ok()).unwrap_or_default();
-    let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)?;
-    let mut params = Vec::new();
-    for (name, _) in parameter_shapes(&config) {
-        let get = |kind: &str| -> Result<Vec<f32>> {
-            let key = format!("{kind}.{name}");
-            let t = tensors.get(&key).ok_or_else(|| corrupt(format!("missing `{key}`")))?;
-            Ok(t.to_dtype(DType::F32)?.to_vec1()?)
-        };
-        let mut p = ParamState::new(&name, get("master")?);
-        p.m = get("m")?;
-        p.v = get("v")?;
-        params.push(p);
-    }
-    let mut optimizer = AdamW::new(adam, params);
-    optimizer.steps = steps;
-    Ok((config, optimizer, state))
 }
 
 /// The newest complete checkpoint of a stage: the highest `step-*` directory (temporary

@@ -45,15 +45,38 @@ impl GradBuffers {
         Ok(())
     }
 
+    /// Adds `values` into buffer `i` (a reduce-scattered shard).
+    pub fn add_slice(&mut self, i: usize, values: &[f32]) -> Result<()> {
+        let buffer = self.values.get_mut(i).filter(|b| b.len() == values.len()).ok_or_else(|| {
+            TrainError::Invalid(format!("a gradient shard of {} values for buffer {i}", values.len()))
+        })?;
+        buffer.iter_mut().zip(values).for_each(|(g, v)| *g += v);
+        Ok(())
+    }
+
+    /// The sum of squares of every element, in f64 (the square of this rank's norm).
+    pub fn sum_of_squares(&self) -> f64 {
+        let norm = global_norm(&self.slices());
+        norm * norm
+    }
+
     pub fn slices(&self) -> Vec<&[f32]> {
         self.values.iter().map(Vec::as_slice).collect()
     }
 
-    /// One optimizer update from gradients of a loss *sum* over `count` tokens: divides by
-    /// `count`, clips the mean's global norm to `clip` (when given) and steps. Returns the
-    /// norm before clipping; refuses a non-finite one, leaving the weights as they were.
-    pub fn apply(&mut self, optimizer: &mut AdamW, count: usize, clip: Option<f64>, lr: f64) -> Result<f64> {
-        let norm = global_norm(&self.slices()) / count.max(1) as f64;
+    /// One optimizer update from gradients of a loss *sum* over `count` tokens whose norm
+    /// (over all ranks) is `sum_norm`: divides by `count`, clips the mean's norm to `clip`
+    /// (when given) and steps. Returns the mean's norm before clipping; refuses a
+    /// non-finite one, leaving the weights as they were.
+    pub fn apply(
+        &mut self,
+        optimizer: &mut AdamW,
+        sum_norm: f64,
+        count: usize,
+        clip: Option<f64>,
+        lr: f64,
+    ) -> Result<f64> {
+        let norm = sum_norm / count.max(1) as f64;
         if !norm.is_finite() {
             return Err(TrainError::Invalid(format!("the gradient norm is {norm}")));
         }

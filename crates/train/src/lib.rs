@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod optimizer;
 pub mod recipe;
 pub mod schedule;
+pub mod sharded;
 pub mod step;
 pub mod trainer;
 

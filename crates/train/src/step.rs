@@ -2,18 +2,55 @@
 //! the forward keeps only each layer's input and runs without a gradient tape; the head
 //! computes the chunked loss and the gradient of the last hidden states; the backward
 //! recomputes one layer at a time on a tape and takes its vector-Jacobian product. Peak
-//! activation memory is one layer's, whatever the depth. FSDP wraps the same loop with a
-//! gather before each layer and a reduce-scatter after its backward.
+//! activation memory is one layer's, whatever the depth.
+//!
+//! Weights come from a [`WeightSource`] one unit at a time and are dropped after use, and
+//! gradients leave through a sink as soon as a unit's are known: a whole model in memory
+//! implements the source by handing out its tensors; FSDP gathers each unit's shards
+//! there and reduce-scatters in the sink.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use davinci_model::names::{layer_prefix, EMBED, FINAL_NORM, LM_HEAD};
-use davinci_model::ops::{linear_cross_entropy, rms_norm};
-use davinci_model::{DecoderLayer, PackedLayout, Qwen2};
+use davinci_model::ops::{linear_cross_entropy, rms_norm, Rotary};
+use davinci_model::{Config, DecoderLayer, ModelError, PackedLayout, Qwen2};
 
 use crate::error::Result;
+
+/// Where the step's weights come from, one unit at a time.
+pub trait WeightSource {
+    fn config(&self) -> &Config;
+    fn device(&self) -> &Device;
+    /// The token embedding matrix.
+    fn embed_weight(&self) -> Result<Tensor>;
+    /// Decoder layer `index`, ready to run.
+    fn layer(&self, index: usize) -> Result<DecoderLayer>;
+    /// The final norm's weight and the LM head's weight (the embedding when tied).
+    fn head(&self) -> Result<(Tensor, Tensor)>;
+}
+
+impl WeightSource for Qwen2 {
+    fn config(&self) -> &Config {
+        Qwen2::config(self)
+    }
+    fn device(&self) -> &Device {
+        Qwen2::device(self)
+    }
+    fn embed_weight(&self) -> Result<Tensor> {
+        Ok(Qwen2::embed_weight(self).clone())
+    }
+    fn layer(&self, index: usize) -> Result<DecoderLayer> {
+        Ok(self.layers()[index].clone())
+    }
+    fn head(&self) -> Result<(Tensor, Tensor)> {
+        Ok((self.final_norm_weight().clone(), self.head_weight().clone()))
+    }
+}
+
+/// The gradients of one unit (named as in Hugging Face checkpoints), all of them at once.
+pub type GradSink<'a> = dyn FnMut(Vec<(String, Tensor)>) -> Result<()> + 'a;
 
 /// The result of [`loss_and_grads`]: gradients of the *sum* of token losses (the trainer
 /// divides by the token count of the whole global batch), keyed by Hugging Face name.
@@ -21,25 +58,6 @@ pub struct StepGrads {
     pub loss_sum: f64,
     pub count: usize,
     pub grads: HashMap<String, Tensor>,
-}
-
-/// `d/dx sum(f(x) * cotangent)`: the vector-Jacobian product, through candle's tape.
-fn vjp(output: &Tensor, cotangent: &Tensor) -> Result<candle_core::backprop::GradStore> {
-    Ok((output * cotangent)?.sum_all()?.backward()?)
-}
-
-/// Loss and gradients of one packed row (or a batch flattened into one), with the model's
-/// tensors held plain (not as `Var`s).
-pub fn loss_and_grads(
-    model: &Qwen2,
-    input_ids: &[u32],
-    labels: &[i64],
-    layout: &PackedLayout,
-) -> Result<StepGrads> {
-    let mut grads: HashMap<String, Tensor> = HashMap::new();
-    let stats =
-        loss_and_grads_into(model, input_ids, labels, layout, &mut |name, grad| add(&mut grads, name, grad))?;
-    Ok(StepGrads { loss_sum: stats.loss_sum, count: stats.count, grads })
 }
 
 /// What [`loss_and_grads_into`] measured: the loss, and wall time per phase.
@@ -52,19 +70,52 @@ pub struct StepStats {
     pub backward: Duration,
 }
 
-/// The same as [`loss_and_grads`], handing each gradient (f32) to `sink` as soon as it is
-/// known: the head's first, then each layer's as its backward ends, the embedding's last.
-/// The trainer accumulates them into flat buffers (FSDP: reduce-scatters them) so that no
-/// more than one layer's gradients are held here.
-pub fn loss_and_grads_into(
-    model: &Qwen2,
+/// `d/dx sum(f(x) * cotangent)`: the vector-Jacobian product, through candle's tape.
+fn vjp(output: &Tensor, cotangent: &Tensor) -> Result<candle_core::backprop::GradStore> {
+    Ok((output * cotangent)?.sum_all()?.backward()?)
+}
+
+/// Loss and gradients of one packed row (or a batch flattened into one), collected by name.
+pub fn loss_and_grads(
+    model: &dyn WeightSource,
     input_ids: &[u32],
     labels: &[i64],
     layout: &PackedLayout,
-    sink: &mut dyn FnMut(&str, Option<&Tensor>) -> Result<()>,
+) -> Result<StepGrads> {
+    let mut grads: HashMap<String, Tensor> = HashMap::new();
+    let stats = loss_and_grads_into(model, input_ids, labels, layout, &mut |unit| {
+        for (name, grad) in unit {
+            let grad = grad.to_dtype(DType::F32)?;
+            let sum = match grads.remove(&name) {
+                Some(previous) => (previous + grad)?,
+                None => grad,
+            };
+            grads.insert(name, sum);
+        }
+        Ok(())
+    })?;
+    Ok(StepGrads { loss_sum: stats.loss_sum, count: stats.count, grads })
+}
+
+/// The step, handing each unit's gradients to `sink` as soon as they are known: the
+/// head's first (a tied head's gradient is the embedding's, so the embedding may be
+/// handed twice), then each layer's as its backward ends, the embedding's last.
+pub fn loss_and_grads_into(
+    model: &dyn WeightSource,
+    input_ids: &[u32],
+    labels: &[i64],
+    layout: &PackedLayout,
+    sink: &mut GradSink,
 ) -> Result<StepStats> {
     let config = model.config();
-    let rotary = model.rotary(layout)?;
+    let device = model.device();
+    let vocab = config.vocab_size;
+    if let Some((t, id)) = input_ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
+        let message = format!("token id {id} at position {t} is outside the vocabulary (size {vocab})");
+        return Err(ModelError::Packing(message).into());
+    }
+    let rotary = Rotary::new(layout.positions(), config.head_dim(), config.rope_theta, device)?;
+    let ids = Tensor::new(input_ids, device)?;
     let mut stats = StepStats::default();
     let mut clock = Instant::now();
     let mut lap = |phase: &mut Duration| {
@@ -73,50 +124,62 @@ pub fn loss_and_grads_into(
     };
 
     // Forward without a tape, keeping each layer's input.
-    let mut inputs = Vec::with_capacity(model.layers().len());
-    let mut hidden = model.embed(input_ids)?.detach();
-    for layer in model.layers() {
+    let layers = config.num_hidden_layers;
+    let mut inputs = Vec::with_capacity(layers);
+    let mut hidden = model.embed_weight()?.index_select(&ids, 0)?.detach();
+    for index in 0..layers {
         inputs.push(hidden.clone());
-        hidden = layer.forward(&hidden, &rotary, layout)?.detach();
+        hidden = model.layer(index)?.forward(&hidden, &rotary, layout)?.detach();
     }
     lap(&mut stats.forward);
 
     // Head: final norm on a small tape, then the chunked loss with its gradients.
+    let (norm, head_weight) = model.head()?;
     let last = Var::from_tensor(&hidden)?;
-    let norm_weight = Var::from_tensor(model.final_norm_weight())?;
+    let norm_weight = Var::from_tensor(&norm)?;
     let normed = rms_norm(last.as_tensor(), norm_weight.as_tensor(), config.rms_norm_eps)?;
-    let head = linear_cross_entropy(&normed.detach(), model.head_weight(), labels, None, true)?;
+    let head = linear_cross_entropy(&normed.detach(), &head_weight, labels, None, true)?;
+    drop(head_weight);
     let (Some(d_normed), Some(d_head)) = (head.d_hidden, head.d_weight) else {
         unreachable!("gradients were asked for")
     };
     let store = vjp(&normed, &d_normed.to_dtype(normed.dtype())?)?;
-    sink(FINAL_NORM, store.get(norm_weight.as_tensor()))?;
     let head_name = if config.tie_word_embeddings { EMBED } else { LM_HEAD };
-    sink(head_name, Some(&d_head))?;
+    let mut head_grads = vec![(head_name.to_string(), d_head)];
+    if let Some(g) = store.get(norm_weight.as_tensor()) {
+        head_grads.push((FINAL_NORM.to_string(), g.clone()));
+    }
+    sink(head_grads)?;
     let mut cotangent = grad_of(&store, &last)?;
     lap(&mut stats.head);
 
     // Backward, a layer at a time, recomputed on a tape.
-    for (index, layer) in model.layers().iter().enumerate().rev() {
+    for index in (0..layers).rev() {
         let x = Var::from_tensor(&inputs[index])?;
-        let (trainable, vars) = trainable_layer(config, layer)?;
+        let (trainable, vars) = trainable_layer(config, &model.layer(index)?)?;
         let out = trainable.forward(x.as_tensor(), &rotary, layout)?;
         let store = vjp(&out, &cotangent)?;
         let prefix = layer_prefix(index);
-        for (suffix, var) in &vars {
-            sink(&format!("{prefix}{suffix}"), store.get(var.as_tensor()))?;
-        }
+        let unit = vars
+            .iter()
+            .filter_map(|(suffix, var)| {
+                store.get(var.as_tensor()).map(|g| (format!("{prefix}{suffix}"), g.clone()))
+            })
+            .collect();
+        sink(unit)?;
         cotangent = grad_of(&store, &x)?;
+        inputs.truncate(index);
     }
 
     // Embedding: the rows of the token ids receive the input gradient.
-    let ids = Tensor::new(input_ids, model.device())?;
-    let d_embed = model.embed_weight().zeros_like()?.to_dtype(DType::F32)?.index_add(
+    let embed = model.embed_weight()?;
+    let d_embed = Tensor::zeros(embed.dims(), DType::F32, device)?.index_add(
         &ids,
         &cotangent.to_dtype(DType::F32)?,
         0,
     )?;
-    sink(EMBED, Some(&d_embed))?;
+    drop(embed);
+    sink(vec![(EMBED.to_string(), d_embed)])?;
     lap(&mut stats.backward);
     stats.loss_sum = head.loss_sum;
     stats.count = head.count;
@@ -130,22 +193,10 @@ fn grad_of(store: &candle_core::backprop::GradStore, var: &Var) -> Result<Tensor
     }
 }
 
-/// Accumulates a gradient (in f32) under a name; tied weights receive two contributions.
-fn add(grads: &mut HashMap<String, Tensor>, name: &str, grad: Option<&Tensor>) -> Result<()> {
-    let Some(grad) = grad else { return Ok(()) };
-    let grad = grad.to_dtype(DType::F32)?;
-    let sum = match grads.remove(name) {
-        Some(previous) => (previous + grad)?,
-        None => grad,
-    };
-    grads.insert(name.to_string(), sum);
-    Ok(())
-}
-
 /// The same layer with its weights as fresh `Var`s (sharing storage), so that a tape
 /// records them during the recompute.
 fn trainable_layer(
-    config: &davinci_model::Config,
+    config: &Config,
     layer: &DecoderLayer,
 ) -> Result<(DecoderLayer, Vec<(&'static str, Var)>)> {
     let mut vars = Vec::new();

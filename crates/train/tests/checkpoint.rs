@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device};
 use davinci_data::loader::LoaderState;
+use davinci_dist::Local;
 use davinci_model::{load_checkpoint, Config, Qwen2};
 use davinci_train::checkpoint::{checkpoint_dir, latest, load, prune, save, TrainerState};
 use davinci_train::optimizer::{AdamW, AdamWConfig, ParamState};
@@ -39,9 +40,9 @@ fn checkpoints_round_trip_and_load_as_hf_weights() {
     let model = Qwen2::init(config.clone(), 3, &Device::Cpu).unwrap();
     let opt = optimizer(&model);
     let dir = checkpoint_dir(tmp.path(), "mt1", 10);
-    save(&dir, &config, &opt, &state(10), DType::F32).unwrap();
+    save(&dir, &config, &opt, &state(10), DType::F32, &Local).unwrap();
 
-    let (loaded_config, loaded_opt, loaded_state) = load(&dir).unwrap();
+    let (loaded_config, loaded_opt, loaded_state) = load(&dir, 0, 1).unwrap();
     assert_eq!(loaded_opt, opt, "masters, moments and step count");
     assert_eq!(loaded_state, state(10));
     assert_eq!(loaded_config.hidden_size, config.hidden_size);
@@ -65,7 +66,8 @@ fn latest_ignores_incomplete_writes_and_prune_keeps_the_newest() {
     let opt = optimizer(&model);
     assert_eq!(latest(tmp.path(), "mt1"), None);
     for step in [5, 10, 15] {
-        save(&checkpoint_dir(tmp.path(), "mt1", step), &config, &opt, &state(step), DType::BF16).unwrap();
+        save(&checkpoint_dir(tmp.path(), "mt1", step), &config, &opt, &state(step), DType::BF16, &Local)
+            .unwrap();
     }
     // What a crash mid-write leaves: a hidden temporary directory, and a step directory
     // without its state file.
@@ -75,6 +77,6 @@ fn latest_ignores_incomplete_writes_and_prune_keeps_the_newest() {
     prune(tmp.path(), "mt1", 2).unwrap();
     assert!(!checkpoint_dir(tmp.path(), "mt1", 5).exists());
     assert!(checkpoint_dir(tmp.path(), "mt1", 10).exists() && checkpoint_dir(tmp.path(), "mt1", 15).exists());
-    let err = load(&tmp.path().join("mt1/step-00000025")).err().unwrap().to_string();
+    let err = load(&tmp.path().join("mt1/step-00000025"), 0, 1).err().unwrap().to_string();
     assert!(err.contains("step-00000025"), "{err}");
 }

@@ -53,8 +53,8 @@ fn stopping_and_resuming_anywhere_is_bit_identical() {
         assert_eq!((x.tokens, x.loss_tokens), (y.tokens, y.loss_tokens));
     }
     for stage in ["mt", "sft"] {
-        let (_, opt_a, state_a) = load(&latest(&whole.path().join("run"), stage).unwrap()).unwrap();
-        let (_, opt_b, state_b) = load(&latest(&pieces.path().join("run"), stage).unwrap()).unwrap();
+        let (_, opt_a, state_a) = load(&latest(&whole.path().join("run"), stage).unwrap(), 0, 1).unwrap();
+        let (_, opt_b, state_b) = load(&latest(&pieces.path().join("run"), stage).unwrap(), 0, 1).unwrap();
         assert_eq!(opt_a, opt_b, "{stage}: masters and moments are bit-identical");
         assert_eq!(
             (state_a.step, state_a.loader, state_a.tokens_seen),

@@ -1,17 +1,20 @@
 //! `davinci bench step`: full training steps (forward, backward with recompute, AdamW) on
 //! random tokens, with tokens/s, the share of time per phase and the peak heap.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use candle_core::Device;
+use davinci_dist::threads::thread_group;
+use davinci_dist::{Collective, Local};
 use davinci_model::checkpoint::CONFIG_FILE;
 use davinci_model::{resolve_model_dir, Config, PackedLayout, Qwen2, PRESETS};
-use davinci_train::grads::GradBuffers;
 use davinci_train::memory::{live_bytes, peak_bytes, reset_peak};
-use davinci_train::optimizer::{AdamW, AdamWConfig};
+use davinci_train::optimizer::AdamWConfig;
+use davinci_train::sharded::ShardedModel;
 use davinci_train::step::loss_and_grads_into;
-use davinci_train::trainer::weights::{model_from_masters, params_from_model};
+use davinci_train::trainer::weights::params_from_model;
 
 use crate::device::{parse_device, parse_dtype};
 
@@ -41,6 +44,9 @@ pub struct StepArgs {
     device: String,
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// Ranks (threads of this process, FSDP over the in-process backend), each with a row.
+    #[arg(long, default_value_t = 1)]
+    world: usize,
 }
 
 pub fn run(command: Command) -> Result<()> {
@@ -51,6 +57,7 @@ pub fn run(command: Command) -> Result<()> {
 
 #[derive(Default)]
 struct Phases {
+    wall: Duration,
     forward: Duration,
     head: Duration,
     backward: Duration,
@@ -71,9 +78,7 @@ fn step(args: StepArgs) -> Result<()> {
     }
     let device = parse_device(&args.device)?;
     let dtype = parse_dtype(&args.dtype)?;
-    let params = params_from_model(&Qwen2::init(config.clone(), 0, &Device::Cpu)?)?;
-    let mut optimizer = AdamW::new(AdamWConfig::default(), params);
-    let mut grads = GradBuffers::for_params(&optimizer.params);
+    let full = params_from_model(&Qwen2::init(config.clone(), 0, &Device::Cpu)?)?;
     let vocab = config.vocab_size as u64;
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let ids: Vec<u32> = (0..args.seq_len)
@@ -88,29 +93,60 @@ fn step(args: StepArgs) -> Result<()> {
     lengths[0] += args.seq_len - base * args.docs;
     let layout = PackedLayout::from_lengths(&lengths)?;
 
-    let mut phases = Phases::default();
-    let mut held = 0;
-    let mut step_peak = 0;
-    for step in 0..=args.steps {
-        let model = model_from_masters(&config, &optimizer.params, dtype, &device)?;
-        grads.zero();
-        held = live_bytes();
-        reset_peak();
-        let stats = loss_and_grads_into(&model, &ids, &labels, &layout, &mut |n, g| grads.add(n, g))?;
-        step_peak = step_peak.max(peak_bytes().saturating_sub(held));
-        let started = Instant::now();
-        grads.apply(&mut optimizer, stats.count, Some(1.0), 1e-4)?;
-        let optimizer_time = started.elapsed();
-        if step > 0 {
-            phases.forward += stats.forward;
-            phases.head += stats.head;
-            phases.backward += stats.backward;
-            phases.optimizer += optimizer_time;
+    let run_rank = |collective: Arc<dyn Collective>| -> Result<(Phases, usize, usize, u64)> {
+        let mut model = ShardedModel::from_full(
+            &config,
+            &full,
+            AdamWConfig::default(),
+            collective.clone(),
+            dtype,
+            &device,
+        )?;
+        let mut grads = model.grad_shards();
+        let mut phases = Phases::default();
+        let (mut held, mut step_peak, mut bytes) = (0, 0, 0);
+        for step in 0..=args.steps {
+            grads.zero();
+            held = live_bytes();
+            reset_peak();
+            let moved = collective.bytes_moved();
+            let started = Instant::now();
+            let stats = loss_and_grads_into(&model, &ids, &labels, &layout, &mut |unit| {
+                model.reduce_scatter(unit, &mut grads)
+            })?;
+            let step_time = started.elapsed();
+            step_peak = step_peak.max(peak_bytes().saturating_sub(held));
+            let started = Instant::now();
+            let norm = model.grad_norm(&grads)?;
+            grads.apply(&mut model.optimizer, norm, stats.count, Some(1.0), 1e-4)?;
+            let optimizer_time = started.elapsed();
+            if step > 0 {
+                phases.forward += stats.forward;
+                phases.head += stats.head;
+                phases.backward += stats.backward;
+                phases.optimizer += optimizer_time;
+                phases.wall += step_time + optimizer_time;
+                bytes += collective.bytes_moved() - moved;
+            }
         }
-    }
+        Ok((phases, held, step_peak, bytes))
+    };
+    let (phases, held, step_peak, bytes) = if args.world <= 1 {
+        run_rank(Arc::new(Local))?
+    } else {
+        let ranks = thread_group(args.world, Duration::from_secs(600));
+        let results: Vec<Result<(Phases, usize, usize, u64)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ranks
+                .into_iter()
+                .map(|r| scope.spawn(|| run_rank(Arc::new(r) as Arc<dyn Collective>)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| bail!("a rank panicked"))).collect()
+        });
+        results.into_iter().next().unwrap_or_else(|| bail!("no ranks"))?
+    };
     let total = phases.forward + phases.head + phases.backward + phases.optimizer;
     let share = |d: Duration| 100.0 * d.as_secs_f64() / total.as_secs_f64().max(1e-12);
-    let tokens = (args.seq_len * args.steps) as f64;
+    let tokens = (args.seq_len * args.steps * args.world.max(1)) as f64;
     println!(
         "model {} ({} layers, {:.1}M parameters), seq_len {}, {} document(s), {} on {}, {} steps",
         args.model,
@@ -123,10 +159,21 @@ fn step(args: StepArgs) -> Result<()> {
         args.steps
     );
     println!(
-        "{:.0} tokens/s, {:.3} s/step",
-        tokens / total.as_secs_f64().max(1e-12),
-        total.as_secs_f64() / args.steps.max(1) as f64
+        "{:.0} tokens/s over {} rank(s), {:.3} s/step",
+        tokens / phases.wall.as_secs_f64().max(1e-12),
+        args.world.max(1),
+        phases.wall.as_secs_f64() / args.steps.max(1) as f64
     );
+    if args.world > 1 {
+        let param_bytes = 4 * config.num_parameters() as u64;
+        let per_step = bytes / args.steps.max(1) as u64;
+        println!(
+            "communication: rank 0 handed {:.2} MiB per step to collectives, {:.2}x the f32 parameter bytes \
+             (ZeRO-3: about 3x, two all-gathers and one reduce-scatter)",
+            per_step as f64 / (1u64 << 20) as f64,
+            per_step as f64 / param_bytes as f64
+        );
+    }
     println!(
         "time: forward {:.1}%, head (norm + loss) {:.1}%, backward with recompute {:.1}%, optimizer {:.1}%",
         share(phases.forward),

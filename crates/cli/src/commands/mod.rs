@@ -2,6 +2,7 @@ pub mod bench;
 pub mod convert;
 pub mod data;
 pub mod info;
+pub mod launch;
 pub mod logits;
 pub mod prepare;
 pub mod train;

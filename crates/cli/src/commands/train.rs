@@ -3,8 +3,11 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
+use davinci_dist::connect_from_env;
+use davinci_train::trainer::job_fingerprint;
 use davinci_train::{train, Recipe, TrainOptions};
 
 use crate::device::parse_device;
@@ -31,6 +34,10 @@ pub struct Args {
     /// No progress bar (each step is logged instead).
     #[arg(long)]
     no_progress: bool,
+    /// Seconds a rank waits for the others (at start and at each collective) before it
+    /// fails, naming the ranks it waited for.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -41,13 +48,22 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(dir) = args.data_dir {
         recipe.data.data_dir = std::env::current_dir()?.join(dir);
     }
+    // Under torchrun, SLURM or `davinci launch`, join the other ranks; alone, a group of one.
+    let fingerprint = job_fingerprint(&recipe)?;
+    let collective = connect_from_env(&fingerprint, Duration::from_secs(args.timeout))?;
+    let rank = collective.rank();
     let options = TrainOptions {
+        collective,
         device: parse_device(&args.device)?,
         force: args.force,
         stop_after: args.stop_after,
         progress: !args.no_progress && std::io::stderr().is_terminal(),
     };
-    let summary = train(&recipe, &options).with_context(|| format!("training {}", args.recipe.display()))?;
+    let summary = train(&recipe, &options)
+        .with_context(|| format!("rank {rank}: training {}", args.recipe.display()))?;
+    if rank != 0 {
+        return Ok(());
+    }
     match (&summary.resumed_from, summary.stages.is_empty()) {
         (Some(from), true) => println!("every stage is done; the final checkpoint is {}", from.display()),
         (Some(from), false) => println!("resumed from {}", from.display()),

@@ -7,9 +7,12 @@ mod stage;
 pub mod weights;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use candle_core::Device;
+use davinci_dist::{Collective, Local};
 use davinci_model::Config;
+use sha2::{Digest, Sha256};
 
 pub use setup::{plan_stages, prepare_stale, resolve_model, StagePlan};
 
@@ -18,12 +21,15 @@ use crate::error::{Result, TrainError};
 use crate::metrics::MetricsLog;
 use crate::optimizer::{AdamW, ParamState};
 use crate::recipe::{changed_parts, Recipe};
+use crate::sharded::ShardedModel;
 use stage::{run_stage, StageEnd, StageRun};
 
 /// How a run is carried out (as opposed to what it trains: the recipe).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct TrainOptions {
     pub device: Device,
+    /// The ranks of the job ([`Local`] alone); each holds 1/world of the model (FSDP).
+    pub collective: Arc<dyn Collective>,
     /// Resume even though the recipe changed in a way that matters.
     pub force: bool,
     /// Stop (with a checkpoint) after this many optimizer steps of this invocation.
@@ -33,7 +39,13 @@ pub struct TrainOptions {
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        Self { device: Device::Cpu, force: false, stop_after: None, progress: true }
+        Self {
+            device: Device::Cpu,
+            collective: Arc::new(Local),
+            force: false,
+            stop_after: None,
+            progress: true,
+        }
     }
 }
 
@@ -57,19 +69,42 @@ pub struct RunSummary {
     pub stopped_early: bool,
 }
 
+/// A stage's starting weights: whole parameters, or this rank's shards of them.
+enum Weights {
+    Full(Vec<ParamState>),
+    Shards(Vec<ParamState>),
+}
+
 /// Where to begin: a checkpoint mid-stage, a finished stage's weights, or nothing.
 struct Start {
     stage: usize,
-    params: Option<Vec<ParamState>>,
+    params: Option<Weights>,
     resume: Option<(AdamW, TrainerState)>,
     from: Option<PathBuf>,
 }
 
-/// Runs a recipe on one process (world size 1).
-pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
+/// A short hash of what every rank of a job must agree on (the recipe's fingerprint),
+/// for the rendezvous.
+pub fn job_fingerprint(recipe: &Recipe) -> Result<String> {
     let model_spec = recipe.check_trainable(1)?;
     let tokenizer = davinci_data::tokenize::TextTokenizer::load(&recipe.data.tokenizer_source())?;
-    prepare_stale(recipe, &tokenizer, options.progress)?;
+    let (config, _) = resolve_model(recipe, model_spec)?;
+    let parts = recipe.fingerprint(&config.to_json(), tokenizer.hash());
+    let text = serde_json::to_string(&parts).unwrap_or_default();
+    Ok(hex::encode(Sha256::digest(text.as_bytes()))[..16].to_string())
+}
+
+/// Runs a recipe on this rank of `options.collective`; every rank calls it.
+pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
+    let collective = options.collective.clone();
+    let (rank, world) = (collective.rank(), collective.world());
+    let model_spec = recipe.check_trainable(world)?;
+    let tokenizer = davinci_data::tokenize::TextTokenizer::load(&recipe.data.tokenizer_source())?;
+    // Rank 0 prepares what is stale (the data directory is shared); the others wait.
+    if rank == 0 {
+        prepare_stale(recipe, &tokenizer, options.progress)?;
+    }
+    collective.barrier()?;
     let (config, init_dir) = resolve_model(recipe, model_spec)?;
     if tokenizer.vocab_size() > config.vocab_size {
         return Err(TrainError::Invalid(format!(
@@ -81,35 +116,57 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
     }
     let fingerprint = recipe.fingerprint(&config.to_json(), tokenizer.hash());
     let plans = plan_stages(recipe, &tokenizer)?;
-    log_summary(recipe, &config, &plans);
+    if rank == 0 {
+        log_summary(recipe, &config, &plans, world);
+    }
 
-    let start = find_start(recipe, &plans, &fingerprint, options.force)?;
-    let mut metrics = MetricsLog::open(
-        &recipe.output_dir,
-        start
-            .resume
-            .as_ref()
-            .map(|(_, s)| (s.stage_index, s.step))
-            .or(start.from.as_ref().map(|_| (start.stage, 0))),
-    )?;
+    let start = find_start(recipe, &plans, &fingerprint, options.force, rank, world)?;
+    let resume_at = start
+        .resume
+        .as_ref()
+        .map(|(_, s)| (s.stage_index, s.step))
+        .or(start.from.as_ref().map(|_| (start.stage, 0)));
+    let mut metrics = if rank == 0 { Some(MetricsLog::open(&recipe.output_dir, resume_at)?) } else { None };
     let mut summary =
         RunSummary { stages: Vec::new(), resumed_from: start.from.clone(), stopped_early: false };
     let mut carried = start.params;
     let mut resume = start.resume;
     let mut budget = options.stop_after;
+    let dtype = model_spec.dtype.dtype();
     for (index, plan) in plans.into_iter().enumerate().skip(start.stage) {
-        let (optimizer, state) = match resume.take() {
-            Some(found) => found,
+        let (model, state) = match resume.take() {
+            Some((optimizer, state)) => (
+                ShardedModel::from_shards(&config, optimizer, collective.clone(), dtype, &options.device)?,
+                state,
+            ),
             None => {
-                let params = match (&plan.init_from, carried.take(), &init_dir) {
-                    (Some(dir), _, _) => weights::params_from_checkpoint(dir, &config)?,
-                    (None, Some(params), _) => params,
-                    (None, None, Some(dir)) => weights::params_from_checkpoint(dir, &config)?,
-                    (None, None, None) => weights::params_from_model(&davinci_model::Qwen2::init(
-                        config.clone(),
-                        recipe.data.seed,
-                        &Device::Cpu,
-                    )?)?,
+                let weights = match (&plan.init_from, carried.take(), &init_dir) {
+                    (Some(dir), _, _) => Weights::Full(weights::params_from_checkpoint(dir, &config)?),
+                    (None, Some(weights), _) => weights,
+                    (None, None, Some(dir)) => Weights::Full(weights::params_from_checkpoint(dir, &config)?),
+                    (None, None, None) => {
+                        let fresh =
+                            davinci_model::Qwen2::init(config.clone(), recipe.data.seed, &Device::Cpu)?;
+                        Weights::Full(weights::params_from_model(&fresh)?)
+                    }
+                };
+                let adam = plan.spec.optimizer;
+                let model = match weights {
+                    Weights::Full(full) => ShardedModel::from_full(
+                        &config,
+                        &full,
+                        adam,
+                        collective.clone(),
+                        dtype,
+                        &options.device,
+                    )?,
+                    Weights::Shards(shards) => ShardedModel::from_shards(
+                        &config,
+                        AdamW::new(adam, shards),
+                        collective.clone(),
+                        dtype,
+                        &options.device,
+                    )?,
                 };
                 let state = TrainerState {
                     stage: plan.spec.name.clone(),
@@ -120,7 +177,7 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
                     recipe: fingerprint.clone(),
                     elapsed_seconds: 0.0,
                 };
-                (AdamW::new(plan.spec.optimizer, params), state)
+                (model, state)
             }
         };
         let run = StageRun {
@@ -128,13 +185,12 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
             config: &config,
             plan,
             options,
-            weights_dtype: model_spec.dtype.dtype(),
             save_dtype: model_spec.save_dtype.unwrap_or(model_spec.dtype).dtype(),
         };
-        let (end, outcome) = run_stage(run, optimizer, state, &mut metrics, &mut budget)?;
+        let (end, outcome) = run_stage(run, model, state, metrics.as_mut(), &mut budget)?;
         summary.stages.push(outcome);
         match end {
-            StageEnd::Finished(params) => carried = Some(params),
+            StageEnd::Finished(shards) => carried = Some(Weights::Shards(shards)),
             StageEnd::Stopped => {
                 summary.stopped_early = true;
                 break;
@@ -151,6 +207,8 @@ fn find_start(
     plans: &[StagePlan],
     fingerprint: &std::collections::BTreeMap<String, String>,
     force: bool,
+    rank: usize,
+    world: usize,
 ) -> Result<Start> {
     let found = plans
         .iter()
@@ -160,7 +218,7 @@ fn find_start(
     let Some((index, dir)) = found else {
         return Ok(Start { stage: 0, params: None, resume: None, from: None });
     };
-    let (_, optimizer, state) = checkpoint::load(&dir)?;
+    let (_, optimizer, state) = checkpoint::load(&dir, rank, world)?;
     let changed = changed_parts(&state.recipe, fingerprint);
     if !changed.is_empty() {
         let what = changed.join(", ");
@@ -172,20 +230,29 @@ fn find_start(
                 dir.display()
             )));
         }
-        tracing::warn!("resuming from {} although the recipe changed ({what})", dir.display());
+        if rank == 0 {
+            tracing::warn!("resuming from {} although the recipe changed ({what})", dir.display());
+        }
     }
-    tracing::info!("resuming from {}", dir.display());
+    if rank == 0 {
+        tracing::info!("resuming from {}", dir.display());
+    }
     if state.step >= plans[index].total_steps {
         // The stage is complete: the next one starts from its final weights.
-        let params = optimizer.params.into_iter().map(|p| ParamState::new(&p.name, p.master)).collect();
-        return Ok(Start { stage: index + 1, params: Some(params), resume: None, from: Some(dir) });
+        let shards = optimizer.params.into_iter().map(|p| ParamState::new(&p.name, p.master)).collect();
+        return Ok(Start {
+            stage: index + 1,
+            params: Some(Weights::Shards(shards)),
+            resume: None,
+            from: Some(dir),
+        });
     }
     Ok(Start { stage: index, params: None, resume: Some((optimizer, state)), from: Some(dir) })
 }
 
-fn log_summary(recipe: &Recipe, config: &Config, plans: &[StagePlan]) {
+fn log_summary(recipe: &Recipe, config: &Config, plans: &[StagePlan], world: usize) {
     tracing::info!(
-        "model: {:.3}B parameters ({} layers, hidden {}, vocab {}); checkpoints and metrics in {}",
+        "model: {:.3}B parameters ({} layers, hidden {}, vocab {}), sharded over {world} rank(s); checkpoints and metrics in {}",
         config.num_parameters() as f64 / 1e9,
         config.num_hidden_layers,
         config.hidden_size,

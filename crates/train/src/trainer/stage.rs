@@ -10,24 +10,23 @@ use davinci_model::{Config, PackedLayout};
 use super::{StageOutcome, StagePlan, TrainOptions};
 use crate::checkpoint::{self, TrainerState};
 use crate::error::{Result, TrainError};
-use crate::grads::GradBuffers;
 use crate::metrics::{MetricsLog, StageProgress, StepMetrics};
-use crate::optimizer::{AdamW, ParamState};
+use crate::optimizer::ParamState;
 use crate::recipe::Recipe;
+use crate::sharded::ShardedModel;
 use crate::step::loss_and_grads_into;
-use crate::trainer::weights::model_from_masters;
 
 pub struct StageRun<'a> {
     pub recipe: &'a Recipe,
     pub config: &'a Config,
     pub plan: StagePlan,
     pub options: &'a TrainOptions,
-    pub weights_dtype: DType,
     pub save_dtype: DType,
 }
 
 pub enum StageEnd {
-    /// The stage ran to its end; these are its final weights, with fresh moments.
+    /// The stage ran to its end; these are this rank's shards of its final weights, with
+    /// fresh moments.
     Finished(Vec<ParamState>),
     /// `stop_after` ran out first (a checkpoint was written).
     Stopped,
@@ -36,19 +35,20 @@ pub enum StageEnd {
 /// Runs a stage from `state` to its end, or until `budget` steps have been taken.
 pub fn run_stage(
     run: StageRun,
-    mut optimizer: AdamW,
+    mut model: ShardedModel,
     mut state: TrainerState,
-    metrics: &mut MetricsLog,
+    mut metrics: Option<&mut MetricsLog>,
     budget: &mut Option<u64>,
 ) -> Result<(StageEnd, StageOutcome)> {
-    let StageRun { recipe, config, plan, options, weights_dtype, save_dtype } = run;
+    let StageRun { recipe, config, plan, options, save_dtype } = run;
+    let collective = options.collective.clone();
+    let (rank, world) = (collective.rank(), collective.world());
     let spec = &plan.spec;
     let total = plan.total_steps;
     let schedule = spec.schedule(total);
-    let micro_batches = spec.global_rows() / spec.micro_batch;
+    let micro_batches = spec.global_rows() / world / spec.micro_batch;
     let mut loader = Loader::new(plan.entries, plan.loader, state.loader)?;
-    let mut grads = GradBuffers::for_params(&optimizer.params);
-    let mut model = model_from_masters(config, &optimizer.params, weights_dtype, &options.device)?;
+    let mut grads = model.grad_shards();
     let mut outcome = StageOutcome {
         name: spec.name.clone(),
         steps_run: 0,
@@ -56,30 +56,37 @@ pub fn run_stage(
         last_loss: None,
         final_checkpoint: None,
     };
-    let progress = StageProgress::new(options.progress, &spec.name, total, state.step);
+    let progress = StageProgress::new(options.progress && rank == 0, &spec.name, total, state.step);
     let started = Instant::now();
     let elapsed_before = state.elapsed_seconds;
     let mut saved_at = state.step;
-    tracing::info!("stage {}: step {} of {}", spec.name, state.step, total);
+    if rank == 0 {
+        tracing::info!("stage {}: step {} of {}", spec.name, state.step, total);
+    }
 
     while state.step < total {
         if budget.is_some_and(|b| b == 0) {
             break;
         }
         let step_started = Instant::now();
-        let batch = loader.next_batch(0, 1)?;
+        let batch = loader.next_batch(rank, world)?;
         grads.zero();
         let (mut loss_sum, mut count) = (0.0f64, 0usize);
         for m in 0..micro_batches {
             let micro = batch.rows(m * spec.micro_batch..(m + 1) * spec.micro_batch);
             let layout = PackedLayout::new(micro.cu_seqlens.clone())?;
-            let stats =
-                loss_and_grads_into(&model, &micro.input_ids, &micro.labels, &layout, &mut |name, grad| {
-                    grads.add(name, grad)
-                })?;
+            let stats = loss_and_grads_into(&model, &micro.input_ids, &micro.labels, &layout, &mut |unit| {
+                model.reduce_scatter(unit, &mut grads)
+            })?;
             loss_sum += stats.loss_sum;
             count += stats.count;
         }
+        // The global batch's totals: loss, loss tokens, real tokens and those with loss.
+        let loss_tokens = batch.labels.iter().filter(|&&l| l != IGNORE).count();
+        let mut totals = [loss_sum, count as f64, batch.real_tokens() as f64, loss_tokens as f64];
+        collective.all_reduce(&mut totals)?;
+        let [loss_sum, count, tokens, loss_tokens] = totals;
+        let count = count as usize;
         // The mean over the global batch's loss tokens; clipping on that mean's norm.
         let lr = schedule.lr(state.step);
         let (loss, grad_norm) = if count == 0 {
@@ -91,17 +98,17 @@ pub fn run_stage(
             (f64::NAN, 0.0)
         } else {
             let clip = (spec.clip_grad_norm > 0.0).then_some(spec.clip_grad_norm);
-            let norm = grads.apply(&mut optimizer, count, clip, lr).map_err(|e| {
+            let sum_norm = model.grad_norm(&grads)?;
+            let norm = grads.apply(&mut model.optimizer, sum_norm, count, clip, lr).map_err(|e| {
                 TrainError::Invalid(format!(
                     "stage {} step {}: {e}; stopping before the weights are spoiled (the last checkpoint is intact)",
                     spec.name,
                     state.step + 1
                 ))
             })?;
-            model = model_from_masters(config, &optimizer.params, weights_dtype, &options.device)?;
             (loss_sum / count as f64, norm)
         };
-        let tokens = batch.real_tokens() as u64;
+        let tokens = tokens as u64;
         state.step += 1;
         state.tokens_seen += tokens;
         state.loader = loader.state();
@@ -117,48 +124,57 @@ pub fn run_stage(
             lr,
             grad_norm,
             tokens,
-            loss_tokens: batch.labels.iter().filter(|&&l| l != IGNORE).count() as u64,
+            loss_tokens: loss_tokens as u64,
             tokens_seen: state.tokens_seen,
             tokens_per_second: tokens as f64 / step_started.elapsed().as_secs_f64().max(1e-9),
             elapsed_seconds: state.elapsed_seconds,
         };
-        metrics.append(&m)?;
-        progress.step(&m);
+        if let Some(metrics) = metrics.as_deref_mut() {
+            metrics.append(&m)?;
+            progress.step(&m);
+        }
         outcome.steps_run += 1;
         outcome.first_loss.get_or_insert(loss);
         outcome.last_loss = Some(loss);
         let due = spec.checkpoint_every.is_some_and(|every| every > 0 && state.step.is_multiple_of(every));
         if due || state.step == total {
-            save(recipe, config, &optimizer, &state, save_dtype, spec.keep_last)?;
+            save(recipe, config, &model, &state, save_dtype, spec.keep_last)?;
             saved_at = state.step;
         }
     }
     progress.finish();
     if state.step < total {
         if saved_at != state.step {
-            save(recipe, config, &optimizer, &state, save_dtype, spec.keep_last)?;
+            save(recipe, config, &model, &state, save_dtype, spec.keep_last)?;
         }
-        tracing::info!("stage {}: stopped after step {} of {}", spec.name, state.step, total);
+        if rank == 0 {
+            tracing::info!("stage {}: stopped after step {} of {}", spec.name, state.step, total);
+        }
         return Ok((StageEnd::Stopped, outcome));
     }
     let last = checkpoint::checkpoint_dir(&recipe.output_dir, &spec.name, state.step);
-    tracing::info!("stage {} done: final checkpoint {}", spec.name, last.display());
+    if rank == 0 {
+        tracing::info!("stage {} done: final checkpoint {}", spec.name, last.display());
+    }
     outcome.final_checkpoint = Some(last);
-    let params = optimizer.params.into_iter().map(|p| ParamState::new(&p.name, p.master)).collect();
+    let params = model.optimizer.params.into_iter().map(|p| ParamState::new(&p.name, p.master)).collect();
     Ok((StageEnd::Finished(params), outcome))
 }
 
 fn save(
     recipe: &Recipe,
     config: &Config,
-    optimizer: &AdamW,
+    model: &ShardedModel,
     state: &TrainerState,
     dtype: DType,
     keep_last: usize,
 ) -> Result<()> {
     let dir = checkpoint::checkpoint_dir(&recipe.output_dir, &state.stage, state.step);
-    checkpoint::save(&dir, config, optimizer, state, dtype)?;
-    checkpoint::prune(&recipe.output_dir, &state.stage, keep_last)?;
+    let collective = model.collective();
+    checkpoint::save(&dir, config, &model.optimizer, state, dtype, collective.as_ref())?;
+    if collective.rank() == 0 {
+        checkpoint::prune(&recipe.output_dir, &state.stage, keep_last)?;
+    }
     tracing::debug!("checkpoint {}", dir.display());
     Ok(())
 }
