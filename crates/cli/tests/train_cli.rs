@@ -77,3 +77,63 @@ fn a_run_killed_mid_checkpoint_resumes_from_the_previous_one() {
         assert_eq!(a, b, "{stage}: the resumed run ends with the same weights and moments");
     }
 }
+
+fn masters(root: &Path) -> Vec<f32> {
+    let (_, optimizer, _) = load(&latest(&root.join("run"), "sft").unwrap(), 0, 1).unwrap();
+    optimizer.params.iter().flat_map(|p| p.master.iter().copied()).collect()
+}
+
+#[test]
+fn two_processes_under_davinci_launch_train_the_same_model_as_one() {
+    let one = tempfile::tempdir().unwrap();
+    check(train(one.path()).output().unwrap());
+    let two = tempfile::tempdir().unwrap();
+    let mut launch = Command::new(env!("CARGO_BIN_EXE_davinci"));
+    launch.args(["launch", "--nproc", "2", "--"]).args(train(two.path()).get_args());
+    let stdout = check(launch.output().unwrap());
+    assert!(stdout.contains("stage sft: 3 steps"), "{stdout}");
+    let (a, b) = (masters(one.path()), masters(two.path()));
+    let diff: f64 = a.iter().zip(&b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
+    let norm: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    assert!(diff / norm < 1e-5, "relative difference {}", diff / norm);
+    assert!(latest(&two.path().join("run"), "mt")
+        .unwrap()
+        .join("optimizer-00001-of-00002.safetensors")
+        .is_file());
+}
+
+#[test]
+fn a_dead_rank_ends_the_job_with_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let spawn = |rank: &str| {
+        train(tmp.path())
+            .args(["--timeout", "30"])
+            .envs([
+                ("RANK", rank),
+                ("WORLD_SIZE", "2"),
+                ("MASTER_ADDR", "127.0.0.1"),
+                ("MASTER_PORT", port.as_str()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (root, mut other) = (spawn("0"), spawn("1"));
+    // Kill rank 1 once the job has taken a step.
+    let metrics = tmp.path().join("run/metrics.jsonl");
+    let started = Instant::now();
+    while std::fs::read_to_string(&metrics).map(|t| t.lines().count()).unwrap_or(0) < 1 {
+        assert!(started.elapsed() < Duration::from_secs(120), "the job never took a step");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    other.kill().unwrap();
+    other.wait().unwrap();
+    let killed_at = Instant::now();
+    let output = root.wait_with_output().unwrap();
+    assert!(killed_at.elapsed() < Duration::from_secs(30), "rank 0 did not notice within the timeout");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("rank 1"), "{stderr}");
+}

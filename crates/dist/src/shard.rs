@@ -44,10 +44,10 @@ impl FlatUnit {
     /// `rank`'s shard of full parameters (`full[p]` of `params[p].1` elements), padded with 0.
     pub fn shard_of(&self, full: &[&[f32]], rank: usize) -> Vec<f32> {
         let mut shard = vec![0.0; self.shard_len()];
-        for p in 0..self.params.len() {
+        for (p, values) in full.iter().enumerate().take(self.params.len()) {
             let owned = self.owned(p, rank);
             let at = self.slice_in_shard(p).start;
-            shard[at..at + owned.len()].copy_from_slice(&full[p][owned]);
+            shard[at..at + owned.len()].copy_from_slice(&values[owned]);
         }
         shard
     }

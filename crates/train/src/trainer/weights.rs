@@ -1,5 +1,4 @@
-//! The model as the step sees it (compute dtype, on the device) and as the optimizer holds
-//! it (flat fp32 masters, in the order of `parameter_shapes`).
+//! Starting weights as the optimizer holds them: flat fp32 masters, one per parameter.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -39,25 +38,4 @@ pub fn params_from_checkpoint(dir: &Path, config: &Config) -> Result<Vec<ParamSt
         )));
     }
     params_from_model(&model)
-}
-
-/// The model the step runs: the masters cast to `dtype` on `device`.
-pub fn model_from_masters(
-    config: &Config,
-    params: &[ParamState],
-    dtype: DType,
-    device: &Device,
-) -> Result<Qwen2> {
-    let shapes: HashMap<String, Vec<usize>> = parameter_shapes(config).into_iter().collect();
-    let mut tensors = HashMap::with_capacity(params.len());
-    for p in params {
-        let shape = shapes
-            .get(&p.name)
-            .ok_or_else(|| TrainError::Invalid(format!("`{}` is not a parameter of the model", p.name)))?;
-        let tensor = Tensor::from_slice(&p.master, shape.as_slice(), &Device::Cpu)?
-            .to_dtype(dtype)?
-            .to_device(device)?;
-        tensors.insert(p.name.clone(), tensor);
-    }
-    Ok(Qwen2::from_tensors(config.clone(), tensors)?)
 }

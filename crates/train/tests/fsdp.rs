@@ -1,0 +1,114 @@
+//! FSDP on the CPU: the two-stage recipe at world size 1, 2 and 4 (ranks as threads)
+//! gives the same loss at every step and the same final weights, to f32 reduction-order
+//! tolerance; a run resumes at world size 2 from a checkpoint written at world size 4.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use davinci_dist::threads::thread_group;
+use davinci_dist::Collective;
+use davinci_train::checkpoint::{latest, load};
+use davinci_train::metrics::{read_metrics, StepMetrics, METRICS_FILE};
+use davinci_train::{train, Recipe, TrainOptions};
+
+fn recipe(root: &Path) -> Recipe {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/two-stage.toml");
+    let mut recipe = Recipe::from_file(&path).unwrap();
+    recipe.output_dir = root.join("run");
+    recipe.data.data_dir = root.join("data");
+    recipe
+}
+
+/// Runs the recipe on `world` threads, each a rank.
+fn run(root: &Path, world: usize, stop_after: Option<u64>) {
+    let recipe = recipe(root);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = thread_group(world, Duration::from_secs(120))
+            .into_iter()
+            .map(|rank| {
+                let recipe = &recipe;
+                scope.spawn(move || {
+                    let collective: Arc<dyn Collective> = Arc::new(rank);
+                    let options =
+                        TrainOptions { collective, stop_after, progress: false, ..TrainOptions::default() };
+                    train(recipe, &options).unwrap()
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+}
+
+fn metrics(root: &Path) -> Vec<StepMetrics> {
+    read_metrics(&root.join("run").join(METRICS_FILE)).unwrap()
+}
+
+fn final_masters(root: &Path) -> Vec<f32> {
+    let dir: PathBuf = latest(&root.join("run"), "sft").unwrap();
+    let (_, optimizer, state) = load(&dir, 0, 1).unwrap();
+    assert_eq!(state.step, 3);
+    optimizer.params.iter().flat_map(|p| p.master.iter().copied()).collect()
+}
+
+fn relative(a: f64, b: f64) -> f64 {
+    (a - b).abs() / a.abs().max(b.abs()).max(1e-12)
+}
+
+fn relative_norm(a: &[f32], b: &[f32]) -> f64 {
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let norm: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
+    (diff / norm).sqrt()
+}
+
+fn assert_same_run(reference: &Path, other: &Path, what: &str) {
+    let (a, b) = (metrics(reference), metrics(other));
+    assert_eq!(a.len(), 7, "{what}");
+    assert_eq!(b.len(), 7, "{what}");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.stage, x.step, x.tokens, x.loss_tokens), (&y.stage, y.step, y.tokens, y.loss_tokens));
+        assert!(
+            relative(x.loss, y.loss) < 1e-5,
+            "{what}: {} step {}: loss {} vs {}",
+            x.stage,
+            x.step,
+            x.loss,
+            y.loss
+        );
+        assert!(
+            relative(x.grad_norm, y.grad_norm) < 1e-4,
+            "{what}: grad norm {} vs {}",
+            x.grad_norm,
+            y.grad_norm
+        );
+    }
+    let worst = a.iter().zip(&b).map(|(x, y)| relative(x.loss, y.loss)).fold(0.0, f64::max);
+    let error = relative_norm(&final_masters(reference), &final_masters(other));
+    eprintln!("{what}: losses within {worst:e}, final weights within {error:e} (relative)");
+    assert!(error < 1e-5, "{what}: final weights differ by {error:e} (relative norm)");
+}
+
+#[test]
+fn world_sizes_1_2_and_4_train_the_same_model() {
+    let one = tempfile::tempdir().unwrap();
+    run(one.path(), 1, None);
+    for world in [2, 4] {
+        let sharded = tempfile::tempdir().unwrap();
+        run(sharded.path(), world, None);
+        assert_same_run(one.path(), sharded.path(), &format!("world size {world}"));
+    }
+}
+
+#[test]
+fn a_checkpoint_written_at_world_size_4_resumes_at_2() {
+    let one = tempfile::tempdir().unwrap();
+    run(one.path(), 1, None);
+    let resharded = tempfile::tempdir().unwrap();
+    run(resharded.path(), 4, Some(3));
+    let dir = latest(&resharded.path().join("run"), "mt").unwrap();
+    assert!(dir.join("optimizer-00003-of-00004.safetensors").is_file());
+    run(resharded.path(), 2, None);
+    assert_same_run(one.path(), resharded.path(), "4 ranks, then 2");
+}
