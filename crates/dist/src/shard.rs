@@ -6,6 +6,12 @@
 
 use std::ops::Range;
 
+/// The elements of a parameter of `numel` elements that `rank` of `world` holds.
+pub fn owned(numel: usize, world: usize, rank: usize) -> Range<usize> {
+    let len = numel.div_ceil(world.max(1));
+    (rank * len).min(numel)..((rank + 1) * len).min(numel)
+}
+
 /// The parameters of a unit and their sizes, for a world size.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlatUnit {
@@ -36,9 +42,7 @@ impl FlatUnit {
 
     /// The elements of parameter `p` (unpadded) that `rank` holds.
     pub fn owned(&self, p: usize, rank: usize) -> Range<usize> {
-        let len = self.slice_len(p);
-        let numel = self.params[p].1;
-        (rank * len).min(numel)..((rank + 1) * len).min(numel)
+        owned(self.params[p].1, self.world, rank)
     }
 
     /// `rank`'s shard of full parameters (`full[p]` of `params[p].1` elements), padded with 0.

@@ -63,30 +63,30 @@ fn tcp_group(
         .collect()
 }
 
+/// Runs `exercise` on every rank, a thread each, and checks each rank's results.
+fn exercise_all<C: Collective + 'static>(world: usize, ranks: Vec<Box<dyn FnOnce() -> C + Send>>) {
+    let handles: Vec<_> =
+        ranks.into_iter().map(|make| std::thread::spawn(move || exercise(&make()))).collect();
+    for (rank, handle) in handles.into_iter().enumerate() {
+        check(world, rank, &handle.join().unwrap());
+    }
+}
+
 #[test]
 fn thread_and_tcp_backends_agree_with_the_definitions() {
     for world in [2, 3] {
-        let results: Vec<_> = thread_group(world, Duration::from_secs(20))
-            .into_iter()
-            .map(|rank| std::thread::spawn(move || exercise(&rank)))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .collect();
-        for (rank, result) in results.iter().enumerate() {
-            check(world, rank, result);
-        }
-        let ranks = tcp_group(world, vec!["job".into(); world], Duration::from_secs(20));
-        let results: Vec<_> = ranks
-            .into_iter()
-            .map(|h| std::thread::spawn(move || exercise(&h.join().unwrap().unwrap())))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .collect();
-        for (rank, result) in results.iter().enumerate() {
-            check(world, rank, result);
-        }
+        let threads = thread_group(world, Duration::from_secs(20));
+        exercise_all(
+            world,
+            threads.into_iter().map(|r| Box::new(move || r) as Box<dyn FnOnce() -> _ + Send>).collect(),
+        );
+        let tcp = tcp_group(world, vec!["job".into(); world], Duration::from_secs(20));
+        exercise_all(
+            world,
+            tcp.into_iter()
+                .map(|h| Box::new(move || h.join().unwrap().unwrap()) as Box<dyn FnOnce() -> _ + Send>)
+                .collect(),
+        );
     }
 }
 

@@ -33,6 +33,25 @@ pub fn units(config: &Config, world: usize) -> Vec<FlatUnit> {
     all
 }
 
+/// The elements of a parameter this rank holds, by name and length: what to read of a
+/// checkpoint or to initialise.
+pub fn owned_range(world: usize, rank: usize) -> impl Fn(&str, usize) -> std::ops::Range<usize> {
+    move |_, numel| davinci_dist::shard::owned(numel, world, rank)
+}
+
+/// This rank's slices of fresh weights (`Qwen2::init`'s values, computed slice by slice).
+pub fn fresh_slices(config: &Config, seed: u64, world: usize, rank: usize) -> Vec<(String, Vec<f32>)> {
+    let range = owned_range(world, rank);
+    parameter_shapes(config)
+        .into_iter()
+        .map(|(name, shape)| {
+            let owned = range(&name, shape.iter().product());
+            let values = davinci_model::init::init_values(config, seed, &name, owned);
+            (name, values)
+        })
+        .collect()
+}
+
 /// The full values of `unit` from every rank's shards, which `optimizer` holds for this
 /// rank (all ranks call this together), in f32.
 pub fn gather_unit(
@@ -67,29 +86,27 @@ pub struct ShardedModel {
 }
 
 impl ShardedModel {
-    /// This rank's shards of full parameters (`full`, in any order, one per parameter),
-    /// with fresh moments.
-    pub fn from_full(
+    /// Around this rank's slices of every parameter (`owned`: unpadded, as
+    /// [`owned_range`] cuts them), with fresh moments.
+    pub fn from_owned(
         config: &Config,
-        full: &[ParamState],
+        owned: Vec<(String, Vec<f32>)>,
         adam: AdamWConfig,
         collective: Arc<dyn Collective>,
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let by_name: HashMap<&str, &[f32]> =
-            full.iter().map(|p| (p.name.as_str(), p.master.as_slice())).collect();
+        let mut by_name: HashMap<String, Vec<f32>> = owned.into_iter().collect();
         let units = units(config, collective.world());
         let rank = collective.rank();
         let mut params = Vec::new();
         for unit in &units {
-            for (p, (name, numel)) in unit.params.iter().enumerate() {
-                let values = by_name.get(name.as_str()).filter(|v| v.len() == *numel).ok_or_else(|| {
-                    TrainError::Invalid(format!("no weights of {numel} values for `{name}`"))
-                })?;
-                let mut slice = vec![0.0; unit.slice_len(p)];
-                let owned = unit.owned(p, rank);
-                slice[..owned.len()].copy_from_slice(&values[owned]);
+            for (p, (name, _)) in unit.params.iter().enumerate() {
+                let mut slice =
+                    by_name.remove(name).filter(|v| v.len() == unit.owned(p, rank).len()).ok_or_else(
+                        || TrainError::Invalid(format!("no slice of the right length for `{name}`")),
+                    )?;
+                slice.resize(unit.slice_len(p), 0.0);
                 params.push(ParamState::new(name, slice));
             }
         }

@@ -13,8 +13,12 @@ use davinci_train::metrics::{read_metrics, StepMetrics, METRICS_FILE};
 use davinci_train::{train, Recipe, TrainOptions};
 
 fn recipe(root: &Path) -> Recipe {
+    recipe_with(root, |t| t)
+}
+
+fn recipe_with(root: &Path, edit: impl Fn(String) -> String) -> Recipe {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/two-stage.toml");
-    let mut recipe = Recipe::from_file(&path).unwrap();
+    let mut recipe = Recipe::parse(&edit(std::fs::read_to_string(&path).unwrap()), &path).unwrap();
     recipe.output_dir = root.join("run");
     recipe.data.data_dir = root.join("data");
     recipe
@@ -22,12 +26,14 @@ fn recipe(root: &Path) -> Recipe {
 
 /// Runs the recipe on `world` threads, each a rank.
 fn run(root: &Path, world: usize, stop_after: Option<u64>) {
-    let recipe = recipe(root);
+    run_recipe(&recipe(root), world, stop_after)
+}
+
+fn run_recipe(recipe: &Recipe, world: usize, stop_after: Option<u64>) {
     std::thread::scope(|scope| {
         let handles: Vec<_> = thread_group(world, Duration::from_secs(120))
             .into_iter()
             .map(|rank| {
-                let recipe = &recipe;
                 scope.spawn(move || {
                     let collective: Arc<dyn Collective> = Arc::new(rank);
                     let options =
@@ -111,4 +117,21 @@ fn a_checkpoint_written_at_world_size_4_resumes_at_2() {
     assert!(dir.join("optimizer-00003-of-00004.safetensors").is_file());
     run(resharded.path(), 2, None);
     assert_same_run(one.path(), resharded.path(), "4 ranks, then 2");
+}
+
+#[test]
+fn ranks_read_only_their_slices_of_an_init_from_checkpoint() {
+    // A checkpoint to start from: the end of a one-rank run.
+    let base = tempfile::tempdir().unwrap();
+    run(base.path(), 1, None);
+    let start = latest(&base.path().join("run"), "mt").unwrap();
+    let from =
+        |t: String| t.replace("preset = \"tiny\"", &format!("init_from = {:?}", start.to_string_lossy()));
+    let one = tempfile::tempdir().unwrap();
+    run_recipe(&recipe_with(one.path(), from), 1, None);
+    let two = tempfile::tempdir().unwrap();
+    run_recipe(&recipe_with(two.path(), from), 2, None);
+    assert_same_run(one.path(), two.path(), "init_from at 2 ranks");
+    // The first loss is the trained checkpoint's, not a fresh model's.
+    assert!(metrics(one.path())[0].loss < metrics(base.path())[0].loss);
 }

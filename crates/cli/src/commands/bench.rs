@@ -5,16 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use candle_core::Device;
 use davinci_dist::threads::thread_group;
 use davinci_dist::{Collective, Local};
 use davinci_model::checkpoint::CONFIG_FILE;
-use davinci_model::{resolve_model_dir, Config, PackedLayout, Qwen2, PRESETS};
+use davinci_model::{resolve_model_dir, Config, PackedLayout, PRESETS};
 use davinci_train::memory::{live_bytes, peak_bytes, reset_peak};
 use davinci_train::optimizer::AdamWConfig;
-use davinci_train::sharded::ShardedModel;
+use davinci_train::sharded::{fresh_slices, ShardedModel};
 use davinci_train::step::loss_and_grads_into;
-use davinci_train::trainer::weights::params_from_model;
 
 use crate::device::{parse_device, parse_dtype};
 
@@ -78,7 +76,6 @@ fn step(args: StepArgs) -> Result<()> {
     }
     let device = parse_device(&args.device)?;
     let dtype = parse_dtype(&args.dtype)?;
-    let full = params_from_model(&Qwen2::init(config.clone(), 0, &Device::Cpu)?)?;
     let vocab = config.vocab_size as u64;
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let ids: Vec<u32> = (0..args.seq_len)
@@ -94,9 +91,10 @@ fn step(args: StepArgs) -> Result<()> {
     let layout = PackedLayout::from_lengths(&lengths)?;
 
     let run_rank = |collective: Arc<dyn Collective>| -> Result<(Phases, usize, usize, u64)> {
-        let mut model = ShardedModel::from_full(
+        let owned = fresh_slices(&config, 0, collective.world(), collective.rank());
+        let mut model = ShardedModel::from_owned(
             &config,
-            &full,
+            owned,
             AdamWConfig::default(),
             collective.clone(),
             dtype,
@@ -168,7 +166,7 @@ fn step(args: StepArgs) -> Result<()> {
         let param_bytes = 4 * config.num_parameters() as u64;
         let per_step = bytes / args.steps.max(1) as u64;
         println!(
-            "communication: rank 0 handed {:.2} MiB per step to collectives, {:.2}x the f32 parameter bytes \
+            "communication: {:.2} MiB per step gathered and reduced, {:.2}x the f32 parameter bytes \
              (ZeRO-3: about 3x, two all-gathers and one reduce-scatter)",
             per_step as f64 / (1u64 << 20) as f64,
             per_step as f64 / param_bytes as f64

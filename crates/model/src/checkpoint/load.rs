@@ -69,6 +69,56 @@ pub fn load_tensors(
     Ok(tensors)
 }
 
+/// Elements `range(name, len)` of every parameter `config` implies (flattened, `len`
+/// elements in all), converted to f32 straight from the mapped files: what one FSDP rank
+/// needs of a checkpoint, without ever holding the rest.
+pub fn load_slices(
+    dir: &Path,
+    config: &Config,
+    range: impl Fn(&str, usize) -> std::ops::Range<usize>,
+) -> Result<Vec<(String, Vec<f32>)>> {
+    let files = WeightFiles::open(dir)?;
+    let mut out = Vec::new();
+    for (name, expected) in names::parameter_shapes(config) {
+        let (path, view) = files.find(&name)?;
+        if view.shape() != expected.as_slice() {
+            return Err(ModelError::ShapeMismatch {
+                name,
+                path: path.into(),
+                expected,
+                actual: view.shape().to_vec(),
+            });
+        }
+        let len: usize = expected.iter().product();
+        let wanted = range(&name, len);
+        let bad = |message: String| ModelError::BadTensor { name: name.clone(), path: path.into(), message };
+        let width = match view.dtype() {
+            safetensors::Dtype::F32 => 4,
+            safetensors::Dtype::BF16 | safetensors::Dtype::F16 => 2,
+            other => return Err(bad(format!("dtype {other:?} cannot be trained from"))),
+        };
+        let bytes = view
+            .data()
+            .get(wanted.start * width..wanted.end * width)
+            .ok_or_else(|| bad(format!("elements {wanted:?} are outside its {len}")))?;
+        let values: Vec<f32> = match view.dtype() {
+            safetensors::Dtype::F32 => {
+                bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
+            safetensors::Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+                .collect(),
+            _ => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32())
+                .collect(),
+        };
+        out.push((name, values));
+    }
+    Ok(out)
+}
+
 /// The memory-mapped safetensors files of a checkpoint and which tensor lives where.
 struct WeightFiles {
     /// Parsed files, each with its path; parsing validates header and length.

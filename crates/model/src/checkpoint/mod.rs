@@ -9,7 +9,7 @@ mod save;
 
 pub use atomic::write_dir_atomically;
 pub use hub::resolve_model_dir;
-pub use load::{load_checkpoint, load_tensors};
+pub use load::{load_checkpoint, load_slices, load_tensors};
 pub use save::{save_checkpoint, save_tensors, write_weights, SaveOptions};
 
 pub const CONFIG_FILE: &str = "config.json";

@@ -4,12 +4,12 @@
 
 mod setup;
 mod stage;
-pub mod weights;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::Device;
+
 use davinci_dist::{Collective, Local};
 use davinci_model::Config;
 use sha2::{Digest, Sha256};
@@ -21,7 +21,8 @@ use crate::error::{Result, TrainError};
 use crate::metrics::MetricsLog;
 use crate::optimizer::{AdamW, ParamState};
 use crate::recipe::{changed_parts, Recipe};
-use crate::sharded::ShardedModel;
+use crate::sharded::{fresh_slices, owned_range, ShardedModel};
+use davinci_model::checkpoint::load_slices;
 use stage::{run_stage, StageEnd, StageRun};
 
 /// How a run is carried out (as opposed to what it trains: the recipe).
@@ -69,9 +70,10 @@ pub struct RunSummary {
     pub stopped_early: bool,
 }
 
-/// A stage's starting weights: whole parameters, or this rank's shards of them.
+/// A stage's starting weights: this rank's slices of each parameter (unpadded), or its
+/// shards (padded, in the optimizer's layout).
 enum Weights {
-    Full(Vec<ParamState>),
+    Owned(Vec<(String, Vec<f32>)>),
     Shards(Vec<ParamState>),
 }
 
@@ -140,21 +142,21 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
                 state,
             ),
             None => {
+                let from_checkpoint =
+                    |dir: &PathBuf| load_slices(dir, &config, owned_range(world, rank)).map(Weights::Owned);
                 let weights = match (&plan.init_from, carried.take(), &init_dir) {
-                    (Some(dir), _, _) => Weights::Full(weights::params_from_checkpoint(dir, &config)?),
+                    (Some(dir), _, _) => from_checkpoint(dir)?,
                     (None, Some(weights), _) => weights,
-                    (None, None, Some(dir)) => Weights::Full(weights::params_from_checkpoint(dir, &config)?),
+                    (None, None, Some(dir)) => from_checkpoint(dir)?,
                     (None, None, None) => {
-                        let fresh =
-                            davinci_model::Qwen2::init(config.clone(), recipe.data.seed, &Device::Cpu)?;
-                        Weights::Full(weights::params_from_model(&fresh)?)
+                        Weights::Owned(fresh_slices(&config, recipe.data.seed, world, rank))
                     }
                 };
                 let adam = plan.spec.optimizer;
                 let model = match weights {
-                    Weights::Full(full) => ShardedModel::from_full(
+                    Weights::Owned(owned) => ShardedModel::from_owned(
                         &config,
-                        &full,
+                        owned,
                         adam,
                         collective.clone(),
                         dtype,
