@@ -40,15 +40,7 @@ pub fn load_tensors(
     let files = WeightFiles::open(dir)?;
     let mut tensors = HashMap::new();
     for (name, expected) in names::parameter_shapes(config) {
-        let (path, view) = files.find(&name)?;
-        if view.shape() != expected.as_slice() {
-            return Err(ModelError::ShapeMismatch {
-                name,
-                path: path.into(),
-                expected,
-                actual: view.shape().to_vec(),
-            });
-        }
+        let (path, view) = files.find_shaped(&name, &expected)?;
         let bad = |e: candle_core::Error| ModelError::BadTensor {
             name: name.clone(),
             path: path.into(),
@@ -80,15 +72,7 @@ pub fn load_slices(
     let files = WeightFiles::open(dir)?;
     let mut out = Vec::new();
     for (name, expected) in names::parameter_shapes(config) {
-        let (path, view) = files.find(&name)?;
-        if view.shape() != expected.as_slice() {
-            return Err(ModelError::ShapeMismatch {
-                name,
-                path: path.into(),
-                expected,
-                actual: view.shape().to_vec(),
-            });
-        }
+        let (path, view) = files.find_shaped(&name, &expected)?;
         let len: usize = expected.iter().product();
         let wanted = range(&name, len);
         let bad = |message: String| ModelError::BadTensor { name: name.clone(), path: path.into(), message };
@@ -194,6 +178,24 @@ impl WeightFiles {
         let view = file
             .tensor(name)
             .map_err(|_| ModelError::MissingTensor { name: name.into(), path: path.clone() })?;
+        Ok((path, view))
+    }
+
+    /// [`WeightFiles::find`], refusing a tensor of another shape than `expected`.
+    fn find_shaped(
+        &self,
+        name: &str,
+        expected: &[usize],
+    ) -> Result<(&Path, safetensors::tensor::TensorView<'static>)> {
+        let (path, view) = self.find(name)?;
+        if view.shape() != expected {
+            return Err(ModelError::ShapeMismatch {
+                name: name.into(),
+                path: path.into(),
+                expected: expected.to_vec(),
+                actual: view.shape().to_vec(),
+            });
+        }
         Ok((path, view))
     }
 
