@@ -172,13 +172,12 @@ pub fn loss_and_grads_into(
     }
 
     // Embedding: the rows of the token ids receive the input gradient.
-    let embed = model.embed_weight()?;
-    let d_embed = Tensor::zeros(embed.dims(), DType::F32, device)?.index_add(
+    // (Shaped from the config: under FSDP, asking for the weight would gather it again.)
+    let d_embed = Tensor::zeros((config.vocab_size, config.hidden_size), DType::F32, device)?.index_add(
         &ids,
         &cotangent.to_dtype(DType::F32)?,
         0,
     )?;
-    drop(embed);
     sink(vec![(EMBED.to_string(), d_embed)])?;
     lap(&mut stats.backward);
     stats.loss_sum = head.loss_sum;

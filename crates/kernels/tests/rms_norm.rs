@@ -1,0 +1,99 @@
+//! The RMSNorm kernels, run under the emulation of the CUDA execution model, against a
+//! plain f64 reference: awkward sizes (one column, a single row, columns not a multiple of
+//! the block, more columns than threads), f32 and bf16. Outputs are poisoned with NaN
+//! first, so an element the kernel never writes fails.
+
+use davinci_kernels::emulated::{rms_norm_bwd, rms_norm_fwd, Bf16};
+use half::bf16;
+
+const SHAPES: [(usize, usize, usize); 5] =
+    [(1, 1, 32), (3, 33, 32), (7, 100, 64), (2, 1000, 128), (4, 2049, 256)];
+const EPS: f32 = 1e-6;
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0) as f32
+        })
+        .collect()
+}
+
+/// Forward and backward in f64 from the given (already rounded) inputs.
+struct Reference {
+    y: Vec<f64>,
+    dx: Vec<f64>,
+    dw: Vec<f64>,
+}
+
+fn reference(x: &[f32], w: &[f32], dy: &[f32], cols: usize) -> Reference {
+    let rows = x.len() / cols;
+    let (mut y, mut dx, mut dw) = (vec![0.0; x.len()], vec![0.0; x.len()], vec![0.0; cols]);
+    for r in 0..rows {
+        let row = &x[r * cols..(r + 1) * cols];
+        let mean_sq = row.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / cols as f64;
+        let rstd = 1.0 / (mean_sq + EPS as f64).sqrt();
+        let mut dot = 0.0;
+        for c in 0..cols {
+            let n = row[c] as f64 * rstd;
+            y[r * cols + c] = w[c] as f64 * n;
+            dot += dy[r * cols + c] as f64 * w[c] as f64 * n;
+            dw[c] += dy[r * cols + c] as f64 * n;
+        }
+        for c in 0..cols {
+            let n = row[c] as f64 * rstd;
+            dx[r * cols + c] = rstd * (dy[r * cols + c] as f64 * w[c] as f64 - n * dot / cols as f64);
+        }
+    }
+    Reference { y, dx, dw }
+}
+
+/// ||a - b|| / max(||b||, 1): relative for outputs of norm above 1, absolute below (dx of
+/// a one-column row is zero in exact arithmetic). NaN anywhere fails.
+fn relative_error(a: &[f32], b: &[f64]) -> f64 {
+    assert!(a.iter().all(|v| v.is_finite()), "a non-finite output (an element left unwritten?)");
+    let diff: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).powi(2)).sum();
+    let norm: f64 = b.iter().map(|y| y * y).sum();
+    (diff / norm.max(1.0)).sqrt()
+}
+
+#[test]
+fn rms_norm_f32_matches_the_reference() {
+    for (rows, cols, threads) in SHAPES {
+        let (x, w, dy) = (values(rows * cols, 1), values(cols, 2), values(rows * cols, 3));
+        let (mut y, mut rstd) = (vec![f32::NAN; rows * cols], vec![f32::NAN; rows]);
+        rms_norm_fwd(&x, &w, &mut y, &mut rstd, cols, EPS, threads);
+        let (mut dx, mut dw) = (vec![f32::NAN; rows * cols], vec![f32::NAN; cols]);
+        rms_norm_bwd(&x, &w, &rstd, &dy, &mut dx, &mut dw, cols, threads);
+        let want = reference(&x, &w, &dy, cols);
+        for (what, got, expected) in [("y", &y, &want.y), ("dx", &dx, &want.dx), ("dw", &dw, &want.dw)] {
+            let error = relative_error(got, expected);
+            assert!(error < 1e-5, "f32 {rows}x{cols} ({threads} threads): {what} off by {error:e}");
+        }
+    }
+}
+
+#[test]
+fn rms_norm_bf16_matches_the_reference() {
+    let to_bits = |v: &[f32]| v.iter().map(|&f| bf16::from_f32(f).to_bits()).collect::<Vec<Bf16>>();
+    let to_f32 = |v: &[Bf16]| v.iter().map(|&b| bf16::from_bits(b).to_f32()).collect::<Vec<f32>>();
+    let nan = bf16::NAN.to_bits();
+    for (rows, cols, threads) in SHAPES {
+        let (x, w, dy) =
+            (to_bits(&values(rows * cols, 4)), to_bits(&values(cols, 5)), to_bits(&values(rows * cols, 6)));
+        let (mut y, mut rstd) = (vec![nan; rows * cols], vec![f32::NAN; rows]);
+        rms_norm_fwd(&x, &w, &mut y, &mut rstd, cols, EPS, threads);
+        let (mut dx, mut dw) = (vec![nan; rows * cols], vec![f32::NAN; cols]);
+        rms_norm_bwd(&x, &w, &rstd, &dy, &mut dx, &mut dw, cols, threads);
+        let want = reference(&to_f32(&x), &to_f32(&w), &to_f32(&dy), cols);
+        for (what, got, expected) in
+            [("y", to_f32(&y), &want.y), ("dx", to_f32(&dx), &want.dx), ("dw", dw.clone(), &want.dw)]
+        {
+            let error = relative_error(&got, expected);
+            assert!(error < 1e-2, "bf16 {rows}x{cols} ({threads} threads): {what} off by {error:e}");
+        }
+    }
+}

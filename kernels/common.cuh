@@ -1,0 +1,51 @@
+// The one header every kernel includes. On the device it brings CUDA's types; on the host
+// (DAVINCI_EMULATE, for tests) the emulation of the execution model. Whatever a kernel
+// needs beyond plain C++ goes through here, so the host side has one place to emulate it.
+#pragma once
+
+#ifdef DAVINCI_EMULATE
+#include "emu/bf16.h"
+#include "emu/host_cuda.h"
+#else
+#include <cuda_bf16.h>
+#define DV_DYNAMIC_SHARED(type, name)                 \
+    extern __shared__ unsigned char dv_shared_bytes[]; \
+    type* name = reinterpret_cast<type*>(dv_shared_bytes)
+#endif
+
+namespace dv {
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <class T>
+__device__ __forceinline__ T from_float(float x);
+template <>
+__device__ __forceinline__ float from_float<float>(float x) {
+    return x;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+    return __float2bfloat16(x);
+}
+
+/// Sum over a warp; every lane gets it.
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+/// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
+/// `scratch` holds 32 floats of shared memory, free again when this returns.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    v = warp_sum(v);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    float total = lane < warps ? scratch[lane] : 0.0f;
+    total = warp_sum(total);
+    __syncthreads();
+    return total;
+}
+
+}  // namespace dv

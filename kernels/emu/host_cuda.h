@@ -1,0 +1,170 @@
+// Host emulation of the CUDA execution model, so that kernel sources in kernels/*.cu run
+// as plain C++ in tests on machines without a GPU. Included (through common.cuh) only when
+// DAVINCI_EMULATE is defined; nvcc builds never see it.
+//
+// Model: the blocks of a grid run one after another; each thread of a block is a host
+// thread. __syncthreads is a barrier over the block's threads, warp collectives a barrier
+// over the warp's 32 lanes with an exchange slot per lane. Dynamic shared memory is a
+// per-block buffer poisoned with NaN bytes before each block, so reads of unwritten
+// shared data show up. What it cannot catch: timing, the real memory model (everything
+// here is sequentially consistent behind mutexes), occupancy and resource limits, and
+// instructions it does not define (compiling is the test for those).
+#pragma once
+
+#include <cmath>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __restrict__
+
+struct dim3 {
+    unsigned x = 1, y = 1, z = 1;
+    dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+namespace emu {
+
+/// A reusable barrier (C++17 has none).
+class Barrier {
+  public:
+    explicit Barrier(unsigned count) : count_(count) {}
+    void arrive_and_wait() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        unsigned generation = generation_;
+        if (++arrived_ == count_) {
+            arrived_ = 0;
+            ++generation_;
+            cv_.notify_all();
+        } else {
+            cv_.wait(lock, [&] { return generation != generation_; });
+        }
+    }
+
+  private:
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    unsigned count_, arrived_ = 0, generation_ = 0;
+};
+
+/// What the threads of the running block share.
+struct Block {
+    dim3 grid, block;
+    unsigned threads = 0;
+    Barrier* block_barrier = nullptr;
+    std::vector<Barrier*> warp_barriers;
+    std::vector<uint64_t> warp_slots;  // one 8-byte slot per thread
+    std::vector<unsigned char> shared;
+};
+
+inline Block& block() {
+    static Block b;
+    return b;
+}
+
+/// One launch at a time in the whole process: the running block's state is global.
+inline std::mutex& launch_mutex() {
+    static std::mutex m;
+    return m;
+}
+
+inline thread_local dim3 thread_index;
+inline thread_local dim3 block_index;
+inline thread_local unsigned linear_thread = 0;
+
+inline unsigned warp_of(unsigned t) { return t / 32; }
+
+/// Exchanges a value within the warp: every lane publishes `value` and reads lane `src`'s.
+template <class T>
+T warp_exchange(T value, int src) {
+    static_assert(sizeof(T) <= 8, "warp exchange of at most 8 bytes");
+    Block& b = block();
+    unsigned t = linear_thread, warp = warp_of(t);
+    uint64_t bits = 0;
+    std::memcpy(&bits, &value, sizeof(T));
+    b.warp_slots[t] = bits;
+    b.warp_barriers[warp]->arrive_and_wait();
+    unsigned lanes = std::min(32u, b.threads - warp * 32);
+    unsigned source = warp * 32 + (static_cast<unsigned>(src) % 32);
+    if (source >= warp * 32 + lanes) source = t;  // out of range: own value, as on the device
+    T out;
+    bits = b.warp_slots[source];
+    std::memcpy(&out, &bits, sizeof(T));
+    b.warp_barriers[warp]->arrive_and_wait();
+    return out;
+}
+
+/// Runs `kernel(args...)` over `grid` x `block` threads, a block at a time.
+template <class... P, class... A>
+void launch(dim3 grid, dim3 blk, size_t shared_bytes, void (*kernel)(P...), A... args) {
+    std::lock_guard<std::mutex> guard(launch_mutex());
+    Block& b = block();
+    b.grid = grid;
+    b.block = blk;
+    b.threads = blk.x * blk.y * blk.z;
+    Barrier block_barrier(b.threads);
+    std::vector<std::unique_ptr<Barrier>> warps;
+    unsigned warp_count = (b.threads + 31) / 32;
+    for (unsigned w = 0; w < warp_count; ++w) warps.push_back(std::make_unique<Barrier>(std::min(32u, b.threads - w * 32)));
+    b.block_barrier = &block_barrier;
+    b.warp_barriers.clear();
+    for (auto& w : warps) b.warp_barriers.push_back(w.get());
+    b.warp_slots.assign(b.threads, 0);
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+        for (unsigned by = 0; by < grid.y; ++by)
+            for (unsigned bx = 0; bx < grid.x; ++bx) {
+                b.shared.assign(shared_bytes, 0xFF);  // NaN bytes for floats: poison
+                std::vector<std::thread> threads;
+                threads.reserve(b.threads);
+                for (unsigned t = 0; t < b.threads; ++t) {
+                    threads.emplace_back([&, t] {
+                        linear_thread = t;
+                        thread_index = dim3(t % blk.x, (t / blk.x) % blk.y, t / (blk.x * blk.y));
+                        block_index = dim3(bx, by, bz);
+                        kernel(args...);
+                    });
+                }
+                for (auto& th : threads) th.join();
+            }
+}
+
+}  // namespace emu
+
+#define threadIdx (::emu::thread_index)
+#define blockIdx (::emu::block_index)
+#define blockDim (::emu::block().block)
+#define gridDim (::emu::block().grid)
+
+inline void __syncthreads() { emu::block().block_barrier->arrive_and_wait(); }
+inline void __syncwarp(unsigned = 0xffffffffu) {
+    emu::block().warp_barriers[emu::warp_of(emu::linear_thread)]->arrive_and_wait();
+}
+
+template <class T>
+T __shfl_xor_sync(unsigned, T value, int lane_mask, int = 32) {
+    return emu::warp_exchange(value, static_cast<int>(emu::linear_thread % 32) ^ lane_mask);
+}
+template <class T>
+T __shfl_down_sync(unsigned, T value, unsigned delta, int = 32) {
+    return emu::warp_exchange(value, static_cast<int>(emu::linear_thread % 32 + delta));
+}
+template <class T>
+T __shfl_sync(unsigned, T value, int src, int = 32) {
+    return emu::warp_exchange(value, src);
+}
+
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __expf(float x) { return std::exp(x); }
+
+#define DV_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(::emu::block().shared.data())
