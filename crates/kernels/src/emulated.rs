@@ -32,6 +32,27 @@ mod ffi {
             cols: i32,
             threads: i32,
         );
+        pub fn emu_swiglu_fwd(
+            bf16: i32,
+            gate: *const c_void,
+            up: *const c_void,
+            y: *mut c_void,
+            n: usize,
+            blocks: i32,
+            threads: i32,
+        );
+        #[allow(clippy::too_many_arguments)]
+        pub fn emu_swiglu_bwd(
+            bf16: i32,
+            gate: *const c_void,
+            up: *const c_void,
+            dy: *const c_void,
+            d_gate: *mut c_void,
+            d_up: *mut c_void,
+            n: usize,
+            blocks: i32,
+            threads: i32,
+        );
     }
 }
 
@@ -121,6 +142,57 @@ pub fn rms_norm_bwd<T: Element>(
             dw.as_mut_ptr(),
             rows as i32,
             cols as i32,
+            threads as i32,
+        )
+    }
+}
+
+/// SwiGLU forward, `y = silu(gate) * up`, on a grid of `blocks` x `threads`.
+pub fn swiglu_fwd<T: Element>(gate: &[T], up: &[T], y: &mut [T], blocks: usize, threads: usize) {
+    check("up", up.len(), gate.len());
+    check("y", y.len(), gate.len());
+    threads_ok(threads);
+    assert!(blocks > 0, "at least one block");
+    // SAFETY: the sizes were checked; the kernel touches elements below `gate.len()` only.
+    unsafe {
+        ffi::emu_swiglu_fwd(
+            T::BF16 as i32,
+            gate.as_ptr().cast(),
+            up.as_ptr().cast(),
+            y.as_mut_ptr().cast(),
+            gate.len(),
+            blocks as i32,
+            threads as i32,
+        )
+    }
+}
+
+/// SwiGLU backward: the gradients of `gate` and `up`.
+pub fn swiglu_bwd<T: Element>(
+    gate: &[T],
+    up: &[T],
+    dy: &[T],
+    d_gate: &mut [T],
+    d_up: &mut [T],
+    blocks: usize,
+    threads: usize,
+) {
+    for (what, len) in [("up", up.len()), ("dy", dy.len()), ("d_gate", d_gate.len()), ("d_up", d_up.len())] {
+        check(what, len, gate.len());
+    }
+    threads_ok(threads);
+    assert!(blocks > 0, "at least one block");
+    // SAFETY: the sizes were checked; the kernel touches elements below `gate.len()` only.
+    unsafe {
+        ffi::emu_swiglu_bwd(
+            T::BF16 as i32,
+            gate.as_ptr().cast(),
+            up.as_ptr().cast(),
+            dy.as_ptr().cast(),
+            d_gate.as_mut_ptr().cast(),
+            d_up.as_mut_ptr().cast(),
+            gate.len(),
+            blocks as i32,
             threads as i32,
         )
     }
