@@ -24,6 +24,8 @@ pub struct TcpRank {
     world: usize,
     /// Rank 0: a stream per other rank (index = rank - 1). Others: the stream to rank 0.
     streams: Mutex<Vec<TcpStream>>,
+    /// How long a read waits before the rank it waits for is reported.
+    timeout: Duration,
     moved: AtomicU64,
 }
 
@@ -96,7 +98,7 @@ impl TcpRank {
             s.set_read_timeout(Some(timeout)).map_err(io("setting a timeout"))?;
             s.set_nodelay(true).map_err(io("setting TCP_NODELAY"))?;
         }
-        Ok(Self { rank, world, streams: Mutex::new(streams), moved: AtomicU64::new(0) })
+        Ok(Self { rank, world, streams: Mutex::new(streams), timeout, moved: AtomicU64::new(0) })
     }
 
     fn accept_all(addr: &str, world: usize, hello: &str, timeout: Duration) -> Result<Vec<TcpStream>> {
@@ -182,10 +184,6 @@ impl TcpRank {
         }
         Ok(stream)
     }
-
-    fn timeout(stream: &TcpStream) -> Duration {
-        stream.read_timeout().ok().flatten().unwrap_or(Duration::from_secs(0))
-    }
 }
 
 impl Collective for TcpRank {
@@ -211,9 +209,8 @@ impl Collective for TcpRank {
         let what = format!("{op:?}");
         if self.rank != 0 {
             let stream = &mut streams[0];
-            let timeout = Self::timeout(stream);
-            write_frame(stream, kind, root, &contribution).map_err(|e| lost(0, timeout, &what, e))?;
-            let (reply_kind, _, data) = read_frame(stream).map_err(|e| lost(0, timeout, &what, e))?;
+            write_frame(stream, kind, root, &contribution).map_err(|e| lost(0, self.timeout, &what, e))?;
+            let (reply_kind, _, data) = read_frame(stream).map_err(|e| lost(0, self.timeout, &what, e))?;
             if reply_kind == ERROR_FRAME {
                 return Err(DistError::Mismatch(String::from_utf8_lossy(&data).into_owned()));
             }
@@ -222,7 +219,6 @@ impl Collective for TcpRank {
         let mut contributions = vec![contribution];
         let mut failure = None;
         for (i, stream) in streams.iter_mut().enumerate() {
-            let timeout = Self::timeout(stream);
             match read_frame(stream) {
                 Ok((k, r, data)) if (k, r) == (kind, root) => contributions.push(data),
                 Ok((k, r, _)) => {
@@ -235,7 +231,7 @@ impl Collective for TcpRank {
                     break;
                 }
                 Err(e) => {
-                    failure = Some(lost(i + 1, timeout, &what, e));
+                    failure = Some(lost(i + 1, self.timeout, &what, e));
                     break;
                 }
             }
@@ -247,9 +243,8 @@ impl Collective for TcpRank {
         match replies {
             Ok(mut replies) => {
                 for (i, stream) in streams.iter_mut().enumerate() {
-                    let timeout = Self::timeout(stream);
                     write_frame(stream, kind, root, &replies[i + 1])
-                        .map_err(|e| lost(i + 1, timeout, &what, e))?;
+                        .map_err(|e| lost(i + 1, self.timeout, &what, e))?;
                 }
                 Ok(replies.swap_remove(0))
             }

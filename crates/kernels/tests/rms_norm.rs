@@ -3,24 +3,14 @@
 //! the block, more columns than threads), f32 and bf16. Outputs are poisoned with NaN
 //! first, so an element the kernel never writes fails.
 
-use davinci_kernels::emulated::{rms_norm_bwd, rms_norm_fwd, Bf16};
-use half::bf16;
+use common::{bf16_nan, relative_error, to_bits, to_f32, values};
+use davinci_kernels::emulated::{rms_norm_bwd, rms_norm_fwd};
+
+mod common;
 
 const SHAPES: [(usize, usize, usize); 5] =
     [(1, 1, 32), (3, 33, 32), (7, 100, 64), (2, 1000, 128), (4, 2049, 256)];
 const EPS: f32 = 1e-6;
-
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0) as f32
-        })
-        .collect()
-}
 
 /// Forward and backward in f64 from the given (already rounded) inputs.
 struct Reference {
@@ -51,19 +41,10 @@ fn reference(x: &[f32], w: &[f32], dy: &[f32], cols: usize) -> Reference {
     Reference { y, dx, dw }
 }
 
-/// ||a - b|| / max(||b||, 1): relative for outputs of norm above 1, absolute below (dx of
-/// a one-column row is zero in exact arithmetic). NaN anywhere fails.
-fn relative_error(a: &[f32], b: &[f64]) -> f64 {
-    assert!(a.iter().all(|v| v.is_finite()), "a non-finite output (an element left unwritten?)");
-    let diff: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).powi(2)).sum();
-    let norm: f64 = b.iter().map(|y| y * y).sum();
-    (diff / norm.max(1.0)).sqrt()
-}
-
 #[test]
 fn rms_norm_f32_matches_the_reference() {
     for (rows, cols, threads) in SHAPES {
-        let (x, w, dy) = (values(rows * cols, 1), values(cols, 2), values(rows * cols, 3));
+        let (x, w, dy) = (values(rows * cols, 1, 2.0), values(cols, 2, 2.0), values(rows * cols, 3, 2.0));
         let (mut y, mut rstd) = (vec![f32::NAN; rows * cols], vec![f32::NAN; rows]);
         rms_norm_fwd(&x, &w, &mut y, &mut rstd, cols, EPS, threads);
         let (mut dx, mut dw) = (vec![f32::NAN; rows * cols], vec![f32::NAN; cols]);
@@ -78,12 +59,13 @@ fn rms_norm_f32_matches_the_reference() {
 
 #[test]
 fn rms_norm_bf16_matches_the_reference() {
-    let to_bits = |v: &[f32]| v.iter().map(|&f| bf16::from_f32(f).to_bits()).collect::<Vec<Bf16>>();
-    let to_f32 = |v: &[Bf16]| v.iter().map(|&b| bf16::from_bits(b).to_f32()).collect::<Vec<f32>>();
-    let nan = bf16::NAN.to_bits();
+    let nan = bf16_nan();
     for (rows, cols, threads) in SHAPES {
-        let (x, w, dy) =
-            (to_bits(&values(rows * cols, 4)), to_bits(&values(cols, 5)), to_bits(&values(rows * cols, 6)));
+        let (x, w, dy) = (
+            to_bits(&values(rows * cols, 4, 2.0)),
+            to_bits(&values(cols, 5, 2.0)),
+            to_bits(&values(rows * cols, 6, 2.0)),
+        );
         let (mut y, mut rstd) = (vec![nan; rows * cols], vec![f32::NAN; rows]);
         rms_norm_fwd(&x, &w, &mut y, &mut rstd, cols, EPS, threads);
         let (mut dx, mut dw) = (vec![nan; rows * cols], vec![f32::NAN; cols]);

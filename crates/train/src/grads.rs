@@ -1,48 +1,20 @@
 //! Gradient buffers: flat f32, one per parameter in the optimizer's order, filled by the
 //! step's sink and turned into an AdamW update (mean over loss tokens, clipping).
 
-use std::collections::HashMap;
-
-use candle_core::{DType, Tensor};
-
 use crate::error::{Result, TrainError};
-use crate::optimizer::{clip_factor, global_norm, AdamW, ParamState};
+use crate::optimizer::{clip_factor, sum_of_squares, AdamW, ParamState};
 
 pub struct GradBuffers {
-    index: HashMap<String, usize>,
     values: Vec<Vec<f32>>,
 }
 
 impl GradBuffers {
     pub fn for_params(params: &[ParamState]) -> Self {
-        Self {
-            index: params.iter().enumerate().map(|(i, p)| (p.name.clone(), i)).collect(),
-            values: params.iter().map(|p| vec![0.0; p.master.len()]).collect(),
-        }
+        Self { values: params.iter().map(|p| vec![0.0; p.master.len()]).collect() }
     }
 
     pub fn zero(&mut self) {
         self.values.iter_mut().for_each(|g| g.fill(0.0));
-    }
-
-    /// Adds a gradient (any float dtype) into its parameter's buffer.
-    pub fn add(&mut self, name: &str, grad: Option<&Tensor>) -> Result<()> {
-        let Some(grad) = grad else { return Ok(()) };
-        let &i = self
-            .index
-            .get(name)
-            .ok_or_else(|| TrainError::Invalid(format!("a gradient for unknown `{name}`")))?;
-        let values = grad.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-        let buffer = &mut self.values[i];
-        if values.len() != buffer.len() {
-            return Err(TrainError::Invalid(format!(
-                "`{name}`: a gradient of {} values for {}",
-                values.len(),
-                buffer.len()
-            )));
-        }
-        buffer.iter_mut().zip(&values).for_each(|(g, v)| *g += v);
-        Ok(())
     }
 
     /// Adds `values` into buffer `i` (a reduce-scattered shard).
@@ -56,8 +28,7 @@ impl GradBuffers {
 
     /// The sum of squares of every element, in f64 (the square of this rank's norm).
     pub fn sum_of_squares(&self) -> f64 {
-        let norm = global_norm(&self.slices());
-        norm * norm
+        sum_of_squares(&self.slices())
     }
 
     pub fn slices(&self) -> Vec<&[f32]> {

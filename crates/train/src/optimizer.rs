@@ -50,9 +50,15 @@ pub struct AdamW {
     pub params: Vec<ParamState>,
 }
 
+/// The sum of squares of all gradients together, accumulated in f64: the square of the
+/// global norm, or one rank's share of it.
+pub fn sum_of_squares(grads: &[&[f32]]) -> f64 {
+    grads.iter().flat_map(|g| g.iter()).map(|&x| (x as f64) * (x as f64)).sum::<f64>()
+}
+
 /// The L2 norm of all gradients together, accumulated in f64.
 pub fn global_norm(grads: &[&[f32]]) -> f64 {
-    grads.iter().flat_map(|g| g.iter()).map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt()
+    sum_of_squares(grads).sqrt()
 }
 
 /// The factor that brings a gradient of norm `norm` down to `max_norm` (1 when below).

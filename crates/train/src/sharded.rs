@@ -77,8 +77,8 @@ pub fn gather_unit(
 pub struct ShardedModel {
     config: Config,
     units: Vec<FlatUnit>,
-    /// Parameter name -> (unit, index within the unit, index in `optimizer.params`).
-    index: HashMap<String, (usize, usize, usize)>,
+    /// Parameter name -> (unit, index in `optimizer.params`).
+    index: HashMap<String, (usize, usize)>,
     pub optimizer: AdamW,
     collective: Arc<dyn Collective>,
     dtype: DType,
@@ -135,7 +135,7 @@ impl ShardedModel {
                         "optimizer state does not match the shard layout at `{name}`"
                     )));
                 }
-                index.insert(name.clone(), (u, p, at));
+                index.insert(name.clone(), (u, at));
                 at += 1;
             }
         }
@@ -177,7 +177,7 @@ impl ShardedModel {
     pub fn reduce_scatter(&self, grads: Vec<(String, Tensor)>, into: &mut GradBuffers) -> Result<()> {
         let mut by_unit: Vec<HashMap<String, Vec<f32>>> = vec![HashMap::new(); self.units.len()];
         for (name, grad) in grads {
-            let &(u, _, _) = self
+            let &(u, _) = self
                 .index
                 .get(&name)
                 .ok_or_else(|| TrainError::Invalid(format!("a gradient for unknown `{name}`")))?;
@@ -194,7 +194,7 @@ impl ShardedModel {
             let mut mine = vec![0.0; unit.shard_len()];
             self.collective.reduce_scatter(&unit.blocks_of(&views), &mut mine)?;
             for (p, (name, _)) in unit.params.iter().enumerate() {
-                into.add_slice(self.index[name].2, &mine[unit.slice_in_shard(p)])?;
+                into.add_slice(self.index[name].1, &mine[unit.slice_in_shard(p)])?;
             }
         }
         Ok(())
