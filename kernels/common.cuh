@@ -6,12 +6,18 @@
 #ifdef DAVINCI_EMULATE
 #include "emu/bf16.h"
 #include "emu/host_cuda.h"
+#include "emu/warp_matrix.h"
 #else
 #include <cuda_bf16.h>
+#include <cstdint>
 #define DV_DYNAMIC_SHARED(type, name)                 \
     extern __shared__ unsigned char dv_shared_bytes[]; \
     type* name = reinterpret_cast<type*>(dv_shared_bytes)
 #endif
+
+// Instantiates `M(suffix, type)` for each element type the kernels take, so that every
+// kernel exists as `name_f32` and `name_bf16` under unmangled names.
+#define DV_FOR_EACH_TYPE(M) M(f32, float) M(bf16, __nv_bfloat16)
 
 namespace dv {
 

@@ -2,15 +2,18 @@
 //
 // Forward, as transformers' Qwen2RMSNorm computes it: n = x * rstd with
 // rstd = 1 / sqrt(mean(x^2) + eps) in f32, n rounded to the input dtype, y = w * n (rounded).
-// rstd is saved per row for the backward.
-// Backward: with g = dy * w, dx = rstd * (g - n * mean(g * n)) and dw = sum over rows of
-// dy * n (n in f32). One block per row for the forward and dx; dw is a second kernel with
-// a thread per column walking the rows, so no atomics are needed.
+// Backward, with g = dy * w and n = x * rstd unrounded: dx = rstd * (g - n * mean(g * n)),
+// and dw = the sum over rows of dy * n.
+//
+// Launches: the forward and dx take one block per row (dx also stores each row's rstd);
+// dw is summed without atomics, so it is the same on every run: `dw_partial` gives each
+// (column block, row chunk) a thread per column that sums its chunk's rows, and `dw_sum`
+// adds the chunks' partial sums in order.
 #include "common.cuh"
 
 template <class T>
 __device__ __forceinline__ void rms_norm_fwd(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
-                             float* __restrict__ rstd, int cols, float eps) {
+                                             int cols, float eps) {
     DV_DYNAMIC_SHARED(float, scratch);
     const size_t row = blockIdx.x;
     const T* xr = x + row * cols;
@@ -26,98 +29,120 @@ __device__ __forceinline__ void rms_norm_fwd(const T* __restrict__ x, const T* _
         const float n = dv::to_float(dv::from_float<T>(dv::to_float(xr[c]) * r));
         yr[c] = dv::from_float<T>(dv::to_float(w[c]) * n);
     }
-    if (threadIdx.x == 0) rstd[row] = r;
 }
 
 template <class T>
-__device__ __forceinline__ void rms_norm_bwd_dx(const T* __restrict__ x, const T* __restrict__ w, const float* __restrict__ rstd,
-                                const T* __restrict__ dy, T* __restrict__ dx, int cols) {
+__device__ __forceinline__ void rms_norm_bwd_dx(const T* __restrict__ x, const T* __restrict__ w,
+                                                const T* __restrict__ dy, T* __restrict__ dx,
+                                                float* __restrict__ rstd, int cols, float eps) {
     DV_DYNAMIC_SHARED(float, scratch);
     const size_t row = blockIdx.x;
     const T* xr = x + row * cols;
     const T* dyr = dy + row * cols;
-    const float r = rstd[row];
-    float dot = 0.0f;
+    float squares = 0.0f, dot = 0.0f;  // sum x^2, and sum dy * w * x
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-        dot += dv::to_float(dyr[c]) * dv::to_float(w[c]) * dv::to_float(xr[c]) * r;
+        const float v = dv::to_float(xr[c]);
+        squares += v * v;
+        dot += dv::to_float(dyr[c]) * dv::to_float(w[c]) * v;
     }
-    const float mean = dv::block_sum(dot, scratch) / cols;
+    squares = dv::block_sum(squares, scratch);
+    dot = dv::block_sum(dot, scratch);
+    const float r = rsqrtf(squares / cols + eps);
+    const float mean = dot * r / cols;  // mean(g * n)
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
         const float g = dv::to_float(dyr[c]) * dv::to_float(w[c]);
         const float n = dv::to_float(xr[c]) * r;
         dx[row * cols + c] = dv::from_float<T>(r * (g - n * mean));
     }
+    if (threadIdx.x == 0) rstd[row] = r;
 }
 
 template <class T>
-__device__ __forceinline__ void rms_norm_bwd_dw(const T* __restrict__ x, const float* __restrict__ rstd, const T* __restrict__ dy,
-                                float* __restrict__ dw, int rows, int cols) {
+__device__ __forceinline__ void rms_norm_bwd_dw_partial(const T* __restrict__ x, const T* __restrict__ dy,
+                                                        const float* __restrict__ rstd, float* __restrict__ partial,
+                                                        int rows, int cols, int rows_per_chunk) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= cols) return;
+    const int first = blockIdx.y * rows_per_chunk;
+    const int last = min(rows, first + rows_per_chunk);
     float acc = 0.0f;
-    for (int row = 0; row < rows; ++row) {
+    for (int row = first; row < last; ++row) {
         const size_t at = static_cast<size_t>(row) * cols + c;
         acc += dv::to_float(dy[at]) * dv::to_float(x[at]) * rstd[row];
     }
-    dw[c] = acc;
+    partial[static_cast<size_t>(blockIdx.y) * cols + c] = acc;
+}
+
+template <class T>
+__device__ __forceinline__ void rms_norm_bwd_dw_sum(const float* __restrict__ partial, T* __restrict__ dw,
+                                                    int chunks, int cols) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    float acc = 0.0f;
+    for (int k = 0; k < chunks; ++k) acc += partial[static_cast<size_t>(k) * cols + c];
+    dw[c] = dv::from_float<T>(acc);
 }
 
 // The kernels, by the unmangled names a launcher looks up.
-extern "C" {
-__global__ void rms_norm_fwd_f32(const float* x, const float* w, float* y, float* rstd, int cols, float eps) {
-    rms_norm_fwd<float>(x, w, y, rstd, cols, eps);
-}
-__global__ void rms_norm_fwd_bf16(const __nv_bfloat16* x, const __nv_bfloat16* w, __nv_bfloat16* y, float* rstd,
-                                  int cols, float eps) {
-    rms_norm_fwd<__nv_bfloat16>(x, w, y, rstd, cols, eps);
-}
-__global__ void rms_norm_bwd_dx_f32(const float* x, const float* w, const float* rstd, const float* dy, float* dx,
-                                    int cols) {
-    rms_norm_bwd_dx<float>(x, w, rstd, dy, dx, cols);
-}
-__global__ void rms_norm_bwd_dx_bf16(const __nv_bfloat16* x, const __nv_bfloat16* w, const float* rstd,
-                                     const __nv_bfloat16* dy, __nv_bfloat16* dx, int cols) {
-    rms_norm_bwd_dx<__nv_bfloat16>(x, w, rstd, dy, dx, cols);
-}
-__global__ void rms_norm_bwd_dw_f32(const float* x, const float* rstd, const float* dy, float* dw, int rows, int cols) {
-    rms_norm_bwd_dw<float>(x, rstd, dy, dw, rows, cols);
-}
-__global__ void rms_norm_bwd_dw_bf16(const __nv_bfloat16* x, const float* rstd, const __nv_bfloat16* dy, float* dw,
-                                     int rows, int cols) {
-    rms_norm_bwd_dw<__nv_bfloat16>(x, rstd, dy, dw, rows, cols);
-}
-}
+#define RMS_NORM_KERNELS(S, T)                                                                                 \
+    extern "C" __global__ void rms_norm_fwd_##S(const T* x, const T* w, T* y, int cols, float eps) {            \
+        rms_norm_fwd<T>(x, w, y, cols, eps);                                                                   \
+    }                                                                                                          \
+    extern "C" __global__ void rms_norm_bwd_dx_##S(const T* x, const T* w, const T* dy, T* dx, float* rstd,     \
+                                                   int cols, float eps) {                                      \
+        rms_norm_bwd_dx<T>(x, w, dy, dx, rstd, cols, eps);                                                     \
+    }                                                                                                          \
+    extern "C" __global__ void rms_norm_bwd_dw_partial_##S(const T* x, const T* dy, const float* rstd,          \
+                                                           float* partial, int rows, int cols,                 \
+                                                           int rows_per_chunk) {                               \
+        rms_norm_bwd_dw_partial<T>(x, dy, rstd, partial, rows, cols, rows_per_chunk);                          \
+    }                                                                                                          \
+    extern "C" __global__ void rms_norm_bwd_dw_sum_##S(const float* partial, T* dw, int chunks, int cols) {    \
+        rms_norm_bwd_dw_sum<T>(partial, dw, chunks, cols);                                                     \
+    }
+DV_FOR_EACH_TYPE(RMS_NORM_KERNELS)
 
 #ifdef DAVINCI_EMULATE
-// Host entry points for the emulated tests: the same launch geometry the device uses.
+// Host entry points for the emulated tests, with the launch geometry the Rust launcher uses.
+template <class T>
+void emu_rms_norm_bwd_typed(const void* x, const void* w, const void* dy, void* dx, void* dw, int rows, int cols,
+                            float eps, int threads, int chunks, void (*dx_kernel)(const T*, const T*, const T*, T*, float*, int, float),
+                            void (*partial_kernel)(const T*, const T*, const float*, float*, int, int, int),
+                            void (*sum_kernel)(const float*, T*, int, int)) {
+    std::vector<float> rstd(rows, NAN), partial(static_cast<size_t>(chunks) * cols, NAN);
+    const unsigned column_blocks = (cols + threads - 1) / threads;
+    const int rows_per_chunk = (rows + chunks - 1) / chunks;
+    emu::launch(dim3(rows), dim3(threads), 32 * sizeof(float), dx_kernel, static_cast<const T*>(x),
+                static_cast<const T*>(w), static_cast<const T*>(dy), static_cast<T*>(dx), rstd.data(), cols, eps);
+    emu::launch(dim3(column_blocks, chunks), dim3(threads), 0, partial_kernel, static_cast<const T*>(x),
+                static_cast<const T*>(dy), static_cast<const float*>(rstd.data()), partial.data(), rows, cols,
+                rows_per_chunk);
+    emu::launch(dim3(column_blocks), dim3(threads), 0, sum_kernel, static_cast<const float*>(partial.data()),
+                static_cast<T*>(dw), chunks, cols);
+}
+
 extern "C" {
-void emu_rms_norm_fwd(int bf16, const void* x, const void* w, void* y, float* rstd, int rows, int cols, float eps,
-                      int threads) {
+void emu_rms_norm_fwd(int bf16, const void* x, const void* w, void* y, int rows, int cols, float eps, int threads) {
     const size_t shared = 32 * sizeof(float);
     if (bf16) {
-        emu::launch(dim3(rows), dim3(threads), shared, rms_norm_fwd_bf16, static_cast<const __nv_bfloat16*>(x),
-                    static_cast<const __nv_bfloat16*>(w), static_cast<__nv_bfloat16*>(y), rstd, cols, eps);
+        using B = __nv_bfloat16;
+        emu::launch(dim3(rows), dim3(threads), shared, rms_norm_fwd_bf16, static_cast<const B*>(x),
+                    static_cast<const B*>(w), static_cast<B*>(y), cols, eps);
     } else {
         emu::launch(dim3(rows), dim3(threads), shared, rms_norm_fwd_f32, static_cast<const float*>(x),
-                    static_cast<const float*>(w), static_cast<float*>(y), rstd, cols, eps);
+                    static_cast<const float*>(w), static_cast<float*>(y), cols, eps);
     }
 }
 
-void emu_rms_norm_bwd(int bf16, const void* x, const void* w, const float* rstd, const void* dy, void* dx, float* dw,
-                      int rows, int cols, int threads) {
-    const size_t shared = 32 * sizeof(float);
-    const unsigned column_blocks = (cols + threads - 1) / threads;
+void emu_rms_norm_bwd(int bf16, const void* x, const void* w, const void* dy, void* dx, void* dw, int rows, int cols,
+                      float eps, int threads, int chunks) {
     if (bf16) {
-        using B = __nv_bfloat16;
-        emu::launch(dim3(rows), dim3(threads), shared, rms_norm_bwd_dx_bf16, static_cast<const B*>(x),
-                    static_cast<const B*>(w), rstd, static_cast<const B*>(dy), static_cast<B*>(dx), cols);
-        emu::launch(dim3(column_blocks), dim3(threads), 0, rms_norm_bwd_dw_bf16, static_cast<const B*>(x), rstd,
-                    static_cast<const B*>(dy), dw, rows, cols);
+        emu_rms_norm_bwd_typed<__nv_bfloat16>(x, w, dy, dx, dw, rows, cols, eps, threads, chunks,
+                                              rms_norm_bwd_dx_bf16, rms_norm_bwd_dw_partial_bf16,
+                                              rms_norm_bwd_dw_sum_bf16);
     } else {
-        emu::launch(dim3(rows), dim3(threads), shared, rms_norm_bwd_dx_f32, static_cast<const float*>(x),
-                    static_cast<const float*>(w), rstd, static_cast<const float*>(dy), static_cast<float*>(dx), cols);
-        emu::launch(dim3(column_blocks), dim3(threads), 0, rms_norm_bwd_dw_f32, static_cast<const float*>(x), rstd,
-                    static_cast<const float*>(dy), dw, rows, cols);
+        emu_rms_norm_bwd_typed<float>(x, w, dy, dx, dw, rows, cols, eps, threads, chunks, rms_norm_bwd_dx_f32,
+                                      rms_norm_bwd_dw_partial_f32, rms_norm_bwd_dw_sum_f32);
     }
 }
 }

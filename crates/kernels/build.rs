@@ -1,8 +1,14 @@
-//! Compiles every `kernels/*.cu` as host C++ with the CUDA execution model emulated
-//! (`kernels/emu`), so the kernels' arithmetic runs in tests on machines without a GPU.
-//! The device build (nvcc, sm_80 and sm_90a) is `scripts/check_kernels.sh`.
+//! Compiles every `kernels/*.cu` twice over:
+//! - always, as host C++ with the CUDA execution model emulated (`kernels/emu`), so the
+//!   kernels' arithmetic runs in tests on machines without a GPU;
+//! - with the `cuda` feature, with nvcc into one fatbin per source holding cubins for sm_80
+//!   and sm_90a and PTX for compute_80 (loaded by newer GPUs through the driver's JIT).
+//!   The fatbins are embedded in the library (`$OUT_DIR/fatbins.rs`).
+//!
+//! The resource report (registers, spills) is `scripts/check_kernels.sh`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn main() {
     let kernels = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../kernels");
@@ -13,20 +19,61 @@ fn main() {
         .filter(|p| p.extension().is_some_and(|e| e == "cu"))
         .collect();
     sources.sort();
+    compile_emulated(&kernels, &sources);
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        compile_fatbins(&kernels, &sources);
+    }
+}
+
+fn compile_emulated(kernels: &Path, sources: &[PathBuf]) {
     let mut build = cc::Build::new();
     build
         .cpp(true)
         .std("c++17")
         .define("DAVINCI_EMULATE", None)
-        .include(&kernels)
+        .include(kernels)
         .flag("-x")
         .flag("c++")
         .flag("-pthread")
+        .flag("-ffp-contract=off")
         .warnings(true)
         .opt_level(2);
-    for source in &sources {
+    for source in sources {
         build.file(source);
     }
     build.compile("davinci_kernels_emulated");
     println!("cargo:rustc-link-lib=pthread");
+}
+
+/// The architectures every kernel is built for: real code for A100 and H100/H200, and PTX
+/// that the driver can compile for later GPUs.
+const GENCODE: &[&str] =
+    &["arch=compute_80,code=sm_80", "arch=compute_90a,code=sm_90a", "arch=compute_80,code=compute_80"];
+
+fn compile_fatbins(kernels: &Path, sources: &[PathBuf]) {
+    println!("cargo:rerun-if-env-changed=NVCC");
+    println!("cargo:rerun-if-env-changed=PATH");
+    let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let mut table = String::from("/// Each kernel source's fatbin, by the source's file stem.\npub const FATBINS: &[(&str, &[u8])] = &[\n");
+    for source in sources {
+        let stem = source.file_stem().and_then(|s| s.to_str()).expect("a UTF-8 kernel file name");
+        let fatbin = out.join(format!("{stem}.fatbin"));
+        let mut command = Command::new(&nvcc);
+        command.args(["-std=c++17", "-O3", "-fatbin", "-I"]).arg(kernels);
+        for gencode in GENCODE {
+            command.arg("-gencode").arg(gencode);
+        }
+        command.arg("-o").arg(&fatbin).arg(source);
+        let status = command.status().unwrap_or_else(|e| {
+            panic!(
+                "the cuda feature needs nvcc ({nvcc}: {e}); install it with \
+                 `eval \"$(scripts/cuda_toolchain.sh)\"` or set NVCC"
+            )
+        });
+        assert!(status.success(), "nvcc failed on {}", source.display());
+        table.push_str(&format!("    ({stem:?}, include_bytes!({:?})),\n", fatbin.display().to_string()));
+    }
+    table.push_str("];\n");
+    std::fs::write(out.join("fatbins.rs"), table).expect("writing fatbins.rs");
 }

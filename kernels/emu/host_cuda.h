@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstring>
 #include <algorithm>
+#include <array>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -65,6 +66,7 @@ struct Block {
     Barrier* block_barrier = nullptr;
     std::vector<Barrier*> warp_barriers;
     std::vector<uint64_t> warp_slots;  // one 8-byte slot per thread
+    std::vector<std::array<unsigned char, 64>> wide_slots;  // one 64-byte slot per thread
     std::vector<unsigned char> shared;
 };
 
@@ -105,6 +107,22 @@ T warp_exchange(T value, int src) {
     return out;
 }
 
+/// Every lane of the warp publishes `value` (at most 64 bytes) and gets all 32 lanes'
+/// values, indexed by lane; lanes past the end of a partial warp read as zero bytes.
+template <class T>
+std::array<T, 32> warp_gather(const T& value) {
+    static_assert(sizeof(T) <= 64, "warp gather of at most 64 bytes a lane");
+    Block& b = block();
+    unsigned t = linear_thread, warp = warp_of(t);
+    std::memcpy(b.wide_slots[t].data(), &value, sizeof(T));
+    b.warp_barriers[warp]->arrive_and_wait();
+    std::array<T, 32> all{};
+    unsigned lanes = std::min(32u, b.threads - warp * 32);
+    for (unsigned lane = 0; lane < lanes; ++lane) std::memcpy(&all[lane], b.wide_slots[warp * 32 + lane].data(), sizeof(T));
+    b.warp_barriers[warp]->arrive_and_wait();
+    return all;
+}
+
 /// Runs `kernel(args...)` over `grid` x `block` threads, a block at a time.
 template <class... P, class... A>
 void launch(dim3 grid, dim3 blk, size_t shared_bytes, void (*kernel)(P...), A... args) {
@@ -121,6 +139,7 @@ void launch(dim3 grid, dim3 blk, size_t shared_bytes, void (*kernel)(P...), A...
     b.warp_barriers.clear();
     for (auto& w : warps) b.warp_barriers.push_back(w.get());
     b.warp_slots.assign(b.threads, 0);
+    b.wide_slots.assign(b.threads, {});
     for (unsigned bz = 0; bz < grid.z; ++bz)
         for (unsigned by = 0; by < grid.y; ++by)
             for (unsigned bx = 0; bx < grid.x; ++bx) {
@@ -164,7 +183,17 @@ T __shfl_sync(unsigned, T value, int src, int = 32) {
     return emu::warp_exchange(value, src);
 }
 
+// CUDA's min and max of two integers (or floats) live in the global namespace.
+using std::max;
+using std::min;
+
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+// Separately rounded operations (never fused into an FMA; the build passes
+// -ffp-contract=off as well).
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fsqrt_rn(float a) { return std::sqrt(a); }
 inline float __expf(float x) { return std::exp(x); }
 
 #define DV_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(::emu::block().shared.data())

@@ -1,5 +1,16 @@
-//! The CUDA kernels of `kernels/`, and their emulation: the same sources compiled as host
-//! C++ with the execution model emulated (`kernels/emu/host_cuda.h`), callable here so
-//! that tests check each kernel's arithmetic against a CPU reference without a GPU.
+//! The model's fused ops and the CUDA kernels behind them.
+//!
+//! - [`ops`]: candle custom ops (RMSNorm, RoPE, SwiGLU) whose CPU bodies are the reference
+//!   implementations and whose CUDA bodies launch the kernels of `kernels/`.
+//! - [`adamw`]: the multi-tensor AdamW step over flat fp32 shards, with its CPU reference.
+//! - [`emulated`]: the same kernel sources compiled as host C++ with the CUDA execution
+//!   model emulated (`kernels/emu/host_cuda.h`), so that tests check each kernel's
+//!   arithmetic against a reference on machines without a GPU.
+//! - `cuda` (feature `cuda`): the fatbins nvcc built for sm_80 and sm_90a, loaded through
+//!   cudarc on candle's stream.
 
+pub mod adamw;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod emulated;
+pub mod ops;

@@ -8,8 +8,9 @@ use davinci_kernels::emulated::{rms_norm_bwd, rms_norm_fwd};
 
 mod common;
 
-const SHAPES: [(usize, usize, usize); 5] =
-    [(1, 1, 32), (3, 33, 32), (7, 100, 64), (2, 1000, 128), (4, 2049, 256)];
+/// rows, columns, threads per block, row chunks of the weight gradient.
+const SHAPES: [(usize, usize, usize, usize); 5] =
+    [(1, 1, 32, 1), (3, 33, 32, 2), (7, 100, 64, 3), (2, 1000, 128, 1), (9, 2049, 256, 4)];
 const EPS: f32 = 1e-6;
 
 /// Forward and backward in f64 from the given (already rounded) inputs.
@@ -43,12 +44,12 @@ fn reference(x: &[f32], w: &[f32], dy: &[f32], cols: usize) -> Reference {
 
 #[test]
 fn rms_norm_f32_matches_the_reference() {
-    for (rows, cols, threads) in SHAPES {
+    for (rows, cols, threads, chunks) in SHAPES {
         let (x, w, dy) = (values(rows * cols, 1, 2.0), values(cols, 2, 2.0), values(rows * cols, 3, 2.0));
-        let (mut y, mut rstd) = (vec![f32::NAN; rows * cols], vec![f32::NAN; rows]);
-        rms_norm_fwd(&x, &w, &mut y, &mut rstd, cols, EPS, threads);
+        let mut y = vec![f32::NAN; rows * cols];
+        rms_norm_fwd(&x, &w, &mut y, cols, EPS, threads);
         let (mut dx, mut dw) = (vec![f32::NAN; rows * cols], vec![f32::NAN; cols]);
-        rms_norm_bwd(&x, &w, &rstd, &dy, &mut dx, &mut dw, cols, threads);
+        rms_norm_bwd(&x, &w, &dy, &mut dx, &mut dw, cols, EPS, threads, chunks);
         let want = reference(&x, &w, &dy, cols);
         for (what, got, expected) in [("y", &y, &want.y), ("dx", &dx, &want.dx), ("dw", &dw, &want.dw)] {
             let error = relative_error(got, expected);
@@ -60,19 +61,19 @@ fn rms_norm_f32_matches_the_reference() {
 #[test]
 fn rms_norm_bf16_matches_the_reference() {
     let nan = bf16_nan();
-    for (rows, cols, threads) in SHAPES {
+    for (rows, cols, threads, chunks) in SHAPES {
         let (x, w, dy) = (
             to_bits(&values(rows * cols, 4, 2.0)),
             to_bits(&values(cols, 5, 2.0)),
             to_bits(&values(rows * cols, 6, 2.0)),
         );
-        let (mut y, mut rstd) = (vec![nan; rows * cols], vec![f32::NAN; rows]);
-        rms_norm_fwd(&x, &w, &mut y, &mut rstd, cols, EPS, threads);
-        let (mut dx, mut dw) = (vec![nan; rows * cols], vec![f32::NAN; cols]);
-        rms_norm_bwd(&x, &w, &rstd, &dy, &mut dx, &mut dw, cols, threads);
+        let mut y = vec![nan; rows * cols];
+        rms_norm_fwd(&x, &w, &mut y, cols, EPS, threads);
+        let (mut dx, mut dw) = (vec![nan; rows * cols], vec![nan; cols]);
+        rms_norm_bwd(&x, &w, &dy, &mut dx, &mut dw, cols, EPS, threads, chunks);
         let want = reference(&to_f32(&x), &to_f32(&w), &to_f32(&dy), cols);
         for (what, got, expected) in
-            [("y", to_f32(&y), &want.y), ("dx", to_f32(&dx), &want.dx), ("dw", dw.clone(), &want.dw)]
+            [("y", to_f32(&y), &want.y), ("dx", to_f32(&dx), &want.dx), ("dw", to_f32(&dw), &want.dw)]
         {
             let error = relative_error(&got, expected);
             assert!(error < 1e-2, "bf16 {rows}x{cols} ({threads} threads): {what} off by {error:e}");

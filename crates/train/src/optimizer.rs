@@ -1,8 +1,10 @@
 //! AdamW on fp32 master weights and moments, with weight-decay masks and global-norm
 //! clipping. Flat f32 buffers per parameter: the layout the multi-tensor CUDA kernel and
 //! FSDP's shards use. (candle-nn's AdamW keeps its moments private and in the parameter's
-//! dtype, which is why this one exists.)
+//! dtype, which is why this one exists.) The update itself is `davinci_kernels::adamw`'s,
+//! the reference of the CUDA kernel, which takes bit-identical steps.
 
+use davinci_kernels::adamw::{update_cpu, Scalars};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -80,21 +82,9 @@ impl AdamW {
         assert_eq!(grads.len(), self.params.len(), "one gradient per parameter");
         self.steps += 1;
         let c = self.config;
-        let bias1 = 1.0 - c.beta1.powi(self.steps as i32);
-        let bias2 = 1.0 - c.beta2.powi(self.steps as i32);
-        let step_size = (lr / bias1) as f32;
-        let bias2_sqrt = bias2.sqrt() as f32;
-        let (b1, b2, eps) = (c.beta1 as f32, c.beta2 as f32, c.eps as f32);
+        let scalars = Scalars::new(c.beta1, c.beta2, c.eps, c.weight_decay, self.steps, lr);
         for (param, grad) in self.params.iter_mut().zip(grads) {
-            let decay = if param.decay { (lr * c.weight_decay) as f32 } else { 0.0 };
-            for (((w, m), v), &g) in
-                param.master.iter_mut().zip(&mut param.m).zip(&mut param.v).zip(grad.iter())
-            {
-                *m = b1 * *m + (1.0 - b1) * g;
-                *v = b2 * *v + (1.0 - b2) * g * g;
-                *w -= decay * *w;
-                *w -= step_size * *m / ((*v).sqrt() / bias2_sqrt + eps);
-            }
+            update_cpu(&mut param.master, &mut param.m, &mut param.v, grad, param.decay, &scalars);
         }
     }
 }

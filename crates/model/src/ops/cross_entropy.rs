@@ -4,9 +4,12 @@
 //!
 //! The gradients with respect to the hidden states and the head weight are computed in
 //! the same chunked pass (as Liger-Kernel's fused linear cross-entropy does), so the
-//! backward costs no second pass over the vocabulary.
+//! backward costs no second pass over the vocabulary. Between the two matmuls of a chunk,
+//! the loss and the logits' gradient come from one fused op (`davinci-kernels`'
+//! `cross_entropy_rows`, a CUDA kernel on a GPU).
 
-use candle_core::{CpuStorage, DType, Layout, Shape, Tensor, D};
+use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
+use davinci_kernels::ops::cross_entropy_rows;
 
 use crate::error::{ModelError, Result};
 
@@ -86,20 +89,11 @@ pub fn linear_cross_entropy(
     let chunk = chunk_tokens.unwrap_or_else(|| default_chunk_tokens(vocab)).max(1);
     for (rows, row_targets) in counted.chunks(chunk).zip(targets.chunks(chunk)) {
         let rows = Tensor::new(rows, device)?;
-        let row_targets = Tensor::new(row_targets, device)?.unsqueeze(1)?;
         let h = hidden.index_select(&rows, 0)?;
         let logits = h.matmul(&weight.t()?)?;
-        let max = logits.max_keepdim(D::Minus1)?;
-        let shifted = logits.broadcast_sub(&max)?;
-        let log_norm = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-        let target_shifted = shifted.gather(&row_targets, D::Minus1)?;
-        output.loss_sum +=
-            (log_norm.clone() - target_shifted)?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if let Some(d_weight) = d_weight.as_mut() {
-            // d(loss)/d(logits) = softmax - one_hot(target).
-            let probs = shifted.broadcast_sub(&log_norm)?.exp()?;
-            let minus_one = Tensor::full(-1f32, (rows.dim(0)?, 1), device)?;
-            let d_logits = probs.scatter_add(&row_targets, &minus_one, D::Minus1)?;
+        let per_row = cross_entropy_rows(&logits, &Tensor::new(row_targets, device)?, with_grads)?;
+        output.loss_sum += per_row.loss.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+        if let (Some(d_weight), Some(d_logits)) = (d_weight.as_mut(), per_row.d_logits) {
             d_hidden_rows.push(d_logits.matmul(&weight)?);
             *d_weight = (&*d_weight + d_logits.t()?.matmul(&h)?)?;
         }
@@ -157,6 +151,19 @@ impl candle_core::CustomOp2 for PrecomputedLoss {
         _: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         Ok((CpuStorage::F32(vec![self.value]), Shape::from(())))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        hidden: &candle_core::CudaStorage,
+        _: &Layout,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let device = &hidden.device;
+        let value = device.clone_htod(&[self.value])?;
+        Ok((candle_core::CudaStorage::wrap_cuda_slice(value, device.clone()), Shape::from(())))
     }
 
     fn bwd(

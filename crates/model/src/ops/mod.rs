@@ -1,10 +1,10 @@
 //! The model's operations, one module an op.
 //!
-//! Each op is a plain function over candle tensors whose body is the CPU reference: it is
-//! written from differentiable candle primitives (or, for the loss, a custom op with an
-//! explicit backward), so gradients flow through it, and its backward is tested against
-//! finite differences or against transformers. The CUDA kernels replace these bodies
-//! behind the same signatures; the model never changes when they do.
+//! Each op is a plain function over candle tensors with gradients. RMSNorm, RoPE and
+//! SwiGLU are the fused custom ops of `davinci-kernels` (a CPU reference body, and a CUDA
+//! body that launches the kernel); attention and the loss are written here, from candle
+//! primitives or with an explicit backward. The model is compared with transformers
+//! through these ops on either device.
 
 pub mod attention;
 mod cross_entropy;

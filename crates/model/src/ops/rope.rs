@@ -1,6 +1,6 @@
 //! Rotary position embedding with per-document positions.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
 
@@ -29,16 +29,10 @@ impl Rotary {
     }
 
     /// Rotates `x` of shape `[tokens, heads, head_dim]`: `x * cos + rotate_half(x) * sin`,
-    /// where `rotate_half([a, b]) = [-b, a]` over the two halves of the head dimension.
+    /// where `rotate_half([a, b]) = [-b, a]` over the two halves of the head dimension
+    /// (the fused op of `davinci-kernels`, in transformers' rounding order).
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let cos = self.cos.to_dtype(dtype)?.unsqueeze(1)?;
-        let sin = self.sin.to_dtype(dtype)?.unsqueeze(1)?;
-        let half = x.dim(D::Minus1)? / 2;
-        let first = x.narrow(D::Minus1, 0, half)?;
-        let second = x.narrow(D::Minus1, half, half)?;
-        let rotated = Tensor::cat(&[&second.neg()?, &first], D::Minus1)?;
-        Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
+        Ok(davinci_kernels::ops::rope(x, &self.cos, &self.sin)?)
     }
 
     pub fn dtype(&self) -> DType {

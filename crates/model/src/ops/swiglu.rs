@@ -1,4 +1,4 @@
-//! The gated activation of Qwen2.5's MLP.
+//! The gated activation of Qwen2.5's MLP; the fused op lives in `davinci-kernels`.
 
 use candle_core::Tensor;
 
@@ -6,5 +6,5 @@ use crate::error::Result;
 
 /// `silu(gate) * up`, elementwise.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    Ok((gate.silu()? * up)?)
+    Ok(davinci_kernels::ops::swiglu(gate, up)?)
 }

@@ -1,0 +1,160 @@
+//! One AdamW step over flat fp32 state (master weights, moments, gradient in one layout),
+//! in segments that each take weight decay or not. [`update_cpu`] is the reference the
+//! trainer runs on the CPU; `kernels/adamw.cu` does the same arithmetic, operation for
+//! operation and without fused multiply-adds, so both take bit-identical steps. The
+//! kernel updates every segment of a shard in one launch from a table of [`Chunk`]s.
+
+/// The step's scalars, as the kernel takes them (`AdamwScalars` in `kernels/adamw.cu`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scalars {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// `lr / (1 - beta1^t)`
+    pub step_size: f32,
+    /// `sqrt(1 - beta2^t)`
+    pub bias2_sqrt: f32,
+    /// `lr * weight_decay`, applied to decayed segments.
+    pub decay: f32,
+}
+
+impl Scalars {
+    /// The scalars of step `step` (1 for the first) at learning rate `lr`; the bias
+    /// corrections are computed in f64, then rounded.
+    pub fn new(beta1: f64, beta2: f64, eps: f64, weight_decay: f64, step: u64, lr: f64) -> Self {
+        let t = step.min(i32::MAX as u64) as i32;
+        Self {
+            beta1: beta1 as f32,
+            beta2: beta2 as f32,
+            eps: eps as f32,
+            step_size: (lr / (1.0 - beta1.powi(t))) as f32,
+            bias2_sqrt: (1.0 - beta2.powi(t)).sqrt() as f32,
+            decay: (lr * weight_decay) as f32,
+        }
+    }
+}
+
+/// A block's piece of the flat state (`AdamwChunk` in `kernels/adamw.cu`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    pub offset: u64,
+    pub len: u32,
+    /// 1 when the piece's tensor takes weight decay.
+    pub decay: u32,
+}
+
+/// Cuts segments `(len, decays)`, laid out one after another, into chunks of at most
+/// `chunk_len` elements that never straddle two segments.
+pub fn plan_chunks(segments: &[(usize, bool)], chunk_len: usize) -> Vec<Chunk> {
+    let chunk_len = chunk_len.clamp(1, u32::MAX as usize);
+    let mut chunks = Vec::new();
+    let mut offset = 0u64;
+    for &(len, decays) in segments {
+        let mut left = len;
+        while left > 0 {
+            let take = left.min(chunk_len);
+            chunks.push(Chunk { offset, len: take as u32, decay: decays as u32 });
+            offset += take as u64;
+            left -= take;
+        }
+    }
+    chunks
+}
+
+/// One step of one segment on the CPU: the reference for the kernel.
+pub fn update_cpu(master: &mut [f32], m: &mut [f32], v: &mut [f32], grad: &[f32], decays: bool, s: &Scalars) {
+    assert!(
+        m.len() == master.len() && v.len() == master.len() && grad.len() == master.len(),
+        "AdamW state and gradient of one length"
+    );
+    let decay = if decays { s.decay } else { 0.0 };
+    let (one_minus_b1, one_minus_b2) = (1.0 - s.beta1, 1.0 - s.beta2);
+    for (((w, m), v), &g) in master.iter_mut().zip(m).zip(v).zip(grad) {
+        *m = s.beta1 * *m + one_minus_b1 * g;
+        *v = s.beta2 * *v + one_minus_b2 * g * g;
+        *w -= decay * *w;
+        *w -= s.step_size * *m / (v.sqrt() / s.bias2_sqrt + s.eps);
+    }
+}
+
+/// The CUDA launch over flat device buffers.
+#[cfg(feature = "cuda")]
+pub mod cuda {
+    use candle_core::cuda_backend::cudarc::driver::{
+        CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+    };
+    use candle_core::cuda_backend::{CudaDevice, WrapErr};
+    use candle_core::{bail, Result};
+    use half::bf16;
+
+    use super::{Chunk, Scalars};
+
+    // SAFETY: both are #[repr(C)] plain data matching the kernel's structs.
+    unsafe impl DeviceRepr for Chunk {}
+    unsafe impl DeviceRepr for Scalars {}
+
+    /// The flat state of one shard on the device.
+    pub struct DeviceState<'a> {
+        pub master: &'a mut CudaSlice<f32>,
+        pub m: &'a mut CudaSlice<f32>,
+        pub v: &'a mut CudaSlice<f32>,
+        pub grad: &'a CudaSlice<f32>,
+        /// The bf16 copy of the weights the forward uses, rewritten by the step.
+        pub compute: Option<&'a mut CudaSlice<bf16>>,
+    }
+
+    /// A chunk table on the device, uploaded once and reused every step.
+    pub struct ChunkTable {
+        table: CudaSlice<Chunk>,
+        /// One past the last element any chunk touches.
+        end: u64,
+    }
+
+    impl ChunkTable {
+        pub fn upload(device: &CudaDevice, chunks: &[Chunk]) -> Result<Self> {
+            let end = chunks.iter().map(|c| c.offset + c.len as u64).max().unwrap_or(0);
+            Ok(Self { table: device.clone_htod(chunks)?, end })
+        }
+    }
+
+    /// One step over every chunk of `chunks` on `device`'s stream.
+    pub fn step(
+        device: &CudaDevice,
+        state: DeviceState<'_>,
+        chunks: &ChunkTable,
+        scalars: Scalars,
+    ) -> Result<()> {
+        let n = state.master.len();
+        if chunks.end > n as u64 {
+            bail!("adamw: chunks reach element {} of a shard of {n}", chunks.end)
+        }
+        if state.m.len() != n || state.v.len() != n || state.grad.len() != n {
+            bail!("adamw: state buffers of different lengths")
+        }
+        if state.compute.as_ref().is_some_and(|c| c.len() != n) {
+            bail!("adamw: the bf16 copy has a different length")
+        }
+        let blocks = chunks.table.len();
+        if blocks == 0 {
+            return Ok(());
+        }
+        let func = crate::cuda::function(device, "adamw", "adamw_step")?;
+        let stream: std::sync::Arc<CudaStream> = device.cuda_stream();
+        let mut launch = stream.launch_builder(&func);
+        let null: u64 = 0;
+        launch.arg(state.master).arg(state.m).arg(state.v).arg(state.grad);
+        match state.compute {
+            Some(compute) => launch.arg(compute),
+            None => launch.arg(&null),
+        };
+        launch.arg(&chunks.table).arg(&scalars);
+        let config =
+            LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: every chunk ends inside the buffers, all of length n (checked above), and
+        // each block stays inside its chunk.
+        unsafe { launch.launch(config) }.w()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! Rotary position embedding of q or k (`[tokens, heads, head_dim]`) from the packed row's
+//! f32 cos/sin tables (`[tokens, head_dim]`, built from per-document positions), in
+//! transformers' rounding order: the tables rounded to the input's dtype, each product
+//! rounded, then the sum. Kernels: `kernels/rope.cu`. The backward rotates the other way.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{by_dtype, cpu_slice, Real};
+
+const NAME: &str = "rope";
+
+/// `x * cos + rotate_half(x) * sin`, where `rotate_half([a, b]) = [-b, a]` over the two
+/// halves of the head dimension.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (tokens, _heads, head_dim) = x.dims3()?;
+    for (what, table) in [("cos", cos), ("sin", sin)] {
+        if table.dims() != [tokens, head_dim] || table.dtype() != DType::F32 {
+            bail!(
+                "{NAME}: {what} table {:?} {:?} for x {:?}; it must be f32 [tokens, head_dim]",
+                table.dims(),
+                table.dtype(),
+                x.dims()
+            )
+        }
+    }
+    if !head_dim.is_multiple_of(2) {
+        bail!("{NAME}: head_dim {head_dim} is odd")
+    }
+    x.contiguous()?.apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope { backward: false })
+}
+
+struct Rope {
+    /// The transposed rotation, applied to the output's gradient.
+    backward: bool,
+}
+
+impl Rope {
+    fn apply<T: Real>(&self, x: &[T], cos: &[f32], sin: &[f32], head_dim: usize) -> Vec<T> {
+        let half = head_dim / 2;
+        let per_token = x.len() / (cos.len() / head_dim).max(1);
+        let mut y = vec![T::from_f32(0.0); x.len()];
+        if per_token == 0 {
+            return y;
+        }
+        y.par_chunks_mut(per_token).zip(x.par_chunks(per_token)).enumerate().for_each(|(token, (y, x))| {
+            let c = &cos[token * head_dim..(token + 1) * head_dim];
+            let s = &sin[token * head_dim..(token + 1) * head_dim];
+            for (y, x) in y.chunks_mut(head_dim).zip(x.chunks(head_dim)) {
+                for i in 0..half {
+                    let (c1, c2) = (T::round(c[i]), T::round(c[i + half]));
+                    let (s1, s2) = (T::round(s[i]), T::round(s[i + half]));
+                    let (a, b) = (x[i].to_f32(), x[i + half].to_f32());
+                    if self.backward {
+                        y[i] = T::from_f32(a * c1 + b * s2);
+                        y[i + half] = T::from_f32(b * c2 - a * s1);
+                    } else {
+                        y[i] = T::from_f32(T::round(a * c1) + T::round(-b * s1));
+                        y[i + half] = T::from_f32(T::round(b * c2) + T::round(a * s2));
+                    }
+                }
+            }
+        });
+        y
+    }
+}
+
+impl CustomOp3 for Rope {
+    fn name(&self) -> &'static str {
+        if self.backward {
+            "rope-backward"
+        } else {
+            NAME
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        cs: &CpuStorage,
+        cl: &Layout,
+        ss: &CpuStorage,
+        sl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn run<T: Real>(
+            op: &Rope,
+            x: (&CpuStorage, &Layout),
+            cos: &[f32],
+            sin: &[f32],
+            head_dim: usize,
+        ) -> Result<CpuStorage> {
+            Ok(T::to_cpu_storage_owned(op.apply(cpu_slice::<T>(NAME, x.0, x.1)?, cos, sin, head_dim)))
+        }
+        let head_dim = *xl.dims().last().unwrap_or(&0);
+        let (cos, sin) = (cpu_slice::<f32>(NAME, cs, cl)?, cpu_slice::<f32>(NAME, ss, sl)?);
+        let y = by_dtype!(NAME, xs.dtype(), run(self, (xs, xl), cos, sin, head_dim))?;
+        Ok((y, xl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        cs: &candle_core::CudaStorage,
+        cl: &Layout,
+        ss: &candle_core::CudaStorage,
+        sl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let y = crate::cuda::by_cuda_dtype!(
+            NAME,
+            xs.dtype(),
+            cuda::launch(self.backward, (xs, xl), (cs, cl), (ss, sl))
+        )?;
+        Ok((y, xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dx = dy.contiguous()?.apply_op3_no_bwd(cos, sin, &Rope { backward: !self.backward })?;
+        Ok((Some(dx), None, None))
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, PushKernelArg};
+    use candle_core::cuda_backend::{CudaDType, CudaStorage, WrapErr};
+    use candle_core::{Layout, Result, WithDType};
+
+    use super::NAME;
+    use crate::cuda::{config, function, output, suffix, view};
+
+    pub(super) fn launch<T: CudaDType + DeviceRepr + WithDType>(
+        backward: bool,
+        x: (&CudaStorage, &Layout),
+        cos: (&CudaStorage, &Layout),
+        sin: (&CudaStorage, &Layout),
+    ) -> Result<CudaStorage> {
+        let device = &x.0.device;
+        let &[tokens, heads, head_dim] = x.1.dims() else { candle_core::bail!("{NAME}: x must be 3-d") };
+        let xv = view::<T>(NAME, x.0, x.1)?;
+        let (cos, sin) = (view::<f32>(NAME, cos.0, cos.1)?, view::<f32>(NAME, sin.0, sin.1)?);
+        let mut y = output::<T>(device, xv.len())?;
+        let pairs = xv.len() / 2;
+        if pairs > 0 {
+            let kernel = format!("rope_{}_{}", if backward { "bwd" } else { "fwd" }, suffix(NAME, T::DTYPE)?);
+            let func = function(device, "rope", &kernel)?;
+            let stream = device.cuda_stream();
+            let (heads, head_dim) = (heads as i32, head_dim as i32);
+            let mut launch = stream.launch_builder(&func);
+            launch.arg(&xv).arg(&cos).arg(&sin).arg(&mut y).arg(&tokens).arg(&heads).arg(&head_dim);
+            // SAFETY: x and y hold tokens x heads x head_dim elements, the tables
+            // tokens x head_dim (checked by `rope`); the kernel stays inside them.
+            unsafe { launch.launch(config(pairs.div_ceil(256).min(4096) as u32, 256, 0)) }.w()?;
+        }
+        Ok(T::wrap_cuda_slice(y, device.clone()))
+    }
+}

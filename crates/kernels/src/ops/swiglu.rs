@@ -1,0 +1,192 @@
+//! The gated activation of Qwen2.5's MLP, `silu(gate) * up`, with `silu(gate)` rounded to
+//! the input's dtype before the product as transformers does. Kernels: `kernels/swiglu.cu`.
+//! The backward is one op whose output packs `d_gate` then `d_up`.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::{by_dtype, cpu_slice, same_dtype, Real, CPU_GRAIN};
+
+const NAME: &str = "swiglu";
+
+/// `silu(gate) * up`, elementwise over tensors of one shape.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if gate.dims() != up.dims() {
+        bail!("{NAME}: gate {:?} and up {:?} differ in shape", gate.dims(), up.dims())
+    }
+    gate.contiguous()?.apply_op2(&up.contiguous()?, Swiglu)
+}
+
+struct Swiglu;
+struct SwigluBackward;
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+fn forward<T: Real>(gate: &[T], up: &[T]) -> Vec<T> {
+    let mut y = vec![T::from_f32(0.0); gate.len()];
+    y.par_chunks_mut(CPU_GRAIN).zip(gate.par_chunks(CPU_GRAIN).zip(up.par_chunks(CPU_GRAIN))).for_each(
+        |(y, (gate, up))| {
+            for ((y, g), u) in y.iter_mut().zip(gate).zip(up) {
+                let g = g.to_f32();
+                *y = T::from_f32(T::round(g * sigmoid(g)) * u.to_f32());
+            }
+        },
+    );
+    y
+}
+
+/// `d_gate` then `d_up`.
+fn backward<T: Real>(gate: &[T], up: &[T], dy: &[T]) -> Vec<T> {
+    let n = gate.len();
+    let mut packed = vec![T::from_f32(0.0); 2 * n];
+    let (d_gate, d_up) = packed.split_at_mut(n);
+    d_gate
+        .par_chunks_mut(CPU_GRAIN)
+        .zip(d_up.par_chunks_mut(CPU_GRAIN))
+        .zip(gate.par_chunks(CPU_GRAIN).zip(up.par_chunks(CPU_GRAIN)).zip(dy.par_chunks(CPU_GRAIN)))
+        .for_each(|((d_gate, d_up), ((gate, up), dy))| {
+            for i in 0..gate.len() {
+                let (g, u, d) = (gate[i].to_f32(), up[i].to_f32(), dy[i].to_f32());
+                let s = sigmoid(g);
+                d_up[i] = T::from_f32(d * g * s);
+                d_gate[i] = T::from_f32(d * u * s * (1.0 + g * (1.0 - s)));
+            }
+        });
+    packed
+}
+
+impl CustomOp2 for Swiglu {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        us: &CpuStorage,
+        ul: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn run<T: Real>(gs: &CpuStorage, gl: &Layout, us: &CpuStorage, ul: &Layout) -> Result<CpuStorage> {
+            Ok(T::to_cpu_storage_owned(forward(cpu_slice::<T>(NAME, gs, gl)?, cpu_slice::<T>(NAME, us, ul)?)))
+        }
+        let dtype = same_dtype(NAME, &[gs.dtype(), us.dtype()])?;
+        Ok((by_dtype!(NAME, dtype, run(gs, gl, us, ul))?, gl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+        us: &candle_core::CudaStorage,
+        ul: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let dtype = same_dtype(NAME, &[gs.dtype(), us.dtype()])?;
+        let y =
+            crate::cuda::by_cuda_dtype!(NAME, dtype, cuda::launch(false, [(gs, gl), (us, ul), (us, ul)]))?;
+        Ok((y, gl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let packed = gate.apply_op3_no_bwd(up, &dy.contiguous()?, &SwigluBackward)?;
+        let n = gate.elem_count();
+        let d_gate = packed.narrow(0, 0, n)?.reshape(gate.shape())?;
+        let d_up = packed.narrow(0, n, n)?.reshape(up.shape())?;
+        Ok((Some(d_gate), Some(d_up)))
+    }
+}
+
+impl CustomOp3 for SwigluBackward {
+    fn name(&self) -> &'static str {
+        "swiglu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        us: &CpuStorage,
+        ul: &Layout,
+        ds: &CpuStorage,
+        dl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        fn run<T: Real>(args: [(&CpuStorage, &Layout); 3]) -> Result<CpuStorage> {
+            let [gate, up, dy] = args.map(|(s, l)| cpu_slice::<T>(NAME, s, l));
+            Ok(T::to_cpu_storage_owned(backward(gate?, up?, dy?)))
+        }
+        let dtype = same_dtype(NAME, &[gs.dtype(), us.dtype(), ds.dtype()])?;
+        let packed = by_dtype!(NAME, dtype, run([(gs, gl), (us, ul), (ds, dl)]))?;
+        Ok((packed, Shape::from(2 * gl.shape().elem_count())))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+        us: &candle_core::CudaStorage,
+        ul: &Layout,
+        ds: &candle_core::CudaStorage,
+        dl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let dtype = same_dtype(NAME, &[gs.dtype(), us.dtype(), ds.dtype()])?;
+        let packed =
+            crate::cuda::by_cuda_dtype!(NAME, dtype, cuda::launch(true, [(gs, gl), (us, ul), (ds, dl)]))?;
+        Ok((packed, Shape::from(2 * gl.shape().elem_count())))
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, PushKernelArg};
+    use candle_core::cuda_backend::{CudaDType, CudaStorage, WrapErr};
+    use candle_core::{Layout, Result, WithDType};
+
+    use super::NAME;
+    use crate::cuda::{config, function, output, suffix, view};
+
+    /// The forward (`backward` false: args gate, up) or the backward (args gate, up, dy;
+    /// output d_gate then d_up), on a grid-stride launch of at most 4096 blocks.
+    pub(super) fn launch<T: CudaDType + DeviceRepr + WithDType>(
+        backward: bool,
+        args: [(&CudaStorage, &Layout); 3],
+    ) -> Result<CudaStorage> {
+        let device = &args[0].0.device;
+        let gate = view::<T>(NAME, args[0].0, args[0].1)?;
+        let up = view::<T>(NAME, args[1].0, args[1].1)?;
+        let n = gate.len();
+        let mut out = output::<T>(device, if backward { 2 * n } else { n })?;
+        if n == 0 {
+            return Ok(T::wrap_cuda_slice(out, device.clone()));
+        }
+        let grid = config(n.div_ceil(256).min(4096) as u32, 256, 0);
+        let stream = device.cuda_stream();
+        let suffix = suffix(NAME, T::DTYPE)?;
+        if backward {
+            let dy = view::<T>(NAME, args[2].0, args[2].1)?;
+            let func = function(device, "swiglu", &format!("swiglu_bwd_{suffix}"))?;
+            let (mut d_gate, mut d_up) = out.split_at_mut(n);
+            let mut launch = stream.launch_builder(&func);
+            launch.arg(&gate).arg(&up).arg(&dy).arg(&mut d_gate).arg(&mut d_up).arg(&n);
+            // SAFETY: the kernel touches elements below n of each buffer, all of length n.
+            unsafe { launch.launch(grid) }.w()?;
+        } else {
+            let func = function(device, "swiglu", &format!("swiglu_fwd_{suffix}"))?;
+            let mut launch = stream.launch_builder(&func);
+            launch.arg(&gate).arg(&up).arg(&mut out).arg(&n);
+            // SAFETY: the kernel touches elements below n of each buffer, all of length n.
+            unsafe { launch.launch(grid) }.w()?;
+        }
+        Ok(T::wrap_cuda_slice(out, device.clone()))
+    }
+}
