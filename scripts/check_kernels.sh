@@ -2,7 +2,8 @@
 # Compiles every kernels/*.cu for sm_80 (A100) and sm_90a (H100/H200) with ptxas's resource
 # report, prints registers, shared memory, stack and spills per kernel, and fails on a
 # spill or a local-memory stack frame unless the kernel is in kernels/allow-spills.txt
-# (one `name reason...` per line).
+# (one `name reason...` per line). Then checks with cuobjdump that every kernel listed in
+# kernels/tensor-core.txt has tensor-core instructions (HMMA) in its SASS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/cuda_toolchain.sh)"
@@ -33,4 +34,15 @@ for source in kernels/*.cu; do
         ' "$log" || status=1
     done
 done
+while read -r source kernel; do
+    case "$source" in ''|'#'*) continue ;; esac
+    for arch in sm_80 sm_90a; do
+        count=$(cuobjdump --dump-sass -fun "$kernel" "$out/$source.$arch.cubin" | grep -c 'HMMA' || true)
+        if [ "$count" -eq 0 ]; then
+            echo "ERROR $arch $kernel: no HMMA in its SASS" && status=1
+        else
+            echo "$arch $kernel: $count HMMA instruction(s)"
+        fi
+    done
+done < kernels/tensor-core.txt
 exit $status

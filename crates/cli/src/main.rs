@@ -31,7 +31,7 @@ enum Command {
     Launch(commands::launch::Args),
     /// Turn PR records and agent trajectories into tokenized shards.
     Prepare(commands::prepare::Args),
-    /// Benchmarks: `bench step` times full training steps.
+    /// Benchmarks: `bench step` times full training steps, `bench kernels` the fused kernels.
     #[command(subcommand)]
     Bench(commands::bench::Command),
     /// Data tools: tokenizer training.

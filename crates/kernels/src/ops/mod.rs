@@ -12,9 +12,9 @@ mod rope;
 mod swiglu;
 
 pub use cross_entropy::{cross_entropy_rows, RowLosses};
-pub use rms_norm::rms_norm;
-pub use rope::rope;
-pub use swiglu::swiglu;
+pub use rms_norm::{rms_norm, rms_norm_backward};
+pub use rope::{rope, rope_backward};
+pub use swiglu::{swiglu, swiglu_backward};
 
 use candle_core::{bail, CpuStorage, DType, Layout, Result, WithDType};
 use half::{bf16, f16};

@@ -22,6 +22,14 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     x.contiguous()?.apply_op2(&weight.contiguous()?, RmsNorm { eps: eps as f32 })
 }
 
+/// The gradients `(dx, dw)` of [`rms_norm`] for the output's gradient `dy`.
+pub fn rms_norm_backward(x: &Tensor, weight: &Tensor, dy: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+    let packed = x.apply_op3_no_bwd(&weight, &dy.contiguous()?, &RmsNormBackward { eps: eps as f32 })?;
+    let (n, cols) = (x.elem_count(), weight.elem_count());
+    Ok((packed.narrow(0, 0, n)?.reshape(x.shape())?, packed.narrow(0, n, cols)?))
+}
+
 struct RmsNorm {
     eps: f32,
 }
@@ -128,9 +136,8 @@ impl CustomOp2 for RmsNorm {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let packed = x.apply_op3_no_bwd(w, &dy.contiguous()?, &RmsNormBackward { eps: self.eps })?;
-        let (n, cols) = (x.elem_count(), w.elem_count());
-        Ok((Some(packed.narrow(0, 0, n)?.reshape(x.shape())?), Some(packed.narrow(0, n, cols)?)))
+        let (dx, dw) = rms_norm_backward(x, w, dy, self.eps as f64)?;
+        Ok((Some(dx), Some(dw)))
     }
 }
 

@@ -31,6 +31,12 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope { backward: false })
 }
 
+/// The gradient of [`rope`]'s input for the output's gradient `dy`: the rotation by the
+/// opposite angles.
+pub fn rope_backward(dy: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    dy.contiguous()?.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &Rope { backward: true })
+}
+
 struct Rope {
     /// The transposed rotation, applied to the output's gradient.
     backward: bool,

@@ -18,6 +18,14 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     gate.contiguous()?.apply_op2(&up.contiguous()?, Swiglu)
 }
 
+/// The gradients `(d_gate, d_up)` of [`swiglu`] for the output's gradient `dy`.
+pub fn swiglu_backward(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    let gate = gate.contiguous()?;
+    let packed = gate.apply_op3_no_bwd(&up.contiguous()?, &dy.contiguous()?, &SwigluBackward)?;
+    let n = gate.elem_count();
+    Ok((packed.narrow(0, 0, n)?.reshape(gate.shape())?, packed.narrow(0, n, n)?.reshape(gate.shape())?))
+}
+
 struct Swiglu;
 struct SwigluBackward;
 
@@ -98,10 +106,7 @@ impl CustomOp2 for Swiglu {
         _y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let packed = gate.apply_op3_no_bwd(up, &dy.contiguous()?, &SwigluBackward)?;
-        let n = gate.elem_count();
-        let d_gate = packed.narrow(0, 0, n)?.reshape(gate.shape())?;
-        let d_up = packed.narrow(0, n, n)?.reshape(up.shape())?;
+        let (d_gate, d_up) = swiglu_backward(gate, up, dy)?;
         Ok((Some(d_gate), Some(d_up)))
     }
 }

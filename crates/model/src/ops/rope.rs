@@ -35,6 +35,16 @@ impl Rotary {
         Ok(davinci_kernels::ops::rope(x, &self.cos, &self.sin)?)
     }
 
+    /// The cos table, `[tokens, head_dim]` f32.
+    pub fn cos(&self) -> &Tensor {
+        &self.cos
+    }
+
+    /// The sin table, `[tokens, head_dim]` f32.
+    pub fn sin(&self) -> &Tensor {
+        &self.sin
+    }
+
     pub fn dtype(&self) -> DType {
         self.cos.dtype()
     }

@@ -7,20 +7,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use davinci_dist::threads::thread_group;
 use davinci_dist::{Collective, Local};
-use davinci_model::checkpoint::CONFIG_FILE;
-use davinci_model::{resolve_model_dir, Config, PackedLayout, PRESETS};
+use davinci_model::PackedLayout;
 use davinci_train::memory::{live_bytes, peak_bytes, reset_peak};
 use davinci_train::optimizer::AdamWConfig;
 use davinci_train::sharded::{fresh_slices, ShardedModel};
 use davinci_train::step::loss_and_grads_into;
 
+use super::model_config;
 use crate::device::{parse_device, parse_dtype};
-
-#[derive(clap::Subcommand)]
-pub enum Command {
-    /// Time full training steps of a model on random tokens.
-    Step(StepArgs),
-}
 
 #[derive(clap::Args)]
 pub struct StepArgs {
@@ -47,12 +41,6 @@ pub struct StepArgs {
     world: usize,
 }
 
-pub fn run(command: Command) -> Result<()> {
-    match command {
-        Command::Step(args) => step(args),
-    }
-}
-
 #[derive(Default)]
 struct Phases {
     wall: Duration,
@@ -62,15 +50,8 @@ struct Phases {
     optimizer: Duration,
 }
 
-fn step(args: StepArgs) -> Result<()> {
-    let mut config = if PRESETS.contains(&args.model.to_ascii_lowercase().as_str()) {
-        Config::preset(&args.model)?
-    } else {
-        Config::from_file(&resolve_model_dir(&args.model)?.join(CONFIG_FILE))?
-    };
-    if let Some(layers) = args.layers {
-        config.num_hidden_layers = layers;
-    }
+pub fn run(args: StepArgs) -> Result<()> {
+    let config = model_config(&args.model, args.layers)?;
     if args.seq_len == 0 || args.docs == 0 || args.docs > args.seq_len {
         bail!("need 0 < docs <= seq_len");
     }

@@ -1,0 +1,290 @@
+//! `davinci bench kernels`: each fused op at a model's shapes on the chosen device (the CPU
+//! reference bodies on a machine without a GPU, the CUDA kernels with `--device cuda`).
+//!
+//! Per kernel: the median time, the bytes it must move (inputs read once, outputs written
+//! once), the achieved GB/s, that bandwidth as a fraction of a plain device copy timed in
+//! the same run (the memory roofline these elementwise and row kernels live under), and
+//! the speedup over the same formula written with unfused candle primitives.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor, D};
+use davinci_kernels::adamw::{self, Scalars};
+use davinci_kernels::ops;
+use davinci_model::ops::{default_chunk_tokens, Rotary};
+
+use super::model_config;
+use crate::device::{parse_device, parse_dtype};
+
+#[derive(clap::Args)]
+pub struct KernelArgs {
+    /// A preset, a checkpoint directory or a Hub name: the shapes come from its config.
+    #[arg(long, default_value = "tiny")]
+    model: String,
+    /// Tokens in the batch (rows of the activations).
+    #[arg(long, default_value_t = 2048)]
+    tokens: usize,
+    /// Timed runs of each kernel, after one untimed warmup; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Element type of the activations (the loss and AdamW always run in f32).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+type Run<'a> = Box<dyn FnMut() -> Result<()> + 'a>;
+
+/// A timed run's result, dropped: only the time counts.
+fn done<T>(_result: T) -> Result<()> {
+    Ok(())
+}
+
+/// One row of the table.
+struct Case<'a> {
+    name: &'static str,
+    shape: String,
+    bytes: f64,
+    fused: Run<'a>,
+    unfused: Option<Run<'a>>,
+}
+
+fn random(shape: &[usize], seed: u64, dtype: DType, device: &Device) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0) as f32
+        })
+        .collect();
+    Ok(Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?)
+}
+
+/// Median wall time of `iters` runs after a warmup, synchronising the device each time.
+fn time(run: &mut Run<'_>, iters: usize, device: &Device) -> Result<Duration> {
+    run()?;
+    device.synchronize()?;
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let started = Instant::now();
+        run()?;
+        device.synchronize()?;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+pub fn run(args: KernelArgs) -> Result<()> {
+    let config = model_config(&args.model, None)?;
+    let device = parse_device(&args.device)?;
+    let dtype = parse_dtype(&args.dtype)?;
+    if args.tokens == 0 {
+        bail!("--tokens must be positive");
+    }
+    let (t, h, inter, heads, hd) = (
+        args.tokens,
+        config.hidden_size,
+        config.intermediate_size,
+        config.num_attention_heads,
+        config.head_dim(),
+    );
+    let e = dtype.size_in_bytes() as f64;
+    let eps = config.rms_norm_eps;
+
+    let x = random(&[t, h], 1, dtype, &device)?;
+    let w = random(&[h], 2, dtype, &device)?;
+    let dy = random(&[t, h], 3, dtype, &device)?;
+    let gate = random(&[t, inter], 4, dtype, &device)?;
+    let up = random(&[t, inter], 5, dtype, &device)?;
+    let dmlp = random(&[t, inter], 6, dtype, &device)?;
+    let q = random(&[t, heads, hd], 7, dtype, &device)?;
+    let positions: Vec<u32> = (0..t as u32).collect();
+    let rotary = Rotary::new(&positions, hd, config.rope_theta, &device)?;
+    let (cos, sin) = (rotary.cos().clone(), rotary.sin().clone());
+    let rows = t.min(default_chunk_tokens(config.vocab_size));
+    let logits = random(&[rows, config.vocab_size], 8, DType::F32, &device)?;
+    let targets = Tensor::from_vec(
+        (0..rows as u64).map(|r| (r * 7919 % config.vocab_size as u64) as u32).collect::<Vec<_>>(),
+        rows,
+        &device,
+    )?;
+
+    let mut cases: Vec<Case> = vec![
+        Case {
+            name: "rms_norm fwd",
+            shape: format!("{t}x{h}"),
+            bytes: e * (2 * t * h + h) as f64,
+            fused: Box::new(|| done(ops::rms_norm(&x, &w, eps)?)),
+            unfused: Some(Box::new(|| {
+                let x32 = x.to_dtype(DType::F32)?;
+                let inv = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
+                done(x32.broadcast_mul(&inv)?.to_dtype(dtype)?.broadcast_mul(&w)?)
+            })),
+        },
+        Case {
+            name: "rms_norm bwd",
+            shape: format!("{t}x{h}"),
+            bytes: e * (3 * t * h + 2 * h) as f64 + e * (t * h) as f64,
+            fused: Box::new(|| done(ops::rms_norm_backward(&x, &w, &dy, eps)?)),
+            unfused: None,
+        },
+        Case {
+            name: "swiglu fwd",
+            shape: format!("{t}x{inter}"),
+            bytes: e * (3 * t * inter) as f64,
+            fused: Box::new(|| done(ops::swiglu(&gate, &up)?)),
+            unfused: Some(Box::new(|| done((gate.silu()? * &up)?))),
+        },
+        Case {
+            name: "swiglu bwd",
+            shape: format!("{t}x{inter}"),
+            bytes: e * (5 * t * inter) as f64,
+            fused: Box::new(|| done(ops::swiglu_backward(&gate, &up, &dmlp)?)),
+            unfused: None,
+        },
+        Case {
+            name: "rope fwd",
+            shape: format!("{t}x{heads}x{hd}"),
+            bytes: e * (2 * t * heads * hd) as f64 + 4.0 * (2 * t * hd) as f64,
+            fused: Box::new(|| done(ops::rope(&q, &cos, &sin)?)),
+            unfused: Some(Box::new(|| {
+                let (c, s) = (cos.to_dtype(dtype)?.unsqueeze(1)?, sin.to_dtype(dtype)?.unsqueeze(1)?);
+                let half = hd / 2;
+                let rotated = Tensor::cat(
+                    &[&q.narrow(D::Minus1, half, half)?.neg()?, &q.narrow(D::Minus1, 0, half)?],
+                    D::Minus1,
+                )?;
+                done((q.broadcast_mul(&c)? + rotated.broadcast_mul(&s)?)?)
+            })),
+        },
+        Case {
+            name: "rope bwd",
+            shape: format!("{t}x{heads}x{hd}"),
+            bytes: e * (2 * t * heads * hd) as f64 + 4.0 * (2 * t * hd) as f64,
+            fused: Box::new(|| done(ops::rope_backward(&q, &cos, &sin)?)),
+            unfused: None,
+        },
+        Case {
+            name: "cross-entropy rows",
+            shape: format!("{rows}x{} f32", config.vocab_size),
+            bytes: 4.0 * (2 * rows * config.vocab_size + 2 * rows) as f64,
+            fused: Box::new(|| done(ops::cross_entropy_rows(&logits, &targets, true)?)),
+            unfused: Some(Box::new(|| {
+                let max = logits.max_keepdim(D::Minus1)?;
+                let shifted = logits.broadcast_sub(&max)?;
+                let log_norm = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+                let picked = shifted.gather(&targets.unsqueeze(1)?, D::Minus1)?;
+                let loss = (log_norm.clone() - picked)?;
+                let probs = shifted.broadcast_sub(&log_norm)?.exp()?;
+                let minus_one = Tensor::full(-1f32, (rows, 1), logits.device())?;
+                done((loss, probs.scatter_add(&targets.unsqueeze(1)?, &minus_one, D::Minus1)?))
+            })),
+        },
+    ];
+    let adamw_case = adamw_case(&config, &device)?;
+    if let Some(case) = adamw_case {
+        cases.push(case);
+    }
+
+    // The roofline reference: a device copy of 64 MiB (32 read, 32 written).
+    let copy_source = random(&[8 << 20], 9, DType::F32, &device)?;
+    let mut copy: Run = Box::new(|| done(copy_source.copy()?));
+    let copy_time = time(&mut copy, args.iters, &device)?;
+    let copy_gbs = (64u64 << 20) as f64 / copy_time.as_secs_f64() / 1e9;
+
+    println!(
+        "model {} (hidden {h}, intermediate {inter}, {heads} heads of {hd}, vocab {}), {t} tokens, {} on {}",
+        args.model, config.vocab_size, args.dtype, args.device
+    );
+    println!("device copy (the bandwidth reference): {copy_gbs:.1} GB/s");
+    println!(
+        "{:<20} {:<22} {:>11} {:>9} {:>9} {:>11}",
+        "kernel", "shape", "median", "GB/s", "of copy", "vs unfused"
+    );
+    for mut case in cases {
+        let fused = time(&mut case.fused, args.iters, &device)?;
+        let gbs = case.bytes / fused.as_secs_f64() / 1e9;
+        let versus = match case.unfused.as_mut() {
+            Some(unfused) => {
+                format!("{:.2}x", time(unfused, args.iters, &device)?.as_secs_f64() / fused.as_secs_f64())
+            }
+            None => "-".into(),
+        };
+        println!(
+            "{:<20} {:<22} {:>8.3} ms {:>9.1} {:>8.2}x {:>11}",
+            case.name,
+            case.shape,
+            fused.as_secs_f64() * 1e3,
+            gbs,
+            gbs / copy_gbs,
+            versus
+        );
+    }
+    Ok(())
+}
+
+/// AdamW over one decoder layer's parameters as one flat fp32 shard (the CPU reference on
+/// the CPU; on a GPU the multi-tensor kernel, with the bf16 copy).
+fn adamw_case<'a>(config: &davinci_model::Config, device: &Device) -> Result<Option<Case<'a>>> {
+    let (h, inter, kv) =
+        (config.hidden_size, config.intermediate_size, config.num_key_value_heads * config.head_dim());
+    let segments =
+        [(h * h + h, true), (2 * (h * kv + kv), true), (h * h, true), (3 * h * inter, true), (2 * h, false)];
+    let n: usize = segments.iter().map(|s| s.0).sum();
+    let scalars = Scalars::new(0.9, 0.95, 1e-8, 0.1, 10, 1e-4);
+    let shape = format!("{n} f32");
+    // Read master, m, v, grad; write master, m, v (and 2 bytes of bf16 copy on a GPU).
+    let bytes = (7 * 4 * n) as f64;
+    match device {
+        Device::Cpu => {
+            let mut state = [vec![0.1f32; n], vec![0.0; n], vec![0.0; n]];
+            let grad = vec![1e-3f32; n];
+            let fused: Run<'a> = Box::new(move || {
+                let [master, m, v] = &mut state;
+                let mut at = 0;
+                for &(len, decays) in &segments {
+                    let r = at..at + len;
+                    adamw::update_cpu(
+                        &mut master[r.clone()],
+                        &mut m[r.clone()],
+                        &mut v[r.clone()],
+                        &grad[r],
+                        decays,
+                        &scalars,
+                    );
+                    at += len;
+                }
+                Ok(())
+            });
+            Ok(Some(Case { name: "adamw", shape, bytes, fused, unfused: None }))
+        }
+        #[cfg(feature = "cuda")]
+        Device::Cuda(cuda) => {
+            let cuda = cuda.clone();
+            let chunks = adamw::cuda::ChunkTable::upload(&cuda, &adamw::plan_chunks(&segments, 4096))?;
+            let mut master = cuda.clone_htod(&vec![0.1f32; n])?;
+            let mut m = cuda.alloc_zeros::<f32>(n)?;
+            let mut v = cuda.alloc_zeros::<f32>(n)?;
+            let grad = cuda.clone_htod(&vec![1e-3f32; n])?;
+            let mut compute = cuda.alloc_zeros::<half::bf16>(n)?;
+            let fused: Run<'a> = Box::new(move || {
+                let state = adamw::cuda::DeviceState {
+                    master: &mut master,
+                    m: &mut m,
+                    v: &mut v,
+                    grad: &grad,
+                    compute: Some(&mut compute),
+                };
+                Ok(adamw::cuda::step(&cuda, state, &chunks, scalars)?)
+            });
+            Ok(Some(Case { name: "adamw", shape, bytes: bytes + (2 * n) as f64, fused, unfused: None }))
+        }
+        _ => Ok(None),
+    }
+}
