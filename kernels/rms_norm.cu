@@ -5,6 +5,11 @@
 // Backward, with g = dy * w and n = x * rstd unrounded: dx = rstd * (g - n * mean(g * n)),
 // and dw = the sum over rows of dy * n.
 //
+// Fused with the residual add (`residual` not null): the row is s = x + residual, rounded
+// to the input dtype as transformers' `residual + hidden_states`, stored to `sum`, then
+// normalised. Its backward adds the gradient that reaches s directly (`d_add`, not null)
+// to dx, which is then the gradient of both x and residual.
+//
 // Launches: the forward and dx take one block per row (dx also stores each row's rstd);
 // dw is summed without atomics, so it is the same on every run: `dw_partial` gives each
 // (column block, row chunk) a thread per column that sums its chunk's rows, and `dw_sum`
@@ -12,29 +17,37 @@
 #include "common.cuh"
 
 template <class T>
-__device__ __forceinline__ void rms_norm_fwd(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
+__device__ __forceinline__ void rms_norm_fwd(const T* __restrict__ x, const T* __restrict__ residual,
+                                             const T* __restrict__ w, T* __restrict__ sum_out, T* __restrict__ y,
                                              int cols, float eps) {
     DV_DYNAMIC_SHARED(float, scratch);
     const size_t row = blockIdx.x;
     const T* xr = x + row * cols;
     T* yr = y + row * cols;
+    // The row's value at column c: x, or x + residual rounded (and stored) when fused.
+    auto value = [&](int c) {
+        if (residual == nullptr) return dv::to_float(xr[c]);
+        const T s = dv::from_float<T>(dv::to_float(xr[c]) + dv::to_float(residual[row * cols + c]));
+        return dv::to_float(s);
+    };
     float sum = 0.0f;
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-        const float v = dv::to_float(xr[c]);
+        const float v = value(c);
+        if (residual != nullptr) sum_out[row * cols + c] = dv::from_float<T>(v);
         sum += v * v;
     }
     sum = dv::block_sum(sum, scratch);
     const float r = rsqrtf(sum / cols + eps);
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-        const float n = dv::to_float(dv::from_float<T>(dv::to_float(xr[c]) * r));
+        const float n = dv::to_float(dv::from_float<T>(value(c) * r));
         yr[c] = dv::from_float<T>(dv::to_float(w[c]) * n);
     }
 }
 
 template <class T>
 __device__ __forceinline__ void rms_norm_bwd_dx(const T* __restrict__ x, const T* __restrict__ w,
-                                                const T* __restrict__ dy, T* __restrict__ dx,
-                                                float* __restrict__ rstd, int cols, float eps) {
+                                                const T* __restrict__ dy, const T* __restrict__ d_add,
+                                                T* __restrict__ dx, float* __restrict__ rstd, int cols, float eps) {
     DV_DYNAMIC_SHARED(float, scratch);
     const size_t row = blockIdx.x;
     const T* xr = x + row * cols;
@@ -52,7 +65,8 @@ __device__ __forceinline__ void rms_norm_bwd_dx(const T* __restrict__ x, const T
     for (int c = threadIdx.x; c < cols; c += blockDim.x) {
         const float g = dv::to_float(dyr[c]) * dv::to_float(w[c]);
         const float n = dv::to_float(xr[c]) * r;
-        dx[row * cols + c] = dv::from_float<T>(r * (g - n * mean));
+        const float extra = d_add == nullptr ? 0.0f : dv::to_float(d_add[row * cols + c]);
+        dx[row * cols + c] = dv::from_float<T>(r * (g - n * mean) + extra);
     }
     if (threadIdx.x == 0) rstd[row] = r;
 }
@@ -85,12 +99,13 @@ __device__ __forceinline__ void rms_norm_bwd_dw_sum(const float* __restrict__ pa
 
 // The kernels, by the unmangled names a launcher looks up.
 #define RMS_NORM_KERNELS(S, T)                                                                                 \
-    extern "C" __global__ void rms_norm_fwd_##S(const T* x, const T* w, T* y, int cols, float eps) {            \
-        rms_norm_fwd<T>(x, w, y, cols, eps);                                                                   \
+    extern "C" __global__ void rms_norm_fwd_##S(const T* x, const T* residual, const T* w, T* sum, T* y,       \
+                                                int cols, float eps) {                                         \
+        rms_norm_fwd<T>(x, residual, w, sum, y, cols, eps);                                                    \
     }                                                                                                          \
-    extern "C" __global__ void rms_norm_bwd_dx_##S(const T* x, const T* w, const T* dy, T* dx, float* rstd,     \
-                                                   int cols, float eps) {                                      \
-        rms_norm_bwd_dx<T>(x, w, dy, dx, rstd, cols, eps);                                                     \
+    extern "C" __global__ void rms_norm_bwd_dx_##S(const T* x, const T* w, const T* dy, const T* d_add, T* dx,  \
+                                                   float* rstd, int cols, float eps) {                         \
+        rms_norm_bwd_dx<T>(x, w, dy, d_add, dx, rstd, cols, eps);                                              \
     }                                                                                                          \
     extern "C" __global__ void rms_norm_bwd_dw_partial_##S(const T* x, const T* dy, const float* rstd,          \
                                                            float* partial, int rows, int cols,                 \
@@ -105,15 +120,17 @@ DV_FOR_EACH_TYPE(RMS_NORM_KERNELS)
 #ifdef DAVINCI_EMULATE
 // Host entry points for the emulated tests, with the launch geometry the Rust launcher uses.
 template <class T>
-void emu_rms_norm_bwd_typed(const void* x, const void* w, const void* dy, void* dx, void* dw, int rows, int cols,
-                            float eps, int threads, int chunks, void (*dx_kernel)(const T*, const T*, const T*, T*, float*, int, float),
+void emu_rms_norm_bwd_typed(const void* x, const void* w, const void* dy, const void* d_add, void* dx, void* dw,
+                            int rows, int cols, float eps, int threads, int chunks,
+                            void (*dx_kernel)(const T*, const T*, const T*, const T*, T*, float*, int, float),
                             void (*partial_kernel)(const T*, const T*, const float*, float*, int, int, int),
                             void (*sum_kernel)(const float*, T*, int, int)) {
     std::vector<float> rstd(rows, NAN), partial(static_cast<size_t>(chunks) * cols, NAN);
     const unsigned column_blocks = (cols + threads - 1) / threads;
     const int rows_per_chunk = (rows + chunks - 1) / chunks;
     emu::launch(dim3(rows), dim3(threads), 32 * sizeof(float), dx_kernel, static_cast<const T*>(x),
-                static_cast<const T*>(w), static_cast<const T*>(dy), static_cast<T*>(dx), rstd.data(), cols, eps);
+                static_cast<const T*>(w), static_cast<const T*>(dy), static_cast<const T*>(d_add), static_cast<T*>(dx),
+                rstd.data(), cols, eps);
     emu::launch(dim3(column_blocks, chunks), dim3(threads), 0, partial_kernel, static_cast<const T*>(x),
                 static_cast<const T*>(dy), static_cast<const float*>(rstd.data()), partial.data(), rows, cols,
                 rows_per_chunk);
@@ -122,26 +139,29 @@ void emu_rms_norm_bwd_typed(const void* x, const void* w, const void* dy, void* 
 }
 
 extern "C" {
-void emu_rms_norm_fwd(int bf16, const void* x, const void* w, void* y, int rows, int cols, float eps, int threads) {
+void emu_rms_norm_fwd(int bf16, const void* x, const void* residual, const void* w, void* sum, void* y, int rows,
+                      int cols, float eps, int threads) {
     const size_t shared = 32 * sizeof(float);
     if (bf16) {
         using B = __nv_bfloat16;
         emu::launch(dim3(rows), dim3(threads), shared, rms_norm_fwd_bf16, static_cast<const B*>(x),
-                    static_cast<const B*>(w), static_cast<B*>(y), cols, eps);
+                    static_cast<const B*>(residual), static_cast<const B*>(w), static_cast<B*>(sum),
+                    static_cast<B*>(y), cols, eps);
     } else {
         emu::launch(dim3(rows), dim3(threads), shared, rms_norm_fwd_f32, static_cast<const float*>(x),
-                    static_cast<const float*>(w), static_cast<float*>(y), cols, eps);
+                    static_cast<const float*>(residual), static_cast<const float*>(w), static_cast<float*>(sum),
+                    static_cast<float*>(y), cols, eps);
     }
 }
 
-void emu_rms_norm_bwd(int bf16, const void* x, const void* w, const void* dy, void* dx, void* dw, int rows, int cols,
-                      float eps, int threads, int chunks) {
+void emu_rms_norm_bwd(int bf16, const void* x, const void* w, const void* dy, const void* d_add, void* dx, void* dw,
+                      int rows, int cols, float eps, int threads, int chunks) {
     if (bf16) {
-        emu_rms_norm_bwd_typed<__nv_bfloat16>(x, w, dy, dx, dw, rows, cols, eps, threads, chunks,
+        emu_rms_norm_bwd_typed<__nv_bfloat16>(x, w, dy, d_add, dx, dw, rows, cols, eps, threads, chunks,
                                               rms_norm_bwd_dx_bf16, rms_norm_bwd_dw_partial_bf16,
                                               rms_norm_bwd_dw_sum_bf16);
     } else {
-        emu_rms_norm_bwd_typed<float>(x, w, dy, dx, dw, rows, cols, eps, threads, chunks, rms_norm_bwd_dx_f32,
+        emu_rms_norm_bwd_typed<float>(x, w, dy, d_add, dx, dw, rows, cols, eps, threads, chunks, rms_norm_bwd_dx_f32,
                                       rms_norm_bwd_dw_partial_f32, rms_norm_bwd_dw_sum_f32);
     }
 }

@@ -18,8 +18,8 @@ struct AdamwScalars {
 };
 
 extern "C" {
-void emu_rms_norm_fwd(int, const void*, const void*, void*, int, int, float, int);
-void emu_rms_norm_bwd(int, const void*, const void*, const void*, void*, void*, int, int, float, int, int);
+void emu_rms_norm_fwd(int, const void*, const void*, const void*, void*, void*, int, int, float, int);
+void emu_rms_norm_bwd(int, const void*, const void*, const void*, const void*, void*, void*, int, int, float, int, int);
 void emu_swiglu_fwd(int, const void*, const void*, void*, size_t, int, int);
 void emu_swiglu_bwd(int, const void*, const void*, const void*, void*, void*, size_t, int, int);
 void emu_rope(int, int, const void*, const float*, const float*, void*, size_t, int, int, int, int);
@@ -53,8 +53,8 @@ int main(int argc, char** argv) {
     const int rows = 3, cols = 100, n = rows * cols;
     std::vector<float> a(4096, 0.5f), b(4096, 0.25f), c(4096, -0.5f), d(4096), e(4096);
     std::vector<uint16_t> bf(4096, 0x3f00);
-    emu_rms_norm_fwd(0, a.data(), b.data(), d.data(), rows, cols, 1e-6f, 64);
-    emu_rms_norm_bwd(0, a.data(), b.data(), c.data(), d.data(), e.data(), rows, cols, 1e-6f, 64, 2);
+    emu_rms_norm_fwd(0, a.data(), c.data(), b.data(), e.data(), d.data(), rows, cols, 1e-6f, 64);
+    emu_rms_norm_bwd(0, a.data(), b.data(), c.data(), c.data(), d.data(), e.data(), rows, cols, 1e-6f, 64, 2);
     emu_swiglu_fwd(1, bf.data(), bf.data(), d.data(), n, 2, 64);
     emu_swiglu_bwd(0, a.data(), b.data(), c.data(), d.data(), e.data(), n, 2, 64);
     emu_rope(0, 0, a.data(), b.data(), c.data(), d.data(), 5, 2, 16, 1, 32);

@@ -3,7 +3,7 @@
 //! and the gradients of a weighted sum, in f32 and bf16, on awkward shapes.
 
 use candle_core::{DType, Device, Tensor, Var, D};
-use davinci_kernels::ops::{rms_norm, rope, swiglu};
+use davinci_kernels::ops::{add_rms_norm, rms_norm, rope, swiglu};
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
@@ -92,6 +92,33 @@ fn rms_norm_matches_autograd_of_the_formula() {
                 &[x, w],
                 |t| rms_norm(&t[0], &t[1], 1e-6).unwrap(),
                 |t| reference_rms_norm(&t[0], &t[1], 1e-6),
+                tolerance,
+            );
+        }
+    }
+}
+
+#[test]
+fn fused_residual_add_and_rms_norm_match_autograd_of_the_formula() {
+    for (dtype, tolerance) in [(DType::F32, 1e-5), (DType::BF16, 2e-2)] {
+        for shape in [vec![1, 1], vec![3, 33], vec![40, 1031]] {
+            let cols = *shape.last().unwrap();
+            let x = random(&shape, 1).to_dtype(dtype).unwrap();
+            let r = random(&shape, 7).to_dtype(dtype).unwrap();
+            let w = random(&[cols], 2).to_dtype(dtype).unwrap();
+            // Both outputs feed the loss, as in a layer: the sum goes on, the norm is used.
+            compare(
+                &format!("add_rms_norm {dtype:?} {shape:?}"),
+                &[x, r, w],
+                |t| {
+                    let (sum, normed) = add_rms_norm(&t[0], &t[1], &t[2], 1e-6).unwrap();
+                    Tensor::cat(&[&sum, &normed], 0).unwrap()
+                },
+                |t| {
+                    let sum = (&t[0] + &t[1]).unwrap();
+                    let normed = reference_rms_norm(&sum, &t[2], 1e-6);
+                    Tensor::cat(&[&sum, &normed], 0).unwrap()
+                },
                 tolerance,
             );
         }

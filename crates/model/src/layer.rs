@@ -8,7 +8,7 @@ use candle_core::Tensor;
 use crate::config::Config;
 use crate::error::{ModelError, Result};
 use crate::names::LAYER_TENSORS;
-use crate::ops::{rms_norm, swiglu, varlen_causal_attention, Rotary};
+use crate::ops::{add_rms_norm, rms_norm, swiglu, varlen_causal_attention, Rotary};
 use crate::packing::PackedLayout;
 
 /// The weights of one decoder layer, with the sizes needed to run it.
@@ -98,9 +98,8 @@ impl DecoderLayer {
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let attended = varlen_causal_attention(&q, &k, &v, layout.cu_seqlens(), scale)?
             .reshape((tokens, self.heads * self.head_dim))?;
-        let hidden = (hidden + linear(&attended, &t[slot::O_W], None)?)?;
-
-        let x = rms_norm(&hidden, &t[slot::POST_NORM], self.eps)?;
+        let attn_out = linear(&attended, &t[slot::O_W], None)?;
+        let (hidden, x) = add_rms_norm(hidden, &attn_out, &t[slot::POST_NORM], self.eps)?;
         let gated = swiglu(&linear(&x, &t[slot::GATE], None)?, &linear(&x, &t[slot::UP], None)?)?;
         Ok((hidden + linear(&gated, &t[slot::DOWN], None)?)?)
     }

@@ -11,7 +11,9 @@ mod ffi {
         pub fn emu_rms_norm_fwd(
             bf16: i32,
             x: *const c_void,
+            residual: *const c_void,
             w: *const c_void,
+            sum: *mut c_void,
             y: *mut c_void,
             rows: i32,
             cols: i32,
@@ -24,6 +26,7 @@ mod ffi {
             x: *const c_void,
             w: *const c_void,
             dy: *const c_void,
+            d_add: *const c_void,
             dx: *mut c_void,
             dw: *mut c_void,
             rows: i32,
@@ -113,19 +116,38 @@ fn threads_ok(threads: usize) {
     );
 }
 
-/// RMSNorm forward over `rows` rows of `cols`.
-pub fn rms_norm_fwd<T: Element>(x: &[T], w: &[T], y: &mut [T], cols: usize, eps: f32, threads: usize) {
+/// RMSNorm forward over `rows` rows of `cols`. With `residual` = `(r, sum)`, the fused
+/// form: the rows are `x + r` (rounded), written to `sum`, then normalised.
+pub fn rms_norm_fwd<T: Element>(
+    x: &[T],
+    residual: Option<(&[T], &mut [T])>,
+    w: &[T],
+    y: &mut [T],
+    cols: usize,
+    eps: f32,
+    threads: usize,
+) {
     let rows = x.len() / cols.max(1);
     check("x", x.len(), rows * cols);
     check("w", w.len(), cols);
     check("y", y.len(), rows * cols);
+    let (residual, sum) = match residual {
+        Some((r, sum)) => {
+            check("residual", r.len(), rows * cols);
+            check("sum", sum.len(), rows * cols);
+            (r.as_ptr().cast(), sum.as_mut_ptr().cast())
+        }
+        None => (std::ptr::null(), std::ptr::null_mut()),
+    };
     threads_ok(threads);
     // SAFETY: the sizes were checked against the shape the kernel reads and writes.
     unsafe {
         ffi::emu_rms_norm_fwd(
             T::BF16 as i32,
             x.as_ptr().cast(),
+            residual,
             w.as_ptr().cast(),
+            sum,
             y.as_mut_ptr().cast(),
             rows as i32,
             cols as i32,
@@ -136,12 +158,14 @@ pub fn rms_norm_fwd<T: Element>(x: &[T], w: &[T], y: &mut [T], cols: usize, eps:
 }
 
 /// RMSNorm backward: `dx` and `dw` (summed over rows in `chunks` row chunks, then over
-/// the chunks), both in the input's dtype.
+/// the chunks), both in the input's dtype. `d_add`, the gradient that reaches the fused
+/// form's sum directly, is added to `dx`.
 #[allow(clippy::too_many_arguments)]
 pub fn rms_norm_bwd<T: Element>(
     x: &[T],
     w: &[T],
     dy: &[T],
+    d_add: Option<&[T]>,
     dx: &mut [T],
     dw: &mut [T],
     cols: usize,
@@ -155,6 +179,9 @@ pub fn rms_norm_bwd<T: Element>(
     check("dy", dy.len(), rows * cols);
     check("dx", dx.len(), rows * cols);
     check("dw", dw.len(), cols);
+    if let Some(d_add) = d_add {
+        check("d_add", d_add.len(), rows * cols);
+    }
     threads_ok(threads);
     assert!((1..=rows.max(1)).contains(&chunks), "{chunks} row chunks for {rows} rows");
     // SAFETY: the sizes were checked against the shape the kernels read and write.
@@ -164,6 +191,7 @@ pub fn rms_norm_bwd<T: Element>(
             x.as_ptr().cast(),
             w.as_ptr().cast(),
             dy.as_ptr().cast(),
+            d_add.map_or(std::ptr::null(), |d| d.as_ptr().cast()),
             dx.as_mut_ptr().cast(),
             dw.as_mut_ptr().cast(),
             rows as i32,

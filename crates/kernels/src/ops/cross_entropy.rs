@@ -59,15 +59,17 @@ fn rows_cpu(logits: &[f32], targets: &[u32], with_grad: bool) -> Result<Vec<f32>
     let mut losses = vec![0f32; rows];
     let mut d_logits = vec![0f32; if with_grad { logits.len() } else { 0 }];
     let row_loss = |x: &[f32], target: u32, d: Option<&mut [f32]>| {
+        // Exponentials in f32 (each within an ulp), their sum and the log in f64.
         let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let sum: f64 = x.iter().map(|&v| ((v - max) as f64).exp()).sum();
-        let lse = max as f64 + sum.ln();
+        let sum: f64 = x.iter().map(|&v| (v - max).exp() as f64).sum();
+        let log_sum = sum.ln();
         if let Some(d) = d {
-            for (c, (d, &v)) in d.iter_mut().zip(x).enumerate() {
-                *d = ((v as f64 - lse).exp() - if c as u32 == target { 1.0 } else { 0.0 }) as f32;
+            for (d, &v) in d.iter_mut().zip(x) {
+                *d = ((v - max) - log_sum as f32).exp();
             }
+            d[target as usize] -= 1.0;
         }
-        (lse - x[target as usize] as f64) as f32
+        (log_sum - (x[target as usize] - max) as f64) as f32
     };
     if with_grad {
         losses.par_iter_mut().zip(d_logits.par_chunks_mut(vocab)).enumerate().for_each(|(r, (loss, d))| {

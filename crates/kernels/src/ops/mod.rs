@@ -12,7 +12,7 @@ mod rope;
 mod swiglu;
 
 pub use cross_entropy::{cross_entropy_rows, RowLosses};
-pub use rms_norm::{rms_norm, rms_norm_backward};
+pub use rms_norm::{add_rms_norm, rms_norm, rms_norm_backward};
 pub use rope::{rope, rope_backward};
 pub use swiglu::{swiglu, swiglu_backward};
 

@@ -17,7 +17,7 @@ pub use attention::varlen_causal_attention;
 pub use cross_entropy::{
     default_chunk_tokens, linear_cross_entropy, mean_cross_entropy_loss, CrossEntropyOutput, IGNORE_INDEX,
 };
-pub use rms_norm::rms_norm;
+pub use rms_norm::{add_rms_norm, rms_norm};
 pub use rope::Rotary;
 pub use softmax::softmax_last_dim;
 pub use swiglu::swiglu;

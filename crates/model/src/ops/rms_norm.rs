@@ -9,3 +9,8 @@ use crate::error::Result;
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     Ok(davinci_kernels::ops::rms_norm(x, weight, eps)?)
 }
+
+/// The residual add and the norm after it, fused: `(x + residual, rms_norm(x + residual))`.
+pub fn add_rms_norm(x: &Tensor, residual: &Tensor, weight: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+    Ok(davinci_kernels::ops::add_rms_norm(x, residual, weight, eps)?)
+}

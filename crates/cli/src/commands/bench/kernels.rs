@@ -26,7 +26,7 @@ pub struct KernelArgs {
     #[arg(long, default_value_t = 2048)]
     tokens: usize,
     /// Timed runs of each kernel, after one untimed warmup; the median is reported.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 20)]
     iters: usize,
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -125,6 +125,16 @@ pub fn run(args: KernelArgs) -> Result<()> {
                 let x32 = x.to_dtype(DType::F32)?;
                 let inv = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
                 done(x32.broadcast_mul(&inv)?.to_dtype(dtype)?.broadcast_mul(&w)?)
+            })),
+        },
+        Case {
+            name: "add+rms_norm fwd",
+            shape: format!("{t}x{h}"),
+            bytes: e * (4 * t * h + h) as f64,
+            fused: Box::new(|| done(ops::add_rms_norm(&x, &dy, &w, eps)?)),
+            unfused: Some(Box::new(|| {
+                let sum = (&x + &dy)?;
+                done((ops::rms_norm(&sum, &w, eps)?, sum))
             })),
         },
         Case {
