@@ -79,6 +79,22 @@ __device__ __forceinline__ void cp_async_16(void* shared, const void* global) {
 #endif
 }
 
+/// As `cp_async_16`, but when `valid` is false nothing is read and the 16 shared bytes are
+/// zeroed (the instruction's src-size operand set to 0).
+__device__ __forceinline__ void cp_async_16_or_zero(void* shared, const void* global, bool valid) {
+#ifdef DAVINCI_EMULATE
+    if (valid) {
+        std::memcpy(shared, global, 16);
+    } else {
+        std::memset(shared, 0, 16);
+    }
+#else
+    const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
+    const int bytes = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(global), "r"(bytes));
+#endif
+}
+
 /// Closes the group of copies started since the last commit.
 __device__ __forceinline__ void cp_async_commit() {
 #ifndef DAVINCI_EMULATE

@@ -28,6 +28,10 @@ void emu_adamw_step(float*, float*, float*, const float*, void*, const AdamwChun
 void emu_ldmatrix_dump(const void*, uint32_t*);
 void emu_mma_fragments(const uint32_t*, const uint32_t*, const float*, float*);
 void emu_gemm_16x8(const void*, const void*, float*, int);
+void emu_flash_attention_fwd(const void*, const void*, const void*, void*, float*, const void*, int, int, int, int, int,
+                             float);
+void emu_flash_attention_bwd(const void*, const void*, const void*, const void*, const void*, const float*, void*,
+                             void*, void*, const void*, int, const void*, int, int, int, int, int, float);
 }
 
 // Sums a block's values through shared memory, with the barrier between the writes and
@@ -69,6 +73,20 @@ int main(int argc, char** argv) {
     std::vector<uint32_t> frag_a(32 * 4, 0x3f803f80u), frag_b(32 * 2, 0x3f803f80u);
     emu_mma_fragments(frag_a.data(), frag_b.data(), c.data(), d.data());
     emu_gemm_16x8(bf.data(), bf.data(), d.data(), 32);
+    // Flash attention: one document of 70 tokens (two query tiles, a partial key tile)
+    // over two query heads sharing one kv head, head_dim 64.
+    {
+        const int tokens = 70, d = 64;
+        std::vector<uint16_t> q(tokens * 2 * d, 0x3c00), kv(tokens * d, 0x3c00), o(tokens * 2 * d), g(tokens * 2 * d, 0x3c00);
+        std::vector<uint16_t> dq(tokens * 2 * d), dk(tokens * d), dvv(tokens * d);
+        std::vector<float> lse(2 * tokens);
+        const int query_tiles[] = {64, 0, 70, 0, 0, 70};
+        const int key_tiles[] = {0, 0, 70, 64, 0, 70};
+        emu_flash_attention_fwd(q.data(), kv.data(), kv.data(), o.data(), lse.data(), query_tiles, 2, tokens, 2, 1, d,
+                                0.125f);
+        emu_flash_attention_bwd(q.data(), kv.data(), kv.data(), o.data(), g.data(), lse.data(), dq.data(), dk.data(),
+                                dvv.data(), query_tiles, 2, key_tiles, 2, tokens, 2, 1, d, 0.125f);
+    }
     std::printf("every kernel ran\n");
     return 0;
 }

@@ -10,6 +10,7 @@
 //!   cudarc on candle's stream.
 
 pub mod adamw;
+pub mod attention;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod emulated;

@@ -379,3 +379,6 @@ pub fn cross_entropy_rows(
 
 mod warp_matrix;
 pub use warp_matrix::{gemm_16x8, ldmatrix_dump, mma_fragments, LdmatrixDump};
+
+mod flash_attention;
+pub use flash_attention::{flash_attention_bwd, flash_attention_fwd, AttentionGrads, AttentionShape};

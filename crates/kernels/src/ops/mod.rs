@@ -7,11 +7,13 @@
 //! Inputs are made contiguous by the public functions; the bodies refuse strided layouts.
 
 mod cross_entropy;
+mod flash_attention;
 mod rms_norm;
 mod rope;
 mod swiglu;
 
 pub use cross_entropy::{cross_entropy_rows, RowLosses};
+pub use flash_attention::flash_attention;
 pub use rms_norm::{add_rms_norm, rms_norm, rms_norm_backward};
 pub use rope::{rope, rope_backward};
 pub use swiglu::{swiglu, swiglu_backward};

@@ -9,10 +9,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use candle_core::Var;
 use candle_core::{DType, Device, Tensor, D};
 use davinci_kernels::adamw::{self, Scalars};
 use davinci_kernels::ops;
-use davinci_model::ops::{default_chunk_tokens, Rotary};
+use davinci_model::ops::attention::reference;
+use davinci_model::ops::{default_chunk_tokens, varlen_causal_attention, Rotary};
 
 use super::model_config;
 use crate::device::{parse_device, parse_dtype};
@@ -30,7 +32,11 @@ pub struct KernelArgs {
     iters: usize,
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Element type of the activations (the loss and AdamW always run in f32).
+    /// Documents in the packed row, of equal length, for attention.
+    #[arg(long, default_value_t = 1)]
+    docs: usize,
+    /// Element type of the activations (the loss and AdamW always run in f32; attention
+    /// runs in f32 on the CPU and bf16 on a GPU, the types its paths take).
     #[arg(long, default_value = "f32")]
     dtype: String,
 }
@@ -47,6 +53,8 @@ struct Case<'a> {
     name: &'static str,
     shape: String,
     bytes: f64,
+    /// Matrix flops, for the kernels that are about them (attention); 0 for the others.
+    flops: f64,
     fused: Run<'a>,
     unfused: Option<Run<'a>>,
 }
@@ -119,6 +127,7 @@ pub fn run(args: KernelArgs) -> Result<()> {
         Case {
             name: "rms_norm fwd",
             shape: format!("{t}x{h}"),
+            flops: 0.0,
             bytes: e * (2 * t * h + h) as f64,
             fused: Box::new(|| done(ops::rms_norm(&x, &w, eps)?)),
             unfused: Some(Box::new(|| {
@@ -130,6 +139,7 @@ pub fn run(args: KernelArgs) -> Result<()> {
         Case {
             name: "add+rms_norm fwd",
             shape: format!("{t}x{h}"),
+            flops: 0.0,
             bytes: e * (4 * t * h + h) as f64,
             fused: Box::new(|| done(ops::add_rms_norm(&x, &dy, &w, eps)?)),
             unfused: Some(Box::new(|| {
@@ -140,6 +150,7 @@ pub fn run(args: KernelArgs) -> Result<()> {
         Case {
             name: "rms_norm bwd",
             shape: format!("{t}x{h}"),
+            flops: 0.0,
             bytes: e * (3 * t * h + 2 * h) as f64 + e * (t * h) as f64,
             fused: Box::new(|| done(ops::rms_norm_backward(&x, &w, &dy, eps)?)),
             unfused: None,
@@ -147,6 +158,7 @@ pub fn run(args: KernelArgs) -> Result<()> {
         Case {
             name: "swiglu fwd",
             shape: format!("{t}x{inter}"),
+            flops: 0.0,
             bytes: e * (3 * t * inter) as f64,
             fused: Box::new(|| done(ops::swiglu(&gate, &up)?)),
             unfused: Some(Box::new(|| done((gate.silu()? * &up)?))),
@@ -154,6 +166,7 @@ pub fn run(args: KernelArgs) -> Result<()> {
         Case {
             name: "swiglu bwd",
             shape: format!("{t}x{inter}"),
+            flops: 0.0,
             bytes: e * (5 * t * inter) as f64,
             fused: Box::new(|| done(ops::swiglu_backward(&gate, &up, &dmlp)?)),
             unfused: None,
@@ -161,6 +174,7 @@ pub fn run(args: KernelArgs) -> Result<()> {
         Case {
             name: "rope fwd",
             shape: format!("{t}x{heads}x{hd}"),
+            flops: 0.0,
             bytes: e * (2 * t * heads * hd) as f64 + 4.0 * (2 * t * hd) as f64,
             fused: Box::new(|| done(ops::rope(&q, &cos, &sin)?)),
             unfused: Some(Box::new(|| {
@@ -176,6 +190,7 @@ pub fn run(args: KernelArgs) -> Result<()> {
         Case {
             name: "rope bwd",
             shape: format!("{t}x{heads}x{hd}"),
+            flops: 0.0,
             bytes: e * (2 * t * heads * hd) as f64 + 4.0 * (2 * t * hd) as f64,
             fused: Box::new(|| done(ops::rope_backward(&q, &cos, &sin)?)),
             unfused: None,
@@ -183,6 +198,7 @@ pub fn run(args: KernelArgs) -> Result<()> {
         Case {
             name: "cross-entropy rows",
             shape: format!("{rows}x{} f32", config.vocab_size),
+            flops: 0.0,
             bytes: 4.0 * (2 * rows * config.vocab_size + 2 * rows) as f64,
             fused: Box::new(|| done(ops::cross_entropy_rows(&logits, &targets, true)?)),
             unfused: Some(Box::new(|| {
@@ -197,6 +213,7 @@ pub fn run(args: KernelArgs) -> Result<()> {
             })),
         },
     ];
+    cases.extend(attention_cases(&config, t, args.docs, &device)?);
     let adamw_case = adamw_case(&config, &device)?;
     if let Some(case) = adamw_case {
         cases.push(case);
@@ -214,12 +231,17 @@ pub fn run(args: KernelArgs) -> Result<()> {
     );
     println!("device copy (the bandwidth reference): {copy_gbs:.1} GB/s");
     println!(
-        "{:<20} {:<22} {:>11} {:>9} {:>9} {:>11}",
-        "kernel", "shape", "median", "GB/s", "of copy", "vs unfused"
+        "{:<20} {:<26} {:>11} {:>9} {:>9} {:>9} {:>11}",
+        "kernel", "shape", "median", "GB/s", "of copy", "TFLOP/s", "vs unfused"
     );
     for mut case in cases {
         let fused = time(&mut case.fused, args.iters, &device)?;
         let gbs = case.bytes / fused.as_secs_f64() / 1e9;
+        let tflops = if case.flops > 0.0 {
+            format!("{:.3}", case.flops / fused.as_secs_f64() / 1e12)
+        } else {
+            "-".into()
+        };
         let versus = match case.unfused.as_mut() {
             Some(unfused) => {
                 format!("{:.2}x", time(unfused, args.iters, &device)?.as_secs_f64() / fused.as_secs_f64())
@@ -227,16 +249,77 @@ pub fn run(args: KernelArgs) -> Result<()> {
             None => "-".into(),
         };
         println!(
-            "{:<20} {:<22} {:>8.3} ms {:>9.1} {:>8.2}x {:>11}",
+            "{:<20} {:<26} {:>8.3} ms {:>9.1} {:>8.2}x {:>9} {:>11}",
             case.name,
             case.shape,
             fused.as_secs_f64() * 1e3,
             gbs,
             gbs / copy_gbs,
+            tflops,
             versus
         );
     }
     Ok(())
+}
+
+/// Attention over a packed row of `docs` equal documents: forward, and forward with
+/// backward, with flops counted as FlashAttention counts them (causal: half of
+/// `4 * len^2 * head_dim` per head and document; the backward 2.5 times the forward). The
+/// unfused baseline is the reference attention from candle primitives.
+fn attention_cases<'a>(
+    config: &davinci_model::Config,
+    tokens: usize,
+    docs: usize,
+    device: &Device,
+) -> Result<Vec<Case<'a>>> {
+    if docs == 0 || docs > tokens {
+        bail!("--docs must be between 1 and the token count");
+    }
+    let (heads, kv_heads, hd) = (config.num_attention_heads, config.num_key_value_heads, config.head_dim());
+    let dtype = if device.is_cuda() { DType::BF16 } else { DType::F32 };
+    let mut cu = vec![0u32];
+    for d in 0..docs {
+        cu.push(((d + 1) * tokens / docs) as u32);
+    }
+    let flops: f64 =
+        cu.windows(2).map(|w| (w[1] - w[0]) as f64).map(|l| 2.0 * l * l * hd as f64).sum::<f64>()
+            * heads as f64;
+    let q = random(&[tokens, heads, hd], 11, dtype, device)?;
+    let k = random(&[tokens, kv_heads, hd], 12, dtype, device)?;
+    let v = random(&[tokens, kv_heads, hd], 13, dtype, device)?;
+    let probe = random(&[tokens, heads, hd], 14, dtype, device)?;
+    let scale = 1.0 / (hd as f64).sqrt();
+    let shape = format!("{tokens}x{heads}/{kv_heads}x{hd}, {docs} doc(s)");
+    let bytes = (dtype.size_in_bytes() * tokens * (2 * heads + 2 * kv_heads) * hd) as f64;
+    let (q2, k2, v2, cu2) = (q.clone(), k.clone(), v.clone(), cu.clone());
+    let forward: Run<'a> = Box::new(move || done(varlen_causal_attention(&q2, &k2, &v2, &cu2, scale)?));
+    let (q3, k3, v3, cu3) = (q.clone(), k.clone(), v.clone(), cu.clone());
+    let unfused: Run<'a> = Box::new(move || done(reference::attention(&q3, &k3, &v3, &cu3, scale)?));
+    let backward: Run<'a> = Box::new(move || {
+        let vars = [&q, &k, &v].map(Var::from_tensor);
+        let [qv, kv, vv] = vars;
+        let (qv, kv, vv) = (qv?, kv?, vv?);
+        let y = varlen_causal_attention(qv.as_tensor(), kv.as_tensor(), vv.as_tensor(), &cu, scale)?;
+        done((y * &probe)?.sum_all()?.backward()?)
+    });
+    Ok(vec![
+        Case {
+            name: "attention fwd",
+            shape: shape.clone(),
+            bytes,
+            flops,
+            fused: forward,
+            unfused: Some(unfused),
+        },
+        Case {
+            name: "attention fwd+bwd",
+            shape,
+            bytes: 3.0 * bytes,
+            flops: 3.5 * flops,
+            fused: backward,
+            unfused: None,
+        },
+    ])
 }
 
 /// AdamW over one decoder layer's parameters as one flat fp32 shard (the CPU reference on
@@ -272,7 +355,7 @@ fn adamw_case<'a>(config: &davinci_model::Config, device: &Device) -> Result<Opt
                 }
                 Ok(())
             });
-            Ok(Some(Case { name: "adamw", shape, bytes, fused, unfused: None }))
+            Ok(Some(Case { name: "adamw", shape, bytes, flops: 0.0, fused, unfused: None }))
         }
         #[cfg(feature = "cuda")]
         Device::Cuda(cuda) => {
@@ -293,7 +376,14 @@ fn adamw_case<'a>(config: &davinci_model::Config, device: &Device) -> Result<Opt
                 };
                 Ok(adamw::cuda::step(&cuda, state, &chunks, scalars)?)
             });
-            Ok(Some(Case { name: "adamw", shape, bytes: bytes + (2 * n) as f64, fused, unfused: None }))
+            Ok(Some(Case {
+                name: "adamw",
+                shape,
+                bytes: bytes + (2 * n) as f64,
+                flops: 0.0,
+                fused,
+                unfused: None,
+            }))
         }
         _ => Ok(None),
     }

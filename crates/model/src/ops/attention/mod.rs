@@ -4,12 +4,14 @@
 //! candle primitives on the gradient tape (any device, any dtype; the tests' yardstick),
 //! and [`tiled`] is the CPU path used in training, which visits a block of queries at a
 //! time with an explicit backward that recomputes probabilities from the saved
-//! log-sum-exp, as flash-attention does. The CUDA kernel takes the tiled op's place.
+//! log-sum-exp, as flash-attention does. On a GPU, bf16 rows with head_dim 64 or 128 run
+//! the flash-attention kernels of `davinci-kernels`.
 
 pub mod reference;
 pub mod tiled;
 
 use candle_core::{DType, Tensor};
+use davinci_kernels::attention::HEAD_DIMS;
 
 use crate::error::{ModelError, Result};
 
@@ -41,7 +43,9 @@ pub fn varlen_causal_attention(
     if cu_seqlens.last().map(|&end| end as usize) != Some(tokens) {
         return Err(ModelError::Packing(format!("cu_seqlens {cu_seqlens:?} do not cover {tokens} tokens")));
     }
-    if q.device().is_cpu() && q.dtype() == DType::F32 {
+    if q.device().is_cuda() && q.dtype() == DType::BF16 && HEAD_DIMS.contains(&head_dim) {
+        Ok(davinci_kernels::ops::flash_attention(q, k, v, cu_seqlens, scale)?)
+    } else if q.device().is_cpu() && q.dtype() == DType::F32 {
         tiled::attention(q, k, v, cu_seqlens, scale, None)
     } else {
         reference::attention(q, k, v, cu_seqlens, scale)

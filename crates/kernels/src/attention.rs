@@ -1,0 +1,81 @@
+//! The work lists of the flash-attention kernels (`kernels/flash_attention.cu`): one entry
+//! per tile of a document's queries (forward, dQ) or keys (dK/dV), longest work first so
+//! that the causal triangle's short tiles fill in at the end.
+
+/// A tile as the kernels read it (`fa::Tile`): rows `first..first + tile` of the document
+/// `doc_start..doc_end`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tile {
+    pub first: i32,
+    pub doc_start: i32,
+    pub doc_end: i32,
+}
+
+/// Query rows per block of the forward and dQ kernels.
+pub const QUERY_TILE: usize = 64;
+/// Key rows per block of the dK/dV kernel.
+pub const KEY_TILE: usize = 64;
+/// Head sizes the kernels are built for.
+pub const HEAD_DIMS: [usize; 2] = [64, 128];
+
+/// Query tiles: each sees the keys from its document's start to its own end, so more rows
+/// further into a document mean more work.
+pub fn query_tiles(cu_seqlens: &[u32]) -> Vec<Tile> {
+    let mut tiles = tiles(cu_seqlens, QUERY_TILE);
+    tiles.sort_by_key(|t| {
+        std::cmp::Reverse(((t.first + QUERY_TILE as i32).min(t.doc_end) - t.doc_start, t.first))
+    });
+    tiles
+}
+
+/// Key tiles: each is seen by the queries from its own start to its document's end.
+pub fn key_tiles(cu_seqlens: &[u32]) -> Vec<Tile> {
+    let mut tiles = tiles(cu_seqlens, KEY_TILE);
+    tiles.sort_by_key(|t| std::cmp::Reverse((t.doc_end - t.first, t.first)));
+    tiles
+}
+
+fn tiles(cu_seqlens: &[u32], rows: usize) -> Vec<Tile> {
+    let mut tiles = Vec::new();
+    for w in cu_seqlens.windows(2) {
+        let (start, end) = (w[0] as i32, w[1] as i32);
+        let mut first = start;
+        while first < end {
+            tiles.push(Tile { first, doc_start: start, doc_end: end });
+            first += rows as i32;
+        }
+    }
+    tiles
+}
+
+/// Dynamic shared memory of each kernel (bytes) for a head size.
+pub fn shared_bytes(head_dim: usize) -> [usize; 3] {
+    let row = (head_dim + 8) * 2;
+    let queries = 32;
+    [5 * QUERY_TILE * row, 6 * QUERY_TILE * row, (2 * KEY_TILE + 4 * queries) * row + 4 * queries * 4]
+}
+
+/// Refuses shapes the kernels are not built for, and `cu_seqlens` that do not rise from 0
+/// within the row (a row may end in padding past the last document).
+pub fn check_shapes(
+    tokens: usize,
+    q_heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    cu_seqlens: &[u32],
+) -> Result<(), String> {
+    if !HEAD_DIMS.contains(&head_dim) {
+        return Err(format!("flash attention is built for head_dim 64 and 128, not {head_dim}"));
+    }
+    if kv_heads == 0 || !q_heads.is_multiple_of(kv_heads) {
+        return Err(format!("{q_heads} query heads do not group over {kv_heads} key/value heads"));
+    }
+    if cu_seqlens.first() != Some(&0) || cu_seqlens.windows(2).any(|w| w[0] > w[1]) {
+        return Err(format!("cu_seqlens {cu_seqlens:?} must start at 0 and not decrease"));
+    }
+    if cu_seqlens.last().is_some_and(|&end| end as usize > tokens) || tokens > i32::MAX as usize {
+        return Err(format!("cu_seqlens {cu_seqlens:?} reach past the row's {tokens} tokens"));
+    }
+    Ok(())
+}

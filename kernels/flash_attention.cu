@@ -1,0 +1,460 @@
+// Flash attention for packed variable-length rows: causal, never across documents
+// (`cu_seqlens`), grouped-query heads, bf16 inputs with f32 accumulation, head_dim 64 or
+// 128. q: [tokens, q_heads, D], k and v: [tokens, kv_heads, D]; query head h reads kv head
+// h / (q_heads / kv_heads). The forward writes o and the log-sum-exp of every query row
+// (natural log, [q_heads, tokens]); the backward recomputes the probabilities from it.
+//
+// Tiles. Every kernel runs 4 warps (128 threads), each warp owning 16 rows of the block's
+// tile, and works on tensor cores: mma.sync m16n8k16 (bf16 in, f32 accumulate) with its
+// operands loaded by ldmatrix from shared memory, and K/V (or Q/dO) tiles brought in by
+// cp.async, the next tile's copy in flight while the current one is used (double buffer).
+//   forward   64 queries x 64-key tiles: shared Q + 2 x (K, V) = 5 x 64 x (D + 8) bf16
+//             (45 KB at D = 64, 85 KB at D = 128).
+//   dQ        64 queries x 64-key tiles: Q, dO + 2 x (K, V): 6 x 64 x (D + 8) bf16
+//             (54 KB, 102 KB).
+//   dK, dV    64 keys x 32-query tiles: K, V + 2 x (Q, dO), and each query's lse and D
+//             (36.5 KB, 68.5 KB).
+// Registers (ptxas, sm_90a; sm_80 within a few): forward 108 (D 64) and 126 (D 128), dQ 126
+// and 168, dK/dV 128 and 214, no spills. On an H100 that is 4 blocks (16 warps) per SM at
+// D = 64 and 2 blocks (8 warps) at D = 128, limited by shared memory in the forward and dQ
+// and by registers in dK/dV.
+// Rows are padded by 8 elements so that ldmatrix's eight row addresses fall in different
+// banks and stay 16-byte aligned. docs/kernels.md tabulates both targets.
+//
+// Work lists. The host gives each kernel a table of tiles {first row, document start,
+// document end}: query tiles for the forward and dQ, key tiles for dK/dV, sorted so the
+// tiles with the most work start first (the causal triangle and short documents leave
+// later blocks little to do). Key tiles above the diagonal or outside the document are
+// never visited; partial tiles at a document's end load zeros past it and mask them.
+//
+// The backward is two kernels so that nothing is summed with atomics and the result is
+// the same on every run: dK and dV (a block per key tile and kv head, looping over the
+// query heads of the group, so the group's sum stays in registers), and dQ (a block per
+// query tile and head). Both recompute P from the saved log-sum-exp, with
+// D = rowsum(dO * O) computed first by `flash_attention_delta`.
+#include "mma.cuh"
+
+namespace fa {
+
+constexpr int kThreads = 128;
+constexpr int kRows = 64;       // rows per block: queries (forward, dQ) or keys (dK/dV)
+constexpr int kKeys = 64;       // keys per tile in the forward and dQ
+constexpr int kQueries = 32;    // queries per tile in dK/dV
+constexpr int kPad = 8;         // bf16 padding per shared row
+constexpr float kLn2 = 0.6931471805599453f;
+
+struct Tile {
+    int first, doc_start, doc_end;
+};
+
+/// Elements per shared row of a head of D.
+template <int D>
+constexpr int kStride = D + kPad;
+
+/// Starts copying rows first..first+rows of one head of a [tokens, heads, D] tensor into
+/// shared memory; rows at or past `end` are zeros.
+template <int D>
+__device__ __forceinline__ void load_rows(__nv_bfloat16* shared, const __nv_bfloat16* global, int heads, int head,
+                                          int first, int rows, int end) {
+    constexpr int kChunks = D / 8;
+    for (int c = threadIdx.x; c < rows * kChunks; c += blockDim.x) {
+        const int r = c / kChunks, part = c % kChunks, token = first + r;
+        const bool valid = token < end;
+        const __nv_bfloat16* from = valid ? global + (static_cast<size_t>(token) * heads + head) * D + part * 8 : global;
+        dv::cp_async_16_or_zero(shared + r * kStride<D> + part * 8, from, valid);
+    }
+}
+
+/// The A fragment (16 x 16) at rows row0.., cols col0.. of a shared tile.
+template <int D>
+__device__ __forceinline__ void a_fragment(uint32_t a[4], const __nv_bfloat16* tile, int row0, int col0) {
+    const int lane = threadIdx.x % 32, m = lane / 8;
+    dv::ldmatrix<4, false>(a, tile + (row0 + (m % 2) * 8 + lane % 8) * kStride<D> + col0 + (m / 2) * 8);
+}
+
+/// The B fragment (16 x 8) of B = T^T for a tile T stored [n][k]: n rows n0..n0+8, k cols k0...
+template <int D>
+__device__ __forceinline__ void b_fragment_nk(uint32_t b[2], const __nv_bfloat16* tile, int n0, int k0) {
+    const int lane = threadIdx.x % 32;
+    dv::ldmatrix<2, false>(b, tile + (n0 + lane % 8) * kStride<D> + k0 + ((lane / 8) % 2) * 8);
+}
+
+/// The B fragment (16 x 8) of a tile stored [k][n]: k rows k0..k0+16, n cols n0..n0+8.
+template <int D>
+__device__ __forceinline__ void b_fragment_kn(uint32_t b[2], const __nv_bfloat16* tile, int k0, int n0) {
+    const int lane = threadIdx.x % 32;
+    dv::ldmatrix<2, true>(b, tile + (k0 + lane % 8 + ((lane / 8) % 2) * 8) * kStride<D> + n0);
+}
+
+/// C fragments of two adjacent 16x8 tiles as the A fragment of one 16x16 k-step.
+__device__ __forceinline__ void c_to_a(uint32_t a[4], const float left[4], const float right[4]) {
+    a[0] = dv::pack_bf16(left[0], left[1]);
+    a[1] = dv::pack_bf16(left[2], left[3]);
+    a[2] = dv::pack_bf16(right[0], right[1]);
+    a[3] = dv::pack_bf16(right[2], right[3]);
+}
+
+/// acc[N/8] (16 x N) += A (16 x D, rows row0.. of `a_tile`) times B^T where B is stored
+/// [n][d] (`b_tile` rows n0..n0+N): scores from queries and keys.
+template <int D, int N>
+__device__ __forceinline__ void rows_times_rows(float acc[][4], const __nv_bfloat16* a_tile, int row0,
+                                                const __nv_bfloat16* b_tile, int n0) {
+    for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t a[4];
+        a_fragment<D>(a, a_tile, row0, kk * 16);
+        for (int nn = 0; nn < N / 8; ++nn) {
+            uint32_t b[2];
+            b_fragment_nk<D>(b, b_tile, n0 + nn * 8, kk * 16);
+            dv::mma_bf16_16x8x16(acc[nn], a, b, acc[nn]);
+        }
+    }
+}
+
+/// acc[D/8] (16 x D) += P (16 x K, in C fragments p[K/8]) times B (K x D, stored [k][d]).
+template <int D, int K>
+__device__ __forceinline__ void probs_times_rows(float acc[][4], const float p[][4], const __nv_bfloat16* b_tile) {
+    for (int kk = 0; kk < K / 16; ++kk) {
+        uint32_t a[4];
+        c_to_a(a, p[2 * kk], p[2 * kk + 1]);
+        for (int dd = 0; dd < D / 8; ++dd) {
+            uint32_t b[2];
+            b_fragment_kn<D>(b, b_tile, kk * 16, dd * 8);
+            dv::mma_bf16_16x8x16(acc[dd], a, b, acc[dd]);
+        }
+    }
+}
+
+/// Sum (or max) over the four lanes of a quad, which hold one fragment row between them.
+__device__ __forceinline__ float quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+/// Stores a 16 x D block of f32 C fragments as bf16 rows row0 + (0..16) of one head,
+/// scaled, skipping rows at or past `end`.
+template <int D>
+__device__ __forceinline__ void store_rows(__nv_bfloat16* out, const float acc[][4], int heads, int head, int row0,
+                                           int end, float scale) {
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    for (int half = 0; half < 2; ++half) {
+        const int row = row0 + g + 8 * half;
+        if (row >= end) continue;
+        __nv_bfloat16* dst = out + (static_cast<size_t>(row) * heads + head) * D;
+        for (int dd = 0; dd < D / 8; ++dd) {
+            dst[dd * 8 + 2 * t] = __float2bfloat16(acc[dd][2 * half] * scale);
+            dst[dd * 8 + 2 * t + 1] = __float2bfloat16(acc[dd][2 * half + 1] * scale);
+        }
+    }
+}
+
+template <int D>
+__device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
+                        const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ out, float* __restrict__ lse,
+                        const Tile* __restrict__ tiles, int tokens, int q_heads, int kv_heads, float scale_log2) {
+    DV_DYNAMIC_SHARED(__nv_bfloat16, shared);
+    __nv_bfloat16* q_tile = shared;
+    __nv_bfloat16* kv_tiles = shared + kRows * kStride<D>;  // [buffer][K, V]
+    auto k_tile = [&](int buffer) { return kv_tiles + (2 * buffer) * kKeys * kStride<D>; };
+    auto v_tile = [&](int buffer) { return kv_tiles + (2 * buffer + 1) * kKeys * kStride<D>; };
+
+    const Tile tile = tiles[blockIdx.x];
+    const int head = blockIdx.y, kv_head = head / (q_heads / kv_heads);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int q_end = min(tile.first + kRows, tile.doc_end);
+    const int key_tiles = (q_end - tile.doc_start + kKeys - 1) / kKeys;
+
+    load_rows<D>(q_tile, q, q_heads, head, tile.first, kRows, tile.doc_end);
+    load_rows<D>(k_tile(0), k, kv_heads, kv_head, tile.doc_start, kKeys, tile.doc_end);
+    load_rows<D>(v_tile(0), v, kv_heads, kv_head, tile.doc_start, kKeys, tile.doc_end);
+    dv::cp_async_commit();
+
+    float acc[D / 8][4] = {};
+    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+    for (int j = 0; j < key_tiles; ++j) {
+        const int buffer = j % 2, key0 = tile.doc_start + j * kKeys;
+        if (j + 1 < key_tiles) {
+            load_rows<D>(k_tile(1 - buffer), k, kv_heads, kv_head, key0 + kKeys, kKeys, tile.doc_end);
+            load_rows<D>(v_tile(1 - buffer), v, kv_heads, kv_head, key0 + kKeys, kKeys, tile.doc_end);
+            dv::cp_async_commit();
+            dv::cp_async_wait<1>();
+        } else {
+            dv::cp_async_wait<0>();
+        }
+        __syncthreads();
+
+        float s[kKeys / 8][4] = {};
+        rows_times_rows<D, kKeys>(s, q_tile, warp * 16, k_tile(buffer), 0);
+        for (int half = 0; half < 2; ++half) {
+            const int row = tile.first + warp * 16 + g + 8 * half;
+            float tile_max = -INFINITY;
+            for (int nn = 0; nn < kKeys / 8; ++nn) {
+                for (int i = 0; i < 2; ++i) {
+                    const int key = key0 + nn * 8 + 2 * t + i;
+                    float& x = s[nn][2 * half + i];
+                    x = (key <= row && key < tile.doc_end && row < tile.doc_end) ? x * scale_log2 : -INFINITY;
+                    tile_max = fmaxf(tile_max, x);
+                }
+            }
+            const float new_max = fmaxf(row_max[half], quad_max(tile_max));
+            const float base = new_max == -INFINITY ? 0.0f : new_max;  // a row with nothing yet
+            const float rescale = exp2f(row_max[half] - base);
+            float sum = 0.0f;
+            for (int nn = 0; nn < kKeys / 8; ++nn) {
+                for (int i = 0; i < 2; ++i) {
+                    float& x = s[nn][2 * half + i];
+                    x = exp2f(x - base);
+                    sum += x;
+                }
+            }
+            row_sum[half] = row_sum[half] * rescale + quad_sum(sum);
+            row_max[half] = new_max;
+            for (int dd = 0; dd < D / 8; ++dd) {
+                acc[dd][2 * half] *= rescale;
+                acc[dd][2 * half + 1] *= rescale;
+            }
+        }
+        probs_times_rows<D, kKeys>(acc, s, v_tile(buffer));
+        __syncthreads();  // every warp is done with this buffer before it is refilled
+    }
+
+    for (int half = 0; half < 2; ++half) {
+        const int row = tile.first + warp * 16 + g + 8 * half;
+        const float inv = row_sum[half] > 0.0f ? 1.0f / row_sum[half] : 0.0f;
+        for (int dd = 0; dd < D / 8; ++dd) {
+            acc[dd][2 * half] *= inv;
+            acc[dd][2 * half + 1] *= inv;
+        }
+        if (t == 0 && row < tile.doc_end) {
+            lse[static_cast<size_t>(head) * tokens + row] = (row_max[half] + log2f(row_sum[half])) * kLn2;
+        }
+    }
+    store_rows<D>(out, acc, q_heads, head, tile.first + warp * 16, tile.doc_end, 1.0f);
+}
+
+}  // namespace fa
+
+namespace fa {
+
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <int D>
+__device__ void backward_dq(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
+                            const __nv_bfloat16* __restrict__ v, const __nv_bfloat16* __restrict__ d_o,
+                            const float* __restrict__ lse, const float* __restrict__ delta,
+                            __nv_bfloat16* __restrict__ dq, const Tile* __restrict__ tiles, int tokens, int q_heads,
+                            int kv_heads, float scale_log2, float scale) {
+    DV_DYNAMIC_SHARED(__nv_bfloat16, shared);
+    __nv_bfloat16* q_tile = shared;
+    __nv_bfloat16* do_tile = shared + kRows * kStride<D>;
+    __nv_bfloat16* kv_tiles = shared + 2 * kRows * kStride<D>;
+    auto k_tile = [&](int buffer) { return kv_tiles + (2 * buffer) * kKeys * kStride<D>; };
+    auto v_tile = [&](int buffer) { return kv_tiles + (2 * buffer + 1) * kKeys * kStride<D>; };
+
+    const Tile tile = tiles[blockIdx.x];
+    const int head = blockIdx.y, kv_head = head / (q_heads / kv_heads);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int q_end = min(tile.first + kRows, tile.doc_end);
+    const int key_tiles = (q_end - tile.doc_start + kKeys - 1) / kKeys;
+
+    load_rows<D>(q_tile, q, q_heads, head, tile.first, kRows, tile.doc_end);
+    load_rows<D>(do_tile, d_o, q_heads, head, tile.first, kRows, tile.doc_end);
+    load_rows<D>(k_tile(0), k, kv_heads, kv_head, tile.doc_start, kKeys, tile.doc_end);
+    load_rows<D>(v_tile(0), v, kv_heads, kv_head, tile.doc_start, kKeys, tile.doc_end);
+    dv::cp_async_commit();
+
+    float row_lse[2], row_delta[2];
+    for (int half = 0; half < 2; ++half) {
+        const int row = tile.first + warp * 16 + g + 8 * half;
+        const bool valid = row < tile.doc_end;
+        row_lse[half] = valid ? lse[static_cast<size_t>(head) * tokens + row] * kLog2e : 0.0f;
+        row_delta[half] = valid ? delta[static_cast<size_t>(head) * tokens + row] : 0.0f;
+    }
+    float acc[D / 8][4] = {};
+    for (int j = 0; j < key_tiles; ++j) {
+        const int buffer = j % 2, key0 = tile.doc_start + j * kKeys;
+        if (j + 1 < key_tiles) {
+            load_rows<D>(k_tile(1 - buffer), k, kv_heads, kv_head, key0 + kKeys, kKeys, tile.doc_end);
+            load_rows<D>(v_tile(1 - buffer), v, kv_heads, kv_head, key0 + kKeys, kKeys, tile.doc_end);
+            dv::cp_async_commit();
+            dv::cp_async_wait<1>();
+        } else {
+            dv::cp_async_wait<0>();
+        }
+        __syncthreads();
+
+        float p[kKeys / 8][4] = {}, dp[kKeys / 8][4] = {};
+        rows_times_rows<D, kKeys>(p, q_tile, warp * 16, k_tile(buffer), 0);
+        rows_times_rows<D, kKeys>(dp, do_tile, warp * 16, v_tile(buffer), 0);
+        for (int nn = 0; nn < kKeys / 8; ++nn) {
+            for (int e = 0; e < 4; ++e) {
+                const int half = e / 2, row = tile.first + warp * 16 + g + 8 * half;
+                const int key = key0 + nn * 8 + 2 * t + e % 2;
+                const bool valid = key <= row && key < tile.doc_end && row < tile.doc_end;
+                const float prob = valid ? exp2f(p[nn][e] * scale_log2 - row_lse[half]) : 0.0f;
+                p[nn][e] = prob * (dp[nn][e] - row_delta[half]);  // dS
+            }
+        }
+        probs_times_rows<D, kKeys>(acc, p, k_tile(buffer));
+        __syncthreads();
+    }
+    store_rows<D>(dq, acc, q_heads, head, tile.first + warp * 16, tile.doc_end, scale);
+}
+
+template <int D>
+__device__ void backward_dkdv(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
+                              const __nv_bfloat16* __restrict__ v, const __nv_bfloat16* __restrict__ d_o,
+                              const float* __restrict__ lse, const float* __restrict__ delta,
+                              __nv_bfloat16* __restrict__ dk, __nv_bfloat16* __restrict__ dv_out,
+                              const Tile* __restrict__ tiles, int tokens, int q_heads, int kv_heads, float scale_log2,
+                              float scale) {
+    DV_DYNAMIC_SHARED(__nv_bfloat16, shared);
+    __nv_bfloat16* k_tile = shared;
+    __nv_bfloat16* v_tile = shared + kRows * kStride<D>;
+    __nv_bfloat16* qdo_tiles = shared + 2 * kRows * kStride<D>;
+    auto q_tile = [&](int buffer) { return qdo_tiles + (2 * buffer) * kQueries * kStride<D>; };
+    auto do_tile = [&](int buffer) { return qdo_tiles + (2 * buffer + 1) * kQueries * kStride<D>; };
+    // Per buffer: the tile's queries' lse (log2 units) then their D.
+    float* row_stats = reinterpret_cast<float*>(qdo_tiles + 4 * kQueries * kStride<D>);
+
+    const Tile tile = tiles[blockIdx.x];
+    const int kv_head = blockIdx.y, group = q_heads / kv_heads;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int query_tiles = (tile.doc_end - tile.first + kQueries - 1) / kQueries;
+    const int steps = group * query_tiles;
+    // Step s: query head kv_head * group + s / query_tiles, queries from q0(s).
+    auto q0 = [&](int s) { return tile.first + (s % query_tiles) * kQueries; };
+    auto head_of = [&](int s) { return kv_head * group + s / query_tiles; };
+    auto prefetch = [&](int s, int buffer) {
+        load_rows<D>(q_tile(buffer), q, q_heads, head_of(s), q0(s), kQueries, tile.doc_end);
+        load_rows<D>(do_tile(buffer), d_o, q_heads, head_of(s), q0(s), kQueries, tile.doc_end);
+        for (int i = threadIdx.x; i < kQueries; i += blockDim.x) {
+            const int row = q0(s) + i;
+            const bool valid = row < tile.doc_end;
+            const size_t at = static_cast<size_t>(head_of(s)) * tokens + row;
+            row_stats[buffer * 2 * kQueries + i] = valid ? lse[at] * kLog2e : 0.0f;
+            row_stats[buffer * 2 * kQueries + kQueries + i] = valid ? delta[at] : 0.0f;
+        }
+    };
+
+    load_rows<D>(k_tile, k, kv_heads, kv_head, tile.first, kRows, tile.doc_end);
+    load_rows<D>(v_tile, v, kv_heads, kv_head, tile.first, kRows, tile.doc_end);
+    prefetch(0, 0);
+    dv::cp_async_commit();
+
+    float acc_dk[D / 8][4] = {}, acc_dv[D / 8][4] = {};
+    for (int s = 0; s < steps; ++s) {
+        const int buffer = s % 2, first_query = q0(s);
+        if (s + 1 < steps) {
+            prefetch(s + 1, 1 - buffer);
+            dv::cp_async_commit();
+            dv::cp_async_wait<1>();
+        } else {
+            dv::cp_async_wait<0>();
+        }
+        __syncthreads();
+
+        const float* stats = row_stats + buffer * 2 * kQueries;
+        float p[kQueries / 8][4] = {}, dp[kQueries / 8][4] = {};
+        rows_times_rows<D, kQueries>(p, k_tile, warp * 16, q_tile(buffer), 0);      // S^T
+        rows_times_rows<D, kQueries>(dp, v_tile, warp * 16, do_tile(buffer), 0);    // dP^T
+        for (int nn = 0; nn < kQueries / 8; ++nn) {
+            for (int e = 0; e < 4; ++e) {
+                const int key = tile.first + warp * 16 + g + 8 * (e / 2);
+                const int column = nn * 8 + 2 * t + e % 2, query = first_query + column;
+                const bool valid = query >= key && query < tile.doc_end && key < tile.doc_end;
+                p[nn][e] = valid ? exp2f(p[nn][e] * scale_log2 - stats[column]) : 0.0f;
+                dp[nn][e] = p[nn][e] * (dp[nn][e] - stats[kQueries + column]);  // dS^T
+            }
+        }
+        probs_times_rows<D, kQueries>(acc_dv, p, do_tile(buffer));
+        probs_times_rows<D, kQueries>(acc_dk, dp, q_tile(buffer));
+        __syncthreads();
+    }
+    store_rows<D>(dk, acc_dk, kv_heads, kv_head, tile.first + warp * 16, tile.doc_end, scale);
+    store_rows<D>(dv_out, acc_dv, kv_heads, kv_head, tile.first + warp * 16, tile.doc_end, 1.0f);
+}
+
+}  // namespace fa
+
+/// D = rowsum(dO * O) for every (head, token), in f32.
+extern "C" __global__ void flash_attention_delta(const __nv_bfloat16* o, const __nv_bfloat16* d_o, float* delta,
+                                                 int tokens, int heads, int head_dim) {
+    const size_t pairs = static_cast<size_t>(tokens) * heads;
+    for (size_t p = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; p < pairs;
+         p += static_cast<size_t>(gridDim.x) * blockDim.x) {
+        const size_t token = p / heads, head = p % heads;
+        float sum = 0.0f;
+        for (int d = 0; d < head_dim; ++d) {
+            sum += __bfloat162float(o[p * head_dim + d]) * __bfloat162float(d_o[p * head_dim + d]);
+        }
+        delta[head * tokens + token] = sum;
+    }
+}
+
+#define FLASH_ATTENTION_KERNELS(D)                                                                              \
+    extern "C" __global__ void flash_attention_fwd_d##D(const __nv_bfloat16* q, const __nv_bfloat16* k,         \
+                                                        const __nv_bfloat16* v, __nv_bfloat16* out, float* lse, \
+                                                        const fa::Tile* tiles, int tokens, int q_heads,        \
+                                                        int kv_heads, float scale_log2) {                      \
+        fa::forward<D>(q, k, v, out, lse, tiles, tokens, q_heads, kv_heads, scale_log2);                       \
+    }                                                                                                           \
+    extern "C" __global__ void flash_attention_dq_d##D(                                                        \
+        const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, const __nv_bfloat16* d_o,      \
+        const float* lse, const float* delta, __nv_bfloat16* dq, const fa::Tile* tiles, int tokens,            \
+        int q_heads, int kv_heads, float scale_log2, float scale) {                                            \
+        fa::backward_dq<D>(q, k, v, d_o, lse, delta, dq, tiles, tokens, q_heads, kv_heads, scale_log2, scale); \
+    }                                                                                                           \
+    extern "C" __global__ void flash_attention_dkdv_d##D(                                                      \
+        const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, const __nv_bfloat16* d_o,      \
+        const float* lse, const float* delta, __nv_bfloat16* dk, __nv_bfloat16* dv, const fa::Tile* tiles,     \
+        int tokens, int q_heads, int kv_heads, float scale_log2, float scale) {                                \
+        fa::backward_dkdv<D>(q, k, v, d_o, lse, delta, dk, dv, tiles, tokens, q_heads, kv_heads, scale_log2,   \
+                             scale);                                                                            \
+    }
+FLASH_ATTENTION_KERNELS(64)
+FLASH_ATTENTION_KERNELS(128)
+
+#ifdef DAVINCI_EMULATE
+namespace {
+size_t forward_shared(int d) { return 5 * fa::kRows * (d + fa::kPad) * 2; }
+size_t dq_shared(int d) { return 6 * fa::kRows * (d + fa::kPad) * 2; }
+size_t dkdv_shared(int d) { return (2 * fa::kRows + 4 * fa::kQueries) * (d + fa::kPad) * 2 + 4 * fa::kQueries * 4; }
+}  // namespace
+
+extern "C" {
+void emu_flash_attention_fwd(const void* q, const void* k, const void* v, void* out, float* lse, const void* tiles,
+                             int tile_count, int tokens, int q_heads, int kv_heads, int head_dim, float scale) {
+    using B = __nv_bfloat16;
+    const auto* t = static_cast<const fa::Tile*>(tiles);
+    auto kernel = head_dim == 64 ? flash_attention_fwd_d64 : flash_attention_fwd_d128;
+    emu::launch(dim3(tile_count, q_heads), dim3(fa::kThreads), forward_shared(head_dim), kernel,
+                static_cast<const B*>(q), static_cast<const B*>(k), static_cast<const B*>(v), static_cast<B*>(out),
+                lse, t, tokens, q_heads, kv_heads, scale * fa::kLog2e);
+}
+
+void emu_flash_attention_bwd(const void* q, const void* k, const void* v, const void* out, const void* d_out,
+                             const float* lse, void* dq, void* dk, void* dv, const void* query_tiles,
+                             int query_tile_count, const void* key_tiles, int key_tile_count, int tokens, int q_heads,
+                             int kv_heads, int head_dim, float scale) {
+    using B = __nv_bfloat16;
+    std::vector<float> delta(static_cast<size_t>(tokens) * q_heads, NAN);
+    emu::launch(dim3(4), dim3(64), 0, flash_attention_delta, static_cast<const B*>(out), static_cast<const B*>(d_out),
+                delta.data(), tokens, q_heads, head_dim);
+    const float* d = delta.data();
+    auto dq_kernel = head_dim == 64 ? flash_attention_dq_d64 : flash_attention_dq_d128;
+    emu::launch(dim3(query_tile_count, q_heads), dim3(fa::kThreads), dq_shared(head_dim), dq_kernel,
+                static_cast<const B*>(q), static_cast<const B*>(k), static_cast<const B*>(v),
+                static_cast<const B*>(d_out), lse, d, static_cast<B*>(dq), static_cast<const fa::Tile*>(query_tiles),
+                tokens, q_heads, kv_heads, scale * fa::kLog2e, scale);
+    auto dkdv_kernel = head_dim == 64 ? flash_attention_dkdv_d64 : flash_attention_dkdv_d128;
+    emu::launch(dim3(key_tile_count, kv_heads), dim3(fa::kThreads), dkdv_shared(head_dim), dkdv_kernel,
+                static_cast<const B*>(q), static_cast<const B*>(k), static_cast<const B*>(v),
+                static_cast<const B*>(d_out), lse, d, static_cast<B*>(dk), static_cast<B*>(dv),
+                static_cast<const fa::Tile*>(key_tiles), tokens, q_heads, kv_heads, scale * fa::kLog2e, scale);
+}
+}
+#endif
