@@ -11,8 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
-    let kernels = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../kernels");
-    println!("cargo:rerun-if-changed={}", kernels.display());
+    // The manifest directory as cargo gives it to this run, not as it was when this script
+    // was compiled: two checkouts sharing a target directory share the compiled script.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let kernels = Path::new(&manifest).join("../../kernels");
+    // Relative to the package, so the check follows the checkout being built.
+    println!("cargo:rerun-if-changed=../../kernels");
     let mut sources: Vec<_> = std::fs::read_dir(&kernels)
         .expect("the kernels directory")
         .filter_map(|e| e.ok().map(|e| e.path()))

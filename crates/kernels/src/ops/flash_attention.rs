@@ -137,7 +137,7 @@ mod cuda {
         }
     }
 
-    fn cuda_storage<'a>(storage: &'a Storage) -> Result<&'a CudaStorage> {
+    fn cuda_storage(storage: &Storage) -> Result<&CudaStorage> {
         match storage {
             Storage::Cuda(s) => Ok(s),
             _ => bail!("{NAME}: a tensor that is not on the GPU"),
