@@ -42,6 +42,7 @@ constexpr int kKeys = 64;       // keys per tile in the forward and dQ
 constexpr int kQueries = 32;    // queries per tile in dK/dV
 constexpr int kPad = 8;         // bf16 padding per shared row
 constexpr float kLn2 = 0.6931471805599453f;
+static_assert(kRows == 16 * (kThreads / 32), "each warp owns 16 rows of the block's tile");
 
 struct Tile {
     int first, doc_start, doc_end;
@@ -151,45 +152,84 @@ __device__ __forceinline__ void store_rows(__nv_bfloat16* out, const float acc[]
     }
 }
 
+/// The block's query tile and head, and this thread's warp and its place in the warp's
+/// fragments (g = lane / 4, t = lane % 4), for the kernels that own query rows.
+struct QueryPlace {
+    Tile tile;
+    int head, kv_head, warp, g, t;
+    /// The row of fragment half `half` (0: rows g, 1: rows g + 8) of this thread's warp.
+    __device__ int row(int half) const { return tile.first + warp * 16 + g + 8 * half; }
+};
+
+__device__ __forceinline__ QueryPlace query_place(const Tile* tiles, int q_heads, int kv_heads) {
+    const int head = blockIdx.y, lane = threadIdx.x % 32;
+    return {tiles[blockIdx.x], head, head / (q_heads / kv_heads), static_cast<int>(threadIdx.x / 32), lane / 4,
+            lane % 4};
+}
+
+/// The K/V tiles a query tile visits, from its document's start to its own last row,
+/// double-buffered in shared memory (`buffers`: 2 x (K, V) tiles of kKeys rows).
 template <int D>
-__device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
-                        const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ out, float* __restrict__ lse,
-                        const Tile* __restrict__ tiles, int tokens, int q_heads, int kv_heads, float scale_log2) {
-    DV_DYNAMIC_SHARED(__nv_bfloat16, shared);
-    __nv_bfloat16* q_tile = shared;
-    __nv_bfloat16* kv_tiles = shared + kRows * kStride<D>;  // [buffer][K, V]
-    auto k_tile = [&](int buffer) { return kv_tiles + (2 * buffer) * kKeys * kStride<D>; };
-    auto v_tile = [&](int buffer) { return kv_tiles + (2 * buffer + 1) * kKeys * kStride<D>; };
+struct KeyStream {
+    __nv_bfloat16* buffers;
+    const __nv_bfloat16* k;
+    const __nv_bfloat16* v;
+    int kv_heads, kv_head, doc_start, doc_end, count;
 
-    const Tile tile = tiles[blockIdx.x];
-    const int head = blockIdx.y, kv_head = head / (q_heads / kv_heads);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int q_end = min(tile.first + kRows, tile.doc_end);
-    const int key_tiles = (q_end - tile.doc_start + kKeys - 1) / kKeys;
+    __device__ KeyStream(__nv_bfloat16* buffers_, const __nv_bfloat16* k_, const __nv_bfloat16* v_, int kv_heads_,
+                         const QueryPlace& at)
+        : buffers(buffers_), k(k_), v(v_), kv_heads(kv_heads_), kv_head(at.kv_head), doc_start(at.tile.doc_start),
+          doc_end(at.tile.doc_end),
+          count((min(at.tile.first + kRows, at.tile.doc_end) - at.tile.doc_start + kKeys - 1) / kKeys) {}
 
-    load_rows<D>(q_tile, q, q_heads, head, tile.first, kRows, tile.doc_end);
-    load_rows<D>(k_tile(0), k, kv_heads, kv_head, tile.doc_start, kKeys, tile.doc_end);
-    load_rows<D>(v_tile(0), v, kv_heads, kv_head, tile.doc_start, kKeys, tile.doc_end);
-    dv::cp_async_commit();
+    __device__ __nv_bfloat16* k_tile(int j) const { return buffers + (2 * (j % 2)) * kKeys * kStride<D>; }
+    __device__ __nv_bfloat16* v_tile(int j) const { return buffers + (2 * (j % 2) + 1) * kKeys * kStride<D>; }
+    __device__ int first_key(int j) const { return doc_start + j * kKeys; }
 
-    float acc[D / 8][4] = {};
-    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
-    for (int j = 0; j < key_tiles; ++j) {
-        const int buffer = j % 2, key0 = tile.doc_start + j * kKeys;
-        if (j + 1 < key_tiles) {
-            load_rows<D>(k_tile(1 - buffer), k, kv_heads, kv_head, key0 + kKeys, kKeys, tile.doc_end);
-            load_rows<D>(v_tile(1 - buffer), v, kv_heads, kv_head, key0 + kKeys, kKeys, tile.doc_end);
+    /// Starts copying tile j; the caller commits.
+    __device__ void load(int j) const {
+        load_rows<D>(k_tile(j), k, kv_heads, kv_head, first_key(j), kKeys, doc_end);
+        load_rows<D>(v_tile(j), v, kv_heads, kv_head, first_key(j), kKeys, doc_end);
+    }
+
+    /// Makes tile j ready for every thread, with tile j + 1's copy started behind it.
+    __device__ void wait_for(int j) const {
+        if (j + 1 < count) {
+            load(j + 1);
             dv::cp_async_commit();
             dv::cp_async_wait<1>();
         } else {
             dv::cp_async_wait<0>();
         }
         __syncthreads();
+    }
+};
+
+template <int D>
+__device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
+                        const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ out, float* __restrict__ lse,
+                        const Tile* __restrict__ tiles, int tokens, int q_heads, int kv_heads, float scale_log2) {
+    DV_DYNAMIC_SHARED(__nv_bfloat16, shared);
+    __nv_bfloat16* q_tile = shared;
+    const QueryPlace at = query_place(tiles, q_heads, kv_heads);
+    const KeyStream<D> keys(shared + kRows * kStride<D>, k, v, kv_heads, at);
+    const Tile tile = at.tile;
+    const int warp = at.warp, t = at.t;
+
+    load_rows<D>(q_tile, q, q_heads, at.head, tile.first, kRows, tile.doc_end);
+    keys.load(0);
+    dv::cp_async_commit();
+
+    float acc[D / 8][4] = {};
+    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
+    for (int j = 0; j < keys.count; ++j) {
+        const int key0 = keys.first_key(j);
+        keys.wait_for(j);
 
         float s[kKeys / 8][4] = {};
-        rows_times_rows<D, kKeys>(s, q_tile, warp * 16, k_tile(buffer), 0);
+        rows_times_rows<D, kKeys>(s, q_tile, warp * 16, keys.k_tile(j), 0);
         for (int half = 0; half < 2; ++half) {
-            const int row = tile.first + warp * 16 + g + 8 * half;
+            const int row = at.row(half);
             float tile_max = -INFINITY;
             for (int nn = 0; nn < kKeys / 8; ++nn) {
                 for (int i = 0; i < 2; ++i) {
@@ -217,22 +257,22 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
                 acc[dd][2 * half + 1] *= rescale;
             }
         }
-        probs_times_rows<D, kKeys>(acc, s, v_tile(buffer));
+        probs_times_rows<D, kKeys>(acc, s, keys.v_tile(j));
         __syncthreads();  // every warp is done with this buffer before it is refilled
     }
 
     for (int half = 0; half < 2; ++half) {
-        const int row = tile.first + warp * 16 + g + 8 * half;
+        const int row = at.row(half);
         const float inv = row_sum[half] > 0.0f ? 1.0f / row_sum[half] : 0.0f;
         for (int dd = 0; dd < D / 8; ++dd) {
             acc[dd][2 * half] *= inv;
             acc[dd][2 * half + 1] *= inv;
         }
         if (t == 0 && row < tile.doc_end) {
-            lse[static_cast<size_t>(head) * tokens + row] = (row_max[half] + log2f(row_sum[half])) * kLn2;
+            lse[static_cast<size_t>(at.head) * tokens + row] = (row_max[half] + log2f(row_sum[half])) * kLn2;
         }
     }
-    store_rows<D>(out, acc, q_heads, head, tile.first + warp * 16, tile.doc_end, 1.0f);
+    store_rows<D>(out, acc, q_heads, at.head, tile.first + warp * 16, tile.doc_end, 1.0f);
 }
 
 }  // namespace fa
@@ -250,58 +290,44 @@ __device__ void backward_dq(const __nv_bfloat16* __restrict__ q, const __nv_bflo
     DV_DYNAMIC_SHARED(__nv_bfloat16, shared);
     __nv_bfloat16* q_tile = shared;
     __nv_bfloat16* do_tile = shared + kRows * kStride<D>;
-    __nv_bfloat16* kv_tiles = shared + 2 * kRows * kStride<D>;
-    auto k_tile = [&](int buffer) { return kv_tiles + (2 * buffer) * kKeys * kStride<D>; };
-    auto v_tile = [&](int buffer) { return kv_tiles + (2 * buffer + 1) * kKeys * kStride<D>; };
+    const QueryPlace at = query_place(tiles, q_heads, kv_heads);
+    const KeyStream<D> keys(shared + 2 * kRows * kStride<D>, k, v, kv_heads, at);
+    const Tile tile = at.tile;
+    const int warp = at.warp, t = at.t;
 
-    const Tile tile = tiles[blockIdx.x];
-    const int head = blockIdx.y, kv_head = head / (q_heads / kv_heads);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int q_end = min(tile.first + kRows, tile.doc_end);
-    const int key_tiles = (q_end - tile.doc_start + kKeys - 1) / kKeys;
-
-    load_rows<D>(q_tile, q, q_heads, head, tile.first, kRows, tile.doc_end);
-    load_rows<D>(do_tile, d_o, q_heads, head, tile.first, kRows, tile.doc_end);
-    load_rows<D>(k_tile(0), k, kv_heads, kv_head, tile.doc_start, kKeys, tile.doc_end);
-    load_rows<D>(v_tile(0), v, kv_heads, kv_head, tile.doc_start, kKeys, tile.doc_end);
+    load_rows<D>(q_tile, q, q_heads, at.head, tile.first, kRows, tile.doc_end);
+    load_rows<D>(do_tile, d_o, q_heads, at.head, tile.first, kRows, tile.doc_end);
+    keys.load(0);
     dv::cp_async_commit();
 
     float row_lse[2], row_delta[2];
     for (int half = 0; half < 2; ++half) {
-        const int row = tile.first + warp * 16 + g + 8 * half;
+        const int row = at.row(half);
         const bool valid = row < tile.doc_end;
-        row_lse[half] = valid ? lse[static_cast<size_t>(head) * tokens + row] * kLog2e : 0.0f;
-        row_delta[half] = valid ? delta[static_cast<size_t>(head) * tokens + row] : 0.0f;
+        row_lse[half] = valid ? lse[static_cast<size_t>(at.head) * tokens + row] * kLog2e : 0.0f;
+        row_delta[half] = valid ? delta[static_cast<size_t>(at.head) * tokens + row] : 0.0f;
     }
     float acc[D / 8][4] = {};
-    for (int j = 0; j < key_tiles; ++j) {
-        const int buffer = j % 2, key0 = tile.doc_start + j * kKeys;
-        if (j + 1 < key_tiles) {
-            load_rows<D>(k_tile(1 - buffer), k, kv_heads, kv_head, key0 + kKeys, kKeys, tile.doc_end);
-            load_rows<D>(v_tile(1 - buffer), v, kv_heads, kv_head, key0 + kKeys, kKeys, tile.doc_end);
-            dv::cp_async_commit();
-            dv::cp_async_wait<1>();
-        } else {
-            dv::cp_async_wait<0>();
-        }
-        __syncthreads();
+    for (int j = 0; j < keys.count; ++j) {
+        const int key0 = keys.first_key(j);
+        keys.wait_for(j);
 
         float p[kKeys / 8][4] = {}, dp[kKeys / 8][4] = {};
-        rows_times_rows<D, kKeys>(p, q_tile, warp * 16, k_tile(buffer), 0);
-        rows_times_rows<D, kKeys>(dp, do_tile, warp * 16, v_tile(buffer), 0);
+        rows_times_rows<D, kKeys>(p, q_tile, warp * 16, keys.k_tile(j), 0);
+        rows_times_rows<D, kKeys>(dp, do_tile, warp * 16, keys.v_tile(j), 0);
         for (int nn = 0; nn < kKeys / 8; ++nn) {
             for (int e = 0; e < 4; ++e) {
-                const int half = e / 2, row = tile.first + warp * 16 + g + 8 * half;
+                const int half = e / 2, row = at.row(half);
                 const int key = key0 + nn * 8 + 2 * t + e % 2;
                 const bool valid = key <= row && key < tile.doc_end && row < tile.doc_end;
                 const float prob = valid ? exp2f(p[nn][e] * scale_log2 - row_lse[half]) : 0.0f;
                 p[nn][e] = prob * (dp[nn][e] - row_delta[half]);  // dS
             }
         }
-        probs_times_rows<D, kKeys>(acc, p, k_tile(buffer));
+        probs_times_rows<D, kKeys>(acc, p, keys.k_tile(j));
         __syncthreads();
     }
-    store_rows<D>(dq, acc, q_heads, head, tile.first + warp * 16, tile.doc_end, scale);
+    store_rows<D>(dq, acc, q_heads, at.head, tile.first + warp * 16, tile.doc_end, scale);
 }
 
 template <int D>

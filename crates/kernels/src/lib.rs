@@ -14,4 +14,5 @@ pub mod attention;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod emulated;
+pub mod inputs;
 pub mod ops;

@@ -6,17 +6,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use davinci_kernels::ops::{add_rms_norm, rms_norm, rope, swiglu};
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
-    let n: usize = shape.iter().product();
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0) as f32
-        })
-        .collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    davinci_kernels::inputs::tensor(shape, seed, DType::F32, &Device::Cpu).unwrap()
 }
 
 /// max |a - b| / max(max |b|, 1)

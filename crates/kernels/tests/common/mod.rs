@@ -6,18 +6,7 @@
 use davinci_kernels::emulated::Bf16;
 use half::bf16;
 
-/// `n` values spread over `-range..range` from an xorshift stream keyed by `seed`.
-pub fn values(n: usize, seed: u64, range: f64) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 * range - range) as f32
-        })
-        .collect()
-}
+pub use davinci_kernels::inputs::values;
 
 pub fn to_bits(v: &[f32]) -> Vec<Bf16> {
     v.iter().map(|&f| bf16::from_f32(f).to_bits()).collect()

@@ -60,17 +60,7 @@ struct Case<'a> {
 }
 
 fn random(shape: &[usize], seed: u64, dtype: DType, device: &Device) -> Result<Tensor> {
-    let n: usize = shape.iter().product();
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let values: Vec<f32> = (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 11) as f64 / (1u64 << 53) as f64 * 4.0 - 2.0) as f32
-        })
-        .collect();
-    Ok(Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?)
+    Ok(davinci_kernels::inputs::tensor(shape, seed, dtype, device)?)
 }
 
 /// Median wall time of `iters` runs after a warmup, synchronising the device each time.

@@ -254,6 +254,17 @@ impl CustomOp3 for AddRmsNorm {
     }
 }
 
+impl RmsNormBackward {
+    /// The gradient input holds dy, or `[d_s, dy]` for the fused form.
+    fn check_grad(&self, xl: &Layout, gl: &Layout) -> Result<()> {
+        let expected = xl.shape().elem_count() * if self.fused { 2 } else { 1 };
+        if gl.shape().elem_count() != expected {
+            bail!("{NAME}: a gradient of {} elements where {expected} are due", gl.shape().elem_count())
+        }
+        Ok(())
+    }
+}
+
 impl CustomOp3 for RmsNormBackward {
     fn name(&self) -> &'static str {
         "rms-norm-backward"
@@ -275,10 +286,7 @@ impl CustomOp3 for RmsNormBackward {
             Ok(T::to_cpu_storage_owned(backward(x, w?, dy, fused.then_some(d_add), eps)))
         }
         let dtype = same_dtype(NAME, &[xs.dtype(), ws.dtype(), gs.dtype()])?;
-        let expected = xl.shape().elem_count() * if self.fused { 2 } else { 1 };
-        if gl.shape().elem_count() != expected {
-            bail!("{NAME}: a gradient of {} elements where {expected} are due", gl.shape().elem_count())
-        }
+        self.check_grad(xl, gl)?;
         let packed = by_dtype!(NAME, dtype, run(self.eps, self.fused, [(xs, xl), (ws, wl), (gs, gl)]))?;
         Ok((packed, Shape::from(xl.shape().elem_count() + wl.shape().elem_count())))
     }
@@ -294,10 +302,7 @@ impl CustomOp3 for RmsNormBackward {
         gl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let dtype = same_dtype(NAME, &[xs.dtype(), ws.dtype(), gs.dtype()])?;
-        let expected = xl.shape().elem_count() * if self.fused { 2 } else { 1 };
-        if gl.shape().elem_count() != expected {
-            bail!("{NAME}: a gradient of {} elements where {expected} are due", gl.shape().elem_count())
-        }
+        self.check_grad(xl, gl)?;
         let packed = crate::cuda::by_cuda_dtype!(
             NAME,
             dtype,
