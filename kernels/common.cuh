@@ -11,7 +11,7 @@
 #include <cuda_bf16.h>
 #include <cstdint>
 #define DV_DYNAMIC_SHARED(type, name)                 \
-    extern __shared__ unsigned char dv_shared_bytes[]; \
+    extern __shared__ __align__(16) unsigned char dv_shared_bytes[]; \
     type* name = reinterpret_cast<type*>(dv_shared_bytes)
 #endif
 

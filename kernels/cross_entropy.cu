@@ -61,8 +61,10 @@ extern "C" __global__ void cross_entropy_rows(const float* __restrict__ logits, 
     }
     const MaxSum total = block_merge(own, scratch);
     const float lse = total.max + logf(total.sum);
+    // A target outside the vocabulary (the model checks labels first) gives a NaN loss
+    // rather than a read past the row.
     const unsigned int target = targets[row];
-    if (threadIdx.x == 0) loss[row] = lse - x[target];
+    if (threadIdx.x == 0) loss[row] = target < static_cast<unsigned int>(vocab) ? lse - x[target] : NAN;
     if (d_logits != nullptr) {
         float* d = d_logits + row * vocab;
         for (int c = threadIdx.x; c < vocab; c += blockDim.x) {

@@ -46,25 +46,31 @@ __device__ __forceinline__ void ldmatrix(uint32_t r[N], const void* row) {
 #else
     const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(row));
     if constexpr (N == 1 && !kTrans) {
-        asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(address));
+        asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(address)
+                     : "memory");
     } else if constexpr (N == 1) {
-        asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(address));
+        asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n" : "=r"(r[0]) : "r"(address)
+                     : "memory");
     } else if constexpr (N == 2 && !kTrans) {
         asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
                      : "=r"(r[0]), "=r"(r[1])
-                     : "r"(address));
+                     : "r"(address)
+                     : "memory");
     } else if constexpr (N == 2) {
         asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
                      : "=r"(r[0]), "=r"(r[1])
-                     : "r"(address));
+                     : "r"(address)
+                     : "memory");
     } else if constexpr (!kTrans) {
         asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                      : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                     : "r"(address));
+                     : "r"(address)
+                     : "memory");
     } else {
         asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                      : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                     : "r"(address));
+                     : "r"(address)
+                     : "memory");
     }
 #endif
 }
@@ -75,7 +81,7 @@ __device__ __forceinline__ void cp_async_16(void* shared, const void* global) {
     std::memcpy(shared, global, 16);
 #else
     const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(address), "l"(global));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(address), "l"(global) : "memory");
 #endif
 }
 
@@ -91,14 +97,15 @@ __device__ __forceinline__ void cp_async_16_or_zero(void* shared, const void* gl
 #else
     const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
     const int bytes = valid ? 16 : 0;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(global), "r"(bytes));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(global), "r"(bytes)
+                 : "memory");
 #endif
 }
 
 /// Closes the group of copies started since the last commit.
 __device__ __forceinline__ void cp_async_commit() {
 #ifndef DAVINCI_EMULATE
-    asm volatile("cp.async.commit_group;\n" ::);
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
 #endif
 }
 
@@ -106,7 +113,7 @@ __device__ __forceinline__ void cp_async_commit() {
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() {
 #ifndef DAVINCI_EMULATE
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 #endif
 }
 

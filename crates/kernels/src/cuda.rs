@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaFunction, CudaModule, CudaSlice, CudaView, DeviceRepr, LaunchConfig,
+    CudaFunction, CudaModule, CudaSlice, CudaView, DeviceRepr, LaunchConfig, ValidAsZeroBits,
 };
 use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, DeviceId, WrapErr};
@@ -59,11 +59,20 @@ pub(crate) fn view<'a, T: CudaDType + DeviceRepr>(
     }
 }
 
-/// A new device buffer of `len` elements that the kernel will fill completely.
+/// A new device buffer of `len` elements that the kernel will fill completely. (At least
+/// one element: the driver refuses empty allocations; an empty tensor never reads it.)
 pub(crate) fn output<T: DeviceRepr>(device: &CudaDevice, len: usize) -> Result<CudaSlice<T>> {
     // SAFETY: every caller launches a kernel that writes all `len` elements before the
     // buffer is read.
-    unsafe { device.alloc::<T>(len) }
+    unsafe { device.alloc::<T>(len.max(1)) }
+}
+
+/// A new zeroed device buffer of `len` elements (at least one, as for [`output`]).
+pub(crate) fn zeros<T: DeviceRepr + ValidAsZeroBits>(
+    device: &CudaDevice,
+    len: usize,
+) -> Result<CudaSlice<T>> {
+    device.alloc_zeros::<T>(len.max(1))
 }
 
 /// The kernel-name suffix of an element type: the kernels come in `_f32` and `_bf16`.

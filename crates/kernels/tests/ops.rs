@@ -3,7 +3,7 @@
 //! and the gradients of a weighted sum, in f32 and bf16, on awkward shapes.
 
 use candle_core::{DType, Device, Tensor, Var, D};
-use davinci_kernels::ops::{add_rms_norm, rms_norm, rope, swiglu};
+use davinci_kernels::ops::{add_rms_norm, rms_norm, rope, rope_backward, swiglu, swiglu_backward};
 
 fn random(shape: &[usize], seed: u64) -> Tensor {
     davinci_kernels::inputs::tensor(shape, seed, DType::F32, &Device::Cpu).unwrap()
@@ -163,4 +163,10 @@ fn fused_ops_refuse_mismatched_inputs() {
     let x3 = random(&[2, 1, 8], 1);
     let err = rope(&x3, &random(&[2, 6], 1), &random(&[2, 8], 1)).unwrap_err().to_string();
     assert!(err.contains("cos table"), "{err}");
+    // The backward ops check their inputs as the forward ones do.
+    let err = swiglu_backward(&x, &x, &random(&[2, 7], 3)).unwrap_err().to_string();
+    assert!(err.contains("dy [2, 7]"), "{err}");
+    let odd = random(&[2, 1, 7], 1);
+    let err = rope_backward(&odd, &random(&[2, 7], 1), &random(&[2, 7], 1)).unwrap_err().to_string();
+    assert!(err.contains("head_dim 7 is odd"), "{err}");
 }

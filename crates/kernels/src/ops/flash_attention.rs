@@ -15,7 +15,18 @@ const NAME: &str = "flash-attention";
 /// `cu_seqlens`' last entry are padding and get zeros.
 pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[u32], scale: f64) -> Result<Tensor> {
     let op = FlashAttention { cu_seqlens: cu_seqlens.to_vec(), scale: scale as f32, lse: Mutex::new(None) };
-    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+    aligned(q)?.apply_op3(&aligned(k)?, &aligned(v)?, op)
+}
+
+/// `t` contiguous and starting on a 16-byte boundary, as the kernels' 16-byte copies need
+/// (a view into a larger tensor may start anywhere: it is copied then).
+fn aligned(t: &Tensor) -> Result<Tensor> {
+    let t = t.contiguous()?;
+    if (t.layout().start_offset() * t.dtype().size_in_bytes()).is_multiple_of(16) {
+        Ok(t)
+    } else {
+        t.copy()
+    }
 }
 
 struct FlashAttention {
@@ -93,7 +104,7 @@ mod cuda {
 
     use super::NAME;
     use crate::attention::{check_shapes, key_tiles, query_tiles, shared_bytes, Tile};
-    use crate::cuda::{function, view};
+    use crate::cuda::{function, view, zeros};
 
     // SAFETY: #[repr(C)] plain data matching `fa::Tile`.
     unsafe impl DeviceRepr for Tile {}
@@ -155,8 +166,8 @@ mod cuda {
         let device = &q.0.device;
         let (qv, kv, vv) =
             (view::<bf16>(NAME, q.0, q.1)?, view::<bf16>(NAME, k.0, k.1)?, view::<bf16>(NAME, v.0, v.1)?);
-        let mut out = device.alloc_zeros::<bf16>(qv.len())?;
-        let mut lse = device.alloc_zeros::<f32>(s.q_heads * s.tokens)?;
+        let mut out = zeros::<bf16>(device, qv.len())?;
+        let mut lse = zeros::<f32>(device, s.q_heads * s.tokens)?;
         let tiles = query_tiles(cu_seqlens);
         if !tiles.is_empty() {
             let table = device.clone_htod(&tiles)?;
@@ -201,16 +212,16 @@ mod cuda {
         let bf = |i: usize| view::<bf16>(NAME, storages[i], layouts[i]);
         let (qv, kv, vv, ov, dov) = (bf(0)?, bf(1)?, bf(2)?, bf(3)?, bf(4)?);
         let lse_view = view::<f32>(NAME, storages[5], layouts[5])?;
-        let mut dq = device.alloc_zeros::<bf16>(qv.len())?;
-        let mut dk = device.alloc_zeros::<bf16>(kv.len())?;
-        let mut dv = device.alloc_zeros::<bf16>(vv.len())?;
+        let mut dq = zeros::<bf16>(device, qv.len())?;
+        let mut dk = zeros::<bf16>(device, kv.len())?;
+        let mut dv = zeros::<bf16>(device, vv.len())?;
         let (queries, keys) = (query_tiles(cu_seqlens), key_tiles(cu_seqlens));
         if !queries.is_empty() {
             let stream = device.cuda_stream();
             let (tokens, q_heads, kv_heads, head_dim) =
                 (s.tokens as i32, s.q_heads as i32, s.kv_heads as i32, s.head_dim as i32);
             let scale_log2 = scale * LOG2E;
-            let mut delta = device.alloc_zeros::<f32>(s.q_heads * s.tokens)?;
+            let mut delta = zeros::<f32>(device, s.q_heads * s.tokens)?;
             let func = function(device, "flash_attention", "flash_attention_delta")?;
             let mut launch = stream.launch_builder(&func);
             launch.arg(&ov).arg(&dov).arg(&mut delta).arg(&tokens).arg(&q_heads).arg(&head_dim);

@@ -14,6 +14,20 @@ const NAME: &str = "rope";
 /// `x * cos + rotate_half(x) * sin`, where `rotate_half([a, b]) = [-b, a]` over the two
 /// halves of the head dimension.
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    check(x, cos, sin)?;
+    x.contiguous()?.apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope { backward: false })
+}
+
+/// The gradient of [`rope`]'s input for the output's gradient `dy`: the rotation by the
+/// opposite angles.
+pub fn rope_backward(dy: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    check(dy, cos, sin)?;
+    dy.contiguous()?.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &Rope { backward: true })
+}
+
+/// `x` is `[tokens, heads, head_dim]` with an even head_dim, the tables f32
+/// `[tokens, head_dim]`.
+fn check(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<()> {
     let (tokens, _heads, head_dim) = x.dims3()?;
     for (what, table) in [("cos", cos), ("sin", sin)] {
         if table.dims() != [tokens, head_dim] || table.dtype() != DType::F32 {
@@ -28,13 +42,7 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     if !head_dim.is_multiple_of(2) {
         bail!("{NAME}: head_dim {head_dim} is odd")
     }
-    x.contiguous()?.apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope { backward: false })
-}
-
-/// The gradient of [`rope`]'s input for the output's gradient `dy`: the rotation by the
-/// opposite angles.
-pub fn rope_backward(dy: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    dy.contiguous()?.apply_op3_no_bwd(&cos.contiguous()?, &sin.contiguous()?, &Rope { backward: true })
+    Ok(())
 }
 
 struct Rope {

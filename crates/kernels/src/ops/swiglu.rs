@@ -12,14 +12,21 @@ const NAME: &str = "swiglu";
 
 /// `silu(gate) * up`, elementwise over tensors of one shape.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    if gate.dims() != up.dims() {
-        bail!("{NAME}: gate {:?} and up {:?} differ in shape", gate.dims(), up.dims())
-    }
+    same_shape(gate, up, "up")?;
     gate.contiguous()?.apply_op2(&up.contiguous()?, Swiglu)
+}
+
+fn same_shape(gate: &Tensor, other: &Tensor, what: &str) -> Result<()> {
+    if gate.dims() != other.dims() {
+        bail!("{NAME}: gate {:?} and {what} {:?} differ in shape", gate.dims(), other.dims())
+    }
+    Ok(())
 }
 
 /// The gradients `(d_gate, d_up)` of [`swiglu`] for the output's gradient `dy`.
 pub fn swiglu_backward(gate: &Tensor, up: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    same_shape(gate, up, "up")?;
+    same_shape(gate, dy, "dy")?;
     let gate = gate.contiguous()?;
     let packed = gate.apply_op3_no_bwd(&up.contiguous()?, &dy.contiguous()?, &SwigluBackward)?;
     let n = gate.elem_count();

@@ -7,9 +7,10 @@ use candle_core::{Layout, Result, WithDType};
 use super::NAME;
 use crate::cuda::{config, function, output, suffix, view};
 
-/// Threads per row block: enough for one element each up to 1024.
+/// Threads per row block: one element each, up to 512 (the loops stride over longer
+/// rows; 512 keeps the block far from the register file's limit).
 fn threads(cols: usize) -> u32 {
-    (cols.div_ceil(32) * 32).clamp(32, 1024) as u32
+    (cols.div_ceil(32) * 32).clamp(32, 512) as u32
 }
 
 /// Row chunks for the weight gradient's partial sums.
