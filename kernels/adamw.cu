@@ -10,17 +10,7 @@
 //   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g g;  w -= decay w;
 //   w -= step_size m / (sqrt(v) / bias2_sqrt + eps)
 // with step_size = lr / (1 - b1^t), bias2_sqrt = sqrt(1 - b2^t), decay = lr * wd or 0.
-#include "common.cuh"
-
-struct AdamwChunk {
-    unsigned long long offset;  // first element, in the flat layout
-    unsigned int len;           // elements, at most blockDim.x * a few
-    unsigned int decay;         // 1 when the chunk's tensor takes weight decay
-};
-
-struct AdamwScalars {
-    float beta1, beta2, eps, step_size, bias2_sqrt, decay;
-};
+#include "adamw.cuh"
 
 extern "C" __global__ void adamw_step(float* __restrict__ master, float* __restrict__ m, float* __restrict__ v,
                                       const float* __restrict__ grad, __nv_bfloat16* __restrict__ compute,

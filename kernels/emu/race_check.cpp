@@ -7,15 +7,7 @@
 #include <cstring>
 #include <vector>
 
-#include "../common.cuh"
-
-struct AdamwChunk {
-    unsigned long long offset;
-    unsigned int len, decay;
-};
-struct AdamwScalars {
-    float beta1, beta2, eps, step_size, bias2_sqrt, decay;
-};
+#include "../adamw.cuh"
 
 extern "C" {
 void emu_rms_norm_fwd(int, const void*, const void*, const void*, void*, void*, int, int, float, int);

@@ -16,6 +16,8 @@ pub struct Tile {
 pub const QUERY_TILE: usize = 64;
 /// Key rows per block of the dK/dV kernel.
 pub const KEY_TILE: usize = 64;
+/// Query rows per step of the dK/dV kernel (`fa::kQueries`).
+const DKDV_QUERIES: usize = 32;
 /// Head sizes the kernels are built for.
 pub const HEAD_DIMS: [usize; 2] = [64, 128];
 
@@ -49,11 +51,15 @@ fn tiles(cu_seqlens: &[u32], rows: usize) -> Vec<Tile> {
     tiles
 }
 
-/// Dynamic shared memory of each kernel (bytes) for a head size.
+/// Dynamic shared memory (bytes) of the forward, dQ and dK/dV kernels for a head size:
+/// bf16 rows padded by 8 elements, and in dK/dV two buffers of each query's lse and D.
 pub fn shared_bytes(head_dim: usize) -> [usize; 3] {
     let row = (head_dim + 8) * 2;
-    let queries = 32;
-    [5 * QUERY_TILE * row, 6 * QUERY_TILE * row, (2 * KEY_TILE + 4 * queries) * row + 4 * queries * 4]
+    [
+        5 * QUERY_TILE * row,
+        6 * QUERY_TILE * row,
+        (2 * KEY_TILE + 4 * DKDV_QUERIES) * row + 4 * DKDV_QUERIES * 4,
+    ]
 }
 
 /// Refuses shapes the kernels are not built for, and `cu_seqlens` that do not rise from 0

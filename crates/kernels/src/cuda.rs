@@ -14,32 +14,40 @@ use candle_core::{bail, Layout, Result};
 
 include!(concat!(env!("OUT_DIR"), "/fatbins.rs"));
 
-type Modules = Mutex<HashMap<(DeviceId, &'static str), Arc<CudaModule>>>;
+/// Loaded modules by (device, source) and looked-up kernels by (device, kernel name), so a
+/// launch after the first costs one map lookup.
+#[derive(Default)]
+struct Loaded {
+    modules: HashMap<(DeviceId, &'static str), Arc<CudaModule>>,
+    functions: HashMap<(DeviceId, String), CudaFunction>,
+}
 
-fn modules() -> &'static Modules {
-    static MODULES: OnceLock<Modules> = OnceLock::new();
-    MODULES.get_or_init(Default::default)
+fn loaded() -> &'static Mutex<Loaded> {
+    static LOADED: OnceLock<Mutex<Loaded>> = OnceLock::new();
+    LOADED.get_or_init(Default::default)
 }
 
 /// Kernel `name` of `kernels/{source}.cu` on `device`, loading the source's fatbin on
 /// first use.
 pub(crate) fn function(device: &CudaDevice, source: &'static str, name: &str) -> Result<CudaFunction> {
-    let module = {
-        let mut loaded = modules().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match loaded.get(&(device.id(), source)) {
-            Some(module) => module.clone(),
-            None => {
-                let Some((_, image)) = FATBINS.iter().find(|(stem, _)| *stem == source) else {
-                    bail!("no kernel source {source}.cu was compiled in")
-                };
-                let module =
-                    device.cuda_stream().context().load_module(Ptx::from_binary(image.to_vec())).w()?;
-                loaded.insert((device.id(), source), module.clone());
-                module
-            }
+    let mut loaded = loaded().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(function) = loaded.functions.get(&(device.id(), name.to_string())) {
+        return Ok(function.clone());
+    }
+    let module = match loaded.modules.get(&(device.id(), source)) {
+        Some(module) => module.clone(),
+        None => {
+            let Some((_, image)) = FATBINS.iter().find(|(stem, _)| *stem == source) else {
+                bail!("no kernel source {source}.cu was compiled in")
+            };
+            let module = device.cuda_stream().context().load_module(Ptx::from_binary(image.to_vec())).w()?;
+            loaded.modules.insert((device.id(), source), module.clone());
+            module
         }
     };
-    module.load_function(name).w()
+    let function = module.load_function(name).w()?;
+    loaded.functions.insert((device.id(), name.to_string()), function.clone());
+    Ok(function)
 }
 
 /// A one-dimensional launch.

@@ -85,8 +85,15 @@ pub fn flash_attention_fwd(
     lse: &mut [f32],
 ) {
     let s = shape;
-    s.check(cu_seqlens, &[("q", q.len(), s.q_heads), ("k", k.len(), s.kv_heads), ("v", v.len(), s.kv_heads)]);
-    s.check(cu_seqlens, &[("out", out.len(), s.q_heads)]);
+    s.check(
+        cu_seqlens,
+        &[
+            ("q", q.len(), s.q_heads),
+            ("k", k.len(), s.kv_heads),
+            ("v", v.len(), s.kv_heads),
+            ("out", out.len(), s.q_heads),
+        ],
+    );
     assert_eq!(lse.len(), s.q_heads * s.tokens, "lse: wrong length");
     let tiles = query_tiles(cu_seqlens);
     if !tiles.is_empty() {

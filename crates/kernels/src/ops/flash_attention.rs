@@ -188,22 +188,21 @@ mod cuda {
         Ok((CudaStorage::wrap_cuda_slice(out, device.clone()), lse))
     }
 
-    /// dQ, dK, dV from `[q, k, v, out, d_out]` (contiguous) and the forward's lse.
+    /// dQ, dK, dV from `[q, k, v, out, d_out]` (contiguous and aligned, as the op's inputs
+    /// and `aligned` give them) and the forward's lse.
     pub(super) fn backward(
         cu_seqlens: &[u32],
         scale: f32,
         tensors: [&Tensor; 5],
         lse: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let tensors = tensors.map(|t| t.contiguous());
         let [q, k, v, out, d_out] = tensors;
-        let (q, k, v, out, d_out) = (q?, k?, v?, out?, d_out?);
-        for t in [&q, &k, &v, &out, &d_out] {
+        for t in tensors {
             if t.dtype() != DType::BF16 {
                 bail!("{NAME}: the backward takes bf16 tensors, not {:?}", t.dtype())
             }
         }
-        let guards = [&q, &k, &v, &out, &d_out, lse].map(|t| t.storage_and_layout());
+        let guards = [q, k, v, out, d_out, lse].map(|t| t.storage_and_layout());
         let storages: Vec<&CudaStorage> =
             guards.iter().map(|(g, _)| cuda_storage(g)).collect::<Result<_>>()?;
         let layouts: Vec<&Layout> = guards.iter().map(|(_, l)| *l).collect();
