@@ -2,6 +2,8 @@
 //! each backend moves the ranks' contributions; [`combine`] turns them into each rank's
 //! reply, summing in rank order.
 
+use candle_core::{DType, Tensor};
+
 use crate::error::{DistError, Result};
 
 /// What a rank asks of the group. Every rank must ask the same thing at the same time.
@@ -160,6 +162,39 @@ pub trait Collective: Send + Sync {
             return Ok(data);
         }
         self.exchange(Op::Broadcast { root }, data)
+    }
+
+    /// Every rank's 1-D `shard`, concatenated in rank order, on the shard's device and in
+    /// its dtype. This default goes through host memory in f32 (exact for f32, bf16 and
+    /// f16); NCCL overrides it to gather on the device without a copy to the host.
+    fn all_gather_tensor(&self, shard: &Tensor) -> Result<Tensor> {
+        if self.world() == 1 {
+            return Ok(shard.clone());
+        }
+        let host = shard.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let mut out = vec![0.0; host.len() * self.world()];
+        self.all_gather(&host, &mut out)?;
+        Ok(Tensor::from_vec(out, host.len() * self.world(), shard.device())?.to_dtype(shard.dtype())?)
+    }
+
+    /// `blocks` (1-D f32, `world` equal blocks, one per rank in rank order): the sum over
+    /// ranks of block `rank`, on the same device. NCCL overrides the host round trip.
+    fn reduce_scatter_tensor(&self, blocks: &Tensor) -> Result<Tensor> {
+        if self.world() == 1 {
+            return Ok(blocks.clone());
+        }
+        let host = blocks.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        if host.len() % self.world() != 0 {
+            return Err(DistError::Mismatch(format!(
+                "reduce-scatter of {} values over {} ranks",
+                host.len(),
+                self.world()
+            )));
+        }
+        let mut out = vec![0.0; host.len() / self.world()];
+        self.reduce_scatter(&host, &mut out)?;
+        let len = out.len();
+        Ok(Tensor::from_vec(out, len, blocks.device())?)
     }
 
     /// Returns once every rank has called it.

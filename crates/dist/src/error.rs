@@ -10,6 +10,8 @@ pub enum DistError {
     Mismatch(String),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Tensor(#[from] candle_core::Error),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
 }

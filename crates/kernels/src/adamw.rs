@@ -83,7 +83,7 @@ pub fn update_cpu(master: &mut [f32], m: &mut [f32], v: &mut [f32], grad: &[f32]
 #[cfg(feature = "cuda")]
 pub mod cuda {
     use candle_core::cuda_backend::cudarc::driver::{
-        CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+        CudaSlice, CudaStream, CudaView, CudaViewMut, DeviceRepr, LaunchConfig, PushKernelArg,
     };
     use candle_core::cuda_backend::{CudaDevice, WrapErr};
     use candle_core::{bail, Result};
@@ -95,14 +95,15 @@ pub mod cuda {
     unsafe impl DeviceRepr for Chunk {}
     unsafe impl DeviceRepr for Scalars {}
 
-    /// The flat state of one shard on the device.
-    pub struct DeviceState<'a> {
-        pub master: &'a mut CudaSlice<f32>,
-        pub m: &'a mut CudaSlice<f32>,
-        pub v: &'a mut CudaSlice<f32>,
-        pub grad: &'a CudaSlice<f32>,
+    /// The flat state of one shard on the device (views, so that one allocation can
+    /// hold master, m and v).
+    pub struct DeviceState<'a, 'b> {
+        pub master: &'a mut CudaViewMut<'b, f32>,
+        pub m: &'a mut CudaViewMut<'b, f32>,
+        pub v: &'a mut CudaViewMut<'b, f32>,
+        pub grad: &'a CudaView<'b, f32>,
         /// The bf16 copy of the weights the forward uses, rewritten by the step.
-        pub compute: Option<&'a mut CudaSlice<bf16>>,
+        pub compute: Option<&'a mut CudaViewMut<'b, bf16>>,
     }
 
     /// A chunk table on the device, uploaded once and reused every step.
@@ -122,7 +123,7 @@ pub mod cuda {
     /// One step over every chunk of `chunks` on `device`'s stream.
     pub fn step(
         device: &CudaDevice,
-        state: DeviceState<'_>,
+        state: DeviceState<'_, '_>,
         chunks: &ChunkTable,
         scalars: Scalars,
     ) -> Result<()> {

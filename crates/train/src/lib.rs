@@ -4,7 +4,6 @@
 
 pub mod checkpoint;
 pub mod error;
-pub mod grads;
 pub mod memory;
 pub mod metrics;
 pub mod optimizer;

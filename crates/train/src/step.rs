@@ -19,6 +19,14 @@ use davinci_model::{Config, DecoderLayer, ModelError, PackedLayout, Qwen2};
 
 use crate::error::Result;
 
+/// A unit of weights, as the step asks for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Embed,
+    Layer(usize),
+    Head,
+}
+
 /// Where the step's weights come from, one unit at a time.
 pub trait WeightSource {
     fn config(&self) -> &Config;
@@ -29,6 +37,12 @@ pub trait WeightSource {
     fn layer(&self, index: usize) -> Result<DecoderLayer>;
     /// The final norm's weight and the LM head's weight (the embedding when tied).
     fn head(&self) -> Result<(Tensor, Tensor)>;
+    /// Says which unit the step asks for next, once the current one is in hand, so that
+    /// a source that fetches weights can start early (FSDP's prefetch). Every call is
+    /// followed by a request for that unit.
+    fn prefetch(&self, _next: Unit) -> Result<()> {
+        Ok(())
+    }
 }
 
 impl WeightSource for Qwen2 {
@@ -126,15 +140,24 @@ pub fn loss_and_grads_into(
     // Forward without a tape, keeping each layer's input.
     let layers = config.num_hidden_layers;
     let mut inputs = Vec::with_capacity(layers);
-    let mut hidden = model.embed_weight()?.index_select(&ids, 0)?.detach();
+    let next_after = |index: usize| if index + 1 < layers { Unit::Layer(index + 1) } else { Unit::Head };
+    let embed = model.embed_weight()?;
+    model.prefetch(if layers > 0 { Unit::Layer(0) } else { Unit::Head })?;
+    let mut hidden = embed.index_select(&ids, 0)?.detach();
+    drop(embed);
     for index in 0..layers {
         inputs.push(hidden.clone());
-        hidden = model.layer(index)?.forward(&hidden, &rotary, layout)?.detach();
+        let layer = model.layer(index)?;
+        model.prefetch(next_after(index))?;
+        hidden = layer.forward(&hidden, &rotary, layout)?.detach();
     }
     lap(&mut stats.forward);
 
     // Head: final norm on a small tape, then the chunked loss with its gradients.
     let (norm, head_weight) = model.head()?;
+    if layers > 0 {
+        model.prefetch(Unit::Layer(layers - 1))?;
+    }
     let last = Var::from_tensor(&hidden)?;
     let norm_weight = Var::from_tensor(&norm)?;
     let normed = rms_norm(last.as_tensor(), norm_weight.as_tensor(), config.rms_norm_eps)?;
@@ -156,7 +179,12 @@ pub fn loss_and_grads_into(
     // Backward, a layer at a time, recomputed on a tape.
     for index in (0..layers).rev() {
         let x = Var::from_tensor(&inputs[index])?;
-        let (trainable, vars) = trainable_layer(config, &model.layer(index)?)?;
+        let layer = model.layer(index)?;
+        if index > 0 {
+            model.prefetch(Unit::Layer(index - 1))?;
+        }
+        let (trainable, vars) = trainable_layer(config, &layer)?;
+        drop(layer);
         let out = trainable.forward(x.as_tensor(), &rotary, layout)?;
         let store = vjp(&out, &cotangent)?;
         let prefix = layer_prefix(index);

@@ -48,7 +48,6 @@ pub fn run_stage(
     let schedule = spec.schedule(total);
     let micro_batches = spec.global_rows() / world / spec.micro_batch;
     let mut loader = Loader::new(plan.entries, plan.loader, state.loader)?;
-    let mut grads = model.grad_shards();
     let mut outcome = StageOutcome {
         name: spec.name.clone(),
         steps_run: 0,
@@ -70,13 +69,13 @@ pub fn run_stage(
         }
         let step_started = Instant::now();
         let batch = loader.next_batch(rank, world)?;
-        grads.zero();
+        model.zero_grads();
         let (mut loss_sum, mut count) = (0.0f64, 0usize);
         for m in 0..micro_batches {
             let micro = batch.rows(m * spec.micro_batch..(m + 1) * spec.micro_batch);
             let layout = PackedLayout::new(micro.cu_seqlens.clone())?;
             let stats = loss_and_grads_into(&model, &micro.input_ids, &micro.labels, &layout, &mut |unit| {
-                model.reduce_scatter(unit, &mut grads)
+                model.reduce_scatter(unit)
             })?;
             loss_sum += stats.loss_sum;
             count += stats.count;
@@ -98,8 +97,8 @@ pub fn run_stage(
             (f64::NAN, 0.0)
         } else {
             let clip = (spec.clip_grad_norm > 0.0).then_some(spec.clip_grad_norm);
-            let sum_norm = model.grad_norm(&grads)?;
-            let norm = grads.apply(&mut model.optimizer, sum_norm, count, clip, lr).map_err(|e| {
+            let sum_norm = model.grad_norm()?;
+            let norm = model.apply(sum_norm, count, clip, lr).map_err(|e| {
                 TrainError::Invalid(format!(
                     "stage {} step {}: {e}; stopping before the weights are spoiled (the last checkpoint is intact)",
                     spec.name,
@@ -157,8 +156,7 @@ pub fn run_stage(
         tracing::info!("stage {} done: final checkpoint {}", spec.name, last.display());
     }
     outcome.final_checkpoint = Some(last);
-    let params = model.optimizer.params.into_iter().map(|p| ParamState::new(&p.name, p.master)).collect();
-    Ok((StageEnd::Finished(params), outcome))
+    Ok((StageEnd::Finished(model.into_weights()?), outcome))
 }
 
 fn save(
@@ -171,7 +169,7 @@ fn save(
 ) -> Result<()> {
     let dir = checkpoint::checkpoint_dir(&recipe.output_dir, &state.stage, state.step);
     let collective = model.collective();
-    checkpoint::save(&dir, config, &model.optimizer, state, dtype, collective.as_ref())?;
+    checkpoint::save(&dir, config, &model.host_state()?, state, dtype, collective.as_ref())?;
     if collective.rank() == 0 {
         checkpoint::prune(&recipe.output_dir, &state.stage, keep_last)?;
     }

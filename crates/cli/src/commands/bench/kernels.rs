@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use candle_core::Var;
 use candle_core::{DType, Device, Tensor, D};
-use davinci_kernels::adamw::{self, Scalars};
+use davinci_kernels::adamw::Scalars;
 use davinci_kernels::ops;
 use davinci_model::ops::attention::reference;
 use davinci_model::ops::{default_chunk_tokens, varlen_causal_attention, Rotary};
@@ -204,10 +204,7 @@ pub fn run(args: KernelArgs) -> Result<()> {
         },
     ];
     cases.extend(attention_cases(&config, t, args.docs, &device)?);
-    let adamw_case = adamw_case(&config, &device)?;
-    if let Some(case) = adamw_case {
-        cases.push(case);
-    }
+    cases.push(adamw_case(&config, &device)?);
 
     // The roofline reference: a device copy of 64 MiB (32 read, 32 written).
     let copy_source = random(&[8 << 20], 9, DType::F32, &device)?;
@@ -312,69 +309,25 @@ fn attention_cases<'a>(
     ])
 }
 
-/// AdamW over one decoder layer's parameters as one flat fp32 shard (the CPU reference on
-/// the CPU; on a GPU the multi-tensor kernel, with the bf16 copy).
-fn adamw_case<'a>(config: &davinci_model::Config, device: &Device) -> Result<Option<Case<'a>>> {
+/// AdamW over one decoder layer's parameters as one flat fp32 shard on the device, as
+/// FSDP's optimizer steps it: the CPU reference on the CPU, the multi-tensor kernel on a GPU.
+fn adamw_case<'a>(config: &davinci_model::Config, device: &Device) -> Result<Case<'a>> {
     let (h, inter, kv) =
         (config.hidden_size, config.intermediate_size, config.num_key_value_heads * config.head_dim());
-    let segments =
-        [(h * h + h, true), (2 * (h * kv + kv), true), (h * h, true), (3 * h * inter, true), (2 * h, false)];
+    let segments = vec![
+        (h * h + h, true),
+        (2 * (h * kv + kv), true),
+        (h * h, true),
+        (3 * h * inter, true),
+        (2 * h, false),
+    ];
     let n: usize = segments.iter().map(|s| s.0).sum();
     let scalars = Scalars::new(0.9, 0.95, 1e-8, 0.1, 10, 1e-4);
-    let shape = format!("{n} f32");
-    // Read master, m, v, grad; write master, m, v (and 2 bytes of bf16 copy on a GPU).
+    let state =
+        Tensor::cat(&[Tensor::full(0.1f32, (1, n), device)?, Tensor::zeros((2, n), DType::F32, device)?], 0)?;
+    let grad = Tensor::full(1e-3f32, n, device)?;
+    let fused: Run<'a> = Box::new(move || Ok(ops::adamw_step(&state, &grad, &segments, scalars)?));
+    // Read master, m, v and the gradient; write master, m and v.
     let bytes = (7 * 4 * n) as f64;
-    match device {
-        Device::Cpu => {
-            let mut state = [vec![0.1f32; n], vec![0.0; n], vec![0.0; n]];
-            let grad = vec![1e-3f32; n];
-            let fused: Run<'a> = Box::new(move || {
-                let [master, m, v] = &mut state;
-                let mut at = 0;
-                for &(len, decays) in &segments {
-                    let r = at..at + len;
-                    adamw::update_cpu(
-                        &mut master[r.clone()],
-                        &mut m[r.clone()],
-                        &mut v[r.clone()],
-                        &grad[r],
-                        decays,
-                        &scalars,
-                    );
-                    at += len;
-                }
-                Ok(())
-            });
-            Ok(Some(Case { name: "adamw", shape, bytes, flops: 0.0, fused, unfused: None }))
-        }
-        #[cfg(feature = "cuda")]
-        Device::Cuda(cuda) => {
-            let cuda = cuda.clone();
-            let chunks = adamw::cuda::ChunkTable::upload(&cuda, &adamw::plan_chunks(&segments, 4096))?;
-            let mut master = cuda.clone_htod(&vec![0.1f32; n])?;
-            let mut m = cuda.alloc_zeros::<f32>(n)?;
-            let mut v = cuda.alloc_zeros::<f32>(n)?;
-            let grad = cuda.clone_htod(&vec![1e-3f32; n])?;
-            let mut compute = cuda.alloc_zeros::<half::bf16>(n)?;
-            let fused: Run<'a> = Box::new(move || {
-                let state = adamw::cuda::DeviceState {
-                    master: &mut master,
-                    m: &mut m,
-                    v: &mut v,
-                    grad: &grad,
-                    compute: Some(&mut compute),
-                };
-                Ok(adamw::cuda::step(&cuda, state, &chunks, scalars)?)
-            });
-            Ok(Some(Case {
-                name: "adamw",
-                shape,
-                bytes: bytes + (2 * n) as f64,
-                flops: 0.0,
-                fused,
-                unfused: None,
-            }))
-        }
-        _ => Ok(None),
-    }
+    Ok(Case { name: "adamw", shape: format!("{n} f32"), bytes, flops: 0.0, fused, unfused: None })
 }

@@ -81,23 +81,21 @@ pub fn run(args: StepArgs) -> Result<()> {
             dtype,
             &device,
         )?;
-        let mut grads = model.grad_shards();
         let mut phases = Phases::default();
         let (mut held, mut step_peak, mut bytes) = (0, 0, 0);
         for step in 0..=args.steps {
-            grads.zero();
+            model.zero_grads();
             held = live_bytes();
             reset_peak();
             let moved = collective.bytes_moved();
             let started = Instant::now();
-            let stats = loss_and_grads_into(&model, &ids, &labels, &layout, &mut |unit| {
-                model.reduce_scatter(unit, &mut grads)
-            })?;
+            let stats =
+                loss_and_grads_into(&model, &ids, &labels, &layout, &mut |unit| model.reduce_scatter(unit))?;
             let step_time = started.elapsed();
             step_peak = step_peak.max(peak_bytes().saturating_sub(held));
             let started = Instant::now();
-            let norm = model.grad_norm(&grads)?;
-            grads.apply(&mut model.optimizer, norm, stats.count, Some(1.0), 1e-4)?;
+            let norm = model.grad_norm()?;
+            model.apply(norm, stats.count, Some(1.0), 1e-4)?;
             let optimizer_time = started.elapsed();
             if step > 0 {
                 phases.forward += stats.forward;
