@@ -184,7 +184,7 @@ pub trait Collective: Send + Sync {
             return Ok(blocks.clone());
         }
         let host = blocks.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        if host.len() % self.world() != 0 {
+        if !host.len().is_multiple_of(self.world()) {
             return Err(DistError::Mismatch(format!(
                 "reduce-scatter of {} values over {} ranks",
                 host.len(),

@@ -1,5 +1,6 @@
 //! Distribution: collectives behind one trait ([`Collective`]) with an in-process backend
-//! (ranks as threads) and a TCP backend (ranks as processes, on one host or several),
+//! (ranks as threads), a TCP backend (ranks as processes, on one host or several) and,
+//! with the `nccl` feature, NCCL for GPUs (one process per GPU),
 //! rendezvous from torchrun's and SLURM's variables, and the flat sharding of parameters
 //! that FSDP uses.
 //!
@@ -8,6 +9,8 @@
 
 pub mod collective;
 pub mod error;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod rendezvous;
 pub mod shard;
 pub mod tcp;
@@ -15,5 +18,5 @@ pub mod threads;
 
 pub use collective::{Collective, Local};
 pub use error::{DistError, Result};
-pub use rendezvous::{connect_from_env, LaunchEnv};
+pub use rendezvous::{connect_from_env, connect_from_env_on, LaunchEnv};
 pub use shard::FlatUnit;

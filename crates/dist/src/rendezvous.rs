@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use candle_core::Device;
+
 use crate::collective::{Collective, Local};
 use crate::error::{DistError, Result};
 use crate::tcp::TcpRank;
@@ -52,15 +54,41 @@ impl LaunchEnv {
     }
 }
 
-/// The group this process belongs to: [`Local`] when started alone, else the TCP
-/// backend at `MASTER_ADDR:MASTER_PORT`. Every rank must pass the same `fingerprint`.
+/// The group this process belongs to, for training on the CPU: [`Local`] when started
+/// alone, else the TCP backend at `MASTER_ADDR:MASTER_PORT`. Every rank must pass the
+/// same `fingerprint`.
 pub fn connect_from_env(fingerprint: &str, timeout: Duration) -> Result<Arc<dyn Collective>> {
-    match LaunchEnv::from_vars(|name| std::env::var(name).ok())? {
-        None => Ok(Arc::new(Local)),
-        Some(env) if env.world == 1 => Ok(Arc::new(Local)),
-        Some(env) => {
-            tracing::info!("rank {} of {}: joining the group at {}", env.rank, env.world, env.master);
+    connect_from_env_on(fingerprint, timeout, &Device::Cpu)
+}
+
+/// The group this process belongs to, for training on `device`: on a GPU (with the `nccl`
+/// feature) NCCL, whose unique id travels through the TCP rendezvous; else as
+/// [`connect_from_env`].
+pub fn connect_from_env_on(
+    fingerprint: &str,
+    timeout: Duration,
+    device: &Device,
+) -> Result<Arc<dyn Collective>> {
+    let env = match LaunchEnv::from_vars(|name| std::env::var(name).ok())? {
+        Some(env) if env.world > 1 => env,
+        _ => return Ok(Arc::new(Local)),
+    };
+    tracing::info!("rank {} of {}: joining the group at {}", env.rank, env.world, env.master);
+    match device {
+        #[cfg(feature = "nccl")]
+        Device::Cuda(cuda) => Ok(Arc::new(crate::nccl::NcclRank::connect(
+            &env.master,
+            env.rank,
+            env.world,
+            fingerprint,
+            timeout,
+            cuda,
+        )?)),
+        Device::Cpu => {
             Ok(Arc::new(TcpRank::connect(&env.master, env.rank, env.world, fingerprint, timeout)?))
         }
+        other => Err(DistError::Config(format!(
+            "no collectives for {other:?} in this build (GPUs need davinci built with --features cuda)"
+        ))),
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use davinci_dist::connect_from_env;
+use davinci_dist::{connect_from_env_on, LaunchEnv};
 use davinci_train::trainer::job_fingerprint;
 use davinci_train::{train, Recipe, TrainOptions};
 
@@ -22,7 +22,8 @@ pub struct Args {
     /// Read and prepare datasets under this directory instead of the recipe's data_dir.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// cpu, cuda or cuda:N.
+    /// cpu, cuda or cuda:N. Under a launcher, `cuda` is the GPU of LOCAL_RANK (one process
+    /// per GPU), and the ranks talk through NCCL.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Resume even though the recipe changed in a way that matters (model, data, seq_len).
@@ -50,11 +51,16 @@ pub fn run(args: Args) -> Result<()> {
     }
     // Under torchrun, SLURM or `davinci launch`, join the other ranks; alone, a group of one.
     let fingerprint = job_fingerprint(&recipe)?;
-    let collective = connect_from_env(&fingerprint, Duration::from_secs(args.timeout))?;
+    let launch = LaunchEnv::from_vars(|name| std::env::var(name).ok())?;
+    let device = match (args.device.as_str(), &launch) {
+        ("cuda", Some(env)) => parse_device(&format!("cuda:{}", env.local_rank))?,
+        (name, _) => parse_device(name)?,
+    };
+    let collective = connect_from_env_on(&fingerprint, Duration::from_secs(args.timeout), &device)?;
     let rank = collective.rank();
     let options = TrainOptions {
         collective,
-        device: parse_device(&args.device)?,
+        device,
         force: args.force,
         stop_after: args.stop_after,
         progress: !args.no_progress && std::io::stderr().is_terminal(),
