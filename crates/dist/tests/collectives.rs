@@ -1,10 +1,11 @@
-//! Collectives on both backends against a plain computation, flat sharding round trips,
+//! Collectives on both backends (host buffers and tensors) against a plain computation, flat sharding round trips,
 //! and failures that name the rank: a rank that never arrives, a different job, a rank
 //! that dies.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use candle_core::{DType, Device, Tensor};
 use davinci_dist::collective::Collective;
 use davinci_dist::tcp::TcpRank;
 use davinci_dist::threads::thread_group;
@@ -22,6 +23,16 @@ fn exercise(c: &dyn Collective) -> (Vec<f32>, Vec<f32>, Vec<f64>, Vec<u8>) {
     c.all_gather(&data(rank, 5), &mut gathered).unwrap();
     let mut reduced = vec![0.0; 3];
     c.reduce_scatter(&data(rank, 3 * world), &mut reduced).unwrap();
+    // The tensor forms FSDP uses: the same values, in the tensor's dtype, on its device.
+    let shard = Tensor::new(data(rank, 5), &Device::Cpu).unwrap();
+    let as_tensor = c.all_gather_tensor(&shard).unwrap();
+    assert_eq!(as_tensor.to_vec1::<f32>().unwrap(), gathered);
+    let in_bf16 = c.all_gather_tensor(&shard.to_dtype(DType::BF16).unwrap()).unwrap();
+    assert_eq!(in_bf16.dtype(), DType::BF16);
+    let rounded: Vec<f32> = gathered.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect();
+    assert_eq!(in_bf16.to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap(), rounded);
+    let blocks = Tensor::new(data(rank, 3 * world), &Device::Cpu).unwrap();
+    assert_eq!(c.reduce_scatter_tensor(&blocks).unwrap().to_vec1::<f32>().unwrap(), reduced);
     let mut sums = vec![rank as f64, 1.0];
     c.all_reduce(&mut sums).unwrap();
     let message = c.broadcast(if rank == 1 { b"from one".to_vec() } else { Vec::new() }, 1).unwrap();

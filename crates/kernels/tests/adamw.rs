@@ -65,3 +65,40 @@ fn adamw_kernel_takes_the_cpu_steps_bit_for_bit() {
         at += len;
     }
 }
+
+/// The in-place op FSDP's optimizer runs on a shard's `[3, n]` state tensor takes the same
+/// steps as the CPU update on separate buffers, and refuses a state it cannot step.
+#[test]
+fn the_in_place_op_on_a_state_tensor_takes_the_cpu_steps() {
+    use candle_core::{Device, Tensor};
+    use davinci_kernels::ops::adamw_step as step_in_place;
+
+    let segments = [(5usize, true), (1, false), (70, true)];
+    let n: usize = segments.iter().map(|s| s.0).sum();
+    let master = values(n, 3, 1.0);
+    let mut initial = master.clone();
+    initial.extend(vec![0.0f32; 2 * n]);
+    let state = Tensor::from_vec(initial, (3, n), &Device::Cpu).unwrap();
+    let (mut w, mut m, mut v) = (master, vec![0.0f32; n], vec![0.0f32; n]);
+    for step in 1..=3u64 {
+        let grad = values(n, 20 + step, 0.5);
+        let scalars = Scalars::new(0.9, 0.95, 1e-8, 0.1, step, 1e-3);
+        step_in_place(&state, &Tensor::new(grad.as_slice(), &Device::Cpu).unwrap(), &segments, scalars)
+            .unwrap();
+        let mut at = 0;
+        for &(len, decays) in &segments {
+            let r = at..at + len;
+            update_cpu(&mut w[r.clone()], &mut m[r.clone()], &mut v[r.clone()], &grad[r], decays, &scalars);
+            at += len;
+        }
+        let rows = state.to_vec2::<f32>().unwrap();
+        assert_eq!(rows, vec![w.clone(), m.clone(), v.clone()], "state after step {step}");
+    }
+    let grad = Tensor::zeros(n, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let scalars = Scalars::new(0.9, 0.95, 1e-8, 0.1, 4, 1e-3);
+    let short = step_in_place(&state, &grad, &segments[..2], scalars).unwrap_err();
+    assert!(short.to_string().contains("segments cover 6 of 76"), "{short}");
+    let strided = Tensor::zeros((n, 3), candle_core::DType::F32, &Device::Cpu).unwrap().t().unwrap();
+    let err = step_in_place(&strided, &grad, &segments, scalars).unwrap_err();
+    assert!(err.to_string().contains("contiguous"), "{err}");
+}

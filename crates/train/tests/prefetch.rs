@@ -1,0 +1,141 @@
+//! FSDP's prefetch: the step announces each unit before it asks for it, the sharded model
+//! issues that unit's all-gather early and then uses it (one gather per unit and pass, no
+//! more), and the gradients are those of the whole model.
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use davinci_dist::collective::Op;
+use davinci_dist::{Collective, Local};
+use davinci_model::checkpoint::load_slices;
+use davinci_model::{load_checkpoint, Config, DecoderLayer, PackedLayout, Qwen2};
+use davinci_train::optimizer::AdamWConfig;
+use davinci_train::sharded::{owned_range, ShardedModel};
+use davinci_train::step::{loss_and_grads, Unit, WeightSource};
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures").join(name)
+}
+
+/// Logs what the step asks of a whole model.
+struct Recording<'a> {
+    model: &'a Qwen2,
+    log: RefCell<Vec<String>>,
+}
+
+impl WeightSource for Recording<'_> {
+    fn config(&self) -> &Config {
+        self.model.config()
+    }
+    fn device(&self) -> &Device {
+        self.model.device()
+    }
+    fn embed_weight(&self) -> davinci_train::Result<Tensor> {
+        self.log.borrow_mut().push("get Embed".into());
+        WeightSource::embed_weight(self.model)
+    }
+    fn layer(&self, index: usize) -> davinci_train::Result<DecoderLayer> {
+        self.log.borrow_mut().push(format!("get Layer({index})"));
+        WeightSource::layer(self.model, index)
+    }
+    fn head(&self) -> davinci_train::Result<(Tensor, Tensor)> {
+        self.log.borrow_mut().push("get Head".into());
+        WeightSource::head(self.model)
+    }
+    fn prefetch(&self, next: Unit) -> davinci_train::Result<()> {
+        self.log.borrow_mut().push(format!("prefetch {next:?}"));
+        Ok(())
+    }
+}
+
+/// A group of one that counts the all-gathers of tensors it is asked for.
+#[derive(Default)]
+struct Counting {
+    gathers: AtomicUsize,
+}
+
+impl Collective for Counting {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world(&self) -> usize {
+        1
+    }
+    fn exchange(&self, op: Op, contribution: Vec<u8>) -> davinci_dist::Result<Vec<u8>> {
+        Local.exchange(op, contribution)
+    }
+    fn bytes_moved(&self) -> u64 {
+        0
+    }
+    fn all_gather_tensor(&self, shard: &Tensor) -> davinci_dist::Result<Tensor> {
+        self.gathers.fetch_add(1, Ordering::SeqCst);
+        Ok(shard.clone())
+    }
+}
+
+fn batch(vocab: u32) -> (Vec<u32>, Vec<i64>, PackedLayout) {
+    let ids: Vec<u32> = (0..20u32).map(|i| (i * 29 + 3) % vocab).collect();
+    let labels: Vec<i64> =
+        (0..20).map(|i| if i % 5 == 0 { -100 } else { ((i * 7 + 1) % vocab as usize) as i64 }).collect();
+    (ids, labels, PackedLayout::from_lengths(&[12, 8]).unwrap())
+}
+
+#[test]
+fn each_unit_is_announced_then_gathered_once_per_pass() {
+    for name in ["gqa-untied", "tied"] {
+        let model = load_checkpoint(&fixture(name), &Device::Cpu, Some(DType::F32)).unwrap();
+        let config = model.config().clone();
+        let layers = config.num_hidden_layers;
+        let (ids, labels, layout) = batch(config.vocab_size as u32);
+
+        let recording = Recording { model: &model, log: RefCell::new(Vec::new()) };
+        loss_and_grads(&recording, &ids, &labels, &layout).unwrap();
+        let mut expected = vec!["get Embed".to_string()];
+        let mut announce = |unit: Unit| {
+            let get = format!("get {unit:?}");
+            expected.extend([format!("prefetch {unit:?}"), get]);
+        };
+        (0..layers).for_each(|i| announce(Unit::Layer(i)));
+        announce(Unit::Head);
+        (0..layers).rev().for_each(|i| announce(Unit::Layer(i)));
+        assert_eq!(recording.log.into_inner(), expected, "{name}: the order the step asks in");
+
+        // The sharded model (a group of one) gathers each announced unit once, early.
+        let counting = Arc::new(Counting::default());
+        let owned = load_slices(&fixture(name), &config, owned_range(1, 0)).unwrap();
+        let sharded = ShardedModel::from_owned(
+            &config,
+            owned,
+            AdamWConfig::default(),
+            counting.clone(),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let from_shards = loss_and_grads(&sharded, &ids, &labels, &layout).unwrap();
+        // Embedding, each layer twice, the head (and a tied head's embedding once more).
+        let tied = usize::from(config.tie_word_embeddings);
+        assert_eq!(
+            counting.gathers.load(Ordering::SeqCst),
+            2 * layers + 2 + tied,
+            "{name}: gathers per step"
+        );
+
+        let whole = loss_and_grads(&model, &ids, &labels, &layout).unwrap();
+        assert_eq!(from_shards.loss_sum, whole.loss_sum, "{name}: the loss");
+        for (param, grad) in &whole.grads {
+            let diff: f32 = (grad - &from_shards.grads[param])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert_eq!(diff, 0.0, "{name} {param}: the same weights give the same gradient");
+        }
+    }
+}
