@@ -160,7 +160,7 @@ pub fn run(args: StepArgs) -> Result<()> {
     );
     let mib = |b: usize| b as f64 / (1u64 << 20) as f64;
     println!(
-        "heap: {:.1} MiB held between steps (weights, masters, moments, gradient buffers); \
+        "heap: {:.1} MiB held between steps (fp32 master shards and moments); \
          the step's peak adds {:.1} MiB (activations, saved layer inputs, gradients in flight)",
         mib(held),
         mib(step_peak)
