@@ -7,7 +7,7 @@ use std::fs;
 
 use candle_core::{DType, Device};
 use common::{fixture_dir, flat, load_fixture_model, FIXTURES};
-use davinci_model::checkpoint::{INDEX_FILE, SINGLE_FILE};
+use davinci_model::checkpoint::{WeightsWriter, INDEX_FILE, SINGLE_FILE};
 use davinci_model::{load_checkpoint, save_checkpoint, save_tensors, ModelError, Qwen2, SaveOptions};
 
 fn bits(model: &Qwen2) -> Vec<(String, Vec<usize>, DType, Vec<u32>)> {
@@ -87,6 +87,45 @@ fn saving_over_a_checkpoint_replaces_weights_and_keeps_other_files() {
     assert!(!names.iter().any(|n| n.starts_with("model-")), "stale shards removed: {names:?}");
     let leftovers: Vec<_> = fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(leftovers.len(), 1, "no temporary directories left: {leftovers:?}");
+}
+
+/// The streaming writer a trainer feeds unit by unit: each file is on disk as soon as its
+/// last tensor arrives, the result loads like any checkpoint, and a tensor out of the
+/// announced order or one never written is named.
+#[test]
+fn weights_stream_into_their_files_as_they_arrive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = load_fixture_model("gqa-untied");
+    let tensors = model.named_tensors();
+    let layout: Vec<_> = tensors.iter().map(|(n, t)| (n.clone(), t.dims().to_vec(), t.dtype())).collect();
+    let options = SaveOptions { max_shard_bytes: 64 * 1024, ..SaveOptions::default() };
+    let dir = tmp.path().join("streamed");
+    fs::create_dir_all(&dir).unwrap();
+    let mut writer = WeightsWriter::new(&dir, model.config(), &layout, &options).unwrap();
+    let index: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join(INDEX_FILE)).unwrap()).unwrap();
+    let first_file = index["weight_map"][&tensors[0].0].as_str().unwrap().to_string();
+    let in_first = tensors.iter().filter(|(n, _)| index["weight_map"][n] == first_file.as_str()).count();
+    assert!(in_first < tensors.len(), "the model spans several files");
+    for (i, (name, tensor)) in tensors.iter().enumerate() {
+        assert_eq!(dir.join(&first_file).exists(), i >= in_first, "{first_file} before tensor {i}");
+        writer.push(name, tensor).unwrap();
+    }
+    writer.finish().unwrap();
+    let reloaded = load_checkpoint(&dir, &Device::Cpu, None).unwrap();
+    assert_eq!(bits(&reloaded), bits(&model));
+
+    let other = tmp.path().join("out-of-order");
+    fs::create_dir_all(&other).unwrap();
+    let mut writer = WeightsWriter::new(&other, model.config(), &layout, &options).unwrap();
+    let err = writer.push(&tensors[1].0, &tensors[1].1).unwrap_err().to_string();
+    assert!(
+        err.contains(&tensors[1].0) && err.contains(&format!("`{}` was announced next", tensors[0].0)),
+        "{err}"
+    );
+    writer.push(&tensors[0].0, &tensors[0].1).unwrap();
+    let err = writer.finish().unwrap_err().to_string();
+    assert!(err.contains(&tensors[1].0), "{err}");
 }
 
 fn copy_fixture(name: &str, to: &std::path::Path) {

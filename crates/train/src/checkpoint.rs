@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use davinci_data::loader::LoaderState;
-use davinci_model::checkpoint::{write_dir_atomically, write_weights};
+use davinci_model::checkpoint::{write_dir_atomically, WeightsWriter};
 use davinci_model::error::io_at;
 use davinci_model::names::parameter_shapes;
 use davinci_model::{Config, SaveOptions};
@@ -48,10 +48,11 @@ pub fn optimizer_file(rank: usize, world: usize) -> String {
     format!("optimizer-{rank:05}-of-{world:05}.safetensors")
 }
 
-/// Writes a checkpoint into `dir`, every rank together: the weights gathered from the
-/// fp32 master shards and stored in `weights_dtype` (rank 0 writes them), each rank's
-/// optimizer shards in a file of its own, and the state. Everything goes into a temporary
-/// directory that rank 0 renames once all ranks are done.
+/// Writes a checkpoint into `dir`, every rank together: the weights gathered unit by unit
+/// from the fp32 master shards and streamed by rank 0 into the HF files in
+/// `weights_dtype` (so no rank ever holds the whole model), each rank's optimizer shards
+/// in a file of its own, and the state. Everything goes into a temporary directory that
+/// rank 0 renames once all ranks are done.
 pub fn save(
     dir: &Path,
     config: &Config,
@@ -61,16 +62,7 @@ pub fn save(
     collective: &dyn Collective,
 ) -> Result<()> {
     let (rank, world) = (collective.rank(), collective.world());
-    let shapes: HashMap<String, Vec<usize>> = parameter_shapes(config).into_iter().collect();
-    let mut weights = Vec::new();
-    for unit in units(config, world) {
-        for (name, values) in gather_unit(&unit, optimizer, collective)? {
-            if rank == 0 {
-                let shape = shapes.get(&name).cloned().unwrap_or_default();
-                weights.push((name, Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(weights_dtype)?));
-            }
-        }
-    }
+    let units = units(config, world);
     let write_shard = |tmp: &Path| -> Result<()> {
         let mut tensors: HashMap<String, Tensor> = HashMap::new();
         for p in &optimizer.params {
@@ -94,6 +86,12 @@ pub fn save(
         Ok(())
     };
     if rank == 0 {
+        let shapes: HashMap<String, Vec<usize>> = parameter_shapes(config).into_iter().collect();
+        let shape_of = |name: &str| shapes.get(name).cloned().unwrap_or_default();
+        let layout: Vec<(String, Vec<usize>, DType)> = units
+            .iter()
+            .flat_map(|unit| unit.params.iter().map(|(name, _)| (name.clone(), shape_of(name), DType::F32)))
+            .collect();
         let state_text =
             serde_json::to_string_pretty(state).map_err(|e| TrainError::Invalid(e.to_string()))?;
         let options = SaveOptions { dtype: Some(weights_dtype), ..SaveOptions::default() };
@@ -104,7 +102,13 @@ pub fn save(
                 let tmp_text = tmp.to_string_lossy().into_owned();
                 collective.broadcast(tmp_text.into_bytes(), 0).map_err(shared_error)?;
                 write_shard(tmp).map_err(model_error)?;
-                write_weights(tmp, config, &weights, &options)?;
+                let mut writer = WeightsWriter::new(tmp, config, &layout, &options)?;
+                for unit in &units {
+                    for (name, values) in gather_unit(unit, optimizer, collective).map_err(model_error)? {
+                        writer.push(&name, &Tensor::from_vec(values, shape_of(&name), &Device::Cpu)?)?;
+                    }
+                }
+                writer.finish()?;
                 stall_for_tests(state);
                 collective.barrier().map_err(shared_error)?;
                 let state_path = tmp.join(STATE_FILE);
@@ -114,6 +118,10 @@ pub fn save(
     } else {
         let tmp = collective.broadcast(Vec::new(), 0)?;
         write_shard(Path::new(&String::from_utf8_lossy(&tmp).into_owned()))?;
+        // Each unit's gather, which rank 0 writes.
+        for unit in &units {
+            gather_unit(unit, optimizer, collective)?;
+        }
         collective.barrier()?;
     }
     // Nobody goes on (or prunes) before the checkpoint is complete.

@@ -10,7 +10,7 @@ mod save;
 pub use atomic::write_dir_atomically;
 pub use hub::resolve_model_dir;
 pub use load::{load_checkpoint, load_slices, load_tensors};
-pub use save::{save_checkpoint, save_tensors, write_weights, SaveOptions};
+pub use save::{save_checkpoint, save_tensors, write_weights, SaveOptions, WeightsWriter};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const SINGLE_FILE: &str = "model.safetensors";
