@@ -78,28 +78,42 @@ fn a_run_killed_mid_checkpoint_resumes_from_the_previous_one() {
     }
 }
 
+/// The loss of every step, from `metrics.jsonl`.
+fn losses(root: &Path) -> Vec<f64> {
+    let text = std::fs::read_to_string(root.join("run/metrics.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
+        .collect()
+}
+
 fn masters(root: &Path) -> Vec<f32> {
     let (_, optimizer, _) = load(&latest(&root.join("run"), "sft").unwrap(), 0, 1).unwrap();
     optimizer.params.iter().flat_map(|p| p.master.iter().copied()).collect()
 }
 
 #[test]
-fn two_processes_under_davinci_launch_train_the_same_model_as_one() {
+fn two_and_four_processes_under_davinci_launch_train_the_same_model_as_one() {
     let one = tempfile::tempdir().unwrap();
     check(train(one.path()).output().unwrap());
-    let two = tempfile::tempdir().unwrap();
-    let mut launch = Command::new(env!("CARGO_BIN_EXE_davinci"));
-    launch.args(["launch", "--nproc", "2", "--"]).args(train(two.path()).get_args());
-    let stdout = check(launch.output().unwrap());
-    assert!(stdout.contains("stage sft: 3 steps"), "{stdout}");
-    let (a, b) = (masters(one.path()), masters(two.path()));
-    let diff: f64 = a.iter().zip(&b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
+    let a = masters(one.path());
     let norm: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    assert!(diff / norm < 1e-5, "relative difference {}", diff / norm);
-    assert!(latest(&two.path().join("run"), "mt")
-        .unwrap()
-        .join("optimizer-00001-of-00002.safetensors")
-        .is_file());
+    for world in [2usize, 4] {
+        let many = tempfile::tempdir().unwrap();
+        let mut launch = Command::new(env!("CARGO_BIN_EXE_davinci"));
+        launch.args(["launch", "--nproc", &world.to_string(), "--"]).args(train(many.path()).get_args());
+        let stdout = check(launch.output().unwrap());
+        assert!(stdout.contains("stage sft: 3 steps"), "{world} processes: {stdout}");
+        let (reference, theirs) = (losses(one.path()), losses(many.path()));
+        assert_eq!(reference.len(), theirs.len(), "{world} processes: steps taken");
+        for (step, (x, y)) in reference.iter().zip(&theirs).enumerate() {
+            assert!((x - y).abs() <= 1e-5 * x.abs(), "{world} processes, step {}: loss {y} vs {x}", step + 1);
+        }
+        let b = masters(many.path());
+        let diff: f64 = a.iter().zip(&b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>().sqrt();
+        assert!(diff / norm < 1e-5, "{world} processes: relative difference {}", diff / norm);
+        let last_rank = format!("optimizer-{:05}-of-{world:05}.safetensors", world - 1);
+        assert!(latest(&many.path().join("run"), "mt").unwrap().join(last_rank).is_file());
+    }
 }
 
 #[test]
