@@ -15,6 +15,7 @@ pub mod rendezvous;
 pub mod shard;
 pub mod tcp;
 pub mod threads;
+pub mod watchdog;
 
 pub use collective::{Collective, Local};
 pub use error::{DistError, Result};

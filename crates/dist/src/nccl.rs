@@ -6,15 +6,15 @@
 //! event tracking makes a reader of a gathered tensor wait for the gather, and every
 //! collective first waits for the compute stream's work so far (its inputs).
 //!
-//! NCCL blocks forever when a peer dies. A watchdog thread therefore follows every
-//! collective through an event: one not complete within the timeout aborts the
-//! communicator, and the next call fails, after asking the TCP group which rank is gone.
+//! NCCL blocks forever when a peer dies. A [`Watchdog`] thread therefore follows every
+//! collective through a CUDA event: one not complete within the timeout (or an error NCCL
+//! reports) aborts the communicator, and the next call fails, after asking the TCP group
+//! which rank is gone.
 
-use std::collections::VecDeque;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use candle_core::backend::{BackendDevice, BackendStorage};
 use candle_core::cuda_backend::cudarc::driver::{CudaEvent, CudaStream, DevicePtr, DevicePtrMut};
@@ -26,6 +26,7 @@ use half::{bf16, f16};
 use crate::collective::{logical_bytes, Collective, Op};
 use crate::error::{DistError, Result};
 use crate::tcp::TcpRank;
+use crate::watchdog::{Completion, Watchdog};
 
 /// The raw communicator, shared with the watchdog so that it can abort it.
 struct Communicator(sys::ncclComm_t);
@@ -36,61 +37,35 @@ struct Communicator(sys::ncclComm_t);
 unsafe impl Send for Communicator {}
 unsafe impl Sync for Communicator {}
 
-/// What the watchdog follows, and what it found.
-struct Health {
-    comm: Communicator,
-    /// Collectives issued and not yet seen complete, oldest first.
-    pending: Mutex<VecDeque<(Instant, String, CudaEvent)>>,
-    /// Set once the communicator is aborted: why.
-    failure: Mutex<Option<String>>,
-    aborted: AtomicBool,
-    stop: AtomicBool,
-}
-
-impl Health {
-    fn abort(&self, why: String) {
-        if !self.aborted.swap(true, Ordering::SeqCst) {
-            tracing::error!("{why}; aborting the NCCL communicator");
-            if let Ok(mut failure) = self.failure.lock() {
-                *failure = Some(why);
-            }
-            // SAFETY: the communicator is valid until `NcclRank` drops, which first stops
-            // this thread; abort is the documented way to end a hung communicator.
-            let _ = unsafe { result::comm_abort(self.comm.0) };
+impl Communicator {
+    /// An error NCCL found in the background (a network failure, a peer gone).
+    fn async_error(&self) -> std::result::Result<(), String> {
+        let mut error = sys::ncclResult_t::ncclSuccess;
+        // SAFETY: a valid communicator (alive as long as `NcclRank`) and a local.
+        let status = unsafe { sys::ncclCommGetAsyncError(self.0, &mut error) };
+        match [status, error]
+            .into_iter()
+            .find(|r| !matches!(r, sys::ncclResult_t::ncclSuccess | sys::ncclResult_t::ncclInProgress))
+        {
+            Some(error) => Err(format!("NCCL reports {error:?}")),
+            None => Ok(()),
         }
     }
 
-    /// One look: completed collectives leave the queue; the oldest pending one that is
-    /// older than `timeout`, or an error NCCL reports, aborts.
-    fn check(&self, timeout: Duration) {
-        let mut async_error = sys::ncclResult_t::ncclSuccess;
-        // SAFETY: a valid communicator and a pointer to a local.
-        let status = unsafe { sys::ncclCommGetAsyncError(self.comm.0, &mut async_error) };
-        let reported = [status, async_error]
-            .into_iter()
-            .find(|r| !matches!(r, sys::ncclResult_t::ncclSuccess | sys::ncclResult_t::ncclInProgress));
-        if let Some(error) = reported {
-            return self.abort(format!("NCCL reports {error:?}"));
-        }
-        let Ok(mut pending) = self.pending.lock() else { return };
-        while let Some((started, what, event)) = pending.front() {
-            match event.try_is_complete() {
-                Ok(true) => {
-                    pending.pop_front();
-                }
-                Ok(false) if started.elapsed() > timeout => {
-                    let why = format!("NCCL {what} did not complete within {} s", timeout.as_secs());
-                    drop(pending);
-                    return self.abort(why);
-                }
-                Ok(false) => return,
-                Err(e) => {
-                    let why = format!("CUDA error while NCCL {what} ran: {e:?}");
-                    drop(pending);
-                    return self.abort(why);
-                }
-            }
-        }
+    /// Ends every collective in flight: the documented way out of a hung communicator.
+    fn abort(&self) {
+        // SAFETY: a valid communicator; after this the watchdog stops and `NcclRank`'s
+        // drop does not destroy it again.
+        let _ = unsafe { result::comm_abort(self.0) };
+    }
+}
+
+/// A CUDA event recorded after a collective, as the watchdog's probe.
+struct EventDone(CudaEvent);
+
+impl Completion for EventDone {
+    fn done(&self) -> std::result::Result<bool, String> {
+        self.0.try_is_complete().map_err(|e| format!("CUDA error {e:?}"))
     }
 }
 
@@ -100,8 +75,9 @@ pub struct NcclRank {
     device: CudaDevice,
     /// NCCL's stream; the compute stream is the device's own.
     stream: Arc<CudaStream>,
-    health: Arc<Health>,
-    watchdog: Option<std::thread::JoinHandle<()>>,
+    comm: Arc<Communicator>,
+    watchdog: Arc<Watchdog>,
+    watchdog_thread: Option<std::thread::JoinHandle<()>>,
     moved: AtomicU64,
 }
 
@@ -139,8 +115,12 @@ impl NcclRank {
             return Err(DistError::Mismatch(format!("an NCCL unique id of {} bytes", bytes.len())));
         }
         internal.iter_mut().zip(&bytes).for_each(|(c, &b)| *c = b as std::ffi::c_char);
-        let stream =
-            device.cuda_stream().context().new_stream().map_err(|e| DistError::Config(format!("{e:?}")))?;
+        let context = device.cuda_stream().context().clone();
+        let cuda_error =
+            |e: candle_core::cuda_backend::cudarc::driver::DriverError| DistError::Config(format!("{e:?}"));
+        let stream = context.new_stream().map_err(cuda_error)?;
+        // NCCL takes the calling thread's current device for the communicator's.
+        context.bind_to_thread().map_err(cuda_error)?;
         let mut comm = std::mem::MaybeUninit::uninit();
         // SAFETY: `comm` receives the communicator; the id came from rank 0.
         let comm = unsafe {
@@ -153,23 +133,20 @@ impl NcclRank {
             .map_err(nccl_error("init"))?;
             comm.assume_init()
         };
-        let health = Arc::new(Health {
-            comm: Communicator(comm),
-            pending: Mutex::new(VecDeque::new()),
-            failure: Mutex::new(None),
-            aborted: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-        });
-        let watched = health.clone();
-        let watchdog = std::thread::Builder::new()
-            .name(format!("nccl-watchdog-{rank}"))
-            .spawn(move || {
-                while !watched.stop.load(Ordering::Relaxed) && !watched.aborted.load(Ordering::Relaxed) {
-                    watched.check(timeout);
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            })
-            .map_err(|e| DistError::Io { what: "starting the NCCL watchdog".into(), source: e })?;
+        let comm = Arc::new(Communicator(comm));
+        let (probe, abort) = (comm.clone(), comm.clone());
+        let (watchdog, watchdog_thread) = Watchdog::start(
+            format!("nccl-watchdog-{rank}"),
+            timeout,
+            Duration::from_millis(100),
+            // Event queries need the device's context on the watchdog's thread too.
+            move || {
+                context.bind_to_thread().map_err(|e| format!("the NCCL watchdog cannot use the GPU: {e:?}"))
+            },
+            move || probe.async_error(),
+            move || abort.abort(),
+        )
+        .map_err(|e| DistError::Io { what: "starting the NCCL watchdog".into(), source: e })?;
         tracing::info!(
             "rank {rank} of {world}: NCCL communicator on cuda:{}",
             device.cuda_stream().context().ordinal()
@@ -178,8 +155,9 @@ impl NcclRank {
             control,
             device: device.clone(),
             stream,
-            health,
-            watchdog: Some(watchdog),
+            comm,
+            watchdog,
+            watchdog_thread: Some(watchdog_thread),
             moved: AtomicU64::new(0),
         })
     }
@@ -187,10 +165,10 @@ impl NcclRank {
     /// Fails when the watchdog aborted the communicator, naming the lost rank if the
     /// TCP group can tell.
     fn healthy(&self) -> Result<()> {
-        if !self.health.aborted.load(Ordering::SeqCst) {
+        if !self.watchdog.aborted() {
             return Ok(());
         }
-        let why = self.health.failure.lock().ok().and_then(|f| f.clone()).unwrap_or_default();
+        let why = self.watchdog.failure().unwrap_or_default();
         let who = match self.control.barrier() {
             Err(e) => e.to_string(),
             Ok(()) => "every rank still answers over TCP".into(),
@@ -208,12 +186,11 @@ impl NcclRank {
         let wrap = |e: candle_core::cuda_backend::cudarc::driver::DriverError| {
             DistError::Config(format!("{what}: {e:?}"))
         };
+        self.stream.context().bind_to_thread().map_err(wrap)?;
         self.stream.join(&self.device.cuda_stream()).map_err(wrap)?;
         launch(self.stream.cu_stream() as sys::cudaStream_t).map_err(nccl_error(what))?;
         let event = self.stream.record_event(None).map_err(wrap)?;
-        if let Ok(mut pending) = self.health.pending.lock() {
-            pending.push_back((Instant::now(), what.to_string(), event));
-        }
+        self.watchdog.follow(&format!("NCCL {what}"), Box::new(EventDone(event)));
         Ok(())
     }
 
@@ -227,7 +204,7 @@ impl NcclRank {
         {
             let (src, _read) = input.device_ptr(&self.stream);
             let (dst, _write) = output.device_ptr_mut(&self.stream);
-            let comm = self.health.comm.0;
+            let comm = self.comm.0;
             // SAFETY: `src` holds n elements and `dst` world * n, both on this device.
             self.issue("all-gather", |s| unsafe {
                 result::all_gather(src as *const c_void, dst as *mut c_void, n, T::NCCL, comm, s).map(|_| ())
@@ -247,7 +224,7 @@ impl NcclRank {
         {
             let (src, _read) = input.device_ptr(&self.stream);
             let (dst, _write) = output.device_ptr_mut(&self.stream);
-            let comm = self.health.comm.0;
+            let comm = self.comm.0;
             // SAFETY: `src` holds world * n elements and `dst` n, both on this device.
             self.issue("reduce-scatter", |s| unsafe {
                 result::reduce_scatter(
@@ -387,15 +364,15 @@ impl Collective for NcclRank {
 
 impl Drop for NcclRank {
     fn drop(&mut self) {
-        self.health.stop.store(true, Ordering::Relaxed);
-        if let Some(watchdog) = self.watchdog.take() {
+        self.watchdog.stop();
+        if let Some(watchdog) = self.watchdog_thread.take() {
             let _ = watchdog.join();
         }
-        if !self.health.aborted.load(Ordering::SeqCst) {
+        if !self.watchdog.aborted() {
             // Finish what was issued, then release the communicator.
             let _ = self.stream.synchronize();
             // SAFETY: no collective is in flight any more, and the watchdog has stopped.
-            let _ = unsafe { result::comm_destroy(self.health.comm.0) };
+            let _ = unsafe { result::comm_destroy(self.comm.0) };
         }
     }
 }
