@@ -6,6 +6,8 @@ pub enum DistError {
     Rank { rank: usize, message: String },
     #[error("timed out after {seconds} s waiting for rank(s) {ranks:?} at a collective ({what})")]
     Timeout { seconds: u64, ranks: Vec<usize>, what: String },
+    #[error("collectives aborted: {0}")]
+    Aborted(String),
     #[error("the ranks disagree: {0}")]
     Mismatch(String),
     #[error("{0}")]

@@ -173,7 +173,7 @@ impl NcclRank {
             Err(e) => e.to_string(),
             Ok(()) => "every rank still answers over TCP".into(),
         };
-        Err(DistError::Rank { rank: self.control.rank(), message: format!("{why} ({who})") })
+        Err(DistError::Aborted(format!("{why}; asked over TCP: {who}")))
     }
 
     /// Orders a collective after the compute stream's work so far, and follows it.
