@@ -13,7 +13,7 @@
 
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use candle_core::backend::{BackendDevice, BackendStorage};
@@ -28,35 +28,63 @@ use crate::error::{DistError, Result};
 use crate::tcp::TcpRank;
 use crate::watchdog::{Completion, Watchdog};
 
-/// The raw communicator, shared with the watchdog so that it can abort it.
-struct Communicator(sys::ncclComm_t);
+/// The raw communicator handle.
+struct RawComm(sys::ncclComm_t);
 
-// SAFETY: NCCL communicators may be used from any thread; davinci issues collectives from
-// one thread and the watchdog only calls `ncclCommAbort` and `ncclCommGetAsyncError`,
-// which NCCL documents as safe to call concurrently for exactly this purpose.
-unsafe impl Send for Communicator {}
-unsafe impl Sync for Communicator {}
+// SAFETY: a handle NCCL lets any thread use, one at a time: `Communicator` holds it
+// behind a lock.
+unsafe impl Send for RawComm {}
+
+/// The communicator, shared with the watchdog: every use holds the lock, and an abort
+/// takes the handle out, so that nothing can use it once it is freed.
+struct Communicator(Mutex<Option<RawComm>>);
 
 impl Communicator {
-    /// An error NCCL found in the background (a network failure, a peer gone).
-    fn async_error(&self) -> std::result::Result<(), String> {
-        let mut error = sys::ncclResult_t::ncclSuccess;
-        // SAFETY: a valid communicator (alive as long as `NcclRank`) and a local.
-        let status = unsafe { sys::ncclCommGetAsyncError(self.0, &mut error) };
-        match [status, error]
-            .into_iter()
-            .find(|r| !matches!(r, sys::ncclResult_t::ncclSuccess | sys::ncclResult_t::ncclInProgress))
-        {
-            Some(error) => Err(format!("NCCL reports {error:?}")),
-            None => Ok(()),
+    /// Runs `f` with the handle; fails once the communicator has been aborted.
+    fn with<R>(&self, f: impl FnOnce(sys::ncclComm_t) -> Result<R>) -> Result<R> {
+        let guard = self
+            .0
+            .lock()
+            .map_err(|_| DistError::Aborted("the NCCL communicator's lock is poisoned".into()))?;
+        match guard.as_ref() {
+            Some(comm) => f(comm.0),
+            None => Err(DistError::Aborted("the NCCL communicator was aborted".into())),
         }
     }
 
-    /// Ends every collective in flight: the documented way out of a hung communicator.
-    fn abort(&self) {
-        // SAFETY: a valid communicator; after this the watchdog stops and `NcclRank`'s
-        // drop does not destroy it again.
-        let _ = unsafe { result::comm_abort(self.0) };
+    /// An error NCCL found in the background (a network failure, a peer gone).
+    fn async_error(&self) -> std::result::Result<(), String> {
+        let found = self.with(|comm| {
+            let mut error = sys::ncclResult_t::ncclSuccess;
+            // SAFETY: a live communicator (the lock is held) and a local.
+            let status = unsafe { sys::ncclCommGetAsyncError(comm, &mut error) };
+            Ok([status, error]
+                .into_iter()
+                .find(|r| !matches!(r, sys::ncclResult_t::ncclSuccess | sys::ncclResult_t::ncclInProgress)))
+        });
+        match found {
+            Ok(Some(error)) => Err(format!("NCCL reports {error:?}")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ends every collective in flight (the documented way out of a hung communicator)
+    /// or, with `abort` false, releases an idle one.
+    fn release(&self, abort: bool) {
+        let taken = match self.0.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(comm) = taken {
+            // SAFETY: the handle was live and nothing can reach it any more.
+            let _ = unsafe {
+                if abort {
+                    result::comm_abort(comm.0)
+                } else {
+                    result::comm_destroy(comm.0)
+                }
+            };
+        }
     }
 }
 
@@ -121,6 +149,22 @@ impl NcclRank {
         let stream = context.new_stream().map_err(cuda_error)?;
         // NCCL takes the calling thread's current device for the communicator's.
         context.bind_to_thread().map_err(cuda_error)?;
+        // NCCL's own rendezvous cannot time out: every rank is alive just before it, and
+        // one that dies within it ends this process after the timeout rather than hang.
+        control.barrier()?;
+        let (joined, waiting) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = waiting.recv_timeout(timeout) {
+                let message = format!(
+                    "rank {rank}: the NCCL communicator was not set up within {} s (a rank died or \
+                     stalls while joining); exiting",
+                    timeout.as_secs()
+                );
+                tracing::error!("{message}");
+                eprintln!("error: {message}");
+                std::process::exit(1);
+            }
+        });
         let mut comm = std::mem::MaybeUninit::uninit();
         // SAFETY: `comm` receives the communicator; the id came from rank 0.
         let comm = unsafe {
@@ -133,7 +177,8 @@ impl NcclRank {
             .map_err(nccl_error("init"))?;
             comm.assume_init()
         };
-        let comm = Arc::new(Communicator(comm));
+        let _ = joined.send(());
+        let comm = Arc::new(Communicator(Mutex::new(Some(RawComm(comm)))));
         let (probe, abort) = (comm.clone(), comm.clone());
         let (watchdog, watchdog_thread) = Watchdog::start(
             format!("nccl-watchdog-{rank}"),
@@ -144,7 +189,7 @@ impl NcclRank {
                 context.bind_to_thread().map_err(|e| format!("the NCCL watchdog cannot use the GPU: {e:?}"))
             },
             move || probe.async_error(),
-            move || abort.abort(),
+            move || abort.release(true),
         )
         .map_err(|e| DistError::Io { what: "starting the NCCL watchdog".into(), source: e })?;
         tracing::info!(
@@ -176,11 +221,12 @@ impl NcclRank {
         Err(DistError::Aborted(format!("{why}; asked over TCP: {who}")))
     }
 
-    /// Orders a collective after the compute stream's work so far, and follows it.
+    /// Orders a collective after the compute stream's work so far, launches it on NCCL's
+    /// stream with the communicator, and follows it.
     fn issue(
         &self,
         what: &str,
-        launch: impl FnOnce(sys::cudaStream_t) -> std::result::Result<(), result::NcclError>,
+        launch: impl FnOnce(sys::ncclComm_t, sys::cudaStream_t) -> std::result::Result<(), result::NcclError>,
     ) -> Result<()> {
         self.healthy()?;
         let wrap = |e: candle_core::cuda_backend::cudarc::driver::DriverError| {
@@ -188,7 +234,8 @@ impl NcclRank {
         };
         self.stream.context().bind_to_thread().map_err(wrap)?;
         self.stream.join(&self.device.cuda_stream()).map_err(wrap)?;
-        launch(self.stream.cu_stream() as sys::cudaStream_t).map_err(nccl_error(what))?;
+        let stream = self.stream.cu_stream() as sys::cudaStream_t;
+        self.comm.with(|comm| launch(comm, stream).map_err(nccl_error(what)))?;
         let event = self.stream.record_event(None).map_err(wrap)?;
         self.watchdog.follow(&format!("NCCL {what}"), Box::new(EventDone(event)));
         Ok(())
@@ -198,15 +245,16 @@ impl NcclRank {
         let n = layout.shape().elem_count();
         let start = layout.start_offset();
         let input = storage.as_cuda_slice::<T>()?.slice(start..start + n);
-        // SAFETY: every element is written by the all-gather before anything reads it.
-        let mut output = unsafe { self.stream.alloc::<T>(n * self.world()) }
-            .map_err(|e| DistError::Config(format!("{e:?}")))?;
+        // On the compute stream, which owns the tensor from here on: candle hands a buffer
+        // to its kernels through the buffer's own stream, which must therefore wait for
+        // NCCL's write (recorded below on NCCL's stream). SAFETY: the all-gather writes
+        // every element before anything reads it.
+        let mut output = unsafe { self.device.alloc::<T>(n * self.world()) }?;
         {
             let (src, _read) = input.device_ptr(&self.stream);
             let (dst, _write) = output.device_ptr_mut(&self.stream);
-            let comm = self.comm.0;
             // SAFETY: `src` holds n elements and `dst` world * n, both on this device.
-            self.issue("all-gather", |s| unsafe {
+            self.issue("all-gather", |comm, s| unsafe {
                 result::all_gather(src as *const c_void, dst as *mut c_void, n, T::NCCL, comm, s).map(|_| ())
             })?;
         }
@@ -218,15 +266,14 @@ impl NcclRank {
         let n = total / self.world();
         let start = layout.start_offset();
         let input = storage.as_cuda_slice::<f32>()?.slice(start..start + total);
-        // SAFETY: the reduce-scatter writes every element.
-        let mut output =
-            unsafe { self.stream.alloc::<f32>(n) }.map_err(|e| DistError::Config(format!("{e:?}")))?;
+        // On the compute stream, as in `gather_slice`. SAFETY: the reduce-scatter writes
+        // every element.
+        let mut output = unsafe { self.device.alloc::<f32>(n) }?;
         {
             let (src, _read) = input.device_ptr(&self.stream);
             let (dst, _write) = output.device_ptr_mut(&self.stream);
-            let comm = self.comm.0;
             // SAFETY: `src` holds world * n elements and `dst` n, both on this device.
-            self.issue("reduce-scatter", |s| unsafe {
+            self.issue("reduce-scatter", |comm, s| unsafe {
                 result::reduce_scatter(
                     src as *const c_void,
                     dst as *mut c_void,
@@ -364,15 +411,17 @@ impl Collective for NcclRank {
 
 impl Drop for NcclRank {
     fn drop(&mut self) {
+        // Wait for what was issued while the watchdog still runs, so that a peer that
+        // died now cannot hang this wait past the timeout.
+        if let Ok(event) = self.stream.record_event(None) {
+            while !self.watchdog.aborted() && matches!(event.try_is_complete(), Ok(false)) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         self.watchdog.stop();
         if let Some(watchdog) = self.watchdog_thread.take() {
             let _ = watchdog.join();
         }
-        if !self.watchdog.aborted() {
-            // Finish what was issued, then release the communicator.
-            let _ = self.stream.synchronize();
-            // SAFETY: no collective is in flight any more, and the watchdog has stopped.
-            let _ = unsafe { result::comm_destroy(self.comm.0) };
-        }
+        self.comm.release(false);
     }
 }

@@ -1,7 +1,8 @@
 //! A watchdog for collectives that run asynchronously and can hang forever (NCCL's, when a
 //! peer dies): it follows each one through a completion probe (a CUDA event on a GPU) and,
-//! when the oldest is still not done after the timeout or a probe reports an error, calls
-//! the abort once and keeps the reason, which the next collective then reports.
+//! when the oldest is still not done after the timeout (counted from when the one before
+//! it finished) or a probe reports an error, calls the abort once and keeps the reason,
+//! which the next collective then reports.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,7 +105,12 @@ impl Watchdog {
         while let Some((started, what, completion)) = pending.front() {
             let why = match completion.done() {
                 Ok(true) => {
+                    // The next one's clock starts now: it may have waited in the queue
+                    // behind this one (and behind the compute it depends on).
                     pending.pop_front();
+                    if let Some(next) = pending.front_mut() {
+                        next.0 = Instant::now();
+                    }
                     continue;
                 }
                 Ok(false) if started.elapsed() > self.timeout => {

@@ -106,7 +106,8 @@ pub mod cuda {
         pub compute: Option<&'a mut CudaViewMut<'b, bf16>>,
     }
 
-    /// A chunk table on the device, uploaded once and reused every step.
+    /// A chunk table on the device (a few bytes per 16K elements; the in-place op uploads
+    /// one per launch).
     pub struct ChunkTable {
         table: CudaSlice<Chunk>,
         /// One past the last element any chunk touches.
