@@ -19,5 +19,5 @@ pub mod watchdog;
 
 pub use collective::{Collective, Local};
 pub use error::{DistError, Result};
-pub use rendezvous::{connect_from_env, connect_from_env_on, LaunchEnv};
+pub use rendezvous::{connect_from_env, LaunchEnv};
 pub use shard::FlatUnit;

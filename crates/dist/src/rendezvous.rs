@@ -54,17 +54,11 @@ impl LaunchEnv {
     }
 }
 
-/// The group this process belongs to, for training on the CPU: [`Local`] when started
-/// alone, else the TCP backend at `MASTER_ADDR:MASTER_PORT`. Every rank must pass the
-/// same `fingerprint`.
-pub fn connect_from_env(fingerprint: &str, timeout: Duration) -> Result<Arc<dyn Collective>> {
-    connect_from_env_on(fingerprint, timeout, &Device::Cpu)
-}
-
-/// The group this process belongs to, for training on `device`: on a GPU (with the `nccl`
-/// feature) NCCL, whose unique id travels through the TCP rendezvous; else as
-/// [`connect_from_env`].
-pub fn connect_from_env_on(
+/// The group this process belongs to, for training on `device`: [`Local`] when started
+/// alone; else, at `MASTER_ADDR:MASTER_PORT`, the TCP backend on the CPU, or on a GPU
+/// (with the `nccl` feature) NCCL, whose unique id travels through the TCP rendezvous.
+/// Every rank must pass the same `fingerprint`.
+pub fn connect_from_env(
     fingerprint: &str,
     timeout: Duration,
     device: &Device,

@@ -63,6 +63,24 @@ pub fn plan_chunks(segments: &[(usize, bool)], chunk_len: usize) -> Vec<Chunk> {
     chunks
 }
 
+/// One step over segments `(len, decays)` laid out one after another in the flat state:
+/// [`update_cpu`] on each.
+pub fn update_segments_cpu(
+    master: &mut [f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    grad: &[f32],
+    segments: &[(usize, bool)],
+    s: &Scalars,
+) {
+    let mut at = 0;
+    for &(len, decays) in segments {
+        let r = at..at + len;
+        update_cpu(&mut master[r.clone()], &mut m[r.clone()], &mut v[r.clone()], &grad[r], decays, s);
+        at += len;
+    }
+}
+
 /// One step of one segment on the CPU: the reference for the kernel.
 pub fn update_cpu(master: &mut [f32], m: &mut [f32], v: &mut [f32], grad: &[f32], decays: bool, s: &Scalars) {
     assert!(

@@ -3,7 +3,7 @@
 //! lengths with and without weight decay, chunks that end mid-block, and the bf16 copy.
 
 use common::{bf16_nan, values};
-use davinci_kernels::adamw::{plan_chunks, update_cpu, Scalars};
+use davinci_kernels::adamw::{plan_chunks, update_segments_cpu, Scalars};
 use davinci_kernels::emulated::{adamw_step, AdamwState};
 use half::bf16;
 
@@ -26,19 +26,7 @@ fn adamw_kernel_takes_the_cpu_steps_bit_for_bit() {
         let state =
             AdamwState { master: &mut gpu_w, m: &mut gpu_m, v: &mut gpu_v, compute: Some(&mut compute) };
         adamw_step(state, &grad, &chunks, &scalars, 64);
-        let mut at = 0;
-        for &(len, decays) in &segments {
-            let r = at..at + len;
-            update_cpu(
-                &mut cpu_w[r.clone()],
-                &mut cpu_m[r.clone()],
-                &mut cpu_v[r.clone()],
-                &grad[r],
-                decays,
-                &scalars,
-            );
-            at += len;
-        }
+        update_segments_cpu(&mut cpu_w, &mut cpu_m, &mut cpu_v, &grad, &segments, &scalars);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&gpu_w), bits(&cpu_w), "master weights after step {step}");
         assert_eq!(bits(&gpu_m), bits(&cpu_m), "first moments after step {step}");
@@ -85,12 +73,7 @@ fn the_in_place_op_on_a_state_tensor_takes_the_cpu_steps() {
         let scalars = Scalars::new(0.9, 0.95, 1e-8, 0.1, step, 1e-3);
         step_in_place(&state, &Tensor::new(grad.as_slice(), &Device::Cpu).unwrap(), &segments, scalars)
             .unwrap();
-        let mut at = 0;
-        for &(len, decays) in &segments {
-            let r = at..at + len;
-            update_cpu(&mut w[r.clone()], &mut m[r.clone()], &mut v[r.clone()], &grad[r], decays, &scalars);
-            at += len;
-        }
+        update_segments_cpu(&mut w, &mut m, &mut v, &grad, &segments, &scalars);
         let rows = state.to_vec2::<f32>().unwrap();
         assert_eq!(rows, vec![w.clone(), m.clone(), v.clone()], "state after step {step}");
     }

@@ -1,10 +1,10 @@
-//! AdamW on fp32 master weights and moments, with weight-decay masks and global-norm
-//! clipping. Flat f32 buffers per parameter: the layout the multi-tensor CUDA kernel and
-//! FSDP's shards use. (candle-nn's AdamW keeps its moments private and in the parameter's
-//! dtype, which is why this one exists.) The update itself is `davinci_kernels::adamw`'s,
-//! the reference of the CUDA kernel, which takes bit-identical steps.
+//! AdamW's settings and state on fp32 master weights and moments, with weight-decay masks
+//! and global-norm clipping. [`AdamW`] is the host form of the state (checkpoints, the
+//! start of a stage); during training FSDP keeps it on the device and steps it with
+//! `davinci_kernels::ops::adamw_step` (see `sharded`). (candle-nn's AdamW keeps its moments
+//! private and in the parameter's dtype, which is why this one exists.)
 
-use davinci_kernels::adamw::{update_cpu, Scalars};
+use davinci_kernels::adamw::Scalars;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -14,6 +14,13 @@ pub struct AdamWConfig {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+}
+
+impl AdamWConfig {
+    /// The kernel's scalars for optimizer step `step` (1 for the first) at rate `lr`.
+    pub fn scalars(&self, step: u64, lr: f64) -> Scalars {
+        Scalars::new(self.beta1, self.beta2, self.eps, self.weight_decay, step, lr)
+    }
 }
 
 impl Default for AdamWConfig {
@@ -52,17 +59,6 @@ pub struct AdamW {
     pub params: Vec<ParamState>,
 }
 
-/// The sum of squares of all gradients together, accumulated in f64: the square of the
-/// global norm, or one rank's share of it.
-pub fn sum_of_squares(grads: &[&[f32]]) -> f64 {
-    grads.iter().flat_map(|g| g.iter()).map(|&x| (x as f64) * (x as f64)).sum::<f64>()
-}
-
-/// The L2 norm of all gradients together, accumulated in f64.
-pub fn global_norm(grads: &[&[f32]]) -> f64 {
-    sum_of_squares(grads).sqrt()
-}
-
 /// The factor that brings a gradient of norm `norm` down to `max_norm` (1 when below).
 pub fn clip_factor(norm: f64, max_norm: Option<f64>) -> f64 {
     match max_norm {
@@ -74,17 +70,5 @@ pub fn clip_factor(norm: f64, max_norm: Option<f64>) -> f64 {
 impl AdamW {
     pub fn new(config: AdamWConfig, params: Vec<ParamState>) -> Self {
         Self { config, steps: 0, params }
-    }
-
-    /// One step: `grads[i]` (already scaled, e.g. by clipping and 1/tokens) for `params[i]`.
-    /// Decoupled weight decay: `w -= lr * wd * w` on decayed parameters.
-    pub fn step(&mut self, grads: &[&[f32]], lr: f64) {
-        assert_eq!(grads.len(), self.params.len(), "one gradient per parameter");
-        self.steps += 1;
-        let c = self.config;
-        let scalars = Scalars::new(c.beta1, c.beta2, c.eps, c.weight_decay, self.steps, lr);
-        for (param, grad) in self.params.iter_mut().zip(grads) {
-            update_cpu(&mut param.master, &mut param.m, &mut param.v, grad, param.decay, &scalars);
-        }
     }
 }

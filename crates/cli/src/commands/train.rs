@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use davinci_dist::{connect_from_env_on, LaunchEnv};
+use davinci_dist::{connect_from_env, LaunchEnv};
 use davinci_train::trainer::job_fingerprint;
 use davinci_train::{train, Recipe, TrainOptions};
 
@@ -56,7 +56,7 @@ pub fn run(args: Args) -> Result<()> {
         ("cuda", Some(env)) => parse_device(&format!("cuda:{}", env.local_rank))?,
         (name, _) => parse_device(name)?,
     };
-    let collective = connect_from_env_on(&fingerprint, Duration::from_secs(args.timeout), &device)?;
+    let collective = connect_from_env(&fingerprint, Duration::from_secs(args.timeout), &device)?;
     let rank = collective.rank();
     let options = TrainOptions {
         collective,

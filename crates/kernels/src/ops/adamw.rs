@@ -1,11 +1,11 @@
 //! One AdamW step in place on a shard's state tensor, `[3, n]` f32 holding the master
 //! weights, the first and the second moments, so that FSDP's optimizer state lives on the
-//! training device: the CPU body runs [`update_cpu`] segment by segment, the CUDA body
+//! training device: the CPU body runs [`update_segments_cpu`], the CUDA body
 //! launches `kernels/adamw.cu` once over the whole shard.
 
 use candle_core::{bail, CpuStorage, DType, InplaceOp2, Layout, Result, Tensor};
 
-use crate::adamw::{update_cpu, Scalars};
+use crate::adamw::{update_segments_cpu, Scalars};
 
 /// Elements of one block's chunk in the CUDA launch.
 pub const CHUNK_LEN: usize = 1 << 14;
@@ -52,19 +52,7 @@ impl InplaceOp2 for AdamwStep<'_> {
         let grad = &grad[l2.start_offset()..l2.start_offset() + n];
         let (master, moments) = state.split_at_mut(n);
         let (m, v) = moments.split_at_mut(n);
-        let mut at = 0;
-        for &(len, decays) in self.segments {
-            let r = at..at + len;
-            update_cpu(
-                &mut master[r.clone()],
-                &mut m[r.clone()],
-                &mut v[r.clone()],
-                &grad[r],
-                decays,
-                &self.scalars,
-            );
-            at += len;
-        }
+        update_segments_cpu(master, m, v, grad, self.segments, &self.scalars);
         Ok(())
     }
 

@@ -18,8 +18,6 @@ use davinci_dist::{Collective, FlatUnit};
 use davinci_model::names::{layer_prefix, parameter_shapes, EMBED, FINAL_NORM, LAYER_TENSORS, LM_HEAD};
 use davinci_model::{Config, DecoderLayer};
 
-use davinci_kernels::adamw::Scalars;
-
 use crate::error::{Result, TrainError};
 use crate::optimizer::{clip_factor, AdamW, AdamWConfig, ParamState};
 use crate::step::{Unit, WeightSource};
@@ -266,8 +264,7 @@ impl ShardedModel {
         }
         let scale = (clip_factor(norm, clip) / count.max(1) as f64) as f32;
         self.steps += 1;
-        let c = self.adam;
-        let scalars = Scalars::new(c.beta1, c.beta2, c.eps, c.weight_decay, self.steps, lr);
+        let scalars = self.adam.scalars(self.steps, lr);
         let grads = std::mem::replace(&mut *self.grads.borrow_mut(), vec![None; self.shards.len()]);
         for (shard, grad) in self.shards.iter().zip(grads) {
             shard.step(grad, scale, scalars)?;
