@@ -16,8 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 use crate::optimizer::{AdamW, AdamWConfig, ParamState};
-use crate::sharded::{gather_unit, units};
-use davinci_dist::Collective;
+use crate::sharded::{units, ShardedModel};
 
 pub const STATE_FILE: &str = "trainer_state.json";
 
@@ -56,13 +55,14 @@ pub fn optimizer_file(rank: usize, world: usize) -> String {
 pub fn save(
     dir: &Path,
     config: &Config,
-    optimizer: &AdamW,
+    model: &ShardedModel,
     state: &TrainerState,
     weights_dtype: DType,
-    collective: &dyn Collective,
 ) -> Result<()> {
+    let collective = model.collective().as_ref();
     let (rank, world) = (collective.rank(), collective.world());
     let units = units(config, world);
+    let optimizer = model.host_state()?;
     let write_shard = |tmp: &Path| -> Result<()> {
         let mut tensors: HashMap<String, Tensor> = HashMap::new();
         for p in &optimizer.params {
@@ -103,9 +103,9 @@ pub fn save(
                 collective.broadcast(tmp_text.into_bytes(), 0).map_err(shared_error)?;
                 write_shard(tmp).map_err(model_error)?;
                 let mut writer = WeightsWriter::new(tmp, config, &layout, &options)?;
-                for unit in &units {
-                    for (name, values) in gather_unit(unit, optimizer, collective).map_err(model_error)? {
-                        writer.push(&name, &Tensor::from_vec(values, shape_of(&name), &Device::Cpu)?)?;
+                for u in 0..units.len() {
+                    for (name, tensor) in model.gather_masters(u).map_err(model_error)? {
+                        writer.push(&name, &tensor.to_device(&Device::Cpu)?)?;
                     }
                 }
                 writer.finish()?;
@@ -119,8 +119,8 @@ pub fn save(
         let tmp = collective.broadcast(Vec::new(), 0)?;
         write_shard(Path::new(&String::from_utf8_lossy(&tmp).into_owned()))?;
         // Each unit's gather, which rank 0 writes.
-        for unit in &units {
-            gather_unit(unit, optimizer, collective)?;
+        for u in 0..units.len() {
+            model.gather_masters(u)?;
         }
         collective.barrier()?;
     }

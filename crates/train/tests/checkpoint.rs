@@ -1,12 +1,15 @@
 //! Training checkpoints round-trip exactly, load as Hugging Face weights, and a crash
 //! mid-write (a leftover temporary directory) never counts as a checkpoint.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device};
 use davinci_data::loader::LoaderState;
 use davinci_dist::Local;
 use davinci_model::{load_checkpoint, Config, Qwen2};
 use davinci_train::checkpoint::{checkpoint_dir, latest, load, prune, save, TrainerState};
 use davinci_train::optimizer::{AdamW, AdamWConfig, ParamState};
+use davinci_train::sharded::ShardedModel;
 
 fn optimizer(model: &Qwen2) -> AdamW {
     let params = model
@@ -22,6 +25,11 @@ fn optimizer(model: &Qwen2) -> AdamW {
     }
     opt.steps = 1;
     opt
+}
+
+/// The optimizer as the trainer holds it: a sharded model of one rank.
+fn sharded(config: &Config, opt: &AdamW) -> ShardedModel {
+    ShardedModel::from_shards(config, opt.clone(), Arc::new(Local), DType::F32, &Device::Cpu).unwrap()
 }
 
 fn state(step: u64) -> TrainerState {
@@ -43,7 +51,7 @@ fn checkpoints_round_trip_and_load_as_hf_weights() {
     let model = Qwen2::init(config.clone(), 3, &Device::Cpu).unwrap();
     let opt = optimizer(&model);
     let dir = checkpoint_dir(tmp.path(), "mt1", 10);
-    save(&dir, &config, &opt, &state(10), DType::F32, &Local).unwrap();
+    save(&dir, &config, &sharded(&config, &opt), &state(10), DType::F32).unwrap();
 
     let (loaded_config, loaded_opt, loaded_state) = load(&dir, 0, 1).unwrap();
     assert_eq!(loaded_opt, opt, "masters, moments and step count");
@@ -69,8 +77,8 @@ fn latest_ignores_incomplete_writes_and_prune_keeps_the_newest() {
     let opt = optimizer(&model);
     assert_eq!(latest(tmp.path(), "mt1"), None);
     for step in [5, 10, 15] {
-        save(&checkpoint_dir(tmp.path(), "mt1", step), &config, &opt, &state(step), DType::BF16, &Local)
-            .unwrap();
+        let dir = checkpoint_dir(tmp.path(), "mt1", step);
+        save(&dir, &config, &sharded(&config, &opt), &state(step), DType::BF16).unwrap();
     }
     // What a crash mid-write leaves: a hidden temporary directory, and a step directory
     // without its state file.

@@ -57,27 +57,6 @@ pub fn fresh_slices(config: &Config, seed: u64, world: usize, rank: usize) -> Ve
         .collect()
 }
 
-/// The full values of `unit` from every rank's shards, which `optimizer` holds for this
-/// rank (all ranks call this together), in f32.
-pub fn gather_unit(
-    unit: &FlatUnit,
-    optimizer: &AdamW,
-    collective: &dyn Collective,
-) -> Result<Vec<(String, Vec<f32>)>> {
-    let mut shard = Vec::with_capacity(unit.shard_len());
-    for (p, (name, _)) in unit.params.iter().enumerate() {
-        let param = optimizer
-            .params
-            .iter()
-            .find(|q| &q.name == name && q.master.len() == unit.slice_len(p))
-            .ok_or_else(|| TrainError::Invalid(format!("no shard of `{name}` in the optimizer state")))?;
-        shard.extend_from_slice(&param.master);
-    }
-    let mut gathered = vec![0.0; shard.len() * unit.world];
-    collective.all_gather(&shard, &mut gathered)?;
-    Ok(unit.params.iter().map(|(n, _)| n.clone()).zip(unit.unpack(&gathered)).collect())
-}
-
 /// This rank's part of the model and its optimizer state, on the training device.
 pub struct ShardedModel {
     config: Config,
@@ -192,16 +171,23 @@ impl ShardedModel {
         Ok(state.params.into_iter().map(|p| ParamState::new(&p.name, p.master)).collect())
     }
 
-    /// Starts unit `u`'s all-gather (asynchronous on NCCL's stream).
-    fn start_gather(&self, u: usize) -> Result<Tensor> {
-        Ok(self.collective.all_gather_tensor(&self.shards[u].weights(self.dtype)?)?)
+    /// Starts unit `u`'s all-gather in `dtype` (asynchronous on NCCL's stream).
+    fn start_gather(&self, u: usize, dtype: DType) -> Result<Tensor> {
+        Ok(self.collective.all_gather_tensor(&self.shards[u].weights(dtype)?)?)
+    }
+
+    /// Unit `u`'s full fp32 master weights (all ranks call this together): what a
+    /// checkpoint writes. Units are numbered as [`units`] lists them.
+    pub fn gather_masters(&self, u: usize) -> Result<Vec<(String, Tensor)>> {
+        let gathered = self.start_gather(u, DType::F32)?;
+        self.shards[u].unpack(&gathered, &self.shapes)
     }
 
     /// Unit `u`'s full weights: the prefetched gather when it is this unit's, else a new one.
     fn gather_tensors(&self, u: usize) -> Result<HashMap<String, Tensor>> {
         let gathered = match self.prefetched.borrow_mut().take() {
             Some((pending, gathered)) if pending == u => gathered,
-            _ => self.start_gather(u)?,
+            _ => self.start_gather(u, self.dtype)?,
         };
         Ok(self.shards[u].unpack(&gathered, &self.shapes)?.into_iter().collect())
     }
@@ -305,7 +291,7 @@ impl WeightSource for ShardedModel {
     }
     fn prefetch(&self, next: Unit) -> Result<()> {
         let u = self.unit_index(next);
-        let gathered = self.start_gather(u)?;
+        let gathered = self.start_gather(u, self.dtype)?;
         *self.prefetched.borrow_mut() = Some((u, gathered));
         Ok(())
     }

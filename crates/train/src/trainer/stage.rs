@@ -169,7 +169,7 @@ fn save(
 ) -> Result<()> {
     let dir = checkpoint::checkpoint_dir(&recipe.output_dir, &state.stage, state.step);
     let collective = model.collective();
-    checkpoint::save(&dir, config, &model.host_state()?, state, dtype, collective.as_ref())?;
+    checkpoint::save(&dir, config, model, state, dtype)?;
     if collective.rank() == 0 {
         checkpoint::prune(&recipe.output_dir, &state.stage, keep_last)?;
     }
