@@ -197,6 +197,26 @@ pub trait Collective: Send + Sync {
         Ok(Tensor::from_vec(out, len, blocks.device())?)
     }
 
+    /// The element-wise sum over ranks of `values` (any shape; f32 or f64), on the same
+    /// device and in the same dtype: the gradient norm's sum of squares stays on the
+    /// device until its one read. This default sums through host memory in f64; NCCL
+    /// overrides it with an all-reduce on the device.
+    fn all_reduce_tensor(&self, values: &Tensor) -> Result<Tensor> {
+        if !matches!(values.dtype(), DType::F32 | DType::F64) {
+            return Err(DistError::Mismatch(format!(
+                "an all-reduce of {:?} (f32 or f64 only)",
+                values.dtype()
+            )));
+        }
+        if self.world() == 1 {
+            return Ok(values.clone());
+        }
+        let mut host = values.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+        self.all_reduce(&mut host)?;
+        let summed = Tensor::from_vec(host, values.shape(), values.device())?;
+        Ok(summed.to_dtype(values.dtype())?)
+    }
+
     /// Returns once every rank has called it.
     fn barrier(&self) -> Result<()> {
         self.all_reduce(&mut [0.0]).map(|_| ())

@@ -1,7 +1,8 @@
 //! The NCCL backend: one process per GPU. The ranks first meet over the TCP backend,
 //! which carries rank 0's NCCL unique id to the others (the small store at
 //! `MASTER_ADDR:MASTER_PORT`) and afterwards the job's small host collectives (loss
-//! totals, barriers, checkpoint paths). Tensors move through NCCL on a stream of their
+//! totals, barriers, a checkpoint's path: a few bytes, with nothing on the GPU to wait
+//! for). Tensors (all-gather, reduce-scatter, all-reduce) move through NCCL on a stream of their
 //! own, so that FSDP's prefetched all-gather overlaps the compute stream's work; cudarc's
 //! event tracking makes a reader of a gathered tensor wait for the gather, and every
 //! collective first waits for the compute stream's work so far (its inputs).
@@ -289,6 +290,37 @@ impl NcclRank {
         Ok(CudaStorage::wrap_cuda_slice(output, self.device.clone()))
     }
 
+    fn all_reduce_slice<T: NcclElement>(
+        &self,
+        storage: &CudaStorage,
+        layout: &Layout,
+    ) -> Result<CudaStorage> {
+        let n = layout.shape().elem_count();
+        let start = layout.start_offset();
+        let input = storage.as_cuda_slice::<T>()?.slice(start..start + n);
+        // On the compute stream, as in `gather_slice`. SAFETY: the all-reduce writes every
+        // element.
+        let mut output = unsafe { self.device.alloc::<T>(n) }?;
+        {
+            let (src, _read) = input.device_ptr(&self.stream);
+            let (dst, _write) = output.device_ptr_mut(&self.stream);
+            // SAFETY: `src` and `dst` hold n elements each, on this device.
+            self.issue("all-reduce", |comm, s| unsafe {
+                result::all_reduce(
+                    src as *const c_void,
+                    dst as *mut c_void,
+                    n,
+                    T::NCCL,
+                    sys::ncclRedOp_t::ncclSum,
+                    comm,
+                    s,
+                )
+                .map(|_| ())
+            })?;
+        }
+        Ok(CudaStorage::wrap_cuda_slice(output, self.device.clone()))
+    }
+
     fn on_device(&self, tensor: &Tensor, what: &str) -> Result<()> {
         match tensor.device() {
             candle_core::Device::Cuda(d) if d.same_device(&self.device) => Ok(()),
@@ -308,6 +340,9 @@ trait NcclElement:
 impl NcclElement for f32 {
     const NCCL: sys::ncclDataType_t = sys::ncclDataType_t::ncclFloat32;
 }
+impl NcclElement for f64 {
+    const NCCL: sys::ncclDataType_t = sys::ncclDataType_t::ncclFloat64;
+}
 impl NcclElement for bf16 {
     const NCCL: sys::ncclDataType_t = sys::ncclDataType_t::ncclBfloat16;
 }
@@ -319,6 +354,7 @@ impl NcclElement for f16 {
 enum TensorCollective<'a> {
     AllGather(&'a NcclRank),
     ReduceScatter(&'a NcclRank),
+    AllReduce(&'a NcclRank),
 }
 
 impl CustomOp1 for TensorCollective<'_> {
@@ -326,6 +362,7 @@ impl CustomOp1 for TensorCollective<'_> {
         match self {
             Self::AllGather(_) => "nccl-all-gather",
             Self::ReduceScatter(_) => "nccl-reduce-scatter",
+            Self::AllReduce(_) => "nccl-all-reduce",
         }
     }
 
@@ -355,6 +392,14 @@ impl CustomOp1 for TensorCollective<'_> {
                     )
                 }
                 Ok((rank.reduce_scatter_slice(storage, layout).map_err(wrap)?, Shape::from(n / rank.world())))
+            }
+            Self::AllReduce(rank) => {
+                let out = match storage.dtype() {
+                    DType::F32 => rank.all_reduce_slice::<f32>(storage, layout),
+                    DType::F64 => rank.all_reduce_slice::<f64>(storage, layout),
+                    other => candle_core::bail!("nccl-all-reduce of {other:?}"),
+                };
+                Ok((out.map_err(wrap)?, layout.shape().clone()))
             }
         }
     }
@@ -406,6 +451,13 @@ impl Collective for NcclRank {
         let bytes = blocks.elem_count() * blocks.dtype().size_in_bytes();
         self.moved.fetch_add(logical_bytes(Op::ReduceScatter, bytes, self.world()), Ordering::Relaxed);
         Ok(blocks.contiguous()?.apply_op1_no_bwd(&TensorCollective::ReduceScatter(self))?)
+    }
+
+    fn all_reduce_tensor(&self, values: &Tensor) -> Result<Tensor> {
+        self.on_device(values, "all-reduce")?;
+        let bytes = values.elem_count() * values.dtype().size_in_bytes();
+        self.moved.fetch_add(logical_bytes(Op::AllReduce, bytes, self.world()), Ordering::Relaxed);
+        Ok(values.contiguous()?.apply_op1_no_bwd(&TensorCollective::AllReduce(self))?)
     }
 }
 

@@ -35,6 +35,20 @@ fn exercise(c: &dyn Collective) -> (Vec<f32>, Vec<f32>, Vec<f64>, Vec<u8>) {
     assert_eq!(c.reduce_scatter_tensor(&blocks).unwrap().to_vec1::<f32>().unwrap(), reduced);
     let mut sums = vec![rank as f64, 1.0];
     c.all_reduce(&mut sums).unwrap();
+    // The tensor all-reduce keeps the shape and dtype; it sums what the host form sums.
+    for dtype in [DType::F32, DType::F64] {
+        let values = Tensor::new(data(rank, 6), &Device::Cpu).unwrap().reshape((2, 3)).unwrap();
+        let summed = c.all_reduce_tensor(&values.to_dtype(dtype).unwrap()).unwrap();
+        assert_eq!((summed.dims(), summed.dtype()), (&[2, 3][..], dtype));
+        let mut host: Vec<f64> = data(rank, 6).iter().map(|&x| x as f64).collect();
+        c.all_reduce(&mut host).unwrap();
+        let got = summed.to_dtype(DType::F64).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let want: Vec<f64> =
+            host.iter().map(|&x| if dtype == DType::F32 { x as f32 as f64 } else { x }).collect();
+        assert_eq!(got, want);
+    }
+    let refused = c.all_reduce_tensor(&Tensor::zeros(2, DType::BF16, &Device::Cpu).unwrap());
+    assert!(matches!(refused, Err(DistError::Mismatch(m)) if m.contains("BF16")));
     let message = c.broadcast(if rank == 1 { b"from one".to_vec() } else { Vec::new() }, 1).unwrap();
     c.barrier().unwrap();
     (gathered, reduced, sums, message)

@@ -1,6 +1,6 @@
 //! FSDP's prefetch: the step announces each unit before it asks for it, the sharded model
 //! issues that unit's all-gather early and then uses it (one gather per unit and pass, no
-//! more), and the gradients are those of the whole model.
+//! more), and the gradients are those of the whole model, as is their norm over ranks.
 
 use std::cell::RefCell;
 use std::path::Path;
@@ -9,12 +9,13 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use davinci_dist::collective::Op;
+use davinci_dist::threads::thread_group;
 use davinci_dist::{Collective, Local};
 use davinci_model::checkpoint::load_slices;
 use davinci_model::{load_checkpoint, Config, DecoderLayer, PackedLayout, Qwen2};
 use davinci_train::optimizer::AdamWConfig;
 use davinci_train::sharded::{owned_range, ShardedModel};
-use davinci_train::step::{loss_and_grads, Unit, WeightSource};
+use davinci_train::step::{loss_and_grads, loss_and_grads_into, Unit, WeightSource};
 
 fn fixture(name: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures").join(name)
@@ -136,6 +137,59 @@ fn each_unit_is_announced_then_gathered_once_per_pass() {
                 .to_scalar()
                 .unwrap();
             assert_eq!(diff, 0.0, "{name} {param}: the same weights give the same gradient");
+        }
+    }
+}
+
+/// The norm the trainer clips with: every rank's reduce-scattered gradient shards, their
+/// squares summed on the device and all-reduced. With `world` ranks on the same batch the
+/// gradients are `world` times the whole model's, and so is the norm.
+#[test]
+fn the_gradient_norm_over_ranks_is_the_whole_models() {
+    let model = load_checkpoint(&fixture("gqa-untied"), &Device::Cpu, Some(DType::F32)).unwrap();
+    let config = model.config().clone();
+    let (ids, labels, layout) = batch(config.vocab_size as u32);
+    let whole = loss_and_grads(&model, &ids, &labels, &layout).unwrap();
+    let squares: f64 = whole
+        .grads
+        .values()
+        .map(|g| {
+            g.to_dtype(DType::F64).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+        })
+        .sum();
+    for world in [1, 2] {
+        let norms: Vec<f64> = std::thread::scope(|scope| {
+            let handles: Vec<_> = thread_group(world, std::time::Duration::from_secs(60))
+                .into_iter()
+                .map(|rank| {
+                    let (config, ids, labels, layout) = (&config, &ids, &labels, &layout);
+                    scope.spawn(move || {
+                        let r = rank.rank();
+                        let owned =
+                            load_slices(&fixture("gqa-untied"), config, owned_range(world, r)).unwrap();
+                        let sharded = ShardedModel::from_owned(
+                            config,
+                            owned,
+                            AdamWConfig::default(),
+                            Arc::new(rank),
+                            DType::F32,
+                            &Device::Cpu,
+                        )
+                        .unwrap();
+                        loss_and_grads_into(&sharded, ids, labels, layout, &mut |unit| {
+                            sharded.reduce_scatter(unit)
+                        })
+                        .unwrap();
+                        sharded.grad_norm().unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let expected = world as f64 * squares.sqrt();
+        for (r, norm) in norms.iter().enumerate() {
+            let error = (norm - expected).abs() / expected;
+            assert!(error < 1e-6, "world {world} rank {r}: norm {norm}, whole model {expected}");
         }
     }
 }

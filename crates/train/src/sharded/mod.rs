@@ -230,13 +230,15 @@ impl ShardedModel {
     }
 
     /// The norm, over all ranks, of the step's gradients.
+    /// The sum of squares stays on the device (in f64) through the all-reduce: one read
+    /// per step.
     pub fn grad_norm(&self) -> Result<f64> {
-        let mut squares = [0.0];
+        let mut squares = Tensor::zeros(1, DType::F64, &self.device)?;
         for grad in self.grads.borrow().iter().flatten() {
-            squares[0] += grad.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
+            squares = (squares + grad.to_dtype(DType::F64)?.sqr()?.sum_keepdim(0)?)?;
         }
-        self.collective.all_reduce(&mut squares)?;
-        Ok(squares[0].sqrt())
+        let total = self.collective.all_reduce_tensor(&squares)?.to_vec1::<f64>()?;
+        Ok(total.first().copied().unwrap_or(0.0).sqrt())
     }
 
     /// One optimizer update from gradients of a loss *sum* over `count` tokens whose norm
