@@ -242,52 +242,60 @@ impl NcclRank {
         Ok(())
     }
 
-    fn gather_slice<T: NcclElement>(&self, storage: &CudaStorage, layout: &Layout) -> Result<CudaStorage> {
+    /// Runs one collective from a tensor's `n` elements into a new buffer of `out_len`;
+    /// `launch` gets the two device pointers and `n`.
+    fn collective_into<T: NcclElement>(
+        &self,
+        what: &str,
+        storage: &CudaStorage,
+        layout: &Layout,
+        out_len: usize,
+        launch: impl FnOnce(
+            *const c_void,
+            *mut c_void,
+            usize,
+            sys::ncclComm_t,
+            sys::cudaStream_t,
+        ) -> std::result::Result<result::NcclStatus, result::NcclError>,
+    ) -> Result<CudaStorage> {
         let n = layout.shape().elem_count();
         let start = layout.start_offset();
         let input = storage.as_cuda_slice::<T>()?.slice(start..start + n);
         // On the compute stream, which owns the tensor from here on: candle hands a buffer
         // to its kernels through the buffer's own stream, which must therefore wait for
-        // NCCL's write (recorded below on NCCL's stream). SAFETY: the all-gather writes
-        // every element before anything reads it.
-        let mut output = unsafe { self.device.alloc::<T>(n * self.world()) }?;
+        // NCCL's write (recorded in `issue` on NCCL's stream). SAFETY: each collective
+        // writes every element of its output before anything reads it.
+        let mut output = unsafe { self.device.alloc::<T>(out_len) }?;
         {
             let (src, _read) = input.device_ptr(&self.stream);
             let (dst, _write) = output.device_ptr_mut(&self.stream);
-            // SAFETY: `src` holds n elements and `dst` world * n, both on this device.
-            self.issue("all-gather", |comm, s| unsafe {
-                result::all_gather(src as *const c_void, dst as *mut c_void, n, T::NCCL, comm, s).map(|_| ())
+            self.issue(what, |comm, s| {
+                launch(src as *const c_void, dst as *mut c_void, n, comm, s).map(|_| ())
             })?;
         }
         Ok(CudaStorage::wrap_cuda_slice(output, self.device.clone()))
     }
 
+    fn gather_slice<T: NcclElement>(&self, storage: &CudaStorage, layout: &Layout) -> Result<CudaStorage> {
+        let out_len = layout.shape().elem_count() * self.world();
+        // SAFETY (here and below): the buffers hold the counts NCCL is given, on this
+        // rank's device.
+        self.collective_into::<T>("all-gather", storage, layout, out_len, |src, dst, n, comm, s| unsafe {
+            result::all_gather(src, dst, n, T::NCCL, comm, s)
+        })
+    }
+
     fn reduce_scatter_slice(&self, storage: &CudaStorage, layout: &Layout) -> Result<CudaStorage> {
-        let total = layout.shape().elem_count();
-        let n = total / self.world();
-        let start = layout.start_offset();
-        let input = storage.as_cuda_slice::<f32>()?.slice(start..start + total);
-        // On the compute stream, as in `gather_slice`. SAFETY: the reduce-scatter writes
-        // every element.
-        let mut output = unsafe { self.device.alloc::<f32>(n) }?;
-        {
-            let (src, _read) = input.device_ptr(&self.stream);
-            let (dst, _write) = output.device_ptr_mut(&self.stream);
-            // SAFETY: `src` holds world * n elements and `dst` n, both on this device.
-            self.issue("reduce-scatter", |comm, s| unsafe {
-                result::reduce_scatter(
-                    src as *const c_void,
-                    dst as *mut c_void,
-                    n,
-                    sys::ncclDataType_t::ncclFloat32,
-                    sys::ncclRedOp_t::ncclSum,
-                    comm,
-                    s,
-                )
-                .map(|_| ())
-            })?;
-        }
-        Ok(CudaStorage::wrap_cuda_slice(output, self.device.clone()))
+        let out_len = layout.shape().elem_count() / self.world();
+        self.collective_into::<f32>(
+            "reduce-scatter",
+            storage,
+            layout,
+            out_len,
+            |src, dst, _, comm, s| unsafe {
+                result::reduce_scatter(src, dst, out_len, f32::NCCL, sys::ncclRedOp_t::ncclSum, comm, s)
+            },
+        )
     }
 
     fn all_reduce_slice<T: NcclElement>(
@@ -295,30 +303,10 @@ impl NcclRank {
         storage: &CudaStorage,
         layout: &Layout,
     ) -> Result<CudaStorage> {
-        let n = layout.shape().elem_count();
-        let start = layout.start_offset();
-        let input = storage.as_cuda_slice::<T>()?.slice(start..start + n);
-        // On the compute stream, as in `gather_slice`. SAFETY: the all-reduce writes every
-        // element.
-        let mut output = unsafe { self.device.alloc::<T>(n) }?;
-        {
-            let (src, _read) = input.device_ptr(&self.stream);
-            let (dst, _write) = output.device_ptr_mut(&self.stream);
-            // SAFETY: `src` and `dst` hold n elements each, on this device.
-            self.issue("all-reduce", |comm, s| unsafe {
-                result::all_reduce(
-                    src as *const c_void,
-                    dst as *mut c_void,
-                    n,
-                    T::NCCL,
-                    sys::ncclRedOp_t::ncclSum,
-                    comm,
-                    s,
-                )
-                .map(|_| ())
-            })?;
-        }
-        Ok(CudaStorage::wrap_cuda_slice(output, self.device.clone()))
+        let out_len = layout.shape().elem_count();
+        self.collective_into::<T>("all-reduce", storage, layout, out_len, |src, dst, n, comm, s| unsafe {
+            result::all_reduce(src, dst, n, T::NCCL, sys::ncclRedOp_t::ncclSum, comm, s)
+        })
     }
 
     fn on_device(&self, tensor: &Tensor, what: &str) -> Result<()> {
