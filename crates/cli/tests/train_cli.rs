@@ -1,5 +1,7 @@
 //! `davinci train` as a user runs it: a run killed (SIGKILL) while writing a checkpoint
-//! resumes from the previous complete one and ends exactly where an uninterrupted run does.
+//! resumes from the previous complete one and ends exactly where an uninterrupted run does;
+//! ranks started by `davinci launch` or as a bare `srun` starts them train together, and a
+//! dead rank ends the job.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -114,6 +116,45 @@ fn two_and_four_processes_under_davinci_launch_train_the_same_model_as_one() {
         let last_rank = format!("optimizer-{:05}-of-{world:05}.safetensors", world - 1);
         assert!(latest(&many.path().join("run"), "mt").unwrap().join(last_rank).is_file());
     }
+}
+
+/// What `srun` gives each task and nothing more: no `MASTER_ADDR`, no `MASTER_PORT`.
+#[test]
+fn two_ranks_started_as_a_bare_srun_starts_them_find_each_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The job id whose port (20000 + id mod 20000) is free here.
+    let job_id = (0..20_000u16)
+        .map(|i| (i + std::process::id() as u16 % 20_000) % 20_000)
+        .find(|id| std::net::TcpListener::bind(("127.0.0.1", 20_000 + id)).is_ok())
+        .unwrap()
+        .to_string();
+    let spawn = |rank: &str| {
+        train(tmp.path())
+            .args(["--timeout", "60"])
+            .env_remove("MASTER_ADDR")
+            .env_remove("MASTER_PORT")
+            .env_remove("RANK")
+            .env_remove("WORLD_SIZE")
+            .env_remove("LOCAL_RANK")
+            .envs([
+                ("SLURM_PROCID", rank),
+                ("SLURM_LOCALID", rank),
+                ("SLURM_NTASKS", "2"),
+                ("SLURM_JOB_ID", job_id.as_str()),
+                ("SLURM_STEP_NODELIST", "localhost,otherhost"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (root, other) = (spawn("0"), spawn("1"));
+    let (root, other) = (root.wait_with_output().unwrap(), other.wait_with_output().unwrap());
+    check(other);
+    let stdout = check(root);
+    assert!(stdout.contains("stage sft: 3 steps"), "{stdout}");
+    let last = latest(&tmp.path().join("run"), "sft").unwrap();
+    assert!(last.join("optimizer-00001-of-00002.safetensors").is_file(), "{}", last.display());
 }
 
 #[test]

@@ -23,7 +23,10 @@ pub struct LaunchEnv {
 impl LaunchEnv {
     /// Reads `RANK`, `WORLD_SIZE`, `LOCAL_RANK` (torchrun, `davinci launch`) or else
     /// `SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`, plus `MASTER_ADDR` and
-    /// `MASTER_PORT` (default 29500). `None` when neither names a world: a single process.
+    /// `MASTER_PORT` (default 29500). Under SLURM, so that a bare `srun davinci train`
+    /// works, they default to the first host of the step's node list and a port drawn from
+    /// the job id (two jobs sharing a node then rarely collide). `None` when nothing names
+    /// a world: a single process.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>> {
         let pick = |torchrun: &str, slurm: &str| var(torchrun).or_else(|| var(slurm));
         let Some(world) = pick("WORLD_SIZE", "SLURM_NTASKS") else { return Ok(None) };
@@ -41,17 +44,61 @@ impl LaunchEnv {
         if world == 0 || rank >= world {
             return Err(DistError::Config(format!("RANK={rank} is not below WORLD_SIZE={world}")));
         }
-        let addr = var("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".into());
-        let port = number("MASTER_PORT", var("MASTER_PORT"), Some(29500))?;
-        if world > 1 && var("MASTER_ADDR").is_none() {
-            return Err(DistError::Config(
-                "MASTER_ADDR is not set: give the address of rank 0's host (under SLURM, e.g. the first \
-                 host of `scontrol show hostnames $SLURM_JOB_NODELIST`)"
-                    .into(),
-            ));
-        }
+        let slurm_host = ["SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST"]
+            .into_iter()
+            .find_map(|name| var(name).map(|list| (name, list)))
+            .map(|(name, list)| {
+                first_host(&list).ok_or_else(|| DistError::Config(format!("{name}={list} names no host")))
+            })
+            .transpose()?;
+        let addr = match (var("MASTER_ADDR"), slurm_host) {
+            (Some(addr), _) | (None, Some(addr)) => addr,
+            (None, None) if world > 1 => {
+                return Err(DistError::Config(
+                    "MASTER_ADDR is not set: give the address of rank 0's host".into(),
+                ))
+            }
+            (None, None) => "127.0.0.1".into(),
+        };
+        let slurm_port = match var("SLURM_JOB_ID") {
+            Some(id) => Some(20_000 + number("SLURM_JOB_ID", Some(id), None)? % 20_000),
+            None => None,
+        };
+        let port = number("MASTER_PORT", var("MASTER_PORT"), Some(slurm_port.unwrap_or(29500)))?;
         Ok(Some(Self { rank, world, local_rank, master: format!("{addr}:{port}") }))
     }
+}
+
+/// The first host a SLURM node list names: `gpu[007-012,020],login1` gives `gpu007`
+/// (zero padding kept), `rack[1-2]-n[5-6]` gives `rack1-n5`. `None` for an empty or
+/// malformed list.
+pub fn first_host(list: &str) -> Option<String> {
+    let mut host = String::new();
+    let mut chars = list.trim().chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ',' => break,
+            '[' => {
+                // The first number of the bracket's first range.
+                let (mut inner, mut closed) = (String::new(), false);
+                for c in chars.by_ref() {
+                    if c == ']' {
+                        closed = true;
+                        break;
+                    }
+                    inner.push(c);
+                }
+                let digits: String = inner.chars().take_while(char::is_ascii_digit).collect();
+                if digits.is_empty() || !closed {
+                    return None;
+                }
+                host.push_str(&digits);
+            }
+            ']' => return None,
+            c => host.push(c),
+        }
+    }
+    (!host.is_empty()).then_some(host)
 }
 
 /// The group this process belongs to, for training on `device`: [`Local`] when started

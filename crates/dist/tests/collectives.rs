@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
 use davinci_dist::collective::Collective;
+use davinci_dist::rendezvous::first_host;
 use davinci_dist::tcp::TcpRank;
 use davinci_dist::threads::thread_group;
 use davinci_dist::{DistError, FlatUnit, LaunchEnv};
@@ -187,4 +188,42 @@ fn launch_variables_of_torchrun_and_slurm() {
     assert!(err.to_string().contains("RANK=2"), "{err}");
     let err = LaunchEnv::from_vars(vars(&[("RANK", "0"), ("WORLD_SIZE", "2")])).unwrap_err();
     assert!(err.to_string().contains("MASTER_ADDR"), "{err}");
+    // A bare `srun`: rank 0's host is the first of the step's nodes, the port the job's.
+    let bare = [
+        ("SLURM_PROCID", "5"),
+        ("SLURM_NTASKS", "16"),
+        ("SLURM_LOCALID", "5"),
+        ("SLURM_JOB_ID", "4123987"),
+        ("SLURM_JOB_NODELIST", "other[1-9]"),
+        ("SLURM_STEP_NODELIST", "gpu[007-008,020],login1"),
+    ];
+    let env = LaunchEnv::from_vars(vars(&bare)).unwrap().unwrap();
+    assert_eq!((env.rank, env.world, env.local_rank, env.master.as_str()), (5, 16, 5, "gpu007:23987"));
+    let set = [&bare[..], &[("MASTER_ADDR", "head"), ("MASTER_PORT", "777")]].concat();
+    assert_eq!(
+        LaunchEnv::from_vars(vars(&set)).unwrap().unwrap().master,
+        "head:777",
+        "what the script sets wins"
+    );
+    let broken = [&bare[..4], &[("SLURM_JOB_NODELIST", "gpu[007-008")]].concat();
+    let err = LaunchEnv::from_vars(vars(&broken)).unwrap_err();
+    assert!(err.to_string().contains("SLURM_JOB_NODELIST=gpu[007-008"), "{err}");
+}
+
+#[test]
+fn the_first_host_of_slurm_node_lists() {
+    for (list, first) in [
+        ("node17", Some("node17")),
+        ("node[01-04]", Some("node01")),
+        ("gpu[007-012,020],login1", Some("gpu007")),
+        ("a,b", Some("a")),
+        ("rack[1-2]-n[05-06]", Some("rack1-n05")),
+        ("n-[3,1]", Some("n-3")),
+        ("", None),
+        ("node[", None),
+        ("node[-3]", None),
+        ("node]", None),
+    ] {
+        assert_eq!(first_host(list).as_deref(), first, "{list}");
+    }
 }
