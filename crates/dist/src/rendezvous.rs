@@ -44,27 +44,28 @@ impl LaunchEnv {
         if world == 0 || rank >= world {
             return Err(DistError::Config(format!("RANK={rank} is not below WORLD_SIZE={world}")));
         }
-        let slurm_host = ["SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST"]
-            .into_iter()
-            .find_map(|name| var(name).map(|list| (name, list)))
-            .map(|(name, list)| {
-                first_host(&list).ok_or_else(|| DistError::Config(format!("{name}={list} names no host")))
-            })
-            .transpose()?;
-        let addr = match (var("MASTER_ADDR"), slurm_host) {
-            (Some(addr), _) | (None, Some(addr)) => addr,
-            (None, None) if world > 1 => {
-                return Err(DistError::Config(
-                    "MASTER_ADDR is not set: give the address of rank 0's host".into(),
-                ))
-            }
-            (None, None) => "127.0.0.1".into(),
+        // SLURM's defaults are read only where the script set nothing.
+        let addr = match var("MASTER_ADDR") {
+            Some(addr) => addr,
+            None => match ["SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST"]
+                .into_iter()
+                .find_map(|name| var(name).map(|list| (name, list)))
+            {
+                Some((name, list)) => first_host(&list)
+                    .ok_or_else(|| DistError::Config(format!("{name}={list} names no host")))?,
+                None if world > 1 => {
+                    return Err(DistError::Config(
+                        "MASTER_ADDR is not set: give the address of rank 0's host".into(),
+                    ))
+                }
+                None => "127.0.0.1".into(),
+            },
         };
-        let slurm_port = match var("SLURM_JOB_ID") {
-            Some(id) => Some(20_000 + number("SLURM_JOB_ID", Some(id), None)? % 20_000),
-            None => None,
+        let port = match (var("MASTER_PORT"), var("SLURM_JOB_ID")) {
+            (Some(port), _) => number("MASTER_PORT", Some(port), None)?,
+            (None, Some(job)) => 20_000 + number("SLURM_JOB_ID", Some(job), None)? % 20_000,
+            (None, None) => 29500,
         };
-        let port = number("MASTER_PORT", var("MASTER_PORT"), Some(slurm_port.unwrap_or(29500)))?;
         Ok(Some(Self { rank, world, local_rank, master: format!("{addr}:{port}") }))
     }
 }

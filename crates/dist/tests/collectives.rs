@@ -199,12 +199,18 @@ fn launch_variables_of_torchrun_and_slurm() {
     ];
     let env = LaunchEnv::from_vars(vars(&bare)).unwrap().unwrap();
     assert_eq!((env.rank, env.world, env.local_rank, env.master.as_str()), (5, 16, 5, "gpu007:23987"));
-    let set = [&bare[..], &[("MASTER_ADDR", "head"), ("MASTER_PORT", "777")]].concat();
-    assert_eq!(
-        LaunchEnv::from_vars(vars(&set)).unwrap().unwrap().master,
-        "head:777",
-        "what the script sets wins"
-    );
+    // What the script sets wins, and SLURM's list and job id are then not read.
+    let set = [
+        &bare[..3],
+        &[
+            ("SLURM_STEP_NODELIST", "gpu["),
+            ("SLURM_JOB_ID", "x"),
+            ("MASTER_ADDR", "head"),
+            ("MASTER_PORT", "777"),
+        ],
+    ]
+    .concat();
+    assert_eq!(LaunchEnv::from_vars(vars(&set)).unwrap().unwrap().master, "head:777");
     let broken = [&bare[..4], &[("SLURM_JOB_NODELIST", "gpu[007-008")]].concat();
     let err = LaunchEnv::from_vars(vars(&broken)).unwrap_err();
     assert!(err.to_string().contains("SLURM_JOB_NODELIST=gpu[007-008"), "{err}");

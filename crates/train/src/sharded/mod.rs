@@ -229,9 +229,8 @@ impl ShardedModel {
         Ok(())
     }
 
-    /// The norm, over all ranks, of the step's gradients.
-    /// The sum of squares stays on the device (in f64) through the all-reduce: one read
-    /// per step.
+    /// The norm, over all ranks, of the step's gradients. The sum of squares stays on the
+    /// device (in f64) through the all-reduce: one read per step.
     pub fn grad_norm(&self) -> Result<f64> {
         let mut squares = Tensor::zeros(1, DType::F64, &self.device)?;
         for grad in self.grads.borrow().iter().flatten() {
