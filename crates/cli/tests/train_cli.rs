@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use davinci_train::checkpoint::{latest, load};
+use davinci_train::metrics::{read_metrics, METRICS_FILE};
 
 fn recipe() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../train/tests/fixtures/two-stage.toml")
@@ -82,10 +83,7 @@ fn a_run_killed_mid_checkpoint_resumes_from_the_previous_one() {
 
 /// The loss of every step, from `metrics.jsonl`.
 fn losses(root: &Path) -> Vec<f64> {
-    let text = std::fs::read_to_string(root.join("run/metrics.jsonl")).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].as_f64().unwrap())
-        .collect()
+    read_metrics(&root.join("run").join(METRICS_FILE)).unwrap().iter().map(|m| m.loss).collect()
 }
 
 fn masters(root: &Path) -> Vec<f32> {
