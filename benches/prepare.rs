@@ -14,7 +14,7 @@ use davinci_data::filter::FilterConfig;
 use davinci_data::prepare::{prepare_dataset, DatasetSpec, PrepareOptions};
 use davinci_data::records::PullRequest;
 use davinci_data::render::{render_pr_python, Template};
-use davinci_data::sample::END_OF_TEXT;
+use davinci_data::rendered::END_OF_TEXT;
 use davinci_data::tokenize::TextTokenizer;
 
 fn record(rng: &mut Lcg, number: u64) -> serde_json::Value {

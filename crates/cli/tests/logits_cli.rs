@@ -1,10 +1,11 @@
 //! `davinci logits` and `davinci convert` run as a user runs them: parity with the
 //! transformers fixtures from outside the library, and clear errors on bad input.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
+use davinci_testing::{max_rel, model_fixture as fixture};
 
 fn davinci(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_davinci")).args(args).output().expect("davinci runs")
@@ -16,19 +17,8 @@ fn davinci_ok(args: &[&str]) {
     assert!(run.status.success(), "davinci {args:?}: {}", String::from_utf8_lossy(&run.stderr));
 }
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures").join(name)
-}
-
 fn load(path: &Path) -> std::collections::HashMap<String, Tensor> {
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
-}
-
-fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let diff: f32 = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-    let scale: f32 = b.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
-    diff / scale
 }
 
 /// Writes the fixture's sequences as a token file and returns how many there are.
@@ -65,7 +55,7 @@ fn logits_command_matches_transformers_and_survives_convert() {
         ]);
         let ours = load(&out);
         for n in 0..count {
-            let rel = max_rel_diff(&ours[&format!("logits.{n}")], &expected[&format!("logits.{n}")]);
+            let rel = max_rel(&ours[&format!("logits.{n}")], &expected[&format!("logits.{n}")]);
             assert!(rel <= 1e-4, "{name} logits.{n}: {rel:e}");
             let (a, b): (f32, f32) = (
                 ours[&format!("loss.{n}")].to_scalar().unwrap(),

@@ -5,16 +5,15 @@
 pub mod dataset;
 pub mod error;
 pub mod filter;
-pub mod fresh;
 pub mod input;
 pub mod loader;
 pub mod mine_git;
 pub mod prepare;
-pub mod recipe;
 pub mod records;
 pub mod render;
-pub mod sample;
+pub mod rendered;
 pub mod shard;
+pub mod staleness;
 pub mod tokenize;
 pub mod train_tokenizer;
 

@@ -14,7 +14,7 @@ use crate::filter::{FilterConfig, FilterCounts, Filters, OverLength};
 use crate::input::{expand_sources, RecordReader};
 use crate::records::{parse_trajectory, PlainText, PullRequest};
 use crate::render::{render_chatml, render_pr_general, render_pr_python, ChatMlOptions, LossScope, Template};
-use crate::sample::{Rendered, END_OF_TEXT};
+use crate::rendered::{Rendered, END_OF_TEXT};
 use crate::shard::ShardWriter;
 use crate::tokenize::TextTokenizer;
 

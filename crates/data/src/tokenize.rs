@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use crate::error::{io_at, DataError, Result};
-use crate::sample::{Piece, Rendered, SPECIAL_TOKENS};
+use crate::rendered::{Piece, Rendered, SPECIAL_TOKENS};
 
 /// A tokenizer for rendered samples.
 ///

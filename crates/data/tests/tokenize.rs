@@ -2,7 +2,7 @@
 
 mod common;
 
-use davinci_data::sample::{Rendered, END_OF_TEXT, IM_END, IM_START};
+use davinci_data::rendered::{Rendered, END_OF_TEXT, IM_END, IM_START};
 use davinci_data::tokenize::TextTokenizer;
 
 #[test]

@@ -3,7 +3,7 @@
 
 use davinci_data::records::{parse_trajectory, Role};
 use davinci_data::render::{render_chatml, ChatMlOptions, LossScope, ToolStyle};
-use davinci_data::sample::Piece;
+use davinci_data::rendered::Piece;
 use serde_json::json;
 
 #[test]

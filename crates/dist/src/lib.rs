@@ -1,8 +1,8 @@
 //! Distribution: collectives behind one trait ([`Collective`]) with an in-process backend
 //! (ranks as threads), a TCP backend (ranks as processes, on one host or several) and,
 //! with the `nccl` feature, NCCL for GPUs (one process per GPU),
-//! rendezvous from torchrun's and SLURM's variables, and the flat sharding of parameters
-//! that FSDP uses.
+//! and rendezvous from torchrun's and SLURM's variables. How FSDP lays parameters out over
+//! the ranks is the trainer's business (`davinci_train::sharded`).
 //!
 //! Every backend sums in rank order, so a result does not depend on which rank computes
 //! it or on the backend: threads and processes give bit-identical runs.
@@ -12,7 +12,6 @@ pub mod error;
 #[cfg(feature = "nccl")]
 pub mod nccl;
 pub mod rendezvous;
-pub mod shard;
 pub mod tcp;
 pub mod threads;
 pub mod watchdog;
@@ -20,4 +19,3 @@ pub mod watchdog;
 pub use collective::{Collective, Local};
 pub use error::{DistError, Result};
 pub use rendezvous::{connect_from_env, LaunchEnv};
-pub use shard::FlatUnit;

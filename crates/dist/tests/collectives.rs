@@ -10,7 +10,7 @@ use davinci_dist::collective::Collective;
 use davinci_dist::rendezvous::first_host;
 use davinci_dist::tcp::TcpRank;
 use davinci_dist::threads::thread_group;
-use davinci_dist::{DistError, FlatUnit, LaunchEnv};
+use davinci_dist::{DistError, LaunchEnv};
 
 /// Rank r's data: awkward values, so that a wrong order of summation would show.
 fn data(rank: usize, len: usize) -> Vec<f32> {
@@ -113,19 +113,6 @@ fn thread_and_tcp_backends_agree_with_the_definitions() {
                 .map(|h| Box::new(move || h.join().unwrap().unwrap()) as Box<dyn FnOnce() -> _ + Send>)
                 .collect(),
         );
-    }
-}
-
-#[test]
-fn flat_shards_give_every_element_one_owner_and_slices_in_order() {
-    let params = vec![("a".to_string(), 7), ("norm".to_string(), 1), ("b".to_string(), 12)];
-    for world in [1, 2, 3, 4, 8] {
-        let unit = FlatUnit::new(params.clone(), world);
-        let owned: usize = (0..world).map(|r| unit.owned(2, r).len()).sum();
-        assert_eq!(owned, 12, "every element has exactly one owner");
-        let slices: Vec<_> = (0..params.len()).map(|p| unit.slice_in_shard(p)).collect();
-        assert!(slices.windows(2).all(|w| w[0].end == w[1].start), "slices follow one another");
-        assert_eq!(slices.last().unwrap().end, unit.shard_len());
     }
 }
 

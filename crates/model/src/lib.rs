@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod init;
 pub mod layer;
+pub mod layerwise;
 pub mod model;
 pub mod names;
 pub mod ops;
@@ -16,5 +17,6 @@ pub use checkpoint::{load_checkpoint, resolve_model_dir, save_checkpoint, save_t
 pub use config::{Config, PRESETS};
 pub use error::{ModelError, Result};
 pub use layer::DecoderLayer;
+pub use layerwise::{Unit, WeightSource};
 pub use model::Qwen2;
 pub use packing::PackedLayout;

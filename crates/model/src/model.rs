@@ -7,8 +7,9 @@ use candle_core::{Device, Tensor, Var};
 use crate::config::Config;
 use crate::error::{ModelError, Result};
 use crate::layer::{linear, DecoderLayer};
+use crate::layerwise::{self, Tape};
 use crate::names::{self, EMBED, FINAL_NORM, LM_HEAD};
-use crate::ops::{mean_cross_entropy_loss, rms_norm, Rotary};
+use crate::ops::{mean_cross_entropy_loss, rms_norm};
 use crate::packing::PackedLayout;
 
 /// Token embedding, decoder layers, final norm and LM head (tied to the embedding when
@@ -118,32 +119,12 @@ impl Qwen2 {
         &self.norm
     }
 
-    /// `[tokens, hidden_size]` embeddings of the token ids.
-    pub fn embed(&self, input_ids: &[u32]) -> Result<Tensor> {
-        let vocab = self.config.vocab_size;
-        if let Some((t, id)) = input_ids.iter().enumerate().find(|(_, &id)| id as usize >= vocab) {
-            return Err(ModelError::Packing(format!(
-                "token id {id} at position {t} is outside the vocabulary (size {vocab})"
-            )));
-        }
-        let ids = Tensor::new(input_ids, self.device())?;
-        Ok(self.embed.index_select(&ids, 0)?)
-    }
-
-    /// The rotary tables for a row's positions.
-    pub fn rotary(&self, layout: &PackedLayout) -> Result<Rotary> {
-        Rotary::new(layout.positions(), self.config.head_dim(), self.config.rope_theta, self.device())
-    }
-
     /// Hidden states after the final norm, `[tokens, hidden_size]`.
+    /// Runs through [`crate::layerwise::forward`], the driver the trainer uses, keeping
+    /// the gradient tape.
     pub fn hidden_states(&self, input_ids: &[u32], layout: &PackedLayout) -> Result<Tensor> {
-        check_len(input_ids.len(), layout)?;
-        let rotary = self.rotary(layout)?;
-        let mut hidden = self.embed(input_ids)?;
-        for layer in &self.layers {
-            hidden = layer.forward(&hidden, &rotary, layout)?;
-        }
-        rms_norm(&hidden, &self.norm, self.config.rms_norm_eps)
+        let forward = layerwise::forward(self, input_ids, layout, Tape::Keep)?;
+        rms_norm(&forward.hidden, &self.norm, self.config.rms_norm_eps)
     }
 
     /// Full logits, `[tokens, vocab]`. For inspection and checks; training uses
@@ -159,11 +140,4 @@ impl Qwen2 {
         let hidden = self.hidden_states(input_ids, layout)?;
         mean_cross_entropy_loss(&hidden, self.head_weight(), labels, None)
     }
-}
-
-fn check_len(tokens: usize, layout: &PackedLayout) -> Result<()> {
-    if tokens != layout.len() {
-        return Err(ModelError::Packing(format!("{tokens} tokens for cu_seqlens covering {}", layout.len())));
-    }
-    Ok(())
 }

@@ -4,13 +4,13 @@
 mod common;
 
 use candle_core::{DType, Device};
-use common::{assert_close, fixture_dir, Expected};
+use common::{assert_close, model_fixture, Expected};
 use davinci_model::{load_checkpoint, PackedLayout};
 
 #[test]
 fn bf16_weights_track_the_f32_model() {
     let expected = Expected::load("gqa-untied");
-    let model = load_checkpoint(&fixture_dir("gqa-untied"), &Device::Cpu, Some(DType::BF16)).unwrap();
+    let model = load_checkpoint(&model_fixture("gqa-untied"), &Device::Cpu, Some(DType::BF16)).unwrap();
     for n in 0..expected.sequences() {
         let ids = expected.input_ids(n);
         let layout = PackedLayout::single(ids.len()).unwrap();

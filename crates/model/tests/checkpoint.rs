@@ -6,7 +6,7 @@ mod common;
 use std::fs;
 
 use candle_core::{DType, Device};
-use common::{fixture_dir, flat, load_fixture_model, FIXTURES};
+use common::{flat, load_fixture_model, model_fixture, MODEL_FIXTURES};
 use davinci_model::checkpoint::{WeightsWriter, INDEX_FILE, SINGLE_FILE};
 use davinci_model::{load_checkpoint, save_checkpoint, save_tensors, ModelError, Qwen2, SaveOptions};
 
@@ -24,7 +24,7 @@ fn bits(model: &Qwen2) -> Vec<(String, Vec<usize>, DType, Vec<u32>)> {
 #[test]
 fn save_then_load_is_bit_exact_single_file_and_sharded() {
     let tmp = tempfile::tempdir().unwrap();
-    for name in FIXTURES {
+    for name in MODEL_FIXTURES {
         let model = load_fixture_model(name);
         let single = tmp.path().join(format!("{name}-single"));
         save_checkpoint(&model, &single, &SaveOptions::default()).unwrap();
@@ -131,7 +131,7 @@ fn weights_stream_into_their_files_as_they_arrive() {
 fn copy_fixture(name: &str, to: &std::path::Path) {
     fs::create_dir_all(to).unwrap();
     for file in ["config.json", SINGLE_FILE] {
-        fs::copy(fixture_dir(name).join(file), to.join(file)).unwrap();
+        fs::copy(model_fixture(name).join(file), to.join(file)).unwrap();
     }
 }
 
@@ -192,7 +192,7 @@ fn config_errors_name_the_file_and_place() {
     assert!(err.contains("config.json") && err.contains("line 3"), "{err}");
     fs::write(
         &config_path,
-        fs::read_to_string(fixture_dir("tied").join("config.json"))
+        fs::read_to_string(model_fixture("tied").join("config.json"))
             .unwrap()
             .replace("\"num_key_value_heads\": 4", "\"num_key_value_heads\": 3"),
     )
@@ -245,7 +245,7 @@ fn fresh_weights_are_reproducible_and_shaped_like_transformers_init() {
 #[test]
 fn slices_read_straight_from_the_files_equal_the_loaded_values() {
     let tmp = tempfile::tempdir().unwrap();
-    for name in FIXTURES {
+    for name in MODEL_FIXTURES {
         let model = load_fixture_model(name);
         for (dtype, sharded) in [(DType::F32, false), (DType::BF16, true), (DType::F16, false)] {
             let dir = tmp.path().join(format!("{name}-{dtype:?}"));

@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::Device;
-use common::{fixture_dir, flat, load_fixture_model};
+use common::{flat, load_fixture_model, model_fixture};
 use davinci_model::{load_checkpoint, resolve_model_dir, ModelError};
 
 #[test]
@@ -17,7 +17,7 @@ fn hub_name_resolves_from_the_local_cache() {
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs/main"), commit).unwrap();
     for file in ["config.json", "model.safetensors"] {
-        std::fs::copy(fixture_dir("tied").join(file), snapshot.join(file)).unwrap();
+        std::fs::copy(model_fixture("tied").join(file), snapshot.join(file)).unwrap();
     }
     // SAFETY: this test binary has a single test, so no other thread reads the environment.
     unsafe { std::env::set_var("HF_HOME", home.path()) };
@@ -29,7 +29,7 @@ fn hub_name_resolves_from_the_local_cache() {
     assert_eq!(flat(&model.head_weight().clone()), flat(reference.head_weight()));
 
     // A local directory wins over the cache; a path that is neither is an error naming it.
-    assert_eq!(resolve_model_dir(fixture_dir("tied").to_str().unwrap()).unwrap(), fixture_dir("tied"));
+    assert_eq!(resolve_model_dir(model_fixture("tied").to_str().unwrap()).unwrap(), model_fixture("tied"));
     let err = resolve_model_dir("./missing/dir/here").unwrap_err();
     assert!(
         matches!(err, ModelError::ModelNotFound(_)) && err.to_string().contains("./missing/dir/here"),

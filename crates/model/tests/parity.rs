@@ -4,12 +4,12 @@
 mod common;
 
 use candle_core::Tensor;
-use common::{assert_close, load_fixture_model, Expected, FIXTURES};
+use common::{assert_close, load_fixture_model, Expected, MODEL_FIXTURES};
 use davinci_model::PackedLayout;
 
 #[test]
 fn logits_and_loss_match_transformers() {
-    for name in FIXTURES {
+    for name in MODEL_FIXTURES {
         let model = load_fixture_model(name);
         let expected = Expected::load(name);
         assert!(expected.sequences() >= 3);
@@ -32,7 +32,7 @@ fn logits_and_loss_match_transformers() {
 
 #[test]
 fn every_parameter_gradient_matches_transformers() {
-    for name in FIXTURES {
+    for name in MODEL_FIXTURES {
         let (model, vars) = load_fixture_model(name).into_trainable().unwrap();
         let expected = Expected::load(name);
         for n in 0..expected.sequences() {
@@ -57,7 +57,7 @@ fn every_parameter_gradient_matches_transformers() {
 /// gradients (the loss is a mean over all counted tokens of the row).
 #[test]
 fn packed_row_equals_documents_run_alone() {
-    for name in FIXTURES {
+    for name in MODEL_FIXTURES {
         let (model, vars) = load_fixture_model(name).into_trainable().unwrap();
         let expected = Expected::load(name);
         let docs: Vec<usize> = (0..expected.sequences()).collect();

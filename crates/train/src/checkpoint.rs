@@ -100,19 +100,20 @@ pub fn save(
             |_| false,
             |tmp| {
                 let tmp_text = tmp.to_string_lossy().into_owned();
-                collective.broadcast(tmp_text.into_bytes(), 0).map_err(shared_error)?;
-                write_shard(tmp).map_err(model_error)?;
+                collective.broadcast(tmp_text.into_bytes(), 0)?;
+                write_shard(tmp)?;
                 let mut writer = WeightsWriter::new(tmp, config, &layout, &options)?;
                 for u in 0..units.len() {
-                    for (name, tensor) in model.gather_masters(u).map_err(model_error)? {
+                    for (name, tensor) in model.gather_masters(u)? {
                         writer.push(&name, &tensor.to_device(&Device::Cpu)?)?;
                     }
                 }
                 writer.finish()?;
                 stall_for_tests(state);
-                collective.barrier().map_err(shared_error)?;
+                collective.barrier()?;
                 let state_path = tmp.join(STATE_FILE);
-                std::fs::write(&state_path, state_text).map_err(io_at(&state_path))
+                std::fs::write(&state_path, state_text).map_err(io_at(&state_path))?;
+                Ok::<_, TrainError>(())
             },
         )?;
     } else {
@@ -127,20 +128,6 @@ pub fn save(
     // Nobody goes on (or prunes) before the checkpoint is complete.
     collective.barrier()?;
     Ok(())
-}
-
-fn shared_error(e: davinci_dist::DistError) -> davinci_model::ModelError {
-    davinci_model::ModelError::Io { path: "collective".into(), source: std::io::Error::other(e.to_string()) }
-}
-
-fn model_error(e: TrainError) -> davinci_model::ModelError {
-    match e {
-        TrainError::Model(e) => e,
-        other => davinci_model::ModelError::Io {
-            path: "checkpoint".into(),
-            source: std::io::Error::other(other.to_string()),
-        },
-    }
 }
 
 /// Reads a checkpoint for `rank` of `world`, whatever the world size that wrote it: the

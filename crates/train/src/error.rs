@@ -8,8 +8,9 @@ pub enum TrainError {
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
     Data(#[from] davinci_data::DataError),
-    #[error(transparent)]
-    Dist(#[from] davinci_dist::DistError),
+    /// A collective failed (a rank lost, a timeout, an aborted NCCL communicator).
+    #[error("collective: {0}")]
+    Collective(#[from] davinci_dist::DistError),
     #[error("{}:{line}: {message}", path.display())]
     Recipe { path: std::path::PathBuf, line: usize, message: String },
     #[error("{0}")]

@@ -10,7 +10,6 @@ pub mod optimizer;
 pub mod recipe;
 pub mod schedule;
 pub mod sharded;
-pub mod step;
 pub mod trainer;
 
 pub use error::{Result, TrainError};

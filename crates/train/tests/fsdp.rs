@@ -2,10 +2,13 @@
 //! gives the same loss at every step and the same final weights, to f32 reduction-order
 //! tolerance; a run resumes at world size 2 from a checkpoint written at world size 4.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::two_stage_recipe;
 use davinci_dist::threads::thread_group;
 use davinci_dist::Collective;
 use davinci_train::checkpoint::{latest, load};
@@ -13,15 +16,7 @@ use davinci_train::metrics::{read_metrics, StepMetrics, METRICS_FILE};
 use davinci_train::{train, Recipe, TrainOptions};
 
 fn recipe(root: &Path) -> Recipe {
-    recipe_with(root, |t| t)
-}
-
-fn recipe_with(root: &Path, edit: impl Fn(String) -> String) -> Recipe {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/two-stage.toml");
-    let mut recipe = Recipe::parse(&edit(std::fs::read_to_string(&path).unwrap()), &path).unwrap();
-    recipe.output_dir = root.join("run");
-    recipe.data.data_dir = root.join("data");
-    recipe
+    two_stage_recipe(root, |t| t)
 }
 
 /// Runs the recipe on `world` threads, each a rank.
@@ -128,9 +123,9 @@ fn ranks_read_only_their_slices_of_an_init_from_checkpoint() {
     let from =
         |t: String| t.replace("preset = \"tiny\"", &format!("init_from = {:?}", start.to_string_lossy()));
     let one = tempfile::tempdir().unwrap();
-    run_recipe(&recipe_with(one.path(), from), 1, None);
+    run_recipe(&two_stage_recipe(one.path(), from), 1, None);
     let two = tempfile::tempdir().unwrap();
-    run_recipe(&recipe_with(two.path(), from), 2, None);
+    run_recipe(&two_stage_recipe(two.path(), from), 2, None);
     assert_same_run(one.path(), two.path(), "init_from at 2 ranks");
     // The first loss is the trained checkpoint's, not a fresh model's.
     assert!(metrics(one.path())[0].loss < metrics(base.path())[0].loss);

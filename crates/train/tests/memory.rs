@@ -3,10 +3,12 @@
 //! whole layer's activations per layer. (The only test in this binary, so that nothing
 //! else allocates while it measures.)
 
+mod common;
+
 use candle_core::Device;
+use common::collect_grads;
 use davinci_model::{Config, PackedLayout, Qwen2};
 use davinci_train::memory::{live_bytes, peak_bytes, reset_peak, CountingAlloc};
-use davinci_train::step::loss_and_grads;
 
 #[global_allocator]
 static ALLOCATOR: CountingAlloc = CountingAlloc;
@@ -31,8 +33,8 @@ fn recompute_peak(layers: usize) -> usize {
     let (ids, labels, layout) = inputs();
     let before = live_bytes();
     reset_peak();
-    let grads = loss_and_grads(&model, &ids, &labels, &layout).unwrap();
-    let grad_bytes: usize = grads.grads.values().map(|g| g.elem_count() * 4).sum();
+    let (_, grads) = collect_grads(&model, &ids, &labels, &layout).unwrap();
+    let grad_bytes: usize = grads.values().map(|g| g.elem_count() * 4).sum();
     peak_bytes() - before - grad_bytes.min(peak_bytes() - before)
 }
 

@@ -2,24 +2,23 @@
 //! issues that unit's all-gather early and then uses it (one gather per unit and pass, no
 //! more), and the gradients are those of the whole model, as is their norm over ranks.
 
+mod common;
+
 use std::cell::RefCell;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
+use common::{collect_grads, model_fixture as fixture};
 use davinci_dist::collective::Op;
 use davinci_dist::threads::thread_group;
 use davinci_dist::{Collective, Local};
 use davinci_model::checkpoint::load_slices;
+use davinci_model::layerwise::{loss_and_grads, Unit, WeightSource};
 use davinci_model::{load_checkpoint, Config, DecoderLayer, PackedLayout, Qwen2};
 use davinci_train::optimizer::AdamWConfig;
 use davinci_train::sharded::{owned_range, ShardedModel};
-use davinci_train::step::{loss_and_grads, loss_and_grads_into, Unit, WeightSource};
-
-fn fixture(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures").join(name)
-}
+use davinci_train::TrainError;
 
 /// Logs what the step asks of a whole model.
 struct Recording<'a> {
@@ -28,6 +27,7 @@ struct Recording<'a> {
 }
 
 impl WeightSource for Recording<'_> {
+    type Error = TrainError;
     fn config(&self) -> &Config {
         self.model.config()
     }
@@ -36,15 +36,15 @@ impl WeightSource for Recording<'_> {
     }
     fn embed_weight(&self) -> davinci_train::Result<Tensor> {
         self.log.borrow_mut().push("get Embed".into());
-        WeightSource::embed_weight(self.model)
+        Ok(WeightSource::embed_weight(self.model)?)
     }
     fn layer(&self, index: usize) -> davinci_train::Result<DecoderLayer> {
         self.log.borrow_mut().push(format!("get Layer({index})"));
-        WeightSource::layer(self.model, index)
+        Ok(WeightSource::layer(self.model, index)?)
     }
     fn head(&self) -> davinci_train::Result<(Tensor, Tensor)> {
         self.log.borrow_mut().push("get Head".into());
-        WeightSource::head(self.model)
+        Ok(WeightSource::head(self.model)?)
     }
     fn prefetch(&self, next: Unit) -> davinci_train::Result<()> {
         self.log.borrow_mut().push(format!("prefetch {next:?}"));
@@ -93,7 +93,7 @@ fn each_unit_is_announced_then_gathered_once_per_pass() {
         let (ids, labels, layout) = batch(config.vocab_size as u32);
 
         let recording = Recording { model: &model, log: RefCell::new(Vec::new()) };
-        loss_and_grads(&recording, &ids, &labels, &layout).unwrap();
+        collect_grads(&recording, &ids, &labels, &layout).unwrap();
         let mut expected = vec!["get Embed".to_string()];
         let mut announce = |unit: Unit| {
             let get = format!("get {unit:?}");
@@ -116,7 +116,7 @@ fn each_unit_is_announced_then_gathered_once_per_pass() {
             &Device::Cpu,
         )
         .unwrap();
-        let from_shards = loss_and_grads(&sharded, &ids, &labels, &layout).unwrap();
+        let (from_shards, sharded_grads) = collect_grads(&sharded, &ids, &labels, &layout).unwrap();
         // Embedding, each layer twice, the head (and a tied head's embedding once more).
         let tied = usize::from(config.tie_word_embeddings);
         assert_eq!(
@@ -125,10 +125,10 @@ fn each_unit_is_announced_then_gathered_once_per_pass() {
             "{name}: gathers per step"
         );
 
-        let whole = loss_and_grads(&model, &ids, &labels, &layout).unwrap();
+        let (whole, whole_grads) = collect_grads(&model, &ids, &labels, &layout).unwrap();
         assert_eq!(from_shards.loss_sum, whole.loss_sum, "{name}: the loss");
-        for (param, grad) in &whole.grads {
-            let diff: f32 = (grad - &from_shards.grads[param])
+        for (param, grad) in &whole_grads {
+            let diff: f32 = (grad - &sharded_grads[param])
                 .unwrap()
                 .abs()
                 .unwrap()
@@ -149,9 +149,8 @@ fn the_gradient_norm_over_ranks_is_the_whole_models() {
     let model = load_checkpoint(&fixture("gqa-untied"), &Device::Cpu, Some(DType::F32)).unwrap();
     let config = model.config().clone();
     let (ids, labels, layout) = batch(config.vocab_size as u32);
-    let whole = loss_and_grads(&model, &ids, &labels, &layout).unwrap();
-    let squares: f64 = whole
-        .grads
+    let (_, whole_grads) = collect_grads(&model, &ids, &labels, &layout).unwrap();
+    let squares: f64 = whole_grads
         .values()
         .map(|g| {
             g.to_dtype(DType::F64).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
@@ -176,7 +175,7 @@ fn the_gradient_norm_over_ranks_is_the_whole_models() {
                             &Device::Cpu,
                         )
                         .unwrap();
-                        loss_and_grads_into(&sharded, ids, labels, layout, &mut |unit| {
+                        loss_and_grads(&sharded, ids, labels, layout, &mut |unit| {
                             sharded.reduce_scatter(unit)
                         })
                         .unwrap();

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use davinci_data::render::{LossScope, Template};
 use davinci_train::Recipe;
 
 fn repo(path: &str) -> std::path::PathBuf {
@@ -17,6 +18,17 @@ fn bundled_recipes_parse_and_check() {
         recipe.check_trainable(1).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(!recipe.stages.is_empty(), "{name}");
     }
+}
+
+#[test]
+fn the_tiny_recipe_names_its_datasets() {
+    let recipe = Recipe::from_file(&repo("recipes/tiny.toml")).unwrap();
+    let names: Vec<&str> = recipe.datasets.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["general-prs", "python-prs", "env-trajectories", "sft-pass", "plain-text"]);
+    assert_eq!(recipe.datasets[1].template, Template::PrPython);
+    assert_eq!(recipe.datasets[1].filters.max_files, Some(5));
+    assert_eq!(recipe.datasets[3].chatml.loss, LossScope::AssistantOnly);
+    assert!(recipe.tokenizer_source().ends_with("recipes/tokenizer/tokenizer.json"));
 }
 
 fn error_of(text: &str) -> String {
@@ -63,6 +75,12 @@ fn a_typo_names_the_key_and_its_line() {
     assert!(err.contains(":17") && err.contains("warmpu"), "{err}");
     let err = error_of(&BASE.replace("preset = \"tiny\"", "preset = \"tiny\"\nlayers = 4"));
     assert!(err.contains(":5") && err.contains("layers"), "{err}");
+    let err = error_of(
+        &BASE.replace("template = \"text\"", "template = \"text\"\n[datasets.filters]\nmax_tokenz = 5"),
+    );
+    assert!((err.contains(":10:") || err.contains(":11:")) && err.contains("max_tokenz"), "{err}");
+    let err = error_of(&BASE.replace("template = \"text\"", "template = \"chat-ml\""));
+    assert!(err.contains("chat-ml"), "{err}");
 }
 
 #[test]

@@ -2,24 +2,13 @@
 //! exactly at a stage boundary, just after one) gives bit-identical losses and weights,
 //! and a resume refuses a recipe whose data changed.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::two_stage_recipe as recipe;
 
 use davinci_train::checkpoint::{latest, load};
 use davinci_train::metrics::{read_metrics, METRICS_FILE};
-use davinci_train::{train, Recipe, TrainOptions};
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/two-stage.toml")
-}
-
-/// The fixture recipe, optionally edited, writing under `root`.
-fn recipe(root: &Path, edit: impl Fn(String) -> String) -> Recipe {
-    let text = edit(std::fs::read_to_string(fixture()).unwrap());
-    let mut recipe = Recipe::parse(&text, &fixture()).unwrap();
-    recipe.output_dir = root.join("run");
-    recipe.data.data_dir = root.join("data");
-    recipe
-}
+use davinci_train::{train, TrainOptions};
 
 fn options(stop_after: Option<u64>) -> TrainOptions {
     TrainOptions { stop_after, progress: false, ..TrainOptions::default() }

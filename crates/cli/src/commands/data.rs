@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use davinci_data::dataset::Dataset;
 use davinci_data::input::RecordReader;
-use davinci_data::loader::{Loader, LoaderConfig, LoaderState, MixtureEntry};
+use davinci_data::loader::{Loader, LoaderState};
 use davinci_data::mine_git::{mine_git, MineOptions};
 use davinci_data::prepare::render_record;
 use davinci_data::render::{ChatMlOptions, Template, ToolStyle};
+use davinci_data::tokenize::TextTokenizer;
 use davinci_data::train_tokenizer::train_bpe_tokenizer;
+use davinci_train::trainer::open_mixture;
 use davinci_train::Recipe;
 
 #[derive(clap::Subcommand)]
@@ -144,7 +145,7 @@ fn stats(
     data_dir: Option<PathBuf>,
     verify: bool,
 ) -> Result<()> {
-    let mut recipe = Recipe::from_file(path)?.data;
+    let mut recipe = Recipe::from_file(path)?;
     if let Some(dir) = data_dir {
         recipe.data_dir = std::env::current_dir()?.join(dir);
     }
@@ -153,32 +154,15 @@ fn stats(
             anyhow::bail!("{}: no stage named `{name}`", path.display());
         }
     }
+    let tokenizer = TextTokenizer::load(&recipe.tokenizer_source())?;
     for stage in recipe.stages.iter().filter(|s| only.is_none_or(|n| n == s.name)) {
-        let mut entries = Vec::new();
-        for item in &stage.mixture {
-            let spec = recipe.dataset(&item.dataset).context("dataset checked when the recipe was read")?;
-            let dir = recipe.output_dir(spec);
-            let dataset = Dataset::open(&dir).with_context(|| {
-                format!(
-                    "dataset `{}` is not prepared (run `davinci prepare {}`)",
-                    item.dataset,
-                    path.display()
-                )
-            })?;
-            if verify {
-                dataset.verify()?;
+        let entries = open_mixture(&recipe, stage, &tokenizer)?;
+        if verify {
+            for entry in &entries {
+                entry.dataset.verify()?;
             }
-            entries.push(MixtureEntry { dataset, upsample: item.upsample });
         }
-        let config = LoaderConfig {
-            seq_len: stage.seq_len,
-            global_rows: world.max(1),
-            window: stage.pack_window,
-            long_documents: stage.long_documents,
-            seed: recipe.seed,
-            pad_id: 0,
-            loss_mask: true,
-        };
+        let config = recipe.stage_loader(stage, &tokenizer);
         let loader = Loader::new(entries, config, LoaderState::default())?;
         let s = loader.epoch_stats(0);
         println!("stage {} (seq_len {}):", stage.name, stage.seq_len);

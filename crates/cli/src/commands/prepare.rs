@@ -68,7 +68,7 @@ pub fn run(args: Args) -> Result<()> {
     let jobs: Vec<(DatasetSpec, PathBuf, PathBuf)>;
     let tokenizer_path: String;
     if let Some(recipe_path) = &args.recipe {
-        let mut recipe = Recipe::from_file(recipe_path)?.data;
+        let mut recipe = Recipe::from_file(recipe_path)?;
         if let Some(dir) = &args.data_dir {
             recipe.data_dir = std::env::current_dir()?.join(dir);
         }
@@ -82,7 +82,7 @@ pub fn run(args: Args) -> Result<()> {
             .datasets
             .iter()
             .filter(|d| args.only.is_empty() || args.only.contains(&d.name))
-            .map(|d| (d.clone(), recipe.base.clone(), recipe.output_dir(d)))
+            .map(|d| (d.clone(), recipe.base.clone(), recipe.dataset_dir(d)))
             .collect();
     } else {
         let (Some(template), Some(tokenizer), Some(out)) = (&args.template, &args.tokenizer, &args.out)

@@ -47,7 +47,7 @@ pub fn run(args: Args) -> Result<()> {
         recipe.output_dir = dir;
     }
     if let Some(dir) = args.data_dir {
-        recipe.data.data_dir = std::env::current_dir()?.join(dir);
+        recipe.data_dir = std::env::current_dir()?.join(dir);
     }
     // Under torchrun, SLURM or `davinci launch`, join the other ranks; alone, a group of one.
     let fingerprint = job_fingerprint(&recipe)?;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::records::{Message, Role, ToolCall, Trajectory};
-use crate::sample::{Rendered, IM_END, IM_START};
+use crate::rendered::{Rendered, IM_END, IM_START};
 
 /// How tool calls and their results are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

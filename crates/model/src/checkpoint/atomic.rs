@@ -9,12 +9,12 @@ use crate::error::{io_at, ModelError, Result};
 /// Runs `write` on a fresh temporary directory next to `dir`, syncs what it wrote, and
 /// renames it to `dir`. An existing `dir` is replaced only after the new one is complete;
 /// the files in it that `keep` accepts are carried over (a tokenizer next to the weights,
-/// say).
-pub fn write_dir_atomically(
+/// say). `write` may fail with the caller's own error type (a trainer's collectives).
+pub fn write_dir_atomically<E: From<ModelError>>(
     dir: &Path,
     keep: impl Fn(&str) -> bool,
-    write: impl FnOnce(&Path) -> Result<()>,
-) -> Result<()> {
+    write: impl FnOnce(&Path) -> std::result::Result<(), E>,
+) -> std::result::Result<(), E> {
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -35,6 +35,13 @@ pub fn write_dir_atomically(
     }
     fs::create_dir(&tmp).map_err(io_at(&tmp))?;
     write(&tmp)?;
+    install(dir, &parent, &name, &tmp, keep)?;
+    Ok(())
+}
+
+/// Carries the kept files over, syncs, and swaps the finished `tmp` in for `dir`.
+fn install(dir: &Path, parent: &Path, name: &str, tmp: &Path, keep: impl Fn(&str) -> bool) -> Result<()> {
+    let pid = std::process::id();
     if dir.is_dir() {
         for entry in fs::read_dir(dir).map_err(io_at(dir))? {
             let entry = entry.map_err(io_at(dir))?;
@@ -44,16 +51,16 @@ pub fn write_dir_atomically(
             }
         }
     }
-    sync_dir_contents(&tmp)?;
+    sync_dir_contents(tmp)?;
     if dir.exists() {
         let old = parent.join(format!(".{name}.old-{pid}"));
         fs::rename(dir, &old).map_err(io_at(dir))?;
-        fs::rename(&tmp, dir).map_err(io_at(dir))?;
+        fs::rename(tmp, dir).map_err(io_at(dir))?;
         fs::remove_dir_all(&old).map_err(io_at(&old))?;
     } else {
-        fs::rename(&tmp, dir).map_err(io_at(dir))?;
+        fs::rename(tmp, dir).map_err(io_at(dir))?;
     }
-    sync_dir(&parent)
+    sync_dir(parent)
 }
 
 fn sync_dir_contents(dir: &Path) -> Result<()> {

@@ -1,21 +1,16 @@
 //! Shared helpers of the model's integration tests: the committed transformers fixtures
 //! and tolerance checks.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use davinci_model::{load_checkpoint, Qwen2};
 
-pub const FIXTURES: [&str; 2] = ["gqa-untied", "tied"];
-
-pub fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
+pub use davinci_testing::{model_fixture, MODEL_FIXTURES};
 
 pub fn load_fixture_model(name: &str) -> Qwen2 {
-    load_checkpoint(&fixture_dir(name), &Device::Cpu, Some(DType::F32)).expect("fixture checkpoint loads")
+    load_checkpoint(&model_fixture(name), &Device::Cpu, Some(DType::F32)).expect("fixture checkpoint loads")
 }
 
 /// transformers' outputs for the fixture: `input_ids.N`, `labels.N`, `logits.N`, `loss.N`,
@@ -24,7 +19,7 @@ pub struct Expected(pub HashMap<String, Tensor>);
 
 impl Expected {
     pub fn load(name: &str) -> Self {
-        let path = fixture_dir(name).join("expected.safetensors");
+        let path = model_fixture(name).join("expected.safetensors");
         Self(candle_core::safetensors::load(&path, &Device::Cpu).expect("expected.safetensors loads"))
     }
 

@@ -7,6 +7,7 @@
 //! ends; the optimizer steps on the local shards only. At world size 1 the same code runs
 //! with collectives that copy.
 
+pub mod flat_unit;
 mod unit_shard;
 
 use std::cell::RefCell;
@@ -14,13 +15,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use davinci_dist::{Collective, FlatUnit};
+use davinci_dist::Collective;
 use davinci_model::names::{layer_prefix, parameter_shapes, EMBED, FINAL_NORM, LAYER_TENSORS, LM_HEAD};
 use davinci_model::{Config, DecoderLayer};
 
 use crate::error::{Result, TrainError};
 use crate::optimizer::{clip_factor, AdamW, AdamWConfig, ParamState};
-use crate::step::{Unit, WeightSource};
+use davinci_model::{Unit, WeightSource};
+use flat_unit::FlatUnit;
 use unit_shard::UnitShard;
 
 /// The units of a model, in the order the step visits them: embedding, layers, head.
@@ -41,7 +43,7 @@ pub fn units(config: &Config, world: usize) -> Vec<FlatUnit> {
 /// The elements of a parameter this rank holds, by name and length: what to read of a
 /// checkpoint or to initialise.
 pub fn owned_range(world: usize, rank: usize) -> impl Fn(&str, usize) -> std::ops::Range<usize> {
-    move |_, numel| davinci_dist::shard::owned(numel, world, rank)
+    move |_, numel| flat_unit::owned(numel, world, rank)
 }
 
 /// This rank's slices of fresh weights (`Qwen2::init`'s values, computed slice by slice).
@@ -261,6 +263,7 @@ impl ShardedModel {
 }
 
 impl WeightSource for ShardedModel {
+    type Error = TrainError;
     fn config(&self) -> &Config {
         &self.config
     }

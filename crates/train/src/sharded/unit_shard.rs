@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 
+use super::flat_unit::FlatUnit;
 use candle_core::{DType, Device, Tensor};
-use davinci_dist::FlatUnit;
 use davinci_kernels::adamw::Scalars;
 use davinci_kernels::ops::adamw_step;
 

@@ -14,7 +14,7 @@ use davinci_dist::{Collective, Local};
 use davinci_model::Config;
 use sha2::{Digest, Sha256};
 
-pub use setup::{plan_stages, prepare_stale, resolve_model, StagePlan};
+pub use setup::{open_mixture, plan_stages, prepare_stale, resolve_model, StagePlan};
 
 use crate::checkpoint::{self, TrainerState};
 use crate::error::{Result, TrainError};
@@ -89,7 +89,7 @@ struct Start {
 /// for the rendezvous.
 pub fn job_fingerprint(recipe: &Recipe) -> Result<String> {
     let model_spec = recipe.check_trainable(1)?;
-    let tokenizer = davinci_data::tokenize::TextTokenizer::load(&recipe.data.tokenizer_source())?;
+    let tokenizer = davinci_data::tokenize::TextTokenizer::load(&recipe.tokenizer_source())?;
     let (config, _) = resolve_model(recipe, model_spec)?;
     let parts = recipe.fingerprint(&config.to_json(), tokenizer.hash());
     let text = serde_json::to_string(&parts).unwrap_or_default();
@@ -101,7 +101,7 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
     let collective = options.collective.clone();
     let (rank, world) = (collective.rank(), collective.world());
     let model_spec = recipe.check_trainable(world)?;
-    let tokenizer = davinci_data::tokenize::TextTokenizer::load(&recipe.data.tokenizer_source())?;
+    let tokenizer = davinci_data::tokenize::TextTokenizer::load(&recipe.tokenizer_source())?;
     // Rank 0 prepares what is stale (the data directory is shared); the others wait.
     if rank == 0 {
         prepare_stale(recipe, &tokenizer, options.progress)?;
@@ -148,9 +148,7 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
                     (Some(dir), _, _) => from_checkpoint(dir)?,
                     (None, Some(weights), _) => weights,
                     (None, None, Some(dir)) => from_checkpoint(dir)?,
-                    (None, None, None) => {
-                        Weights::Owned(fresh_slices(&config, recipe.data.seed, world, rank))
-                    }
+                    (None, None, None) => Weights::Owned(fresh_slices(&config, recipe.seed, world, rank)),
                 };
                 let adam = plan.spec.optimizer;
                 let model = match weights {

@@ -4,14 +4,15 @@
 use std::path::PathBuf;
 
 use davinci_data::dataset::Dataset;
-use davinci_data::fresh::stale_reason;
 use davinci_data::loader::{Loader, LoaderConfig, LoaderState, MixtureEntry};
 use davinci_data::prepare::{prepare_dataset, PrepareOptions};
+use davinci_data::shard::MANIFEST;
+use davinci_data::staleness::stale_reason;
 use davinci_data::tokenize::TextTokenizer;
 use davinci_model::{resolve_model_dir, Config};
 
 use crate::error::{Result, TrainError};
-use crate::recipe::{LossMode, ModelSpec, Recipe, StageSpec};
+use crate::recipe::{ModelSpec, Recipe, StageSpec};
 
 /// A stage ready to run.
 pub struct StagePlan {
@@ -26,16 +27,12 @@ pub struct StagePlan {
 
 /// Prepares every dataset a stage uses whose shards are missing or stale.
 pub fn prepare_stale(recipe: &Recipe, tokenizer: &TextTokenizer, progress: bool) -> Result<()> {
-    let data = &recipe.data;
-    for spec in &data.datasets {
-        if !recipe.stages.iter().any(|s| s.mixture.iter().any(|m| m.dataset == spec.name)) {
-            continue;
-        }
-        let out = data.output_dir(spec);
-        if let Some(reason) = stale_reason(spec, &data.base, tokenizer.hash(), &out)? {
+    for spec in recipe.datasets.iter().filter(|d| recipe.uses_dataset(&d.name)) {
+        let out = recipe.dataset_dir(spec);
+        if let Some(reason) = stale_reason(spec, &recipe.base, tokenizer.hash(), &out)? {
             tracing::info!("preparing dataset `{}` into {} ({reason})", spec.name, out.display());
             let options = PrepareOptions { progress, ..PrepareOptions::default() };
-            let (_, report) = prepare_dataset(spec, &data.base, tokenizer, &out, &options)?;
+            let (_, report) = prepare_dataset(spec, &recipe.base, tokenizer, &out, &options)?;
             tracing::info!(
                 "dataset `{}`: {} of {} records kept, {} tokens",
                 spec.name,
@@ -50,7 +47,7 @@ pub fn prepare_stale(recipe: &Recipe, tokenizer: &TextTokenizer, progress: bool)
 
 /// A checkpoint named in a recipe: a directory relative to the recipe, else a Hub name.
 pub fn resolve_checkpoint(recipe: &Recipe, name: &str) -> Result<PathBuf> {
-    let local = recipe.data.base.join(name);
+    let local = recipe.base.join(name);
     if local.is_dir() {
         return Ok(local);
     }
@@ -63,42 +60,52 @@ pub fn resolve_model(recipe: &Recipe, spec: &ModelSpec) -> Result<(Config, Optio
         return Ok((Config::preset(name)?, None));
     }
     if let Some(path) = &spec.config {
-        return Ok((Config::from_file(&recipe.data.base.join(path))?, None));
+        return Ok((Config::from_file(&recipe.base.join(path))?, None));
     }
     let name = spec.init_from.as_deref().unwrap_or_default();
     let dir = resolve_checkpoint(recipe, name)?;
     Ok((Config::from_file(&dir.join("config.json"))?, Some(dir)))
 }
 
+/// Opens the prepared datasets of a stage's mixture, refusing shards made with another
+/// tokenizer than the recipe's.
+pub fn open_mixture(
+    recipe: &Recipe,
+    stage: &StageSpec,
+    tokenizer: &TextTokenizer,
+) -> Result<Vec<MixtureEntry>> {
+    let mut entries = Vec::with_capacity(stage.mixture.len());
+    for item in &stage.mixture {
+        let spec = recipe
+            .dataset(&item.dataset)
+            .ok_or_else(|| TrainError::Invalid(format!("no dataset `{}`", item.dataset)))?;
+        let dir = recipe.dataset_dir(spec);
+        if !dir.join(MANIFEST).exists() {
+            return Err(TrainError::Invalid(format!(
+                "dataset `{}` is not prepared in {} (run `davinci data prepare {}`)",
+                item.dataset,
+                dir.display(),
+                recipe.path.display()
+            )));
+        }
+        let dataset = Dataset::open(&dir)?;
+        if dataset.manifest.tokenizer_sha256 != tokenizer.hash() {
+            return Err(TrainError::Invalid(format!(
+                "{}: tokenized with another tokenizer than the recipe's",
+                dataset.dir.display()
+            )));
+        }
+        entries.push(MixtureEntry { dataset, upsample: item.upsample });
+    }
+    Ok(entries)
+}
+
 /// Opens each stage's datasets and works out its length in optimizer steps.
 pub fn plan_stages(recipe: &Recipe, tokenizer: &TextTokenizer) -> Result<Vec<StagePlan>> {
-    let pad_id = tokenizer.special_id(davinci_data::sample::END_OF_TEXT).unwrap_or(0);
     let mut plans = Vec::with_capacity(recipe.stages.len());
     for spec in &recipe.stages {
-        let mut entries = Vec::with_capacity(spec.mixture.len());
-        for item in &spec.mixture {
-            let dataset = recipe
-                .data
-                .dataset(&item.dataset)
-                .ok_or_else(|| TrainError::Invalid(format!("no dataset `{}`", item.dataset)))?;
-            let dataset = Dataset::open(&recipe.data.output_dir(dataset))?;
-            if dataset.manifest.tokenizer_sha256 != tokenizer.hash() {
-                return Err(TrainError::Invalid(format!(
-                    "{}: tokenized with another tokenizer than the recipe's",
-                    dataset.dir.display()
-                )));
-            }
-            entries.push(MixtureEntry { dataset, upsample: item.upsample });
-        }
-        let loader = LoaderConfig {
-            seq_len: spec.seq_len,
-            global_rows: spec.global_rows(),
-            window: spec.pack_window,
-            long_documents: spec.long_documents,
-            seed: recipe.data.seed,
-            pad_id,
-            loss_mask: spec.loss == LossMode::AssistantOnly,
-        };
+        let entries = open_mixture(recipe, spec, tokenizer)?;
+        let loader = recipe.stage_loader(spec, tokenizer);
         let probe = Loader::new(entries, loader.clone(), LoaderState::default())?;
         let rows_per_epoch = probe.epoch_stats(0).rows;
         let entries = probe.into_entries();

@@ -14,7 +14,7 @@ use crate::metrics::{MetricsLog, StageProgress, StepMetrics};
 use crate::optimizer::ParamState;
 use crate::recipe::Recipe;
 use crate::sharded::ShardedModel;
-use crate::step::loss_and_grads_into;
+use davinci_model::layerwise::loss_and_grads;
 
 pub struct StageRun<'a> {
     pub recipe: &'a Recipe,
@@ -74,7 +74,7 @@ pub fn run_stage(
         for m in 0..micro_batches {
             let micro = batch.rows(m * spec.micro_batch..(m + 1) * spec.micro_batch);
             let layout = PackedLayout::new(micro.cu_seqlens.clone())?;
-            let stats = loss_and_grads_into(&model, &micro.input_ids, &micro.labels, &layout, &mut |unit| {
+            let stats = loss_and_grads(&model, &micro.input_ids, &micro.labels, &layout, &mut |unit| {
                 model.reduce_scatter(unit)
             })?;
             loss_sum += stats.loss_sum;

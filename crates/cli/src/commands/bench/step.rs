@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use davinci_dist::threads::thread_group;
 use davinci_dist::{Collective, Local};
+use davinci_model::layerwise::loss_and_grads;
 use davinci_model::PackedLayout;
 use davinci_train::memory::{live_bytes, peak_bytes, reset_peak};
 use davinci_train::optimizer::AdamWConfig;
 use davinci_train::sharded::{fresh_slices, ShardedModel};
-use davinci_train::step::loss_and_grads_into;
 
 use super::model_config;
 use crate::device::{parse_device, parse_dtype};
@@ -90,7 +90,7 @@ pub fn run(args: StepArgs) -> Result<()> {
             let moved = collective.bytes_moved();
             let started = Instant::now();
             let stats =
-                loss_and_grads_into(&model, &ids, &labels, &layout, &mut |unit| model.reduce_scatter(unit))?;
+                loss_and_grads(&model, &ids, &labels, &layout, &mut |unit| model.reduce_scatter(unit))?;
             let step_time = started.elapsed();
             step_peak = step_peak.max(peak_bytes().saturating_sub(held));
             let started = Instant::now();
