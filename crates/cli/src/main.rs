@@ -1,7 +1,7 @@
 //! `davinci`: the command line of the davinci training framework.
 
+mod args;
 mod commands;
-mod device;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -29,12 +29,14 @@ enum Command {
     Train(commands::train::Args),
     /// Start N local ranks of a command, as torchrun does: `launch --nproc 2 -- train R.toml`.
     Launch(commands::launch::Args),
-    /// Turn PR records and agent trajectories into tokenized shards.
-    Prepare(commands::prepare::Args),
+    /// The same as `data prepare`, kept for scripts written before it moved.
+    #[command(hide = true)]
+    Prepare(commands::data::prepare::Args),
     /// Benchmarks: `bench step` times full training steps, `bench kernels` the fused kernels.
     #[command(subcommand)]
     Bench(commands::bench::Command),
-    /// Data tools: tokenizer training.
+    /// Data: prepare shards, plan a recipe's mixtures (stats), show rendered records, mine
+    /// PRs from git, train a tokenizer.
     #[command(subcommand)]
     Data(commands::data::Command),
 }
@@ -52,7 +54,7 @@ fn main() -> Result<()> {
         Command::Info(args) => commands::info::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Launch(args) => commands::launch::run(args),
-        Command::Prepare(args) => commands::prepare::run(args),
+        Command::Prepare(args) => commands::data::prepare::run(args),
         Command::Data(command) => commands::data::run(command),
         Command::Bench(command) => commands::bench::run(command),
     }

@@ -1,4 +1,4 @@
-//! `davinci prepare` on the bundled tiny recipe, as a user runs it from a fresh clone.
+//! `davinci data prepare` on the bundled tiny recipe, as a user runs it from a fresh clone.
 
 use std::path::Path;
 use std::process::Command;
@@ -24,11 +24,14 @@ fn root() -> &'static Path {
 #[test]
 fn tiny_recipe_prepares_every_dataset() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = davinci_in_root(&["prepare", "recipes/tiny.toml"], tmp.path());
+    let run = davinci_in_root(&["data", "prepare", "recipes/tiny.toml"], tmp.path());
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
     assert!(stdout.contains("removed, decontamination: n-gram overlap: 1"), "{stdout}");
     assert!(stdout.contains("removed, decontamination: excluded repository: 2"), "{stdout}");
+    // The old top-level spelling still works.
+    let run = davinci_in_root(&["prepare", "recipes/tiny.toml", "--only", "plain-text"], tmp.path());
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
 
     let tokenizer = TextTokenizer::from_file(&root().join("recipes/tokenizer/tokenizer.json")).unwrap();
     let open = |name: &str| {

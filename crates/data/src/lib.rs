@@ -6,6 +6,7 @@ pub mod dataset;
 pub mod error;
 pub mod filter;
 pub mod input;
+pub mod jsonl;
 pub mod loader;
 pub mod mine_git;
 pub mod prepare;

@@ -132,6 +132,15 @@ impl Config {
         Ok(config)
     }
 
+    /// What a command line means by a model: a preset name, else a checkpoint directory
+    /// or a Hub name whose `config.json` is read.
+    pub fn resolve(name: &str) -> Result<Self> {
+        if PRESETS.contains(&name.to_ascii_lowercase().as_str()) {
+            return Self::preset(name);
+        }
+        Self::from_file(&crate::checkpoint::resolve_model_dir(name)?.join(crate::checkpoint::CONFIG_FILE))
+    }
+
     /// Reads a `config.json`, checking that its shape is one this model can run.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text =

@@ -11,39 +11,33 @@ use crate::names::LAYER_TENSORS;
 use crate::ops::{add_rms_norm, rms_norm, swiglu, varlen_causal_attention, Rotary};
 use crate::packing::PackedLayout;
 
-/// The weights of one decoder layer, with the sizes needed to run it.
+/// The weights of one decoder layer, named as in Hugging Face checkpoints (within
+/// `model.layers.N.`), with the sizes needed to run it.
 #[derive(Debug, Clone)]
 pub struct DecoderLayer {
-    /// The layer's tensors in the order of [`LAYER_TENSORS`].
-    tensors: Vec<Tensor>,
+    input_layernorm: Tensor,
+    q_proj: Tensor,
+    q_bias: Tensor,
+    k_proj: Tensor,
+    k_bias: Tensor,
+    v_proj: Tensor,
+    v_bias: Tensor,
+    o_proj: Tensor,
+    post_attention_layernorm: Tensor,
+    gate_proj: Tensor,
+    up_proj: Tensor,
+    down_proj: Tensor,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
     eps: f64,
 }
 
-/// Positions of each tensor in `DecoderLayer::tensors`.
-mod slot {
-    pub const INPUT_NORM: usize = 0;
-    pub const Q_W: usize = 1;
-    pub const Q_B: usize = 2;
-    pub const K_W: usize = 3;
-    pub const K_B: usize = 4;
-    pub const V_W: usize = 5;
-    pub const V_B: usize = 6;
-    pub const O_W: usize = 7;
-    pub const POST_NORM: usize = 8;
-    pub const GATE: usize = 9;
-    pub const UP: usize = 10;
-    pub const DOWN: usize = 11;
-}
-
 impl DecoderLayer {
     /// Builds a layer from its tensors, keyed by their names within the layer
     /// (`self_attn.q_proj.weight`, ...). Shapes are checked against the config.
     pub fn from_tensors(config: &Config, mut tensors: HashMap<String, Tensor>) -> Result<Self> {
-        let mut ordered = Vec::with_capacity(LAYER_TENSORS.len());
-        for suffix in LAYER_TENSORS {
+        let mut take = |suffix: &str| -> Result<Tensor> {
             let tensor = tensors
                 .remove(suffix)
                 .ok_or_else(|| ModelError::InvalidConfig(format!("decoder layer is missing `{suffix}`")))?;
@@ -54,10 +48,21 @@ impl DecoderLayer {
                     tensor.dims()
                 )));
             }
-            ordered.push(tensor);
-        }
+            Ok(tensor)
+        };
         Ok(Self {
-            tensors: ordered,
+            input_layernorm: take("input_layernorm.weight")?,
+            q_proj: take("self_attn.q_proj.weight")?,
+            q_bias: take("self_attn.q_proj.bias")?,
+            k_proj: take("self_attn.k_proj.weight")?,
+            k_bias: take("self_attn.k_proj.bias")?,
+            v_proj: take("self_attn.v_proj.weight")?,
+            v_bias: take("self_attn.v_proj.bias")?,
+            o_proj: take("self_attn.o_proj.weight")?,
+            post_attention_layernorm: take("post_attention_layernorm.weight")?,
+            gate_proj: take("mlp.gate_proj.weight")?,
+            up_proj: take("mlp.up_proj.weight")?,
+            down_proj: take("mlp.down_proj.weight")?,
             heads: config.num_attention_heads,
             kv_heads: config.num_key_value_heads,
             head_dim: config.head_dim(),
@@ -65,15 +70,29 @@ impl DecoderLayer {
         })
     }
 
-    /// The layer's tensors with their names within the layer.
+    /// The layer's tensors with their names within the layer, in the order of
+    /// [`LAYER_TENSORS`].
     pub fn named_tensors(&self) -> impl Iterator<Item = (&'static str, &Tensor)> {
-        LAYER_TENSORS.iter().copied().zip(self.tensors.iter())
+        let tensors = [
+            &self.input_layernorm,
+            &self.q_proj,
+            &self.q_bias,
+            &self.k_proj,
+            &self.k_bias,
+            &self.v_proj,
+            &self.v_bias,
+            &self.o_proj,
+            &self.post_attention_layernorm,
+            &self.gate_proj,
+            &self.up_proj,
+            &self.down_proj,
+        ];
+        LAYER_TENSORS.iter().copied().zip(tensors)
     }
 
     /// `hidden` (`[tokens, hidden_size]`) through attention and MLP, each with its
     /// pre-norm and residual connection.
     pub fn forward(&self, hidden: &Tensor, rotary: &Rotary, layout: &PackedLayout) -> Result<Tensor> {
-        let t = &self.tensors;
         let tokens = hidden.dim(0)?;
         if tokens != layout.len() {
             return Err(ModelError::Packing(format!(
@@ -81,27 +100,21 @@ impl DecoderLayer {
                 layout.len()
             )));
         }
-        let x = rms_norm(hidden, &t[slot::INPUT_NORM], self.eps)?;
-        let q =
-            linear(&x, &t[slot::Q_W], Some(&t[slot::Q_B]))?.reshape((tokens, self.heads, self.head_dim))?;
-        let k = linear(&x, &t[slot::K_W], Some(&t[slot::K_B]))?.reshape((
-            tokens,
-            self.kv_heads,
-            self.head_dim,
-        ))?;
-        let v = linear(&x, &t[slot::V_W], Some(&t[slot::V_B]))?.reshape((
-            tokens,
-            self.kv_heads,
-            self.head_dim,
-        ))?;
+        let x = rms_norm(hidden, &self.input_layernorm, self.eps)?;
+        let heads = |weight: &Tensor, bias: &Tensor, count: usize| -> Result<Tensor> {
+            Ok(linear(&x, weight, Some(bias))?.reshape((tokens, count, self.head_dim))?)
+        };
+        let q = heads(&self.q_proj, &self.q_bias, self.heads)?;
+        let k = heads(&self.k_proj, &self.k_bias, self.kv_heads)?;
+        let v = heads(&self.v_proj, &self.v_bias, self.kv_heads)?;
         let (q, k) = (rotary.apply(&q)?, rotary.apply(&k)?);
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let attended = varlen_causal_attention(&q, &k, &v, layout.cu_seqlens(), scale)?
             .reshape((tokens, self.heads * self.head_dim))?;
-        let attn_out = linear(&attended, &t[slot::O_W], None)?;
-        let (hidden, x) = add_rms_norm(hidden, &attn_out, &t[slot::POST_NORM], self.eps)?;
-        let gated = swiglu(&linear(&x, &t[slot::GATE], None)?, &linear(&x, &t[slot::UP], None)?)?;
-        Ok((hidden + linear(&gated, &t[slot::DOWN], None)?)?)
+        let attn_out = linear(&attended, &self.o_proj, None)?;
+        let (hidden, x) = add_rms_norm(hidden, &attn_out, &self.post_attention_layernorm, self.eps)?;
+        let gated = swiglu(&linear(&x, &self.gate_proj, None)?, &linear(&x, &self.up_proj, None)?)?;
+        Ok((hidden + linear(&gated, &self.down_proj, None)?)?)
     }
 }
 

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use davinci_model::{load_checkpoint, resolve_model_dir, save_checkpoint, SaveOptions};
 
-use crate::device::parse_dtype;
+use crate::args::parse_dtype;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -1,8 +1,7 @@
 //! `davinci info`: a model's shape and size, before spending anything on it.
 
 use anyhow::Result;
-use davinci_model::checkpoint::CONFIG_FILE;
-use davinci_model::{resolve_model_dir, Config, PRESETS};
+use davinci_model::Config;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -11,11 +10,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let config = if PRESETS.contains(&args.model.to_ascii_lowercase().as_str()) {
-        Config::preset(&args.model)?
-    } else {
-        Config::from_file(&resolve_model_dir(&args.model)?.join(CONFIG_FILE))?
-    };
+    let config = Config::resolve(&args.model)?;
     let params = config.num_parameters();
     println!(
         "layers {}, hidden {}, intermediate {}",

@@ -10,7 +10,7 @@ use davinci_model::ops::{linear_cross_entropy, IGNORE_INDEX};
 use davinci_model::{load_checkpoint, resolve_model_dir, PackedLayout};
 use serde::Deserialize;
 
-use crate::device::{parse_device, parse_dtype};
+use crate::args::{parse_device, parse_dtype};
 
 #[derive(clap::Args)]
 pub struct Args {

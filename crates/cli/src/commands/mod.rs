@@ -4,5 +4,4 @@ pub mod data;
 pub mod info;
 pub mod launch;
 pub mod logits;
-pub mod prepare;
 pub mod train;

@@ -10,7 +10,7 @@ use davinci_dist::{connect_from_env, LaunchEnv};
 use davinci_train::trainer::job_fingerprint;
 use davinci_train::{train, Recipe, TrainOptions};
 
-use crate::device::parse_device;
+use crate::args::parse_device;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -57,8 +57,11 @@ pub struct ModelSpec {
 #[serde(rename_all = "lowercase")]
 pub enum DTypeName {
     #[default]
+    #[serde(alias = "float32")]
     F32,
+    #[serde(alias = "bfloat16")]
     Bf16,
+    #[serde(alias = "float16")]
     F16,
 }
 

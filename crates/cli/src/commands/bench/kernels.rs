@@ -17,7 +17,7 @@ use davinci_model::ops::attention::reference;
 use davinci_model::ops::{default_chunk_tokens, varlen_causal_attention, Rotary};
 
 use super::model_config;
-use crate::device::{parse_device, parse_dtype};
+use crate::args::{parse_device, parse_dtype};
 
 #[derive(clap::Args)]
 pub struct KernelArgs {

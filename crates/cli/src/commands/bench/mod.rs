@@ -3,17 +3,12 @@
 mod kernels;
 mod step;
 
-use davinci_model::checkpoint::CONFIG_FILE;
-use davinci_model::{resolve_model_dir, Config, PRESETS};
+use davinci_model::Config;
 
 /// A preset's config, or the `config.json` of a checkpoint directory or Hub name, with the
 /// layer count overridden when asked (a big model's shape on a small machine).
 fn model_config(model: &str, layers: Option<usize>) -> anyhow::Result<Config> {
-    let mut config = if PRESETS.contains(&model.to_ascii_lowercase().as_str()) {
-        Config::preset(model)?
-    } else {
-        Config::from_file(&resolve_model_dir(model)?.join(CONFIG_FILE))?
-    };
+    let mut config = Config::resolve(model)?;
     if let Some(layers) = layers {
         config.num_hidden_layers = layers;
     }

@@ -14,7 +14,7 @@ use davinci_train::optimizer::AdamWConfig;
 use davinci_train::sharded::{fresh_slices, ShardedModel};
 
 use super::model_config;
-use crate::device::{parse_device, parse_dtype};
+use crate::args::{parse_device, parse_dtype};
 
 #[derive(clap::Args)]
 pub struct StepArgs {

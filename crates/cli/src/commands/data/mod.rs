@@ -1,22 +1,26 @@
-//! `davinci data ...`: tools around the data pipeline.
+//! `davinci data ...`: the data pipeline's commands: prepare shards, plan a recipe's
+//! mixtures, show rendered records, mine PRs from git, train a tokenizer.
+
+pub mod prepare;
+mod stats;
 
 use std::path::PathBuf;
 
-use std::io::Write;
-
 use anyhow::{Context, Result};
 use davinci_data::input::RecordReader;
-use davinci_data::loader::{Loader, LoaderState};
+use davinci_data::jsonl::write_jsonl;
 use davinci_data::mine_git::{mine_git, MineOptions};
 use davinci_data::prepare::render_record;
 use davinci_data::render::{ChatMlOptions, Template, ToolStyle};
-use davinci_data::tokenize::TextTokenizer;
 use davinci_data::train_tokenizer::train_bpe_tokenizer;
-use davinci_train::trainer::open_mixture;
-use davinci_train::Recipe;
+
+use crate::args::parse_named;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
+    /// Turn PR records and agent trajectories into tokenized shards (a recipe's datasets,
+    /// or one dataset from flags).
+    Prepare(prepare::Args),
     /// Train a byte-level BPE tokenizer (Qwen2.5's layout and special tokens) on text files.
     TrainTokenizer {
         /// Text files to learn from.
@@ -81,18 +85,17 @@ pub enum Command {
 
 pub fn run(command: Command) -> Result<()> {
     match command {
+        Command::Prepare(args) => prepare::run(args)?,
         Command::TrainTokenizer { files, vocab_size, out } => {
             let tokenizer = train_bpe_tokenizer(&files, vocab_size, &out)?;
             println!("wrote {} ({} tokens)", out.display(), tokenizer.get_vocab_size(true));
         }
         Command::Stats { recipe, stage, world_size, data_dir, verify } => {
-            stats(&recipe, stage.as_deref(), world_size, data_dir, verify)?
+            stats::run(&recipe, stage.as_deref(), world_size, data_dir, verify)?
         }
         Command::Show { file, template, tool_style, count, skip } => {
-            let template: Template = serde_json::from_value(serde_json::Value::String(template.clone()))
-                .with_context(|| format!("unknown template `{template}`"))?;
-            let tool_style: ToolStyle = serde_json::from_value(serde_json::Value::String(tool_style.clone()))
-                .with_context(|| format!("unknown tool style `{tool_style}`"))?;
+            let template: Template = parse_named("template", &template)?;
+            let tool_style: ToolStyle = parse_named("tool style", &tool_style)?;
             let mut reader = RecordReader::open(&file)?;
             let mut shown = 0;
             while let Some((line, text)) = reader.next_record()? {
@@ -112,16 +115,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::MineGit { repo, out, rev, repo_name, max_file_bytes } => {
             let options = MineOptions { rev, repo_name, max_file_bytes };
             let (prs, report) = mine_git(&repo, &options)?;
-            let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
-            let mut file = std::io::BufWriter::new(
-                std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
-            );
-            for pr in &prs {
-                serde_json::to_writer(&mut file, pr)?;
-                file.write_all(b"\n")?;
-            }
-            file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            std::fs::rename(&tmp, &out).with_context(|| format!("writing {}", out.display()))?;
+            write_jsonl(&out, &prs)?;
             println!(
                 "{}: {} commits scanned, {} merged PRs, {} squash-merged PRs -> {}",
                 repo.display(),
@@ -133,60 +127,6 @@ pub fn run(command: Command) -> Result<()> {
             for (reason, count) in &report.skipped {
                 println!("  files skipped, {reason}: {count}");
             }
-        }
-    }
-    Ok(())
-}
-
-fn stats(
-    path: &std::path::Path,
-    only: Option<&str>,
-    world: usize,
-    data_dir: Option<PathBuf>,
-    verify: bool,
-) -> Result<()> {
-    let mut recipe = Recipe::from_file(path)?;
-    if let Some(dir) = data_dir {
-        recipe.data_dir = std::env::current_dir()?.join(dir);
-    }
-    if let Some(name) = only {
-        if !recipe.stages.iter().any(|s| s.name == name) {
-            anyhow::bail!("{}: no stage named `{name}`", path.display());
-        }
-    }
-    let tokenizer = TextTokenizer::load(&recipe.tokenizer_source())?;
-    for stage in recipe.stages.iter().filter(|s| only.is_none_or(|n| n == s.name)) {
-        let entries = open_mixture(&recipe, stage, &tokenizer)?;
-        if verify {
-            for entry in &entries {
-                entry.dataset.verify()?;
-            }
-        }
-        let config = recipe.stage_loader(stage, &tokenizer);
-        let loader = Loader::new(entries, config, LoaderState::default())?;
-        let s = loader.epoch_stats(0);
-        println!("stage {} (seq_len {}):", stage.name, stage.seq_len);
-        println!(
-            "  {} documents, {} pieces, {} rows per epoch ({} per rank at world size {world}), {} tokens, padding {:.2}%",
-            s.documents,
-            s.pieces,
-            s.rows,
-            s.rows / world.max(1) as u64,
-            s.tokens,
-            100.0 * s.padding_fraction
-        );
-        println!(
-            "  documents longer than seq_len: {} split, {} dropped",
-            s.split_documents, s.dropped_documents
-        );
-        for (i, item) in stage.mixture.iter().enumerate() {
-            println!(
-                "  {:<24} upsample {:>4}: {:>12} tokens, {:>6.2}% of the stage",
-                item.dataset,
-                item.upsample,
-                s.tokens_per_source[i],
-                100.0 * s.share_per_source[i]
-            );
         }
     }
     Ok(())

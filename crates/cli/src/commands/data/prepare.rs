@@ -9,6 +9,8 @@ use davinci_data::render::{ChatMlOptions, LossScope, Template, ToolStyle};
 use davinci_data::tokenize::TextTokenizer;
 use davinci_train::Recipe;
 
+use crate::args::parse_named;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// A recipe: prepares every dataset it defines. Without one, the flags below describe
@@ -58,11 +60,6 @@ pub struct Args {
     strict: bool,
 }
 
-fn parse<T: serde::de::DeserializeOwned>(what: &str, value: &str) -> Result<T> {
-    serde_json::from_value(serde_json::Value::String(value.into()))
-        .with_context(|| format!("unknown {what} `{value}`"))
-}
-
 pub fn run(args: Args) -> Result<()> {
     let options = PrepareOptions { strict: args.strict, ..PrepareOptions::default() };
     let jobs: Vec<(DatasetSpec, PathBuf, PathBuf)>;
@@ -95,13 +92,13 @@ pub fn run(args: Args) -> Result<()> {
         let filters = FilterConfig {
             max_tokens: args.max_tokens,
             over_length: if args.truncate { OverLength::Truncate } else { OverLength::Drop },
-            outcome: parse::<Outcome>("outcome", &args.outcome)?,
+            outcome: parse_named::<Outcome>("outcome", &args.outcome)?,
             exclude_swe_bench_verified: !args.keep_swe_bench,
             ..FilterConfig::default()
         };
         let chatml = ChatMlOptions {
-            loss: parse::<LossScope>("loss", &args.loss)?,
-            tool_style: parse::<ToolStyle>("tool style", &args.tool_style)?,
+            loss: parse_named::<LossScope>("loss", &args.loss)?,
+            tool_style: parse_named::<ToolStyle>("tool style", &args.tool_style)?,
         };
         let name = args
             .name
@@ -111,7 +108,7 @@ pub fn run(args: Args) -> Result<()> {
         let spec = DatasetSpec {
             name,
             sources: args.source.clone(),
-            template: parse::<Template>("template", template)?,
+            template: parse_named::<Template>("template", template)?,
             chatml,
             filters,
         };
