@@ -251,7 +251,9 @@ impl OptimizerFiles {
 
 /// Fault injection for the crash test: with `DAVINCI_TEST_STALL_CHECKPOINT=STAGE:STEP`,
 /// writing that checkpoint stops for a minute after the weights, so the test can kill the
-/// process while the checkpoint is half written.
+/// process while the checkpoint is half written. Built only with the `fault-injection`
+/// feature, which the command line's tests turn on.
+#[cfg(feature = "fault-injection")]
 fn stall_for_tests(state: &TrainerState) {
     if let Ok(target) = std::env::var("DAVINCI_TEST_STALL_CHECKPOINT") {
         if target == format!("{}:{}", state.stage, state.step) {
@@ -259,6 +261,9 @@ fn stall_for_tests(state: &TrainerState) {
         }
     }
 }
+
+#[cfg(not(feature = "fault-injection"))]
+fn stall_for_tests(_state: &TrainerState) {}
 
 /// The newest complete checkpoint of a stage: the highest `step-*` directory (temporary
 /// directories are hidden and never match).

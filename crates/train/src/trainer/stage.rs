@@ -1,10 +1,10 @@
-//! One stage: global batches from the loader, gradient accumulation over micro-batches,
+//! One stage: global batches from the loader (prefetched on a thread), gradient accumulation over micro-batches,
 //! clipping, AdamW, metrics, and checkpoints every `checkpoint_every` steps and at the end.
 
 use std::time::Instant;
 
 use candle_core::DType;
-use davinci_data::loader::{Loader, IGNORE};
+use davinci_data::loader::{Loader, Prefetcher, IGNORE};
 use davinci_model::{Config, PackedLayout};
 
 use super::{StageOutcome, StagePlan, TrainOptions};
@@ -47,7 +47,9 @@ pub fn run_stage(
     let total = plan.total_steps;
     let schedule = spec.schedule(total);
     let micro_batches = spec.global_rows() / world / spec.micro_batch;
-    let mut loader = Loader::new(plan.entries, plan.loader, state.loader)?;
+    // Batches are packed on a thread of their own, two ahead, while the step computes.
+    let loader = Loader::new(plan.entries, plan.loader, state.loader)?;
+    let batches = Prefetcher::spawn(loader, rank, world, 2);
     let mut outcome = StageOutcome {
         name: spec.name.clone(),
         steps_run: 0,
@@ -68,7 +70,7 @@ pub fn run_stage(
             break;
         }
         let step_started = Instant::now();
-        let batch = loader.next_batch(rank, world)?;
+        let (batch, loader_after) = batches.next()?;
         model.zero_grads();
         let (mut loss_sum, mut count) = (0.0f64, 0usize);
         for m in 0..micro_batches {
@@ -110,7 +112,7 @@ pub fn run_stage(
         let tokens = tokens as u64;
         state.step += 1;
         state.tokens_seen += tokens;
-        state.loader = loader.state();
+        state.loader = loader_after;
         state.elapsed_seconds = elapsed_before + started.elapsed().as_secs_f64();
         if let Some(b) = budget.as_mut() {
             *b -= 1;

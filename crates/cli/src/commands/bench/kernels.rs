@@ -15,6 +15,7 @@ use davinci_kernels::adamw::Scalars;
 use davinci_kernels::ops;
 use davinci_model::ops::attention::reference;
 use davinci_model::ops::{default_chunk_tokens, varlen_causal_attention, Rotary};
+use davinci_model::Config;
 
 use super::model_config;
 use crate::args::{parse_device, parse_dtype};
@@ -44,7 +45,7 @@ pub struct KernelArgs {
 type Run<'a> = Box<dyn FnMut() -> Result<()> + 'a>;
 
 /// A timed run's result, dropped: only the time counts.
-fn done<T>(_result: T) -> Result<()> {
+fn discard<T>(_result: T) -> Result<()> {
     Ok(())
 }
 
@@ -85,136 +86,25 @@ pub fn run(args: KernelArgs) -> Result<()> {
     if args.tokens == 0 {
         bail!("--tokens must be positive");
     }
-    let (t, h, inter, heads, hd) = (
-        args.tokens,
+    let t = args.tokens;
+    let mut cases = norm_cases(&config, t, dtype, &device)?;
+    cases.extend(swiglu_cases(&config, t, dtype, &device)?);
+    cases.extend(rope_cases(&config, t, dtype, &device)?);
+    cases.push(loss_case(&config, t, &device)?);
+    cases.extend(attention_cases(&config, t, args.docs, &device)?);
+    cases.push(adamw_case(&config, &device)?);
+    let copy_gbs = copy_bandwidth(args.iters, &device)?;
+
+    println!(
+        "model {} (hidden {}, intermediate {}, {} heads of {}, vocab {}), {t} tokens, {} on {}",
+        args.model,
         config.hidden_size,
         config.intermediate_size,
         config.num_attention_heads,
         config.head_dim(),
-    );
-    let e = dtype.size_in_bytes() as f64;
-    let eps = config.rms_norm_eps;
-
-    let x = random(&[t, h], 1, dtype, &device)?;
-    let w = random(&[h], 2, dtype, &device)?;
-    let dy = random(&[t, h], 3, dtype, &device)?;
-    let gate = random(&[t, inter], 4, dtype, &device)?;
-    let up = random(&[t, inter], 5, dtype, &device)?;
-    let dmlp = random(&[t, inter], 6, dtype, &device)?;
-    let q = random(&[t, heads, hd], 7, dtype, &device)?;
-    let positions: Vec<u32> = (0..t as u32).collect();
-    let rotary = Rotary::new(&positions, hd, config.rope_theta, &device)?;
-    let (cos, sin) = (rotary.cos().clone(), rotary.sin().clone());
-    let rows = t.min(default_chunk_tokens(config.vocab_size));
-    let logits = random(&[rows, config.vocab_size], 8, DType::F32, &device)?;
-    let targets = Tensor::from_vec(
-        (0..rows as u64).map(|r| (r * 7919 % config.vocab_size as u64) as u32).collect::<Vec<_>>(),
-        rows,
-        &device,
-    )?;
-
-    let mut cases: Vec<Case> = vec![
-        Case {
-            name: "rms_norm fwd",
-            shape: format!("{t}x{h}"),
-            flops: 0.0,
-            bytes: e * (2 * t * h + h) as f64,
-            fused: Box::new(|| done(ops::rms_norm(&x, &w, eps)?)),
-            unfused: Some(Box::new(|| {
-                let x32 = x.to_dtype(DType::F32)?;
-                let inv = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-                done(x32.broadcast_mul(&inv)?.to_dtype(dtype)?.broadcast_mul(&w)?)
-            })),
-        },
-        Case {
-            name: "add+rms_norm fwd",
-            shape: format!("{t}x{h}"),
-            flops: 0.0,
-            bytes: e * (4 * t * h + h) as f64,
-            fused: Box::new(|| done(ops::add_rms_norm(&x, &dy, &w, eps)?)),
-            unfused: Some(Box::new(|| {
-                let sum = (&x + &dy)?;
-                done((ops::rms_norm(&sum, &w, eps)?, sum))
-            })),
-        },
-        Case {
-            name: "rms_norm bwd",
-            shape: format!("{t}x{h}"),
-            flops: 0.0,
-            bytes: e * (3 * t * h + 2 * h) as f64 + e * (t * h) as f64,
-            fused: Box::new(|| done(ops::rms_norm_backward(&x, &w, &dy, eps)?)),
-            unfused: None,
-        },
-        Case {
-            name: "swiglu fwd",
-            shape: format!("{t}x{inter}"),
-            flops: 0.0,
-            bytes: e * (3 * t * inter) as f64,
-            fused: Box::new(|| done(ops::swiglu(&gate, &up)?)),
-            unfused: Some(Box::new(|| done((gate.silu()? * &up)?))),
-        },
-        Case {
-            name: "swiglu bwd",
-            shape: format!("{t}x{inter}"),
-            flops: 0.0,
-            bytes: e * (5 * t * inter) as f64,
-            fused: Box::new(|| done(ops::swiglu_backward(&gate, &up, &dmlp)?)),
-            unfused: None,
-        },
-        Case {
-            name: "rope fwd",
-            shape: format!("{t}x{heads}x{hd}"),
-            flops: 0.0,
-            bytes: e * (2 * t * heads * hd) as f64 + 4.0 * (2 * t * hd) as f64,
-            fused: Box::new(|| done(ops::rope(&q, &cos, &sin)?)),
-            unfused: Some(Box::new(|| {
-                let (c, s) = (cos.to_dtype(dtype)?.unsqueeze(1)?, sin.to_dtype(dtype)?.unsqueeze(1)?);
-                let half = hd / 2;
-                let rotated = Tensor::cat(
-                    &[&q.narrow(D::Minus1, half, half)?.neg()?, &q.narrow(D::Minus1, 0, half)?],
-                    D::Minus1,
-                )?;
-                done((q.broadcast_mul(&c)? + rotated.broadcast_mul(&s)?)?)
-            })),
-        },
-        Case {
-            name: "rope bwd",
-            shape: format!("{t}x{heads}x{hd}"),
-            flops: 0.0,
-            bytes: e * (2 * t * heads * hd) as f64 + 4.0 * (2 * t * hd) as f64,
-            fused: Box::new(|| done(ops::rope_backward(&q, &cos, &sin)?)),
-            unfused: None,
-        },
-        Case {
-            name: "cross-entropy rows",
-            shape: format!("{rows}x{} f32", config.vocab_size),
-            flops: 0.0,
-            bytes: 4.0 * (2 * rows * config.vocab_size + 2 * rows) as f64,
-            fused: Box::new(|| done(ops::cross_entropy_rows(&logits, &targets, true)?)),
-            unfused: Some(Box::new(|| {
-                let max = logits.max_keepdim(D::Minus1)?;
-                let shifted = logits.broadcast_sub(&max)?;
-                let log_norm = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-                let picked = shifted.gather(&targets.unsqueeze(1)?, D::Minus1)?;
-                let loss = (log_norm.clone() - picked)?;
-                let probs = shifted.broadcast_sub(&log_norm)?.exp()?;
-                let minus_one = Tensor::full(-1f32, (rows, 1), logits.device())?;
-                done((loss, probs.scatter_add(&targets.unsqueeze(1)?, &minus_one, D::Minus1)?))
-            })),
-        },
-    ];
-    cases.extend(attention_cases(&config, t, args.docs, &device)?);
-    cases.push(adamw_case(&config, &device)?);
-
-    // The roofline reference: a device copy of 64 MiB (32 read, 32 written).
-    let copy_source = random(&[8 << 20], 9, DType::F32, &device)?;
-    let mut copy: Run = Box::new(|| done(copy_source.copy()?));
-    let copy_time = time(&mut copy, args.iters, &device)?;
-    let copy_gbs = (64u64 << 20) as f64 / copy_time.as_secs_f64() / 1e9;
-
-    println!(
-        "model {} (hidden {h}, intermediate {inter}, {heads} heads of {hd}, vocab {}), {t} tokens, {} on {}",
-        args.model, config.vocab_size, args.dtype, args.device
+        config.vocab_size,
+        args.dtype,
+        args.device
     );
     println!("device copy (the bandwidth reference): {copy_gbs:.1} GB/s");
     println!(
@@ -249,12 +139,163 @@ pub fn run(args: KernelArgs) -> Result<()> {
     Ok(())
 }
 
+/// The roofline reference: GB/s of a device copy of 64 MiB (32 read, 32 written).
+fn copy_bandwidth(iters: usize, device: &Device) -> Result<f64> {
+    let source = random(&[8 << 20], 9, DType::F32, device)?;
+    let mut copy: Run = Box::new(|| discard(source.copy()?));
+    let seconds = time(&mut copy, iters, device)?.as_secs_f64();
+    Ok((64u64 << 20) as f64 / seconds / 1e9)
+}
+
+/// RMSNorm forward, with the residual add, and backward, over `[tokens, hidden]`.
+fn norm_cases<'a>(config: &Config, t: usize, dtype: DType, device: &Device) -> Result<Vec<Case<'a>>> {
+    let (h, eps, e) = (config.hidden_size, config.rms_norm_eps, dtype.size_in_bytes() as f64);
+    let x = random(&[t, h], 1, dtype, device)?;
+    let w = random(&[h], 2, dtype, device)?;
+    let dy = random(&[t, h], 3, dtype, device)?;
+    let (x2, w2, x3, w3, dy3, x4, w4, dy4) =
+        (x.clone(), w.clone(), x.clone(), w.clone(), dy.clone(), x.clone(), w.clone(), dy.clone());
+    Ok(vec![
+        Case {
+            name: "rms_norm fwd",
+            shape: format!("{t}x{h}"),
+            flops: 0.0,
+            bytes: e * (2 * t * h + h) as f64,
+            fused: Box::new(move || discard(ops::rms_norm(&x, &w, eps)?)),
+            unfused: Some(Box::new(move || {
+                let x32 = x2.to_dtype(DType::F32)?;
+                let inv = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
+                discard(x32.broadcast_mul(&inv)?.to_dtype(dtype)?.broadcast_mul(&w2)?)
+            })),
+        },
+        Case {
+            name: "add+rms_norm fwd",
+            shape: format!("{t}x{h}"),
+            flops: 0.0,
+            bytes: e * (4 * t * h + h) as f64,
+            fused: Box::new({
+                let (x, w, dy) = (x3.clone(), w3.clone(), dy3.clone());
+                move || discard(ops::add_rms_norm(&x, &dy, &w, eps)?)
+            }),
+            unfused: Some(Box::new(move || {
+                let sum = (&x3 + &dy3)?;
+                discard((ops::rms_norm(&sum, &w3, eps)?, sum))
+            })),
+        },
+        Case {
+            name: "rms_norm bwd",
+            shape: format!("{t}x{h}"),
+            flops: 0.0,
+            bytes: e * (3 * t * h + 2 * h) as f64 + e * (t * h) as f64,
+            fused: Box::new(move || discard(ops::rms_norm_backward(&x4, &w4, &dy4, eps)?)),
+            unfused: None,
+        },
+    ])
+}
+
+/// SwiGLU forward and backward over `[tokens, intermediate]`.
+fn swiglu_cases<'a>(config: &Config, t: usize, dtype: DType, device: &Device) -> Result<Vec<Case<'a>>> {
+    let (inter, e) = (config.intermediate_size, dtype.size_in_bytes() as f64);
+    let gate = random(&[t, inter], 4, dtype, device)?;
+    let up = random(&[t, inter], 5, dtype, device)?;
+    let d_out = random(&[t, inter], 6, dtype, device)?;
+    let (gate2, up2, gate3, up3) = (gate.clone(), up.clone(), gate.clone(), up.clone());
+    Ok(vec![
+        Case {
+            name: "swiglu fwd",
+            shape: format!("{t}x{inter}"),
+            flops: 0.0,
+            bytes: e * (3 * t * inter) as f64,
+            fused: Box::new(move || discard(ops::swiglu(&gate, &up)?)),
+            unfused: Some(Box::new(move || discard((gate2.silu()? * &up2)?))),
+        },
+        Case {
+            name: "swiglu bwd",
+            shape: format!("{t}x{inter}"),
+            flops: 0.0,
+            bytes: e * (5 * t * inter) as f64,
+            fused: Box::new(move || discard(ops::swiglu_backward(&gate3, &up3, &d_out)?)),
+            unfused: None,
+        },
+    ])
+}
+
+/// RoPE forward and backward over the query heads, with tables for positions `0..tokens`.
+fn rope_cases<'a>(config: &Config, t: usize, dtype: DType, device: &Device) -> Result<Vec<Case<'a>>> {
+    let (heads, hd, e) = (config.num_attention_heads, config.head_dim(), dtype.size_in_bytes() as f64);
+    let q = random(&[t, heads, hd], 7, dtype, device)?;
+    let positions: Vec<u32> = (0..t as u32).collect();
+    let rotary = Rotary::new(&positions, hd, config.rope_theta, device)?;
+    let (cos, sin) = (rotary.cos().clone(), rotary.sin().clone());
+    let bytes = e * (2 * t * heads * hd) as f64 + 4.0 * (2 * t * hd) as f64;
+    let (q2, cos2, sin2, q3, cos3, sin3) =
+        (q.clone(), cos.clone(), sin.clone(), q.clone(), cos.clone(), sin.clone());
+    Ok(vec![
+        Case {
+            name: "rope fwd",
+            shape: format!("{t}x{heads}x{hd}"),
+            flops: 0.0,
+            bytes,
+            fused: Box::new(move || discard(ops::rope(&q, &cos, &sin)?)),
+            unfused: Some(Box::new(move || {
+                let (c, s) = (cos2.to_dtype(dtype)?.unsqueeze(1)?, sin2.to_dtype(dtype)?.unsqueeze(1)?);
+                let half = hd / 2;
+                let rotated = Tensor::cat(
+                    &[&q2.narrow(D::Minus1, half, half)?.neg()?, &q2.narrow(D::Minus1, 0, half)?],
+                    D::Minus1,
+                )?;
+                discard((q2.broadcast_mul(&c)? + rotated.broadcast_mul(&s)?)?)
+            })),
+        },
+        Case {
+            name: "rope bwd",
+            shape: format!("{t}x{heads}x{hd}"),
+            flops: 0.0,
+            bytes,
+            fused: Box::new(move || discard(ops::rope_backward(&q3, &cos3, &sin3)?)),
+            unfused: None,
+        },
+    ])
+}
+
+/// The loss's per-row cross-entropy over one chunk of f32 logits, as the chunked head
+/// runs it.
+fn loss_case<'a>(config: &Config, t: usize, device: &Device) -> Result<Case<'a>> {
+    let vocab = config.vocab_size;
+    let rows = t.min(default_chunk_tokens(vocab));
+    let logits = random(&[rows, vocab], 8, DType::F32, device)?;
+    let targets = Tensor::from_vec(
+        (0..rows as u64).map(|r| (r * 7919 % vocab as u64) as u32).collect::<Vec<_>>(),
+        rows,
+        device,
+    )?;
+    let (logits2, targets2) = (logits.clone(), targets.clone());
+    Ok(Case {
+        name: "cross-entropy rows",
+        shape: format!("{rows}x{vocab} f32"),
+        flops: 0.0,
+        bytes: 4.0 * (2 * rows * vocab + 2 * rows) as f64,
+        fused: Box::new(move || discard(ops::cross_entropy_rows(&logits, &targets, true)?)),
+        unfused: Some(Box::new(move || {
+            let (logits, targets) = (&logits2, &targets2);
+            let max = logits.max_keepdim(D::Minus1)?;
+            let shifted = logits.broadcast_sub(&max)?;
+            let log_norm = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+            let picked = shifted.gather(&targets.unsqueeze(1)?, D::Minus1)?;
+            let loss = (log_norm.clone() - picked)?;
+            let probs = shifted.broadcast_sub(&log_norm)?.exp()?;
+            let minus_one = Tensor::full(-1f32, (rows, 1), logits.device())?;
+            discard((loss, probs.scatter_add(&targets.unsqueeze(1)?, &minus_one, D::Minus1)?))
+        })),
+    })
+}
+
 /// Attention over a packed row of `docs` equal documents: forward, and forward with
 /// backward, with flops counted as FlashAttention counts them (causal: half of
 /// `4 * len^2 * head_dim` per head and document; the backward 2.5 times the forward). The
 /// unfused baseline is the reference attention from candle primitives.
 fn attention_cases<'a>(
-    config: &davinci_model::Config,
+    config: &Config,
     tokens: usize,
     docs: usize,
     device: &Device,
@@ -279,15 +320,15 @@ fn attention_cases<'a>(
     let shape = format!("{tokens}x{heads}/{kv_heads}x{hd}, {docs} doc(s)");
     let bytes = (dtype.size_in_bytes() * tokens * (2 * heads + 2 * kv_heads) * hd) as f64;
     let (q2, k2, v2, cu2) = (q.clone(), k.clone(), v.clone(), cu.clone());
-    let forward: Run<'a> = Box::new(move || done(varlen_causal_attention(&q2, &k2, &v2, &cu2, scale)?));
+    let forward: Run<'a> = Box::new(move || discard(varlen_causal_attention(&q2, &k2, &v2, &cu2, scale)?));
     let (q3, k3, v3, cu3) = (q.clone(), k.clone(), v.clone(), cu.clone());
-    let unfused: Run<'a> = Box::new(move || done(reference::attention(&q3, &k3, &v3, &cu3, scale)?));
+    let unfused: Run<'a> = Box::new(move || discard(reference::attention(&q3, &k3, &v3, &cu3, scale)?));
     let backward: Run<'a> = Box::new(move || {
         let vars = [&q, &k, &v].map(Var::from_tensor);
         let [qv, kv, vv] = vars;
         let (qv, kv, vv) = (qv?, kv?, vv?);
         let y = varlen_causal_attention(qv.as_tensor(), kv.as_tensor(), vv.as_tensor(), &cu, scale)?;
-        done((y * &probe)?.sum_all()?.backward()?)
+        discard((y * &probe)?.sum_all()?.backward()?)
     });
     Ok(vec![
         Case {
@@ -311,7 +352,7 @@ fn attention_cases<'a>(
 
 /// AdamW over one decoder layer's parameters as one flat fp32 shard on the device, as
 /// FSDP's optimizer steps it: the CPU reference on the CPU, the multi-tensor kernel on a GPU.
-fn adamw_case<'a>(config: &davinci_model::Config, device: &Device) -> Result<Case<'a>> {
+fn adamw_case<'a>(config: &Config, device: &Device) -> Result<Case<'a>> {
     let (h, inter, kv) =
         (config.hidden_size, config.intermediate_size, config.num_key_value_heads * config.head_dim());
     let segments = vec![
