@@ -6,14 +6,14 @@
 //!
 //! Inputs are made contiguous by the public functions; the bodies refuse strided layouts.
 
-mod adamw;
+mod adamw_step;
 mod cross_entropy;
 mod flash_attention;
 mod rms_norm;
 mod rope;
 mod swiglu;
 
-pub use adamw::{adamw_step, CHUNK_LEN as ADAMW_CHUNK_LEN};
+pub use adamw_step::{adamw_step, CHUNK_LEN as ADAMW_CHUNK_LEN};
 pub use cross_entropy::{cross_entropy_rows, RowLosses};
 pub use flash_attention::flash_attention;
 pub use rms_norm::{add_rms_norm, rms_norm, rms_norm_backward};
