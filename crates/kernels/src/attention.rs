@@ -2,6 +2,30 @@
 //! per tile of a document's queries (forward, dQ) or keys (dK/dV), longest work first so
 //! that the causal triangle's short tiles fill in at the end.
 
+use std::sync::Mutex;
+
+use candle_core::Tensor;
+
+/// The log-sum-exp of each query row that an attention forward keeps for its backward:
+/// candle hands a custom op's backward only the inputs and the output, so the op itself
+/// holds what else the backward needs. Both attention paths (the CPU's tiled one and the
+/// CUDA kernel) keep theirs here.
+#[derive(Debug, Default)]
+pub struct SavedLse(Mutex<Option<Tensor>>);
+
+impl SavedLse {
+    pub fn store(&self, lse: Tensor) -> candle_core::Result<()> {
+        *self.0.lock().map_err(|_| candle_core::Error::Msg("attention state poisoned".into()))? = Some(lse);
+        Ok(())
+    }
+
+    /// The forward's lse, or an error naming `op` when no forward has run.
+    pub fn get(&self, op: &str) -> candle_core::Result<Tensor> {
+        let saved = self.0.lock().map_err(|_| candle_core::Error::Msg("attention state poisoned".into()))?;
+        saved.clone().ok_or_else(|| candle_core::Error::Msg(format!("{op}: backward before its forward")))
+    }
+}
+
 /// A tile as the kernels read it (`fa::Tile`): rows `first..first + tile` of the document
 /// `doc_start..doc_end`.
 #[repr(C)]

@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 /// A GitHub account, as the REST API nests it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct User {
-    #[serde(default)]
     pub login: String,
 }
 
@@ -22,22 +22,19 @@ pub struct Label {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BaseRef {
-    #[serde(default)]
     pub sha: String,
-    #[serde(default, rename = "ref")]
+    #[serde(rename = "ref")]
     pub branch: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LinkedIssue {
-    #[serde(default)]
     pub number: u64,
-    #[serde(default)]
     pub title: String,
-    #[serde(default)]
     pub body: Option<String>,
-    #[serde(default)]
     pub user: User,
 }
 
@@ -79,17 +76,13 @@ impl ChangedFile {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Commit {
-    #[serde(default)]
     pub sha: String,
-    #[serde(default)]
     pub message: String,
     /// LLM-refined message, preferred by the templates when present.
-    #[serde(default)]
     pub refined_message: Option<String>,
-    #[serde(default)]
     pub author: User,
-    #[serde(default)]
     pub files: Vec<ChangedFile>,
 }
 
@@ -100,39 +93,30 @@ impl Commit {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Review {
-    #[serde(default)]
     pub user: User,
     /// `APPROVED`, `CHANGES_REQUESTED`, `COMMENTED` or `DISMISSED`.
-    #[serde(default)]
     pub state: String,
-    #[serde(default)]
     pub body: Option<String>,
-    #[serde(default)]
     pub submitted_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ReviewComment {
-    #[serde(default)]
     pub user: User,
-    #[serde(default)]
     pub body: String,
-    #[serde(default)]
     pub path: Option<String>,
-    #[serde(default)]
     pub line: Option<u64>,
-    #[serde(default)]
     pub created_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct IssueComment {
-    #[serde(default)]
     pub user: User,
-    #[serde(default)]
     pub body: String,
-    #[serde(default)]
     pub created_at: Option<String>,
 }
 

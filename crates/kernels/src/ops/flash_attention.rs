@@ -4,7 +4,7 @@
 //! from it. On the CPU the model uses its own tiled attention (`davinci-model`), so this
 //! op's CPU body only says so.
 
-use std::sync::Mutex;
+use crate::attention::SavedLse;
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -14,7 +14,8 @@ const NAME: &str = "flash-attention";
 /// `k` and `v` `[tokens, kv_heads, D]` (bf16, on a CUDA device, D 64 or 128). Rows past
 /// `cu_seqlens`' last entry are padding and get zeros.
 pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[u32], scale: f64) -> Result<Tensor> {
-    let op = FlashAttention { cu_seqlens: cu_seqlens.to_vec(), scale: scale as f32, lse: Mutex::new(None) };
+    let op =
+        FlashAttention { cu_seqlens: cu_seqlens.to_vec(), scale: scale as f32, lse: SavedLse::default() };
     aligned(q)?.apply_op3(&aligned(k)?, &aligned(v)?, op)
 }
 
@@ -33,7 +34,7 @@ struct FlashAttention {
     cu_seqlens: Vec<u32>,
     scale: f32,
     /// `[q_heads, tokens]` f32, from the forward, for the backward.
-    lse: Mutex<Option<Tensor>>,
+    lse: SavedLse,
 }
 
 impl CustomOp3 for FlashAttention {
@@ -64,7 +65,7 @@ impl CustomOp3 for FlashAttention {
         vl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let (out, lse) = cuda::forward(&self.cu_seqlens, self.scale, (qs, ql), (ks, kl), (vs, vl))?;
-        *self.lse.lock().map_err(|_| candle_core::Error::Msg("attention state poisoned".into()))? = Some(lse);
+        self.lse.store(lse)?;
         Ok((out, ql.shape().clone()))
     }
 
@@ -76,9 +77,7 @@ impl CustomOp3 for FlashAttention {
         out: &Tensor,
         d_out: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let lse =
-            self.lse.lock().map_err(|_| candle_core::Error::Msg("attention state poisoned".into()))?.clone();
-        let Some(lse) = lse else { bail!("{NAME}: backward before its forward") };
+        let lse = self.lse.get(NAME)?;
         #[cfg(feature = "cuda")]
         {
             let (dq, dk, dv) =

@@ -7,9 +7,9 @@
 //! query heads of a group), with `D = rowsum(dO * O)`: the flash-attention recurrences,
 //! on matrix multiplies. Memory is bounded by one block's scores, not a document's square.
 
-use std::sync::Mutex;
-
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor, D};
+
+use davinci_kernels::attention::SavedLse;
 
 use crate::error::Result;
 
@@ -29,7 +29,7 @@ pub fn attention(
     max_block_rows: Option<usize>,
 ) -> Result<Tensor> {
     let max_rows = max_block_rows.unwrap_or(usize::MAX);
-    let op = TiledAttention { cu_seqlens: cu_seqlens.to_vec(), scale, max_rows, lse: Mutex::new(None) };
+    let op = TiledAttention { cu_seqlens: cu_seqlens.to_vec(), scale, max_rows, lse: SavedLse::default() };
     Ok(q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)?)
 }
 
@@ -38,7 +38,7 @@ struct TiledAttention {
     scale: f64,
     max_rows: usize,
     /// `[q_heads, tokens]` log-sum-exp of each query row, saved by the forward for the backward.
-    lse: Mutex<Option<Tensor>>,
+    lse: SavedLse,
 }
 
 /// One block of queries: tokens `start..end` of the document that begins at `doc_start`.
@@ -184,7 +184,7 @@ impl CustomOp3 for TiledAttention {
             run(block, &mut out, &mut lse).map_err(candle_core::Error::wrap)?;
         }
         let lse = Tensor::from_vec(lse, (heads.q_heads, heads.tokens), &Device::Cpu)?;
-        *self.lse.lock().map_err(|_| candle_core::Error::Msg("attention state poisoned".into()))? = Some(lse);
+        self.lse.store(lse)?;
         Ok((CpuStorage::F32(out), Shape::from((heads.tokens, heads.q_heads, heads.head_dim))))
     }
 
@@ -196,10 +196,7 @@ impl CustomOp3 for TiledAttention {
         out: &Tensor,
         grad_out: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let lse =
-            self.lse.lock().map_err(|_| candle_core::Error::Msg("attention state poisoned".into()))?.clone();
-        let lse =
-            lse.ok_or_else(|| candle_core::Error::Msg("attention backward before its forward".into()))?;
+        let lse = self.lse.get("attention")?;
         self.backward([q, k, v, out, grad_out], &lse).map_err(candle_core::Error::wrap)
     }
 }
