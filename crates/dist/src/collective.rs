@@ -2,6 +2,8 @@
 //! each backend moves the ranks' contributions; [`combine`] turns them into each rank's
 //! reply, summing in rank order.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use candle_core::{DType, Tensor};
 
 use crate::error::{DistError, Result};
@@ -109,16 +111,50 @@ fn floats(bytes: &[u8]) -> &[f32] {
     bytemuck::cast_slice(bytes)
 }
 
+/// Who a rank is in its group and how many bytes it has handed to collectives: what every
+/// backend keeps the same way.
+#[derive(Debug)]
+pub struct Membership {
+    rank: usize,
+    world: usize,
+    moved: AtomicU64,
+}
+
+impl Membership {
+    pub const fn new(rank: usize, world: usize) -> Self {
+        Self { rank, world, moved: AtomicU64::new(0) }
+    }
+
+    /// Counts a collective of `contribution` bytes from this rank (see [`logical_bytes`]).
+    pub fn count(&self, op: Op, contribution: usize) {
+        self.moved.fetch_add(logical_bytes(op, contribution, self.world), Ordering::Relaxed);
+    }
+
+    pub fn bytes_moved(&self) -> u64 {
+        self.moved.load(Ordering::Relaxed)
+    }
+}
+
 /// A group of ranks. Buffers are host f32 (f64 for all-reduce); sums run in rank order.
 pub trait Collective: Send + Sync {
-    fn rank(&self) -> usize;
-    fn world(&self) -> usize;
+    /// This rank's place in the group; the accessors below read it.
+    fn membership(&self) -> &Membership;
+
+    fn rank(&self) -> usize {
+        self.membership().rank
+    }
+
+    fn world(&self) -> usize {
+        self.membership().world
+    }
 
     /// Moves this rank's contribution and returns its reply (see [`combine`]).
     fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>>;
 
     /// Payload bytes this rank has handed to collectives, for the benchmark.
-    fn bytes_moved(&self) -> u64;
+    fn bytes_moved(&self) -> u64 {
+        self.membership().bytes_moved()
+    }
 
     /// `out` (`world * shard.len()`) receives every rank's shard, in rank order.
     fn all_gather(&self, shard: &[f32], out: &mut [f32]) -> Result<()> {
@@ -227,17 +263,14 @@ pub trait Collective: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Local;
 
+/// Rank 0 of 1; a copy moves nothing, so its count stays at zero.
+static ALONE: Membership = Membership::new(0, 1);
+
 impl Collective for Local {
-    fn rank(&self) -> usize {
-        0
-    }
-    fn world(&self) -> usize {
-        1
+    fn membership(&self) -> &Membership {
+        &ALONE
     }
     fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
         Ok(combine(op, &[contribution])?.remove(0))
-    }
-    fn bytes_moved(&self) -> u64 {
-        0
     }
 }

@@ -16,6 +16,6 @@ pub mod tcp;
 pub mod threads;
 pub mod watchdog;
 
-pub use collective::{Collective, Local};
+pub use collective::{Collective, Local, Membership};
 pub use error::{DistError, Result};
 pub use rendezvous::{connect_from_env, LaunchEnv};

@@ -13,7 +13,6 @@
 //! which rank is gone.
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Layout, Shape, Tens
 use cudarc::nccl::{result, sys};
 use half::{bf16, f16};
 
-use crate::collective::{logical_bytes, Collective, Op};
+use crate::collective::{Collective, Membership, Op};
 use crate::error::{DistError, Result};
 use crate::tcp::TcpRank;
 use crate::watchdog::{Completion, Watchdog};
@@ -107,7 +106,8 @@ pub struct NcclRank {
     comm: Arc<Communicator>,
     watchdog: Arc<Watchdog>,
     watchdog_thread: Option<std::thread::JoinHandle<()>>,
-    moved: AtomicU64,
+    /// Counts the bytes NCCL moves; the TCP group counts its own.
+    member: Membership,
 }
 
 fn nccl_error(what: &str) -> impl FnOnce(result::NcclError) -> DistError + '_ {
@@ -204,7 +204,7 @@ impl NcclRank {
             comm,
             watchdog,
             watchdog_thread: Some(watchdog_thread),
-            moved: AtomicU64::new(0),
+            member: Membership::new(rank, world),
         })
     }
 
@@ -394,12 +394,8 @@ impl CustomOp1 for TensorCollective<'_> {
 }
 
 impl Collective for NcclRank {
-    fn rank(&self) -> usize {
-        self.control.rank()
-    }
-
-    fn world(&self) -> usize {
-        self.control.world()
+    fn membership(&self) -> &Membership {
+        &self.member
     }
 
     /// Host collectives (small: loss totals, barriers, paths) go over TCP.
@@ -409,7 +405,7 @@ impl Collective for NcclRank {
     }
 
     fn bytes_moved(&self) -> u64 {
-        self.moved.load(Ordering::Relaxed) + self.control.bytes_moved()
+        self.member.bytes_moved() + self.control.bytes_moved()
     }
 
     /// Host shards (a checkpoint's weights) travel through NCCL too.
@@ -430,21 +426,21 @@ impl Collective for NcclRank {
     fn all_gather_tensor(&self, shard: &Tensor) -> Result<Tensor> {
         self.on_device(shard, "all-gather")?;
         let bytes = shard.elem_count() * shard.dtype().size_in_bytes();
-        self.moved.fetch_add(logical_bytes(Op::AllGather, bytes, self.world()), Ordering::Relaxed);
+        self.member.count(Op::AllGather, bytes);
         Ok(shard.contiguous()?.apply_op1_no_bwd(&TensorCollective::AllGather(self))?)
     }
 
     fn reduce_scatter_tensor(&self, blocks: &Tensor) -> Result<Tensor> {
         self.on_device(blocks, "reduce-scatter")?;
         let bytes = blocks.elem_count() * blocks.dtype().size_in_bytes();
-        self.moved.fetch_add(logical_bytes(Op::ReduceScatter, bytes, self.world()), Ordering::Relaxed);
+        self.member.count(Op::ReduceScatter, bytes);
         Ok(blocks.contiguous()?.apply_op1_no_bwd(&TensorCollective::ReduceScatter(self))?)
     }
 
     fn all_reduce_tensor(&self, values: &Tensor) -> Result<Tensor> {
         self.on_device(values, "all-reduce")?;
         let bytes = values.elem_count() * values.dtype().size_in_bytes();
-        self.moved.fetch_add(logical_bytes(Op::AllReduce, bytes, self.world()), Ordering::Relaxed);
+        self.member.count(Op::AllReduce, bytes);
         Ok(values.contiguous()?.apply_op1_no_bwd(&TensorCollective::AllReduce(self))?)
     }
 }

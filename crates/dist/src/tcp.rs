@@ -7,11 +7,11 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::collective::{combine, logical_bytes, Collective, Op};
+use crate::collective::{combine, Collective, Membership, Op};
 use crate::error::{DistError, Result};
 
 /// Opens every introduction, so that a stray connection is told apart from a rank.
@@ -20,13 +20,11 @@ const MAGIC: &str = "DVDIST01";
 const ERROR_FRAME: u8 = 0xEE;
 
 pub struct TcpRank {
-    rank: usize,
-    world: usize,
+    member: Membership,
     /// Rank 0: a stream per other rank (index = rank - 1). Others: the stream to rank 0.
     streams: Mutex<Vec<TcpStream>>,
     /// How long a read waits before the rank it waits for is reported.
     timeout: Duration,
-    moved: AtomicU64,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DistError {
@@ -98,7 +96,7 @@ impl TcpRank {
             s.set_read_timeout(Some(timeout)).map_err(io("setting a timeout"))?;
             s.set_nodelay(true).map_err(io("setting TCP_NODELAY"))?;
         }
-        Ok(Self { rank, world, streams: Mutex::new(streams), timeout, moved: AtomicU64::new(0) })
+        Ok(Self { member: Membership::new(rank, world), streams: Mutex::new(streams), timeout })
     }
 
     fn accept_all(addr: &str, world: usize, hello: &str, timeout: Duration) -> Result<Vec<TcpStream>> {
@@ -187,27 +185,20 @@ impl TcpRank {
 }
 
 impl Collective for TcpRank {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-
-    fn world(&self) -> usize {
-        self.world
-    }
-
-    fn bytes_moved(&self) -> u64 {
-        self.moved.load(Ordering::Relaxed)
+    fn membership(&self) -> &Membership {
+        &self.member
     }
 
     fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
-        self.moved.fetch_add(logical_bytes(op, contribution.len(), self.world), Ordering::Relaxed);
+        self.member.count(op, contribution.len());
+        let rank = self.rank();
         let mut streams = self
             .streams
             .lock()
-            .map_err(|_| DistError::Rank { rank: self.rank, message: "a collective panicked".into() })?;
+            .map_err(|_| DistError::Rank { rank, message: "a collective panicked".into() })?;
         let (kind, root) = op.code();
         let what = format!("{op:?}");
-        if self.rank != 0 {
+        if rank != 0 {
             let stream = &mut streams[0];
             write_frame(stream, kind, root, &contribution).map_err(|e| lost(0, self.timeout, &what, e))?;
             let (reply_kind, _, data) = read_frame(stream).map_err(|e| lost(0, self.timeout, &what, e))?;

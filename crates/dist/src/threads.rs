@@ -2,11 +2,10 @@
 //! The last rank to arrive at a collective combines the contributions; a rank that does
 //! not arrive within the timeout makes the others fail, naming it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::collective::{combine, logical_bytes, Collective, Op};
+use crate::collective::{combine, Collective, Membership, Op};
 use crate::error::{DistError, Result};
 
 struct Round {
@@ -26,10 +25,8 @@ struct Shared {
 
 /// One rank of a thread group.
 pub struct ThreadRank {
-    rank: usize,
-    world: usize,
+    member: Membership,
     shared: Arc<Shared>,
-    moved: AtomicU64,
 }
 
 /// `world` connected ranks, to be moved into one thread each.
@@ -46,41 +43,33 @@ pub fn thread_group(world: usize, timeout: Duration) -> Vec<ThreadRank> {
         timeout,
     });
     (0..world)
-        .map(|rank| ThreadRank { rank, world, shared: shared.clone(), moved: AtomicU64::new(0) })
+        .map(|rank| ThreadRank { member: Membership::new(rank, world), shared: shared.clone() })
         .collect()
 }
 
 impl Collective for ThreadRank {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-
-    fn world(&self) -> usize {
-        self.world
-    }
-
-    fn bytes_moved(&self) -> u64 {
-        self.moved.load(Ordering::Relaxed)
+    fn membership(&self) -> &Membership {
+        &self.member
     }
 
     fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
-        self.moved.fetch_add(logical_bytes(op, contribution.len(), self.world), Ordering::Relaxed);
-        let poisoned =
-            || DistError::Rank { rank: self.rank, message: "a rank panicked inside a collective".into() };
+        self.member.count(op, contribution.len());
+        let (rank, world) = (self.rank(), self.world());
+        let poisoned = || DistError::Rank { rank, message: "a rank panicked inside a collective".into() };
         let mut round = self.shared.round.lock().map_err(|_| poisoned())?;
         if let Some(failure) = &round.failure {
             return Err(DistError::Mismatch(failure.clone()));
         }
         match round.op {
             Some(current) if current != op => {
-                let message = format!("rank {} called {op:?} while others called {current:?}", self.rank);
+                let message = format!("rank {} called {op:?} while others called {current:?}", rank);
                 round.failure = Some(message.clone());
                 self.shared.arrived.notify_all();
                 return Err(DistError::Mismatch(message));
             }
             _ => round.op = Some(op),
         }
-        round.contributions[self.rank] = Some(contribution);
+        round.contributions[rank] = Some(contribution);
         let generation = round.generation;
         if round.contributions.iter().all(Option::is_some) {
             let contributions: Vec<Vec<u8>> =
@@ -98,7 +87,7 @@ impl Collective for ThreadRank {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     let missing: Vec<usize> =
-                        (0..self.world).filter(|&r| round.contributions[r].is_none()).collect();
+                        (0..world).filter(|&r| round.contributions[r].is_none()).collect();
                     let error = DistError::Timeout {
                         seconds: self.shared.timeout.as_secs(),
                         ranks: missing,
@@ -114,8 +103,8 @@ impl Collective for ThreadRank {
         if let Some(failure) = &round.failure {
             return Err(DistError::Mismatch(failure.clone()));
         }
-        round.replies[self.rank].take().ok_or_else(|| DistError::Rank {
-            rank: self.rank,
+        round.replies[rank].take().ok_or_else(|| DistError::Rank {
+            rank,
             message: "no reply for this rank (a collective was entered twice)".into(),
         })
     }

@@ -50,19 +50,27 @@ impl DecoderLayer {
             }
             Ok(tensor)
         };
+        let taken: Vec<Tensor> = LAYER_TENSORS.iter().map(|suffix| take(suffix)).collect::<Result<_>>()?;
+        // In the order of LAYER_TENSORS, so each field holds the tensor of its name.
+        let Ok(
+            [input_layernorm, q_proj, q_bias, k_proj, k_bias, v_proj, v_bias, o_proj, post_attention_layernorm, gate_proj, up_proj, down_proj],
+        ) = <[Tensor; 12]>::try_from(taken)
+        else {
+            unreachable!("LAYER_TENSORS names 12 tensors")
+        };
         Ok(Self {
-            input_layernorm: take("input_layernorm.weight")?,
-            q_proj: take("self_attn.q_proj.weight")?,
-            q_bias: take("self_attn.q_proj.bias")?,
-            k_proj: take("self_attn.k_proj.weight")?,
-            k_bias: take("self_attn.k_proj.bias")?,
-            v_proj: take("self_attn.v_proj.weight")?,
-            v_bias: take("self_attn.v_proj.bias")?,
-            o_proj: take("self_attn.o_proj.weight")?,
-            post_attention_layernorm: take("post_attention_layernorm.weight")?,
-            gate_proj: take("mlp.gate_proj.weight")?,
-            up_proj: take("mlp.up_proj.weight")?,
-            down_proj: take("mlp.down_proj.weight")?,
+            input_layernorm,
+            q_proj,
+            q_bias,
+            k_proj,
+            k_bias,
+            v_proj,
+            v_bias,
+            o_proj,
+            post_attention_layernorm,
+            gate_proj,
+            up_proj,
+            down_proj,
             heads: config.num_attention_heads,
             kv_heads: config.num_key_value_heads,
             head_dim: config.head_dim(),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use common::{collect_grads, model_fixture as fixture};
-use davinci_dist::collective::Op;
+use davinci_dist::collective::{Membership, Op};
 use davinci_dist::threads::thread_group;
 use davinci_dist::{Collective, Local};
 use davinci_model::checkpoint::load_slices;
@@ -59,17 +59,11 @@ struct Counting {
 }
 
 impl Collective for Counting {
-    fn rank(&self) -> usize {
-        0
-    }
-    fn world(&self) -> usize {
-        1
+    fn membership(&self) -> &Membership {
+        Local.membership()
     }
     fn exchange(&self, op: Op, contribution: Vec<u8>) -> davinci_dist::Result<Vec<u8>> {
         Local.exchange(op, contribution)
-    }
-    fn bytes_moved(&self) -> u64 {
-        0
     }
     fn all_gather_tensor(&self, shard: &Tensor) -> davinci_dist::Result<Tensor> {
         self.gathers.fetch_add(1, Ordering::SeqCst);
