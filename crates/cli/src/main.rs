@@ -25,6 +25,8 @@ enum Command {
     Convert(commands::convert::Args),
     /// Print a model's shape and size: a preset, a checkpoint directory or a Hub name.
     Info(commands::info::Args),
+    /// Draw a run's loss, learning rate, gradient norm and tokens/s (SVG), or several runs'.
+    Plot(commands::plot::Args),
     /// Run a recipe: its stages in order, with checkpoints; run again to resume.
     Train(commands::train::Args),
     /// Start N local ranks of a command, as torchrun does: `launch --nproc 2 -- train R.toml`.
@@ -52,6 +54,7 @@ fn main() -> Result<()> {
         Command::Logits(args) => commands::logits::run(args),
         Command::Convert(args) => commands::convert::run(args),
         Command::Info(args) => commands::info::run(args),
+        Command::Plot(args) => commands::plot::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Launch(args) => commands::launch::run(args),
         Command::Prepare(args) => commands::data::prepare::run(args),

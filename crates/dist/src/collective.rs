@@ -3,6 +3,7 @@
 //! reply, summing in rank order.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use candle_core::{DType, Tensor};
 
@@ -111,18 +112,34 @@ fn floats(bytes: &[u8]) -> &[f32] {
     bytemuck::cast_slice(bytes)
 }
 
-/// Who a rank is in its group and how many bytes it has handed to collectives: what every
-/// backend keeps the same way.
+/// Who a rank is in its group, how many bytes it has handed to collectives and how long
+/// it waited in them: what every backend keeps the same way.
 #[derive(Debug)]
 pub struct Membership {
     rank: usize,
     world: usize,
     moved: AtomicU64,
+    busy_nanos: AtomicU64,
 }
 
 impl Membership {
     pub const fn new(rank: usize, world: usize) -> Self {
-        Self { rank, world, moved: AtomicU64::new(0) }
+        Self { rank, world, moved: AtomicU64::new(0), busy_nanos: AtomicU64::new(0) }
+    }
+
+    /// Counts a blocking collective (see [`Membership::count`]) and the time `run` takes:
+    /// the metrics' time in collectives.
+    pub fn record<T>(&self, op: Op, contribution: usize, run: impl FnOnce() -> T) -> T {
+        self.count(op, contribution);
+        let started = Instant::now();
+        let out = run();
+        self.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        out
+    }
+
+    /// Seconds spent in [`Membership::record`]ed collectives.
+    pub fn seconds_busy(&self) -> f64 {
+        self.busy_nanos.load(Ordering::Relaxed) as f64 * 1e-9
     }
 
     /// Counts a collective of `contribution` bytes from this rank (see [`logical_bytes`]).
@@ -154,6 +171,12 @@ pub trait Collective: Send + Sync {
     /// Payload bytes this rank has handed to collectives, for the benchmark.
     fn bytes_moved(&self) -> u64 {
         self.membership().bytes_moved()
+    }
+
+    /// Seconds this rank has waited in blocking collectives (the host ones; NCCL's run
+    /// asynchronously on their own stream and are not counted).
+    fn seconds_in_collectives(&self) -> f64 {
+        self.membership().seconds_busy()
     }
 
     /// `out` (`world * shard.len()`) receives every rank's shard, in rank order.

@@ -53,7 +53,13 @@ impl Collective for ThreadRank {
     }
 
     fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
-        self.member.count(op, contribution.len());
+        self.member.record(op, contribution.len(), || self.exchange_now(op, contribution))
+    }
+}
+
+impl ThreadRank {
+    /// The collective itself, without the accounting.
+    fn exchange_now(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
         let (rank, world) = (self.rank(), self.world());
         let poisoned = || DistError::Rank { rank, message: "a rank panicked inside a collective".into() };
         let mut round = self.shared.round.lock().map_err(|_| poisoned())?;

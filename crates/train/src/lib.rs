@@ -4,12 +4,15 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod human;
 pub mod memory;
 pub mod metrics;
 pub mod optimizer;
 pub mod recipe;
 pub mod schedule;
 pub mod sharded;
+pub mod tensorboard;
+pub mod throughput;
 pub mod trainer;
 
 pub use error::{Result, TrainError};

@@ -1,5 +1,6 @@
-//! What a person sees: `metrics.jsonl` (one JSON object per optimizer step) and a progress
-//! bar per stage, or a log line per step where stderr is not a terminal.
+//! What a person sees: `metrics.jsonl` (one JSON object per optimizer step), the same
+//! scalars in a TensorBoard event file beside it, and a progress bar per stage, or a log
+//! line per step where stderr is not a terminal.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -9,6 +10,8 @@ use davinci_model::error::io_at;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::human;
+use crate::tensorboard::EventWriter;
 
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
@@ -31,12 +34,28 @@ pub struct StepMetrics {
     pub tokens_seen: u64,
     pub tokens_per_second: f64,
     pub elapsed_seconds: f64,
+    /// Model TFLOP/s of the whole job (see [`crate::throughput::step_flops`]).
+    #[serde(default)]
+    pub tflops: Option<f64>,
+    /// `tflops` over the devices' peak; none where the peak is unknown (the CPU).
+    #[serde(default)]
+    pub mfu: Option<f64>,
+    /// Rank 0's memory for the step (see [`crate::throughput::step_memory`]).
+    #[serde(default)]
+    pub peak_memory_bytes: Option<u64>,
+    /// Rank 0's wait for the step's batch, and its time inside blocking collectives.
+    #[serde(default)]
+    pub data_wait_seconds: Option<f64>,
+    #[serde(default)]
+    pub collective_seconds: Option<f64>,
 }
 
-/// Appends to `metrics.jsonl`, one line per step, flushed as written.
+/// Appends to `metrics.jsonl`, one line per step, flushed as written, and the same
+/// scalars to the run's TensorBoard event file.
 pub struct MetricsLog {
     file: File,
     path: PathBuf,
+    events: EventWriter,
 }
 
 impl MetricsLog {
@@ -46,17 +65,18 @@ impl MetricsLog {
     pub fn open(dir: &Path, resume_at: Option<(usize, u64)>) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io_at(dir))?;
         let path = dir.join(METRICS_FILE);
-        let kept: Vec<String> = match (resume_at, File::open(&path)) {
+        let kept: Vec<(String, StepMetrics)> = match (resume_at, File::open(&path)) {
             (Some((stage_index, step)), Ok(file)) => BufReader::new(file)
                 .lines()
                 .map_while(|line| line.ok())
-                .filter(|line| {
-                    serde_json::from_str::<StepMetrics>(line)
-                        .is_ok_and(|m| (m.stage_index, m.step) <= (stage_index, step))
-                })
+                .filter_map(|line| serde_json::from_str::<StepMetrics>(&line).ok().map(|m| (line, m)))
+                .filter(|(_, m)| (m.stage_index, m.step) <= (stage_index, step))
                 .collect(),
             _ => Vec::new(),
         };
+        let history: Vec<StepMetrics> = kept.iter().map(|(_, m)| m.clone()).collect();
+        let events = EventWriter::create(dir, &history)?;
+        let kept: Vec<String> = kept.into_iter().map(|(line, _)| line).collect();
         let tmp = dir.join(format!(".{METRICS_FILE}.tmp-{}", std::process::id()));
         let mut text = kept.join("\n");
         if !text.is_empty() {
@@ -65,14 +85,14 @@ impl MetricsLog {
         std::fs::write(&tmp, text).map_err(io_at(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(io_at(&path))?;
         let file = OpenOptions::new().append(true).open(&path).map_err(io_at(&path))?;
-        Ok(Self { file, path })
+        Ok(Self { file, path, events })
     }
 
     pub fn append(&mut self, metrics: &StepMetrics) -> Result<()> {
         let mut line = serde_json::to_string(metrics).unwrap_or_default();
         line.push('\n');
         self.file.write_all(line.as_bytes()).map_err(io_at(&self.path))?;
-        Ok(())
+        self.events.append(metrics)
     }
 }
 
@@ -89,40 +109,61 @@ pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>> {
 }
 
 /// The bar of one stage; hidden where stderr is not a terminal, and then each step is
-/// logged through `tracing` instead.
+/// logged through `tracing` instead. Both give the stage's ETA and the whole recipe's (the
+/// later stages' tokens at this stage's tokens/s).
 pub struct StageProgress {
     bar: indicatif::ProgressBar,
     total_steps: u64,
+    later_tokens: u64,
+    /// When this invocation's first step of the stage began, and the step it began at.
+    started: std::time::Instant,
+    first_step: u64,
 }
 
 impl StageProgress {
-    pub fn new(enabled: bool, stage: &str, total_steps: u64, done: u64) -> Self {
+    pub fn new(enabled: bool, stage: &str, total_steps: u64, done: u64, later_tokens: u64) -> Self {
         let bar =
             if enabled { indicatif::ProgressBar::new(total_steps) } else { indicatif::ProgressBar::hidden() };
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] step {pos}/{len} {msg} [{elapsed} < {eta}]",
-        ) {
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] step {pos}/{len} {msg} [{elapsed}]")
+        {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_prefix(stage.to_string());
         bar.set_position(done);
-        bar.reset_eta();
-        Self { bar, total_steps }
+        Self { bar, total_steps, later_tokens, started: std::time::Instant::now(), first_step: done }
+    }
+
+    /// Seconds left in the stage and in the recipe, from this invocation's pace so far.
+    fn eta(&self, m: &StepMetrics) -> (f64, f64) {
+        let taken = m.step.saturating_sub(self.first_step).max(1) as f64;
+        let per_step = self.started.elapsed().as_secs_f64() / taken;
+        let stage = per_step * self.total_steps.saturating_sub(m.step) as f64;
+        let tokens_per_second = m.tokens as f64 / per_step.max(1e-9);
+        (stage, stage + self.later_tokens as f64 / tokens_per_second.max(1e-9))
     }
 
     pub fn step(&self, m: &StepMetrics) {
+        let (stage_eta, recipe_eta) = self.eta(m);
+        let (stage_eta, recipe_eta) = (human::duration(stage_eta), human::duration(recipe_eta));
+        let mfu = m.mfu.map(|u| format!(" MFU {:.1}%", 100.0 * u)).unwrap_or_default();
         self.bar.set_position(m.step);
-        self.bar.set_message(format!("loss {:.4} lr {:.2e} {:.0} tok/s", m.loss, m.lr, m.tokens_per_second));
+        self.bar.set_message(format!(
+            "loss {:.4} lr {:.2e} {:.0} tok/s{mfu} ETA {stage_eta}, recipe {recipe_eta}",
+            m.loss, m.lr, m.tokens_per_second
+        ));
         if self.bar.is_hidden() {
+            let memory = m.peak_memory_bytes.map(|b| format!(", {}", human::bytes(b))).unwrap_or_default();
             tracing::info!(
-                "{} step {}/{}: loss {:.4}, lr {:.3e}, grad norm {:.3}, {:.0} tokens/s",
+                "{} step {}/{}: loss {:.4}, lr {:.3e}, grad norm {:.3}, {:.0} tokens/s, {:.3} TFLOP/s{mfu}{memory}; ETA {stage_eta} (recipe {recipe_eta})",
                 m.stage,
                 m.step,
                 self.total_steps,
                 m.loss,
                 m.lr,
                 m.grad_norm,
-                m.tokens_per_second
+                m.tokens_per_second,
+                m.tflops.unwrap_or(0.0),
             );
         }
     }

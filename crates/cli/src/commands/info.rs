@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use davinci_model::Config;
+use davinci_train::human;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,7 +27,7 @@ pub fn run(args: Args) -> Result<()> {
         "vocabulary {}, tied head: {}, rope theta {}",
         config.vocab_size, config.tie_word_embeddings, config.rope_theta
     );
-    println!("parameters: {params} ({:.2}B)", params as f64 / 1e9);
-    println!("bf16 weights: {:.1} GiB", (params * 2) as f64 / (1u64 << 30) as f64);
+    println!("parameters: {params} ({})", human::count(params as u64));
+    println!("bf16 weights: {}", human::bytes(params as u64 * 2));
     Ok(())
 }

@@ -4,4 +4,5 @@ pub mod data;
 pub mod info;
 pub mod launch;
 pub mod logits;
+pub mod plot;
 pub mod train;

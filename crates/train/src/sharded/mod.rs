@@ -154,6 +154,11 @@ impl ShardedModel {
         })
     }
 
+    /// The dtype the weights are gathered and computed in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
     pub fn collective(&self) -> &Arc<dyn Collective> {
         &self.collective
     }

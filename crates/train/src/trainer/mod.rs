@@ -18,6 +18,7 @@ pub use setup::{open_mixture, plan_stages, prepare_stale, resolve_model, StagePl
 
 use crate::checkpoint::{self, TrainerState};
 use crate::error::{Result, TrainError};
+use crate::human;
 use crate::metrics::MetricsLog;
 use crate::optimizer::{AdamW, ParamState};
 use crate::recipe::{changed_parts, Recipe};
@@ -135,6 +136,10 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
     let mut resume = start.resume;
     let mut budget = options.stop_after;
     let dtype = model_spec.dtype.dtype();
+    // Tokens of the stages after each one, for the recipe's ETA.
+    let tokens_after: Vec<u64> = (0..plans.len())
+        .map(|i| plans[i + 1..].iter().map(|p| p.total_steps * p.spec.tokens_per_step).sum())
+        .collect();
     for (index, plan) in plans.into_iter().enumerate().skip(start.stage) {
         let (model, state) = match resume.take() {
             Some((optimizer, state)) => (
@@ -186,6 +191,7 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
             plan,
             options,
             save_dtype: model_spec.save_dtype.unwrap_or(model_spec.dtype).dtype(),
+            later_tokens: tokens_after[index],
         };
         let (end, outcome) = run_stage(run, model, state, metrics.as_mut(), &mut budget)?;
         summary.stages.push(outcome);
@@ -252,8 +258,8 @@ fn find_start(
 
 fn log_summary(recipe: &Recipe, config: &Config, plans: &[StagePlan], world: usize) {
     tracing::info!(
-        "model: {:.3}B parameters ({} layers, hidden {}, vocab {}), sharded over {world} rank(s); checkpoints and metrics in {}",
-        config.num_parameters() as f64 / 1e9,
+        "model: {} parameters ({} layers, hidden {}, vocab {}), sharded over {world} rank(s); checkpoints and metrics in {}",
+        human::count(config.num_parameters() as u64),
         config.num_hidden_layers,
         config.hidden_size,
         config.vocab_size,

@@ -14,6 +14,7 @@ use crate::metrics::{MetricsLog, StageProgress, StepMetrics};
 use crate::optimizer::ParamState;
 use crate::recipe::Recipe;
 use crate::sharded::ShardedModel;
+use crate::throughput;
 use davinci_model::layerwise::loss_and_grads;
 
 pub struct StageRun<'a> {
@@ -22,6 +23,8 @@ pub struct StageRun<'a> {
     pub plan: StagePlan,
     pub options: &'a TrainOptions,
     pub save_dtype: DType,
+    /// Tokens of the recipe's stages after this one, for the whole recipe's ETA.
+    pub later_tokens: u64,
 }
 
 pub enum StageEnd {
@@ -40,7 +43,7 @@ pub fn run_stage(
     mut metrics: Option<&mut MetricsLog>,
     budget: &mut Option<u64>,
 ) -> Result<(StageEnd, StageOutcome)> {
-    let StageRun { recipe, config, plan, options, save_dtype } = run;
+    let StageRun { recipe, config, plan, options, save_dtype, later_tokens } = run;
     let collective = options.collective.clone();
     let (rank, world) = (collective.rank(), collective.world());
     let spec = &plan.spec;
@@ -50,6 +53,10 @@ pub fn run_stage(
     // Batches are packed on a thread of their own, two ahead, while the step computes.
     let loader = Loader::new(plan.entries, plan.loader, state.loader)?;
     let batches = Prefetcher::spawn(loader, rank, world, 2);
+    let peak = throughput::peak_tflops(&options.device, model.dtype());
+    if let (Err(why), 0) = (&peak, rank) {
+        tracing::info!("stage {}: no MFU in the metrics ({why})", spec.name);
+    }
     let mut outcome = StageOutcome {
         name: spec.name.clone(),
         steps_run: 0,
@@ -57,7 +64,8 @@ pub fn run_stage(
         last_loss: None,
         final_checkpoint: None,
     };
-    let progress = StageProgress::new(options.progress && rank == 0, &spec.name, total, state.step);
+    let progress =
+        StageProgress::new(options.progress && rank == 0, &spec.name, total, state.step, later_tokens);
     let started = Instant::now();
     let elapsed_before = state.elapsed_seconds;
     let mut saved_at = state.step;
@@ -70,7 +78,12 @@ pub fn run_stage(
             break;
         }
         let step_started = Instant::now();
+        let collective_before = collective.seconds_in_collectives();
+        throughput::reset_peak_memory();
         let (batch, loader_after) = batches.next()?;
+        let data_wait = step_started.elapsed().as_secs_f64();
+        let flops =
+            throughput::step_flops(config, batch.cu_seqlens.windows(2).map(|w| (w[1] - w[0]) as usize));
         model.zero_grads();
         let (mut loss_sum, mut count) = (0.0f64, 0usize);
         for m in 0..micro_batches {
@@ -84,9 +97,9 @@ pub fn run_stage(
         }
         // The global batch's totals: loss, loss tokens, real tokens and those with loss.
         let loss_tokens = batch.labels.iter().filter(|&&l| l != IGNORE).count();
-        let mut totals = [loss_sum, count as f64, batch.real_tokens() as f64, loss_tokens as f64];
+        let mut totals = [loss_sum, count as f64, batch.real_tokens() as f64, loss_tokens as f64, flops];
         collective.all_reduce(&mut totals)?;
-        let [loss_sum, count, tokens, loss_tokens] = totals;
+        let [loss_sum, count, tokens, loss_tokens, flops] = totals;
         let count = count as usize;
         // The mean over the global batch's loss tokens; clipping on that mean's norm.
         let lr = schedule.lr(state.step);
@@ -117,6 +130,8 @@ pub fn run_stage(
         if let Some(b) = budget.as_mut() {
             *b -= 1;
         }
+        let seconds = step_started.elapsed().as_secs_f64().max(1e-9);
+        let tflops = flops / seconds / 1e12;
         let m = StepMetrics {
             stage: spec.name.clone(),
             stage_index: state.stage_index,
@@ -127,8 +142,13 @@ pub fn run_stage(
             tokens,
             loss_tokens: loss_tokens as u64,
             tokens_seen: state.tokens_seen,
-            tokens_per_second: tokens as f64 / step_started.elapsed().as_secs_f64().max(1e-9),
+            tokens_per_second: tokens as f64 / seconds,
             elapsed_seconds: state.elapsed_seconds,
+            tflops: Some(tflops),
+            mfu: peak.as_ref().ok().map(|peak| tflops / (peak * world as f64)),
+            peak_memory_bytes: throughput::step_memory(&options.device),
+            data_wait_seconds: Some(data_wait),
+            collective_seconds: Some(collective.seconds_in_collectives() - collective_before),
         };
         if let Some(metrics) = metrics.as_deref_mut() {
             metrics.append(&m)?;

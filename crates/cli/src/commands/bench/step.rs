@@ -9,6 +9,7 @@ use davinci_dist::threads::thread_group;
 use davinci_dist::{Collective, Local};
 use davinci_model::layerwise::loss_and_grads;
 use davinci_model::PackedLayout;
+use davinci_train::human;
 use davinci_train::memory::{live_bytes, peak_bytes, reset_peak};
 use davinci_train::optimizer::AdamWConfig;
 use davinci_train::sharded::{fresh_slices, ShardedModel};
@@ -125,10 +126,10 @@ pub fn run(args: StepArgs) -> Result<()> {
     let share = |d: Duration| 100.0 * d.as_secs_f64() / total.as_secs_f64().max(1e-12);
     let tokens = (args.seq_len * args.steps * args.world.max(1)) as f64;
     println!(
-        "model {} ({} layers, {:.1}M parameters), seq_len {}, {} document(s), {} on {}, {} steps",
+        "model {} ({} layers, {} parameters), seq_len {}, {} document(s), {} on {}, {} steps",
         args.model,
         config.num_hidden_layers,
-        config.num_parameters() as f64 / 1e6,
+        human::count(config.num_parameters() as u64),
         args.seq_len,
         args.docs,
         args.dtype,
@@ -145,9 +146,9 @@ pub fn run(args: StepArgs) -> Result<()> {
         let param_bytes = 4 * config.num_parameters() as u64;
         let per_step = bytes / args.steps.max(1) as u64;
         println!(
-            "communication: {:.2} MiB per step gathered and reduced, {:.2}x the f32 parameter bytes \
+            "communication: {} per step gathered and reduced, {:.2}x the f32 parameter bytes \
              (ZeRO-3: about 3x, two all-gathers and one reduce-scatter)",
-            per_step as f64 / (1u64 << 20) as f64,
+            human::bytes(per_step),
             per_step as f64 / param_bytes as f64
         );
     }
@@ -158,12 +159,11 @@ pub fn run(args: StepArgs) -> Result<()> {
         share(phases.backward),
         share(phases.optimizer)
     );
-    let mib = |b: usize| b as f64 / (1u64 << 20) as f64;
     println!(
-        "heap: {:.1} MiB held between steps (fp32 master shards and moments); \
-         the step's peak adds {:.1} MiB (activations, saved layer inputs, gradients in flight)",
-        mib(held),
-        mib(step_peak)
+        "heap: {} held between steps (fp32 master shards and moments); \
+         the step's peak adds {} (activations, saved layer inputs, gradients in flight)",
+        human::bytes(held as u64),
+        human::bytes(step_peak as u64)
     );
     Ok(())
 }
