@@ -92,7 +92,7 @@ fn masters(root: &Path) -> Vec<f32> {
 }
 
 #[test]
-fn two_and_four_processes_under_davinci_launch_train_the_same_model_as_one() {
+fn two_and_four_processes_under_davinci_launch_train_the_same_model_as_one_and_plot_beside_it() {
     let one = tempfile::tempdir().unwrap();
     check(train(one.path()).output().unwrap());
     let a = masters(one.path());
@@ -113,7 +113,35 @@ fn two_and_four_processes_under_davinci_launch_train_the_same_model_as_one() {
         assert!(diff / norm < 1e-5, "{world} processes: relative difference {}", diff / norm);
         let last_rank = format!("optimizer-{:05}-of-{world:05}.safetensors", world - 1);
         assert!(latest(&many.path().join("run"), "mt").unwrap().join(last_rank).is_file());
+        // Every step reports its model TFLOP/s, and ranks in processes wait in collectives.
+        let steps = read_metrics(&many.path().join("run").join(METRICS_FILE)).unwrap();
+        assert!(steps.iter().all(|m| m.tflops.is_some_and(|t| t > 0.0) && m.mfu.is_none()), "{world}");
+        assert!(steps.iter().all(|m| m.collective_seconds.is_some_and(|s| s > 0.0)), "{world}");
+
+        // The two runs' curves on one plot.
+        let plot = many.path().join("both.svg");
+        let out = Command::new(env!("CARGO_BIN_EXE_davinci"))
+            .arg("plot")
+            .arg(one.path().join("run"))
+            .arg("--compare")
+            .arg(many.path().join("run"))
+            .arg("--out")
+            .arg(&plot)
+            .output()
+            .unwrap();
+        check(out);
+        let svg = std::fs::read_to_string(&plot).unwrap();
+        let texts: Vec<&str> = svg.lines().map(str::trim).collect();
+        assert!(svg.starts_with("<svg") && texts.contains(&"learning rate") && texts.contains(&"sft"));
+        let run_names = [one.path(), many.path()].map(|p| p.join("run").display().to_string());
+        assert!(run_names.iter().all(|name| svg.contains(name.as_str())), "a legend entry per run");
     }
+    let refused = Command::new(env!("CARGO_BIN_EXE_davinci"))
+        .args(["plot", &one.path().join("run").display().to_string(), "--out", "x.png"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains(".svg"), "{stderr}");
 }
 
 /// What `srun` gives each task and nothing more: no `MASTER_ADDR`, no `MASTER_PORT`.

@@ -4,10 +4,13 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::two_stage_recipe as recipe;
 
 use davinci_train::checkpoint::{latest, load};
 use davinci_train::metrics::{read_metrics, METRICS_FILE};
+use davinci_train::tensorboard::EVENTS_FILE;
 use davinci_train::{train, TrainOptions};
 
 fn options(stop_after: Option<u64>) -> TrainOptions {
@@ -34,6 +37,11 @@ fn stopping_and_resuming_anywhere_is_bit_identical() {
     let b = read_metrics(&pieces.path().join("run").join(METRICS_FILE)).unwrap();
     assert_eq!(a.len(), 7);
     assert_eq!(b.len(), 7, "no step is logged twice or lost across resumes");
+    // The TensorBoard file, rewritten from the kept steps at each resume, has each step once.
+    let event_steps = |dir: &Path| common::event_steps(&dir.join("run").join(EVENTS_FILE));
+    let steps: Vec<i64> = a.iter().map(|m| m.step as i64).collect();
+    assert_eq!(event_steps(whole.path()), steps);
+    assert_eq!(event_steps(pieces.path()), steps, "no step is written twice or lost across resumes");
     for (x, y) in a.iter().zip(&b) {
         assert_eq!((&x.stage, x.step), (&y.stage, y.step));
         assert_eq!(x.loss.to_bits(), y.loss.to_bits(), "loss of {} step {}", x.stage, x.step);

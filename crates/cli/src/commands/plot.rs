@@ -57,7 +57,20 @@ impl Run {
 }
 
 /// The exponential moving average TensorBoard's smoothing slider draws, debiased at the
-/// start.
+/// start; it starts again at each stage, whose data differ.
+fn smoothed_by_stage(run: &Run, points: &[(f64, f64)], weight: f64) -> Vec<Vec<(f64, f64)>> {
+    let mut pieces: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+    for &(x, y) in points {
+        if run.boundaries.iter().any(|(b, _)| (b + 0.5 - x).abs() < 1e-9) {
+            pieces.push(Vec::new());
+        }
+        if let Some(piece) = pieces.last_mut() {
+            piece.push((x, y));
+        }
+    }
+    pieces.iter().map(|piece| smoothed(piece, weight)).collect()
+}
+
 fn smoothed(points: &[(f64, f64)], weight: f64) -> Vec<(f64, f64)> {
     let (mut average, mut norm) = (0.0, 0.0);
     points
@@ -116,7 +129,12 @@ fn draw(runs: &[Run], out: &Path, smoothing: f64) -> std::result::Result<(), Box
             .x_label_area_size(30)
             .y_label_area_size(60)
             .build_cartesian_2d(0.0..x_max + 1.0, (y_min - pad)..(y_max + pad))?;
-        chart.configure_mesh().x_desc("step (whole recipe)").light_line_style(WHITE.mix(0.0)).draw()?;
+        chart
+            .configure_mesh()
+            .x_desc("step (whole recipe)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
         for (i, (run, points)) in runs.iter().zip(&series).enumerate() {
             let color = Palette99::pick(i).to_rgba();
             let faint = if title == "loss" && smoothing > 0.0 { color.mix(0.3) } else { color };
@@ -125,7 +143,9 @@ fn draw(runs: &[Run], out: &Path, smoothing: f64) -> std::result::Result<(), Box
                 .label(run.name.clone())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));
             if title == "loss" && smoothing > 0.0 {
-                chart.draw_series(LineSeries::new(smoothed(points, smoothing), color.stroke_width(2)))?;
+                for piece in smoothed_by_stage(run, points, smoothing) {
+                    chart.draw_series(LineSeries::new(piece, color.stroke_width(2)))?;
+                }
             }
             for (x, stage) in &run.boundaries {
                 let dashes = DashedLineSeries::new(

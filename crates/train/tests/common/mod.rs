@@ -48,3 +48,29 @@ pub fn collect_grads<S: WeightSource + ?Sized>(
     })?;
     Ok((stats, grads))
 }
+
+/// The step of every scalar event in a TensorBoard event file, in order (the file's first
+/// event, its version, has none). Reads the TFRecord framing (length, its CRC, payload,
+/// its CRC) and the `step` field (2, a varint) that follows `wall_time` (field 1, 8 bytes).
+pub fn event_steps(path: &Path) -> Vec<i64> {
+    let bytes = std::fs::read(path).unwrap();
+    let (mut at, mut steps) = (0, Vec::new());
+    while at < bytes.len() {
+        let len = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+        let payload = &bytes[at + 12..at + 12 + len];
+        at += 12 + len + 4;
+        assert_eq!((payload[0], payload[9]), (0x09, 0x10), "wall_time then step");
+        let (mut step, mut shift) = (0u64, 0);
+        for &b in &payload[10..] {
+            step |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b < 0x80 {
+                break;
+            }
+        }
+        if !payload.ends_with(b"brain.Event:2") {
+            steps.push(step as i64);
+        }
+    }
+    steps
+}
