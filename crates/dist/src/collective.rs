@@ -165,8 +165,14 @@ pub trait Collective: Send + Sync {
         self.membership().world
     }
 
-    /// Moves this rank's contribution and returns its reply (see [`combine`]).
-    fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>>;
+    /// Moves this rank's contribution and returns its reply (see [`combine`]): what each
+    /// backend implements.
+    fn transfer(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>>;
+
+    /// [`Collective::transfer`], counted and timed in this rank's [`Membership`].
+    fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
+        self.membership().record(op, contribution.len(), || self.transfer(op, contribution))
+    }
 
     /// Payload bytes this rank has handed to collectives, for the benchmark.
     fn bytes_moved(&self) -> u64 {
@@ -286,14 +292,14 @@ pub trait Collective: Send + Sync {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Local;
 
-/// Rank 0 of 1; a copy moves nothing, so its count stays at zero.
+/// Rank 0 of 1, shared by every `Local`.
 static ALONE: Membership = Membership::new(0, 1);
 
 impl Collective for Local {
     fn membership(&self) -> &Membership {
         &ALONE
     }
-    fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
+    fn transfer(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
         Ok(combine(op, &[contribution])?.remove(0))
     }
 }

@@ -399,13 +399,22 @@ impl Collective for NcclRank {
     }
 
     /// Host collectives (small: loss totals, barriers, paths) go over TCP.
-    fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
+    fn transfer(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
         self.healthy()?;
         self.control.exchange(op, contribution)
     }
 
+    /// The TCP group counts and times the host collectives itself.
+    fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
+        self.transfer(op, contribution)
+    }
+
     fn bytes_moved(&self) -> u64 {
         self.member.bytes_moved() + self.control.bytes_moved()
+    }
+
+    fn seconds_in_collectives(&self) -> f64 {
+        self.control.seconds_in_collectives()
     }
 
     /// Host shards (a checkpoint's weights) travel through NCCL too.

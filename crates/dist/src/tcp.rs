@@ -189,14 +189,7 @@ impl Collective for TcpRank {
         &self.member
     }
 
-    fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
-        self.member.record(op, contribution.len(), || self.exchange_now(op, contribution))
-    }
-}
-
-impl TcpRank {
-    /// The collective itself, without the accounting.
-    fn exchange_now(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
+    fn transfer(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
         let rank = self.rank();
         let mut streams = self
             .streams

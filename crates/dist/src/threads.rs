@@ -52,14 +52,7 @@ impl Collective for ThreadRank {
         &self.member
     }
 
-    fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
-        self.member.record(op, contribution.len(), || self.exchange_now(op, contribution))
-    }
-}
-
-impl ThreadRank {
-    /// The collective itself, without the accounting.
-    fn exchange_now(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
+    fn transfer(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
         let (rank, world) = (self.rank(), self.world());
         let poisoned = || DistError::Rank { rank, message: "a rank panicked inside a collective".into() };
         let mut round = self.shared.round.lock().map_err(|_| poisoned())?;

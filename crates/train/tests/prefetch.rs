@@ -62,8 +62,8 @@ impl Collective for Counting {
     fn membership(&self) -> &Membership {
         Local.membership()
     }
-    fn exchange(&self, op: Op, contribution: Vec<u8>) -> davinci_dist::Result<Vec<u8>> {
-        Local.exchange(op, contribution)
+    fn transfer(&self, op: Op, contribution: Vec<u8>) -> davinci_dist::Result<Vec<u8>> {
+        Local.transfer(op, contribution)
     }
     fn all_gather_tensor(&self, shard: &Tensor) -> davinci_dist::Result<Tensor> {
         self.gathers.fetch_add(1, Ordering::SeqCst);
