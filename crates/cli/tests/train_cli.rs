@@ -113,10 +113,13 @@ fn two_and_four_processes_under_davinci_launch_train_the_same_model_as_one_and_p
         assert!(diff / norm < 1e-5, "{world} processes: relative difference {}", diff / norm);
         let last_rank = format!("optimizer-{:05}-of-{world:05}.safetensors", world - 1);
         assert!(latest(&many.path().join("run"), "mt").unwrap().join(last_rank).is_file());
-        // Every step reports its model TFLOP/s, and ranks in processes wait in collectives.
+        // Every step reports its model TFLOP/s (no MFU: the CPU has no peak in the table), the
+        // heap it held (the binary counts its allocations), and time waiting in collectives.
         let steps = read_metrics(&many.path().join("run").join(METRICS_FILE)).unwrap();
         assert!(steps.iter().all(|m| m.tflops.is_some_and(|t| t > 0.0) && m.mfu.is_none()), "{world}");
+        assert!(steps.iter().all(|m| m.peak_memory_bytes.is_some_and(|b| b > 1 << 20)), "{world}");
         assert!(steps.iter().all(|m| m.collective_seconds.is_some_and(|s| s > 0.0)), "{world}");
+        assert!(steps.iter().all(|m| m.data_wait_seconds.is_some()), "{world}");
 
         // The two runs' curves on one plot.
         let plot = many.path().join("both.svg");

@@ -115,18 +115,11 @@ fn nccl_error(what: &str) -> impl FnOnce(result::NcclError) -> DistError + '_ {
 }
 
 impl NcclRank {
-    /// Joins the group: the TCP rendezvous at `addr` (see [`TcpRank::connect`]), then
-    /// the NCCL communicator on `device`. `timeout` bounds the rendezvous and every
-    /// collective.
-    pub fn connect(
-        addr: &str,
-        rank: usize,
-        world: usize,
-        fingerprint: &str,
-        timeout: Duration,
-        device: &CudaDevice,
-    ) -> Result<Self> {
-        let control = TcpRank::connect(addr, rank, world, fingerprint, timeout)?;
+    /// Sets up the NCCL communicator on `device` over a TCP group that has already met
+    /// (see [`TcpRank::connect`]): rank 0's unique id travels through it, and its timeout
+    /// bounds the setup and every collective.
+    pub fn over(control: TcpRank, device: &CudaDevice) -> Result<Self> {
+        let (rank, world, timeout) = (control.rank(), control.world(), control.timeout());
         if !device.is_event_tracking() {
             return Err(DistError::Config(
                 "the CUDA device has event tracking off; NCCL's stream needs it to order its work".into(),

@@ -115,22 +115,17 @@ pub fn connect_from_env(
         Some(env) if env.world > 1 => env,
         _ => return Ok(Arc::new(Local)),
     };
+    let supported = matches!(device, Device::Cpu) || (cfg!(feature = "nccl") && device.is_cuda());
+    if !supported {
+        return Err(DistError::Config(format!(
+            "no collectives for {device:?} in this build (GPUs need davinci built with --features cuda)"
+        )));
+    }
     tracing::info!("rank {} of {}: joining the group at {}", env.rank, env.world, env.master);
+    let control = TcpRank::connect(&env.master, env.rank, env.world, fingerprint, timeout)?;
     match device {
         #[cfg(feature = "nccl")]
-        Device::Cuda(cuda) => Ok(Arc::new(crate::nccl::NcclRank::connect(
-            &env.master,
-            env.rank,
-            env.world,
-            fingerprint,
-            timeout,
-            cuda,
-        )?)),
-        Device::Cpu => {
-            Ok(Arc::new(TcpRank::connect(&env.master, env.rank, env.world, fingerprint, timeout)?))
-        }
-        other => Err(DistError::Config(format!(
-            "no collectives for {other:?} in this build (GPUs need davinci built with --features cuda)"
-        ))),
+        Device::Cuda(cuda) => Ok(Arc::new(crate::nccl::NcclRank::over(control, cuda)?)),
+        _ => Ok(Arc::new(control)),
     }
 }

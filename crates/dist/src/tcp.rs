@@ -184,6 +184,13 @@ impl TcpRank {
     }
 }
 
+impl TcpRank {
+    /// How long a wait at a collective lasts before the ranks not arrived are reported.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
 impl Collective for TcpRank {
     fn membership(&self) -> &Membership {
         &self.member

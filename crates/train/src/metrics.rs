@@ -27,10 +27,10 @@ pub struct StepMetrics {
     pub lr: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
-    /// Real (non-padding) tokens of this step, and loss-bearing ones.
+    /// CpuFloat (non-padding) tokens of this step, and loss-bearing ones.
     pub tokens: u64,
     pub loss_tokens: u64,
-    /// Real tokens of the stage so far.
+    /// CpuFloat tokens of the stage so far.
     pub tokens_seen: u64,
     pub tokens_per_second: f64,
     pub elapsed_seconds: f64,

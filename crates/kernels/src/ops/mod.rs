@@ -24,7 +24,7 @@ use candle_core::{bail, CpuStorage, DType, Layout, Result, WithDType};
 use half::{bf16, f16};
 
 /// Floating-point element types the CPU bodies compute on, through f32.
-pub(crate) trait Real: WithDType + Copy + Send + Sync {
+pub(crate) trait CpuFloat: WithDType + Copy + Send + Sync {
     fn to_f32(self) -> f32;
     fn from_f32(value: f32) -> Self;
     /// Rounds an f32 to this type and back: the rounding a stored intermediate goes through.
@@ -33,7 +33,7 @@ pub(crate) trait Real: WithDType + Copy + Send + Sync {
     }
 }
 
-impl Real for f32 {
+impl CpuFloat for f32 {
     fn to_f32(self) -> f32 {
         self
     }
@@ -42,7 +42,7 @@ impl Real for f32 {
     }
 }
 
-impl Real for bf16 {
+impl CpuFloat for bf16 {
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
     }
@@ -51,7 +51,7 @@ impl Real for bf16 {
     }
 }
 
-impl Real for f16 {
+impl CpuFloat for f16 {
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }

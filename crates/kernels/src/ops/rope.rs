@@ -7,7 +7,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{by_dtype, cpu_slice, Real};
+use super::{by_dtype, cpu_slice, CpuFloat};
 
 const NAME: &str = "rope";
 
@@ -51,7 +51,7 @@ struct Rope {
 }
 
 impl Rope {
-    fn apply<T: Real>(&self, x: &[T], cos: &[f32], sin: &[f32], head_dim: usize) -> Vec<T> {
+    fn apply<T: CpuFloat>(&self, x: &[T], cos: &[f32], sin: &[f32], head_dim: usize) -> Vec<T> {
         let half = head_dim / 2;
         let per_token = x.len() / (cos.len() / head_dim).max(1);
         let mut y = vec![T::from_f32(0.0); x.len()];
@@ -98,7 +98,7 @@ impl CustomOp3 for Rope {
         ss: &CpuStorage,
         sl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fn run<T: Real>(
+        fn run<T: CpuFloat>(
             op: &Rope,
             x: (&CpuStorage, &Layout),
             cos: &[f32],

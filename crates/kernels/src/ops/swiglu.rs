@@ -6,7 +6,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{by_dtype, cpu_slice, same_dtype, Real, CPU_GRAIN};
+use super::{by_dtype, cpu_slice, same_dtype, CpuFloat, CPU_GRAIN};
 
 const NAME: &str = "swiglu";
 
@@ -40,7 +40,7 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
 
-fn forward<T: Real>(gate: &[T], up: &[T]) -> Vec<T> {
+fn forward<T: CpuFloat>(gate: &[T], up: &[T]) -> Vec<T> {
     let mut y = vec![T::from_f32(0.0); gate.len()];
     y.par_chunks_mut(CPU_GRAIN).zip(gate.par_chunks(CPU_GRAIN).zip(up.par_chunks(CPU_GRAIN))).for_each(
         |(y, (gate, up))| {
@@ -54,7 +54,7 @@ fn forward<T: Real>(gate: &[T], up: &[T]) -> Vec<T> {
 }
 
 /// `d_gate` then `d_up`.
-fn backward<T: Real>(gate: &[T], up: &[T], dy: &[T]) -> Vec<T> {
+fn backward<T: CpuFloat>(gate: &[T], up: &[T], dy: &[T]) -> Vec<T> {
     let n = gate.len();
     let mut packed = vec![T::from_f32(0.0); 2 * n];
     let (d_gate, d_up) = packed.split_at_mut(n);
@@ -85,7 +85,12 @@ impl CustomOp2 for Swiglu {
         us: &CpuStorage,
         ul: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fn run<T: Real>(gs: &CpuStorage, gl: &Layout, us: &CpuStorage, ul: &Layout) -> Result<CpuStorage> {
+        fn run<T: CpuFloat>(
+            gs: &CpuStorage,
+            gl: &Layout,
+            us: &CpuStorage,
+            ul: &Layout,
+        ) -> Result<CpuStorage> {
             Ok(T::to_cpu_storage_owned(forward(cpu_slice::<T>(NAME, gs, gl)?, cpu_slice::<T>(NAME, us, ul)?)))
         }
         let dtype = same_dtype(NAME, &[gs.dtype(), us.dtype()])?;
@@ -132,7 +137,7 @@ impl CustomOp3 for SwigluBackward {
         ds: &CpuStorage,
         dl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fn run<T: Real>(args: [(&CpuStorage, &Layout); 3]) -> Result<CpuStorage> {
+        fn run<T: CpuFloat>(args: [(&CpuStorage, &Layout); 3]) -> Result<CpuStorage> {
             let [gate, up, dy] = args.map(|(s, l)| cpu_slice::<T>(NAME, s, l));
             Ok(T::to_cpu_storage_owned(backward(gate?, up?, dy?)))
         }

@@ -15,7 +15,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-use super::{by_dtype, cpu_slice, rows_per_task, same_dtype, Real, CPU_GRAIN};
+use super::{by_dtype, cpu_slice, rows_per_task, same_dtype, CpuFloat, CPU_GRAIN};
 
 const NAME: &str = "rms-norm";
 
@@ -77,13 +77,13 @@ struct RmsNormBackward {
 }
 
 /// `1 / sqrt(mean(row^2) + eps)`, summed in f64.
-fn inv_rms<T: Real>(row: &[T], eps: f32) -> f32 {
+fn inv_rms<T: CpuFloat>(row: &[T], eps: f32) -> f32 {
     let squares: f64 = row.iter().map(|v| (v.to_f32() as f64).powi(2)).sum();
     (1.0 / (squares / row.len() as f64 + eps as f64).sqrt()) as f32
 }
 
 /// The norm of each row of `x` into `y`.
-fn forward_into<T: Real>(x: &[T], w: &[T], y: &mut [T], eps: f32) {
+fn forward_into<T: CpuFloat>(x: &[T], w: &[T], y: &mut [T], eps: f32) {
     let cols = w.len();
     let task = cols * rows_per_task(cols);
     y.par_chunks_mut(task).zip(x.par_chunks(task)).for_each(|(y, x)| {
@@ -97,7 +97,7 @@ fn forward_into<T: Real>(x: &[T], w: &[T], y: &mut [T], eps: f32) {
 }
 
 /// `[s, norm(s)]` with `s = x + residual`.
-fn add_forward<T: Real>(x: &[T], residual: &[T], w: &[T], eps: f32) -> Vec<T> {
+fn add_forward<T: CpuFloat>(x: &[T], residual: &[T], w: &[T], eps: f32) -> Vec<T> {
     let mut packed = vec![T::from_f32(0.0); 2 * x.len()];
     let (sum, y) = packed.split_at_mut(x.len());
     sum.par_chunks_mut(CPU_GRAIN).zip(x.par_chunks(CPU_GRAIN).zip(residual.par_chunks(CPU_GRAIN))).for_each(
@@ -112,7 +112,7 @@ fn add_forward<T: Real>(x: &[T], residual: &[T], w: &[T], eps: f32) -> Vec<T> {
 }
 
 /// dx (plus `d_add` when given) for every row, then dw after it: `[rows * cols + cols]`.
-fn backward<T: Real>(x: &[T], w: &[T], dy: &[T], d_add: Option<&[T]>, eps: f32) -> Vec<T> {
+fn backward<T: CpuFloat>(x: &[T], w: &[T], dy: &[T], d_add: Option<&[T]>, eps: f32) -> Vec<T> {
     let cols = w.len();
     let mut packed = vec![T::from_f32(0.0); x.len() + cols];
     let (dx, dw) = packed.split_at_mut(x.len());
@@ -159,7 +159,7 @@ impl CustomOp2 for RmsNorm {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fn run<T: Real>(
+        fn run<T: CpuFloat>(
             eps: f32,
             x: (&CpuStorage, &Layout),
             w: (&CpuStorage, &Layout),
@@ -212,7 +212,7 @@ impl CustomOp3 for AddRmsNorm {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fn run<T: Real>(eps: f32, args: [(&CpuStorage, &Layout); 3]) -> Result<CpuStorage> {
+        fn run<T: CpuFloat>(eps: f32, args: [(&CpuStorage, &Layout); 3]) -> Result<CpuStorage> {
             let [x, r, w] = args.map(|(s, l)| cpu_slice::<T>(NAME, s, l));
             Ok(T::to_cpu_storage_owned(add_forward(x?, r?, w?, eps)))
         }
@@ -279,7 +279,7 @@ impl CustomOp3 for RmsNormBackward {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        fn run<T: Real>(eps: f32, fused: bool, args: [(&CpuStorage, &Layout); 3]) -> Result<CpuStorage> {
+        fn run<T: CpuFloat>(eps: f32, fused: bool, args: [(&CpuStorage, &Layout); 3]) -> Result<CpuStorage> {
             let [x, w, grad] = args.map(|(s, l)| cpu_slice::<T>(NAME, s, l));
             let (x, grad) = (x?, grad?);
             let (d_add, dy) = if fused { grad.split_at(x.len()) } else { (&grad[..0], grad) };
