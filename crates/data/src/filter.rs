@@ -10,20 +10,22 @@ use crate::error::{io_at, Result};
 use crate::records::pr::PullRequest;
 use crate::records::Trajectory;
 
-/// The twelve repositories behind SWE-Bench Verified, whose PRs the paper drops.
-pub const SWE_BENCH_VERIFIED_REPOS: [&str; 12] = [
-    "astropy/astropy",
-    "django/django",
-    "matplotlib/matplotlib",
-    "mwaskom/seaborn",
-    "pallets/flask",
-    "psf/requests",
-    "pydata/xarray",
-    "pylint-dev/pylint",
-    "pytest-dev/pytest",
-    "scikit-learn/scikit-learn",
-    "sphinx-doc/sphinx",
-    "sympy/sympy",
+/// The twelve repositories behind SWE-Bench Verified, whose PRs the paper drops, each with
+/// the names it had before: GitHub redirects an old name, and records mined or downloaded
+/// before a move still carry it.
+pub const SWE_BENCH_VERIFIED_REPOS: [(&str, &[&str]); 12] = [
+    ("astropy/astropy", &[]),
+    ("django/django", &[]),
+    ("matplotlib/matplotlib", &[]),
+    ("mwaskom/seaborn", &[]),
+    ("pallets/flask", &["mitsuhiko/flask"]),
+    ("psf/requests", &["kennethreitz/requests"]),
+    ("pydata/xarray", &[]),
+    ("pylint-dev/pylint", &["PyCQA/pylint"]),
+    ("pytest-dev/pytest", &[]),
+    ("scikit-learn/scikit-learn", &[]),
+    ("sphinx-doc/sphinx", &[]),
+    ("sympy/sympy", &[]),
 ];
 
 /// What to do with a sample above the token cap.
@@ -129,7 +131,9 @@ impl Filters {
         let mut excluded_repos: HashSet<String> =
             config.exclude_repos.iter().map(|r| r.to_ascii_lowercase()).collect();
         if config.exclude_swe_bench_verified {
-            excluded_repos.extend(SWE_BENCH_VERIFIED_REPOS.iter().map(|r| r.to_string()));
+            let names =
+                SWE_BENCH_VERIFIED_REPOS.iter().flat_map(|(name, former)| former.iter().chain([name]));
+            excluded_repos.extend(names.map(|r| r.to_ascii_lowercase()));
         }
         let excluded_ids = config.exclude_instance_ids.iter().cloned().collect();
         let mut ngrams = HashSet::new();
@@ -153,6 +157,9 @@ impl Filters {
         let c = &self.config;
         if self.repo_excluded(&pr.repo) {
             return Some("decontamination: excluded repository");
+        }
+        if pr.upstream.as_deref().is_some_and(|upstream| self.repo_excluded(upstream)) {
+            return Some("decontamination: fork of an excluded repository");
         }
         if c.merged_only && !pr.merged {
             return Some("not merged");

@@ -61,6 +61,13 @@ impl Read for Tap {
     }
 }
 
+/// A record's text, or why it is not text.
+pub type RecordText = std::result::Result<String, String>;
+
+fn utf8(bytes: Vec<u8>) -> RecordText {
+    String::from_utf8(bytes).map_err(|e| format!("invalid UTF-8 at byte {}", e.utf8_error().valid_up_to()))
+}
+
 impl RecordReader {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(io_at(path))?;
@@ -82,21 +89,22 @@ impl RecordReader {
         &self.path
     }
 
-    /// The next non-empty record text with its line number; a `.traj`/`.json` file is one
-    /// record.
-    pub fn next_record(&mut self) -> Result<Option<(usize, String)>> {
+    /// The next non-empty record with its line number; a `.traj`/`.json` file is one
+    /// record. A line that is not UTF-8 comes back as `Err` (the caller counts it as a
+    /// malformed record and goes on); only a failure to read the file stops the reader.
+    pub fn next_record(&mut self) -> Result<Option<(usize, RecordText)>> {
         if self.done {
             return Ok(None);
         }
         if self.whole_file {
-            let mut text = String::new();
-            self.lines.read_to_string(&mut text).map_err(io_at(&self.path))?;
+            let mut bytes = Vec::new();
+            self.lines.read_to_end(&mut bytes).map_err(io_at(&self.path))?;
             self.done = true;
-            return Ok(Some((1, text)));
+            return Ok(Some((1, utf8(bytes))));
         }
         loop {
-            let mut text = String::new();
-            let n = self.lines.read_line(&mut text).map_err(|e| DataError::Record {
+            let mut bytes = Vec::new();
+            let n = self.lines.read_until(b'\n', &mut bytes).map_err(|e| DataError::Record {
                 path: self.path.clone(),
                 line: self.line + 1,
                 message: e.to_string(),
@@ -106,8 +114,8 @@ impl RecordReader {
                 return Ok(None);
             }
             self.line += 1;
-            if !text.trim().is_empty() {
-                return Ok(Some((self.line, text)));
+            if !bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Some((self.line, utf8(bytes))));
             }
         }
     }

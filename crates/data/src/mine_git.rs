@@ -34,15 +34,19 @@ impl MineReport {
 pub struct MineOptions {
     /// Branch or revision whose first-parent history is read.
     pub rev: String,
-    /// `owner/name` recorded in each PR; default: from the `origin` remote, else the directory name.
+    /// `owner/name` recorded in each PR; default: from the `origin` remote when it is a
+    /// GitHub URL. Anything else is refused rather than guessed, since decontamination
+    /// matches records by this name.
     pub repo_name: Option<String>,
+    /// The repository this one is a fork of (`owner/name`), recorded in each PR.
+    pub upstream: Option<String>,
     /// Files larger than this at the base are left out (and counted).
     pub max_file_bytes: u64,
 }
 
 impl Default for MineOptions {
     fn default() -> Self {
-        Self { rev: "HEAD".into(), repo_name: None, max_file_bytes: 1 << 20 }
+        Self { rev: "HEAD".into(), repo_name: None, upstream: None, max_file_bytes: 1 << 20 }
     }
 }
 
@@ -71,9 +75,10 @@ fn git_text(repo: &Path, args: &[&str]) -> Result<String> {
 /// Reads the repository's history into PR records, oldest first.
 pub fn mine_git(repo: &Path, options: &MineOptions) -> Result<(Vec<PullRequest>, MineReport)> {
     let name = match &options.repo_name {
-        Some(n) => n.clone(),
-        None => repo_name(repo),
+        Some(n) => checked_name(n, "--repo-name")?,
+        None => repo_name(repo)?,
     };
+    let upstream = options.upstream.as_deref().map(|n| checked_name(n, "--upstream")).transpose()?;
     let log = git_text(
         repo,
         &["log", "--first-parent", "--reverse", "--format=%H%x00%P%x00%an%x00%aI%x00%B%x1e", &options.rev],
@@ -112,6 +117,7 @@ pub fn mine_git(repo: &Path, options: &MineOptions) -> Result<(Vec<PullRequest>,
         let files = changed_files(repo, base, sha, options, &mut report)?;
         prs.push(PullRequest {
             repo: name.clone(),
+            upstream: upstream.clone(),
             number,
             title,
             body: Some(body).filter(|b| !b.is_empty()),
@@ -128,18 +134,59 @@ pub fn mine_git(repo: &Path, options: &MineOptions) -> Result<(Vec<PullRequest>,
     Ok((prs, report))
 }
 
-fn repo_name(repo: &Path) -> String {
-    let from_remote = git_text(repo, &["remote", "get-url", "origin"]).ok().and_then(|url| {
-        let url = url.trim().trim_end_matches(".git").replace(':', "/");
-        let mut parts = url.rsplit('/');
-        let name = parts.next()?.to_string();
-        let owner = parts.next()?.to_string();
-        Some(format!("{owner}/{name}"))
-    });
-    from_remote.unwrap_or_else(|| {
-        let dir = repo.canonicalize().unwrap_or_else(|_| repo.to_path_buf());
-        dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-    })
+/// `owner/name` from the `origin` remote, which must be a GitHub URL: a local mirror's path
+/// or another host says nothing reliable about the name.
+fn repo_name(repo: &Path) -> Result<String> {
+    let url = git_text(repo, &["remote", "get-url", "origin"]).ok().map(|u| u.trim().to_string());
+    if let Some(name) = url.as_deref().and_then(github_name) {
+        return Ok(name);
+    }
+    let origin = match url {
+        Some(url) => format!("its origin remote `{url}`"),
+        None => "it (no origin remote)".into(),
+    };
+    Err(DataError::Invalid(format!(
+        "{}: cannot read a GitHub owner/name from {origin}; give it with --repo-name OWNER/NAME \
+         (decontamination matches records by this name)",
+        repo.display()
+    )))
+}
+
+/// `owner/name` from a GitHub remote URL (https, ssh or scp-like).
+fn github_name(url: &str) -> Option<String> {
+    let rest = [
+        "https://github.com/",
+        "http://github.com/",
+        "ssh://git@github.com/",
+        "git@github.com:",
+        "git://github.com/",
+    ]
+    .iter()
+    .find_map(|prefix| url.strip_prefix(prefix))?;
+    let rest = rest.trim_end_matches('/').trim_end_matches(".git");
+    is_owner_name(rest).then(|| rest.to_string())
+}
+
+/// GitHub's rules: an owner of letters, digits and single hyphens (39 at most), a name of
+/// letters, digits, `-`, `_` and `.`.
+fn is_owner_name(text: &str) -> bool {
+    let Some((owner, name)) = text.split_once('/') else { return false };
+    let owner_ok = (1..=39).contains(&owner.len())
+        && owner.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !owner.starts_with('-');
+    let name_ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    owner_ok && name_ok
+}
+
+fn checked_name(name: &str, flag: &str) -> Result<String> {
+    if is_owner_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err(DataError::Invalid(format!("{flag} `{name}` is not a GitHub owner/name")))
+    }
 }
 
 /// `Merge pull request #123 from owner/branch` -> 123.
@@ -238,4 +285,27 @@ fn changed_files(
         files.push(ChangedFile { filename: new, status, previous_filename: old, content_before, patch });
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{github_name, is_owner_name};
+
+    #[test]
+    fn github_remotes_name_their_repository_and_mirror_paths_do_not() {
+        for url in [
+            "https://github.com/psf/requests.git",
+            "https://github.com/psf/requests",
+            "git@github.com:psf/requests.git",
+            "ssh://git@github.com/psf/requests.git",
+        ] {
+            assert_eq!(github_name(url).as_deref(), Some("psf/requests"), "{url}");
+        }
+        for url in
+            ["/work/.mirror/psf+requests/repo.git", "https://gitlab.com/psf/requests.git", "../requests"]
+        {
+            assert_eq!(github_name(url), None, "{url}");
+        }
+        assert!(is_owner_name("pylint-dev/pylint") && !is_owner_name("psf+requests/git"));
+    }
 }

@@ -51,11 +51,23 @@ pub struct PrepareOptions {
     /// Records handed to the worker threads at once.
     pub batch_records: usize,
     pub progress: bool,
+    /// A dataset that keeps no record is an error unless this is set: an empty source or a
+    /// wrong template would otherwise train on nothing without a word.
+    pub allow_empty: bool,
+    /// The largest share of malformed records a dataset may have before preparing it fails.
+    pub max_malformed_share: f64,
 }
 
 impl Default for PrepareOptions {
     fn default() -> Self {
-        Self { strict: false, shard_tokens: 64 << 20, batch_records: 2048, progress: true }
+        Self {
+            strict: false,
+            shard_tokens: 64 << 20,
+            batch_records: 2048,
+            progress: true,
+            allow_empty: false,
+            max_malformed_share: 0.25,
+        }
     }
 }
 
@@ -197,8 +209,13 @@ pub fn prepare_dataset(
             if batch.is_empty() {
                 break;
             }
-            let outcomes: Vec<Outcome> =
-                batch.par_iter().map(|(_, text)| process(spec, &filters, tokenizer, text)).collect();
+            let outcomes: Vec<Outcome> = batch
+                .par_iter()
+                .map(|(_, text)| match text {
+                    Ok(text) => process(spec, &filters, tokenizer, text),
+                    Err(why) => Outcome::Malformed(why.clone()),
+                })
+                .collect();
             for ((line, _), outcome) in batch.iter().zip(outcomes) {
                 report.records += 1;
                 match outcome {
@@ -242,6 +259,7 @@ pub fn prepare_dataset(
         sources.push(SourceInfo { path: file.to_string_lossy().into_owned(), bytes, sha256 });
     }
     bar.finish_and_clear();
+    check_report(spec, &report, options)?;
     let shards = writer.finish()?;
     let manifest = Manifest {
         format: 1,
@@ -262,6 +280,34 @@ pub fn prepare_dataset(
     };
     manifest.write(out)?;
     Ok((manifest, report))
+}
+
+/// Refuses a dataset that kept nothing or whose records are mostly malformed, before its
+/// manifest makes it look complete, naming it with the counts and the first errors.
+fn check_report(spec: &DatasetSpec, report: &PrepareReport, options: &PrepareOptions) -> Result<()> {
+    let share = report.malformed as f64 / report.records.max(1) as f64;
+    let problem = if report.kept == 0 && !options.allow_empty {
+        "kept no record"
+    } else if share > options.max_malformed_share {
+        "has too many malformed records"
+    } else {
+        return Ok(());
+    };
+    let removed: Vec<String> = report.removed.0.iter().map(|(why, n)| format!("{why}: {n}")).collect();
+    let mut message = format!(
+        "dataset `{}` {problem}: {} records, {} kept, {} malformed ({:.0}%, at most {:.0}% allowed), removed: {}",
+        spec.name,
+        report.records,
+        report.kept,
+        report.malformed,
+        100.0 * share,
+        100.0 * options.max_malformed_share,
+        if removed.is_empty() { "none".to_string() } else { removed.join(", ") },
+    );
+    for example in report.malformed_examples.iter().take(3) {
+        message.push_str(&format!("\n  {example}"));
+    }
+    Err(DataError::Invalid(message))
 }
 
 fn progress_bar(enabled: bool, name: &str) -> indicatif::ProgressBar {

@@ -101,3 +101,27 @@ fn merge_and_squash_commits_become_pr_records() {
     );
     assert_eq!(squash.files[0].content_before.as_deref(), Some("def f():\n    return 2\n"));
 }
+
+#[test]
+fn a_repository_name_that_cannot_be_read_is_refused_not_guessed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path();
+    git(repo, &["init", "-q"]);
+    write(repo, "a.py", b"x = 1\n");
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "Start"]);
+    // No origin: the directory's name is not an owner/name.
+    let err = mine_git(repo, &MineOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("no origin remote") && err.contains("--repo-name"), "{err}");
+    // A local mirror's path as origin says nothing reliable either.
+    git(repo, &["remote", "add", "origin", "/mirrors/psf+requests/repo.git"]);
+    let err = mine_git(repo, &MineOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("psf+requests") && err.contains("--repo-name"), "{err}");
+    // A GitHub origin names it; so does --repo-name, which must be an owner/name.
+    git(repo, &["remote", "set-url", "origin", "git@github.com:psf/requests.git"]);
+    mine_git(repo, &MineOptions::default()).unwrap();
+    let bad = MineOptions { repo_name: Some("psf requests".into()), ..MineOptions::default() };
+    assert!(mine_git(repo, &bad).unwrap_err().to_string().contains("--repo-name `psf requests`"));
+    let fork = MineOptions { upstream: Some("nobody/x/y".into()), ..MineOptions::default() };
+    assert!(mine_git(repo, &fork).unwrap_err().to_string().contains("--upstream"));
+}

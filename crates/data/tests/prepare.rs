@@ -155,3 +155,66 @@ fn trajectories_outcome_caps_ngrams_and_compressed_input() {
         .to_string();
     assert!(err.contains("nothing-*.jsonl") && err.contains("no file matches"), "{err}");
 }
+
+#[test]
+fn swe_bench_repositories_are_dropped_under_former_names_any_case_and_as_declared_forks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = common::tokenizer(tmp.path());
+    let mut fork = pr("someone/requests", 3, true, "alice", &["a.py"]);
+    fork["upstream"] = json!("psf/requests");
+    let records = [
+        pr("kennethreitz/requests", 1, true, "alice", &["a.py"]),
+        pr("Pallets/Flask", 2, true, "alice", &["a.py"]),
+        fork,
+        pr("someone/requests", 4, true, "alice", &["a.py"]),
+    ];
+    write_jsonl(&tmp.path().join("prs.jsonl"), &records, &[]);
+    let spec = DatasetSpec {
+        name: "prs".into(),
+        sources: vec!["prs.jsonl".into()],
+        template: Template::PrGeneral,
+        chatml: Default::default(),
+        filters: FilterConfig::default(),
+    };
+    let (_, report) = prepare_dataset(&spec, tmp.path(), &tok, &tmp.path().join("out"), &quiet()).unwrap();
+    let removed = |reason: &str| report.removed.0.get(reason).copied().unwrap_or(0);
+    assert_eq!(removed("decontamination: excluded repository"), 2, "{report:?}");
+    assert_eq!(removed("decontamination: fork of an excluded repository"), 1, "{report:?}");
+    assert_eq!(report.kept, 1, "a fork that does not declare its upstream is kept");
+}
+
+#[test]
+fn a_dataset_that_keeps_nothing_or_is_mostly_malformed_fails_by_name_and_bad_utf8_is_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tok = common::tokenizer(tmp.path());
+    let spec = |source: &str| DatasetSpec {
+        name: "prs".into(),
+        sources: vec![source.into()],
+        template: Template::PrGeneral,
+        chatml: Default::default(),
+        filters: FilterConfig::default(),
+    };
+    // Every record removed: an error naming the dataset and why, and no manifest.
+    write_jsonl(&tmp.path().join("swe.jsonl"), &[pr("django/django", 1, true, "alice", &["a.py"])], &[]);
+    let out = tmp.path().join("empty");
+    let err = prepare_dataset(&spec("swe.jsonl"), tmp.path(), &tok, &out, &quiet()).unwrap_err().to_string();
+    assert!(err.contains("dataset `prs` kept no record") && err.contains("excluded repository: 1"), "{err}");
+    assert!(!out.join("dataset.json").exists());
+    let allowed = PrepareOptions { allow_empty: true, ..quiet() };
+    assert_eq!(prepare_dataset(&spec("swe.jsonl"), tmp.path(), &tok, &out, &allowed).unwrap().1.kept, 0);
+
+    // One good record, one line of invalid UTF-8 (counted and skipped), two of bad JSON.
+    let good = format!("{}\n", pr("acme/a", 1, true, "alice", &["a.py"]));
+    let mut bytes = good.into_bytes();
+    bytes.extend(b"{\"repo\": \"acme/\xff\"}\n{not json\n{\"repo\": 5}\n");
+    std::fs::write(tmp.path().join("bad.jsonl"), bytes).unwrap();
+    let err = prepare_dataset(&spec("bad.jsonl"), tmp.path(), &tok, &tmp.path().join("bad"), &quiet())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("too many malformed records") && err.contains("3 malformed (75%"), "{err}");
+    assert!(err.contains("bad.jsonl:2: invalid UTF-8"), "{err}");
+    let lenient = PrepareOptions { max_malformed_share: 0.8, ..quiet() };
+    let (_, report) =
+        prepare_dataset(&spec("bad.jsonl"), tmp.path(), &tok, &tmp.path().join("bad"), &lenient).unwrap();
+    assert_eq!((report.records, report.malformed, report.kept), (4, 3, 1));
+}

@@ -125,6 +125,10 @@ pub struct IssueComment {
 pub struct PullRequest {
     pub repo: String,
     pub number: u64,
+    /// The repository `repo` is a fork of, as `owner/name`, where known: decontamination
+    /// drops a fork's PRs when its upstream is excluded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
     #[serde(default)]
     pub title: String,
     #[serde(default)]

@@ -74,9 +74,14 @@ pub enum Command {
         /// Branch or revision whose first-parent history is read.
         #[arg(long, default_value = "HEAD")]
         rev: String,
-        /// owner/name to record (default: from the origin remote).
+        /// owner/name to record (default: from the origin remote, which must then be a
+        /// GitHub URL).
         #[arg(long)]
         repo_name: Option<String>,
+        /// owner/name of the repository this one is a fork of, recorded so that
+        /// decontamination can drop a fork of an excluded repository.
+        #[arg(long)]
+        upstream: Option<String>,
         /// Leave out files larger than this many bytes.
         #[arg(long, default_value_t = 1 << 20)]
         max_file_bytes: u64,
@@ -102,9 +107,11 @@ pub fn run(command: Command) -> Result<()> {
                 if line <= skip {
                     continue;
                 }
+                let at = || format!("{}:{line}", file.display());
+                let text = text.map_err(anyhow::Error::msg).with_context(at)?;
                 let rendered =
                     render_record(template, ChatMlOptions { tool_style, ..Default::default() }, &text)
-                        .with_context(|| format!("{}:{line}", file.display()))?;
+                        .with_context(at)?;
                 println!("{rendered}");
                 shown += 1;
                 if shown == count {
@@ -112,8 +119,8 @@ pub fn run(command: Command) -> Result<()> {
                 }
             }
         }
-        Command::MineGit { repo, out, rev, repo_name, max_file_bytes } => {
-            let options = MineOptions { rev, repo_name, max_file_bytes };
+        Command::MineGit { repo, out, rev, repo_name, upstream, max_file_bytes } => {
+            let options = MineOptions { rev, repo_name, upstream, max_file_bytes };
             let (prs, report) = mine_git(&repo, &options)?;
             write_jsonl(&out, &prs)?;
             println!(

@@ -58,10 +58,24 @@ pub struct Args {
     /// Fail on the first malformed record instead of skipping and counting it.
     #[arg(long)]
     strict: bool,
+    /// Accept a dataset that keeps no record (by default that is an error).
+    #[arg(long)]
+    allow_empty: bool,
+    /// The largest share of malformed records a dataset may have, from 0 to 1.
+    #[arg(long, default_value_t = 0.25)]
+    max_malformed_share: f64,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let options = PrepareOptions { strict: args.strict, ..PrepareOptions::default() };
+    if !(0.0..=1.0).contains(&args.max_malformed_share) {
+        bail!("--max-malformed-share must be between 0 and 1, not {}", args.max_malformed_share);
+    }
+    let options = PrepareOptions {
+        strict: args.strict,
+        allow_empty: args.allow_empty,
+        max_malformed_share: args.max_malformed_share,
+        ..PrepareOptions::default()
+    };
     let jobs: Vec<(DatasetSpec, PathBuf, PathBuf)>;
     let tokenizer_path: String;
     if let Some(recipe_path) = &args.recipe {
