@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io_at, Result};
-use crate::records::pr::PullRequest;
+use crate::records::pr::{PullRequest, User};
 use crate::records::Trajectory;
 
 /// The twelve repositories behind SWE-Bench Verified, whose PRs the paper drops, each with
@@ -164,7 +164,9 @@ impl Filters {
         if c.merged_only && !pr.merged {
             return Some("not merged");
         }
-        if c.exclude_bots && (pr.user.is_bot() || c.bot_logins.iter().any(|b| b == &pr.user.login)) {
+        let is_bot = |user: &User| user.is_bot() || c.bot_logins.iter().any(|b| b == &user.login);
+        let bot_commits = !pr.commits.is_empty() && pr.commits.iter().all(|commit| is_bot(&commit.author));
+        if c.exclude_bots && (is_bot(&pr.user) || bot_commits) {
             return Some("bot author");
         }
         if !c.language_extensions.is_empty() {

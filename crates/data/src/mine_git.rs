@@ -98,7 +98,7 @@ pub fn mine_git(repo: &Path, options: &MineOptions) -> Result<(Vec<PullRequest>,
                 // GitHub's merge message: the PR title on the first body line, then its description.
                 let (title, description) =
                     body.split_once('\n').map_or((body, ""), |(t, d)| (t.trim(), d.trim()));
-                let commits = pr_commits(repo, parents[0], parents[1])?;
+                let commits = pr_commits(repo, parents[0], parents[1], options)?;
                 report.merge_prs += 1;
                 (number, title.to_string(), description.to_string(), commits)
             } else if let Some((number, title)) = squash_pr_number(subject).filter(|_| parents.len() == 1) {
@@ -106,6 +106,7 @@ pub fn mine_git(repo: &Path, options: &MineOptions) -> Result<(Vec<PullRequest>,
                 let commit = Commit {
                     sha: sha.into(),
                     message: message.trim().into(),
+                    date: Some(date.into()),
                     author: User { login: author.into() },
                     ..Default::default()
                 };
@@ -115,13 +116,22 @@ pub fn mine_git(repo: &Path, options: &MineOptions) -> Result<(Vec<PullRequest>,
             };
         let base = parents[0];
         let files = changed_files(repo, base, sha, options, &mut report)?;
+        // The PR's author is whoever wrote its first commit: the author of a merge commit
+        // is whoever merged it.
+        let user = commits.first().map_or_else(|| User { login: author.into() }, |c| c.author.clone());
+        // A merge without a title (an empty merge message body) takes its first commit's subject.
+        let title = if title.trim().is_empty() {
+            commits.first().and_then(|c| c.message.lines().next()).unwrap_or_default().to_string()
+        } else {
+            title
+        };
         prs.push(PullRequest {
             repo: name.clone(),
             upstream: upstream.clone(),
             number,
             title,
             body: Some(body).filter(|b| !b.is_empty()),
-            user: User { login: author.into() },
+            user,
             state: "closed".into(),
             merged: true,
             merged_at: Some(date.into()),
@@ -204,22 +214,37 @@ fn squash_pr_number(subject: &str) -> Option<(u64, String)> {
 }
 
 /// The commits a merged branch brought in, oldest first (messages only).
-fn pr_commits(repo: &Path, base: &str, head: &str) -> Result<Vec<Commit>> {
-    let log =
-        git_text(repo, &["log", "--reverse", "--format=%H%x00%an%x00%B%x1e", &format!("{base}..{head}")])?;
-    Ok(log
-        .split('\x1e')
-        .filter_map(|entry| {
-            let mut fields = entry.trim_start_matches('\n').splitn(3, '\0');
-            let (sha, author, message) = (fields.next()?, fields.next()?, fields.next()?);
-            Some(Commit {
-                sha: sha.into(),
-                message: message.trim().into(),
-                author: User { login: author.into() },
-                ..Default::default()
-            })
-        })
-        .collect())
+/// The commits of a merged PR's branch, oldest first, each with its author, time, message
+/// and its own changes (against its parent), so that a template can show the work commit
+/// by commit. A branch that merged another branch in keeps its commits without changes: a
+/// merge's diff against its first parent would mix in the other branch's work.
+fn pr_commits(repo: &Path, base: &str, head: &str, options: &MineOptions) -> Result<Vec<Commit>> {
+    let log = git_text(
+        repo,
+        &["log", "--reverse", "--format=%H%x00%P%x00%an%x00%aI%x00%B%x1e", &format!("{base}..{head}")],
+    )?;
+    let mut commits = Vec::new();
+    let mut parents_of = Vec::new();
+    for entry in log.split('\x1e') {
+        let fields: Vec<&str> = entry.trim_start_matches('\n').splitn(5, '\0').collect();
+        let [sha, parents, author, date, message] = fields[..] else { continue };
+        parents_of.push(parents.split_whitespace().map(String::from).collect::<Vec<_>>());
+        commits.push(Commit {
+            sha: sha.into(),
+            message: message.trim().into(),
+            date: Some(date.into()),
+            author: User { login: author.into() },
+            ..Default::default()
+        });
+    }
+    if parents_of.iter().all(|p| p.len() == 1) {
+        // Skipped files are counted once, for the PR's own changes.
+        let mut uncounted = MineReport::default();
+        for (commit, parents) in commits.iter_mut().zip(&parents_of) {
+            commit.files = changed_files(repo, &parents[0], &commit.sha, options, &mut uncounted)?;
+        }
+    }
+    Ok(commits)
 }
 
 fn changed_files(

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use davinci_data::filter::{FilterConfig, Filters};
 use davinci_data::mine_git::{mine_git, MineOptions};
 use davinci_data::records::pr::FileStatus;
 use davinci_data::render::render_pr_python;
@@ -124,4 +125,50 @@ fn a_repository_name_that_cannot_be_read_is_refused_not_guessed() {
     assert!(mine_git(repo, &bad).unwrap_err().to_string().contains("--repo-name `psf requests`"));
     let fork = MineOptions { upstream: Some("nobody/x/y".into()), ..MineOptions::default() };
     assert!(mine_git(repo, &fork).unwrap_err().to_string().contains("--upstream"));
+}
+
+#[test]
+fn a_merged_pr_is_its_commits_authors_work_commit_by_commit_and_a_bots_pr_is_filtered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path();
+    git(repo, &["init", "-q", "-b", "main"]);
+    write(repo, "requirements.txt", b"idna==3.6\nurllib3==2.0\n");
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "Initial commit"]);
+    git(repo, &["checkout", "-q", "-b", "bump"]);
+    let as_bot = ["-c", "user.name=dependabot[bot]", "commit", "-q", "-am"];
+    write(repo, "requirements.txt", b"idna==3.7\nurllib3==2.0\n");
+    git(repo, &[&as_bot[..], &["Bump idna from 3.6 to 3.7"]].concat());
+    write(repo, "requirements.txt", b"idna==3.7\nurllib3==2.2\n");
+    git(repo, &[&as_bot[..], &["Bump urllib3 from 2.0 to 2.2"]].concat());
+    git(repo, &["checkout", "-q", "main"]);
+    // A person merges it, and the merge message has no title line.
+    git(repo, &["merge", "-q", "--no-ff", "bump", "-m", "Merge pull request #9 from acme/bump"]);
+
+    let options = MineOptions { repo_name: Some("acme/app".into()), ..MineOptions::default() };
+    let (prs, _) = mine_git(repo, &options).unwrap();
+    let pr = &prs[0];
+    assert_eq!(pr.user.login, "dependabot[bot]", "the author of the commits, not the merger");
+    assert_eq!(pr.title, "Bump idna from 3.6 to 3.7", "an empty title falls back to the first commit");
+    let messages: Vec<&str> = pr.commits.iter().map(|c| c.message.as_str()).collect();
+    assert_eq!(messages, ["Bump idna from 3.6 to 3.7", "Bump urllib3 from 2.0 to 2.2"]);
+    for commit in &pr.commits {
+        assert!(commit.date.as_deref().is_some_and(|d| d.contains('T')), "{:?}", commit.date);
+        assert_eq!(commit.files.len(), 1, "each commit carries its own change");
+    }
+    let second = &pr.commits[1].files[0];
+    assert_eq!(second.content_before.as_deref(), Some("idna==3.7\nurllib3==2.0\n"), "against its parent");
+    // The template shows one block per commit, each with its own message.
+    let text = render_pr_python(pr).unwrap();
+    assert!(
+        text.contains("Bump urllib3 from 2.0 to 2.2") && text.contains("Bump idna from 3.6 to 3.7"),
+        "{text}"
+    );
+
+    // The bot filter sees through the merge: the PR, and a PR whose commits are all a bot's.
+    let filters = Filters::new(FilterConfig::default(), repo).unwrap();
+    assert_eq!(filters.reject_pr(pr), Some("bot author"));
+    let mut merged_by_a_person = pr.clone();
+    merged_by_a_person.user.login = "carol".into();
+    assert_eq!(filters.reject_pr(&merged_by_a_person), Some("bot author"));
 }

@@ -64,6 +64,7 @@ fn sample_pr() -> PullRequest {
             refined_message: Some("Handle empty input in parse".into()),
             author: user("alice"),
             files: vec![file, added],
+            ..Default::default()
         }],
         reviews: vec![Review {
             user: user("carol"),

@@ -80,6 +80,9 @@ impl ChangedFile {
 pub struct Commit {
     pub sha: String,
     pub message: String,
+    /// When the commit was authored (ISO 8601; REST: commit.author.date).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
     /// LLM-refined message, preferred by the templates when present.
     pub refined_message: Option<String>,
     pub author: User,
