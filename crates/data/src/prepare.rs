@@ -85,6 +85,9 @@ pub struct PrepareReport {
     pub malformed_examples: Vec<String>,
 }
 
+/// Why a pr-python record is dropped when one of its patches does not fit its file.
+const EDITS_DO_NOT_APPLY: &str = "edits do not apply";
+
 enum Outcome {
     Kept { ids: Vec<u32>, loss: Vec<bool>, hash: [u8; 32] },
     Removed(&'static str),
@@ -111,7 +114,10 @@ fn render(
                 Template::PrGeneral => render_pr_general(&pr),
                 _ => match render_pr_python(&pr) {
                     Ok(text) => text,
-                    Err(_) => return Ok(Err("edits do not apply")),
+                    Err(why) => {
+                        tracing::debug!("{}: edits do not apply: {why}", pr.id());
+                        return Ok(Err(EDITS_DO_NOT_APPLY));
+                    }
                 },
             };
             let mut r = Rendered::default();
@@ -158,6 +164,13 @@ pub fn render_record(template: Template, chatml: ChatMlOptions, text: &str) -> R
     let filters = Filters::new(spec.filters.clone(), Path::new("."))?;
     match render(&spec, &filters, text) {
         Ok(Ok(rendered)) => Ok(rendered.to_display_string()),
+        // Say which edit and why, which the count in a prepare report leaves out.
+        Ok(Err(EDITS_DO_NOT_APPLY)) => {
+            let pr: PullRequest =
+                serde_json::from_str(text).map_err(|e| DataError::Invalid(e.to_string()))?;
+            let why = render_pr_python(&pr).err().unwrap_or_default();
+            Err(DataError::Invalid(format!("not rendered: {EDITS_DO_NOT_APPLY}: {why}")))
+        }
         Ok(Err(reason)) => Err(DataError::Invalid(format!("not rendered: {reason}"))),
         Err(message) => Err(DataError::Invalid(message)),
     }

@@ -3,11 +3,12 @@
 mod common;
 
 use common::git_patch;
+use davinci_data::prepare::render_record;
 use davinci_data::records::pr::{
     ChangedFile, Commit, FileStatus, IssueComment, LinkedIssue, PullRequest, Review, ReviewComment, User,
 };
 use davinci_data::render::diff::{apply_edits, Edit};
-use davinci_data::render::{render_pr_general, render_pr_python};
+use davinci_data::render::{render_pr_general, render_pr_python, Template};
 
 const OLD: &str = "def parse(value):\n    return int(value)\n\n\ndef show(value):\n    return str(value)\n";
 const NEW: &str = "def parse(value):\n    if not value:\n        return None\n    return int(value)\n\n\ndef show(value):\n    return str(value)\n";
@@ -155,4 +156,33 @@ fn code_fences_outgrow_backticks_in_the_content() {
     use davinci_data::render::pr_python::fenced;
     assert_eq!(fenced("a = 1\n", "x.py"), "```python\na = 1\n```\n");
     assert_eq!(fenced("doc = '''```'''", "README"), "````\ndoc = '''```'''\n````\n");
+}
+
+#[test]
+fn pr_python_opens_its_edits_with_the_summary_and_creates_empty_files() {
+    let mut pr = sample_pr();
+    let empty = ChangedFile {
+        filename: "pkg/__init__.py".into(),
+        status: FileStatus::Added,
+        previous_filename: None,
+        content_before: None,
+        patch: None,
+    };
+    pr.commits[0].files.push(empty.clone());
+    pr.files.push(empty);
+    let text = render_pr_python(&pr).unwrap();
+    assert_in_order(
+        &text,
+        &["# Edits", "Refined summary", "## Commit 1:", "Create: pkg/__init__.py\n```python\n```"],
+    );
+}
+
+#[test]
+fn data_show_says_which_edit_does_not_apply_and_why() {
+    let mut pr = sample_pr();
+    pr.files[0].content_before = Some("something else entirely\n".into());
+    pr.commits[0].files[0].content_before = Some("something else entirely\n".into());
+    let json = serde_json::to_string(&pr).unwrap();
+    let err = render_record(Template::PrPython, Default::default(), &json).unwrap_err().to_string();
+    assert!(err.contains("edits do not apply: pkg/parse.py:"), "{err}");
 }

@@ -44,6 +44,12 @@ pub fn render_pr_python(pr: &PullRequest) -> Result<String, String> {
         }
     }
     out.push_str("\n# Edits\n");
+    // The change in a sentence or a paragraph before its commits, as the paper's samples
+    // open their edits: the refined summary, else the description's first paragraph.
+    let summary = pr.summary.as_deref().or(pr.body.as_deref()).map(str::trim).unwrap_or_default();
+    if let Some(paragraph) = summary.split("\n\n").next().filter(|p| !p.trim().is_empty()) {
+        let _ = writeln!(out, "\n{}", paragraph.trim());
+    }
     let per_commit = pr.commits.iter().any(|c| !c.files.is_empty());
     if per_commit {
         for (i, commit) in pr.commits.iter().enumerate() {
@@ -66,7 +72,11 @@ fn write_file_edits(out: &mut String, file: &ChangedFile) -> Result<(), String> 
     let path = file.filename.as_str();
     let hunks = match &file.patch {
         Some(patch) => parse_patch(patch).map_err(|e| format!("{path}: {e}"))?,
-        None if file.status == FileStatus::Removed || file.status == FileStatus::Renamed => Vec::new(),
+        // GitHub gives no patch for an added empty file (`__init__.py`, `py.typed`): it is
+        // created empty. Binary files should not reach a record (mine-git leaves them out).
+        None if matches!(file.status, FileStatus::Removed | FileStatus::Renamed | FileStatus::Added) => {
+            Vec::new()
+        }
         None => return Err(format!("{path}: no patch (binary or too large)")),
     };
     match file.status {
