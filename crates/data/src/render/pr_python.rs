@@ -44,11 +44,12 @@ pub fn render_pr_python(pr: &PullRequest) -> Result<String, String> {
         }
     }
     out.push_str("\n# Edits\n");
-    // The change in a sentence or a paragraph before its commits, as the paper's samples
-    // open their edits: the refined summary, else the description's first paragraph.
-    let summary = pr.summary.as_deref().or(pr.body.as_deref()).map(str::trim).unwrap_or_default();
-    if let Some(paragraph) = summary.split("\n\n").next().filter(|p| !p.trim().is_empty()) {
-        let _ = writeln!(out, "\n{}", paragraph.trim());
+    // What the change does, before its commits, as the paper's samples open their edits:
+    // the refined summary, else the title (a description's first paragraph is too often a
+    // template's boilerplate).
+    let summary = pr.summary.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or(pr.title.trim());
+    if !summary.is_empty() {
+        let _ = writeln!(out, "\n{summary}");
     }
     let per_commit = pr.commits.iter().any(|c| !c.files.is_empty());
     if per_commit {
