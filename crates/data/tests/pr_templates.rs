@@ -72,6 +72,7 @@ fn sample_pr() -> PullRequest {
             state: "APPROVED".into(),
             body: Some("LGTM".into()),
             submitted_at: Some("2024-01-02".into()),
+            ..Default::default()
         }],
         review_comments: vec![ReviewComment {
             user: user("carol"),
@@ -79,6 +80,7 @@ fn sample_pr() -> PullRequest {
             path: Some("pkg/parse.py".into()),
             line: Some(2),
             created_at: None,
+            ..Default::default()
         }],
         comments: vec![IssueComment {
             user: user("dave"),
@@ -185,4 +187,70 @@ fn data_show_says_which_edit_does_not_apply_and_why() {
     let json = serde_json::to_string(&pr).unwrap();
     let err = render_record(Template::PrPython, Default::default(), &json).unwrap_err().to_string();
     assert!(err.contains("edits do not apply: pkg/parse.py:"), "{err}");
+}
+
+#[test]
+fn pr_general_interleaves_by_time_and_shows_each_inline_comment_once() {
+    let mut pr = sample_pr();
+    let commit = |sha: &str, message: &str, date: &str| Commit {
+        sha: sha.into(),
+        message: message.into(),
+        date: Some(date.into()),
+        ..Default::default()
+    };
+    pr.commits = vec![
+        commit("aaa", "first try", "2024-01-01T09:00:00Z"),
+        commit("bbb", "address review", "2024-01-03T09:00:00Z"),
+    ];
+    let review = |id: u64, state: &str, at: &str| Review {
+        id: Some(id),
+        user: user("carol"),
+        state: state.into(),
+        submitted_at: Some(at.into()),
+        ..Default::default()
+    };
+    pr.reviews = vec![
+        review(1, "CHANGES_REQUESTED", "2024-01-02T09:00:00Z"),
+        review(2, "COMMENTED", "2024-01-03T10:00:00Z"),
+        review(3, "APPROVED", "2024-01-04T09:00:00Z"),
+    ];
+    let inline = |review: u64, body: &str| ReviewComment {
+        pull_request_review_id: Some(review),
+        user: user("carol"),
+        body: body.into(),
+        path: Some("pkg/parse.py".into()),
+        ..Default::default()
+    };
+    pr.review_comments = vec![inline(1, "guard the empty case"), inline(2, "now add a test")];
+    pr.comments = vec![IssueComment {
+        user: user("dave"),
+        body: "Ping?".into(),
+        created_at: Some("2024-01-02T12:00:00Z".into()),
+    }];
+    let text = render_pr_general(&pr);
+    assert_in_order(
+        &text,
+        &[
+            "<commit_message>\nfirst try",
+            "CHANGES_REQUESTED</pr_review_state>",
+            "guard the empty case",
+            "<pr_comment author=\"dave\">\nPing?",
+            "<commit_message>\naddress review",
+            // The whole change stands after the last commit when commits carry no diffs.
+            "<commit_file path=\"pkg/parse.py\"",
+            "COMMENTED</pr_review_state>",
+            "now add a test",
+            "APPROVED</pr_review_state>",
+        ],
+    );
+    assert_eq!(text.matches("guard the empty case").count(), 1, "{text}");
+    assert_eq!(text.matches("now add a test").count(), 1, "{text}");
+}
+
+#[test]
+fn an_untitled_pr_shows_its_first_commits_subject() {
+    let mut pr = sample_pr();
+    pr.title = "  ".into();
+    assert!(render_pr_general(&pr).contains("<pr_title>Handle empty input in parse</pr_title>"));
+    assert!(render_pr_python(&pr).unwrap().contains("# Pull Request\n\n## Handle empty input in parse\n"));
 }

@@ -98,6 +98,9 @@ impl Commit {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Review {
+    /// REST's review id, which inline comments point to (`pull_request_review_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u64>,
     pub user: User,
     /// `APPROVED`, `CHANGES_REQUESTED`, `COMMENTED` or `DISMISSED`.
     pub state: String,
@@ -108,6 +111,9 @@ pub struct Review {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ReviewComment {
+    /// The review this inline comment belongs to (REST: `pull_request_review_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull_request_review_id: Option<u64>,
     pub user: User,
     pub body: String,
     pub path: Option<String>,
@@ -171,6 +177,13 @@ impl PullRequest {
     /// The description a template shows: the refined summary if any, else the body.
     pub fn best_description(&self) -> &str {
         self.summary.as_deref().filter(|s| !s.trim().is_empty()).or(self.body.as_deref()).unwrap_or("")
+    }
+
+    /// The title a template shows: the PR's, else its first commit's subject (a merge
+    /// commit without a body leaves a mined PR untitled).
+    pub fn display_title(&self) -> &str {
+        let first_subject = self.commits.first().and_then(|c| c.best_message().lines().next());
+        Some(self.title.trim()).filter(|t| !t.is_empty()).or(first_subject.map(str::trim)).unwrap_or("")
     }
 
     /// `owner/name#number`, for reports and error messages.

@@ -1,24 +1,53 @@
 //! The `pr-general` template: a pull request in the XML-like layout of The Stack v2's
-//! pull-request subset, in chronological order, with the changed files' contents at the
-//! PR's base.
+//! pull-request subset, with the changed files' contents at the PR's base, then its
+//! commits, reviews and comments in the order they happened.
 
 use std::fmt::Write;
 
-use crate::records::pr::{ChangedFile, PullRequest};
+use crate::records::pr::{ChangedFile, Commit, IssueComment, PullRequest, Review, ReviewComment};
 
-/// One timeline event after the commits: a review or a discussion comment.
+/// One event of the PR's timeline: a commit, a review or a discussion comment.
 enum Event<'a> {
-    Review(&'a crate::records::pr::Review),
-    Comment(&'a crate::records::pr::IssueComment),
+    Commit(&'a Commit),
+    Review(&'a Review),
+    Comment(&'a IssueComment),
 }
 
 impl Event<'_> {
+    /// ISO 8601 times sort as text; an event without one sorts first (old records have no
+    /// commit times, and their commits come first as before).
     fn time(&self) -> &str {
         match self {
-            Event::Review(r) => r.submitted_at.as_deref().unwrap_or(""),
-            Event::Comment(c) => c.created_at.as_deref().unwrap_or(""),
+            Event::Commit(c) => c.date.as_deref(),
+            Event::Review(r) => r.submitted_at.as_deref(),
+            Event::Comment(c) => c.created_at.as_deref(),
         }
+        .unwrap_or("")
     }
+}
+
+/// Which inline comments each review shows: those that name it, else (records without
+/// review ids) those of its author not shown under an earlier review, so each appears once.
+fn comments_by_review(pr: &PullRequest) -> Vec<Vec<&ReviewComment>> {
+    let mut shown = vec![false; pr.review_comments.len()];
+    pr.reviews
+        .iter()
+        .map(|review| {
+            let mut mine = Vec::new();
+            for (i, comment) in pr.review_comments.iter().enumerate() {
+                let belongs = match (comment.pull_request_review_id, review.id) {
+                    (Some(of), Some(id)) => of == id,
+                    (None, _) => comment.user.login == review.user.login,
+                    (Some(_), None) => false,
+                };
+                if belongs && !shown[i] {
+                    shown[i] = true;
+                    mine.push(comment);
+                }
+            }
+            mine
+        })
+        .collect()
 }
 
 /// Renders a pull request as one plain-text document.
@@ -28,7 +57,7 @@ pub fn render_pr_general(pr: &PullRequest) -> String {
     let _ = writeln!(
         out,
         "<pr>\n<pr_title>{}</pr_title>\n<pr_author>{}</pr_author>",
-        pr.title.trim(),
+        pr.display_title(),
         pr.user.login
     );
     let description = pr.best_description().trim();
@@ -57,29 +86,34 @@ pub fn render_pr_general(pr: &PullRequest) -> String {
         }
         out.push_str("</base_files>\n");
     }
-    for commit in &pr.commits {
-        let _ = writeln!(
-            out,
-            "<pr_commit sha=\"{}\">\n<commit_message>\n{}\n</commit_message>",
-            short(&commit.sha),
-            commit.best_message().trim()
-        );
-        for file in &commit.files {
-            write_file_change(&mut out, file);
-        }
-        out.push_str("</pr_commit>\n");
-    }
-    if pr.commits.iter().all(|c| c.files.is_empty()) {
-        // No per-commit diffs: the PR's whole change stands in for them.
-        for file in &pr.files {
-            write_file_change(&mut out, file);
-        }
-    }
-    let mut events: Vec<Event> =
-        pr.reviews.iter().map(Event::Review).chain(pr.comments.iter().map(Event::Comment)).collect();
+    let mut events: Vec<Event> = pr
+        .commits
+        .iter()
+        .map(Event::Commit)
+        .chain(pr.reviews.iter().map(Event::Review))
+        .chain(pr.comments.iter().map(Event::Comment))
+        .collect();
     events.sort_by(|a, b| a.time().cmp(b.time()));
-    for event in events {
+    let last_commit = events.iter().rposition(|e| matches!(e, Event::Commit(_)));
+    let whole_change = pr.commits.iter().all(|c| c.files.is_empty());
+    let review_comments = comments_by_review(pr);
+    if whole_change && last_commit.is_none() {
+        write_whole_change(&mut out, pr);
+    }
+    for (i, event) in events.iter().enumerate() {
         match event {
+            Event::Commit(commit) => {
+                let _ = writeln!(
+                    out,
+                    "<pr_commit sha=\"{}\">\n<commit_message>\n{}\n</commit_message>",
+                    short(&commit.sha),
+                    commit.best_message().trim()
+                );
+                for file in &commit.files {
+                    write_file_change(&mut out, file);
+                }
+                out.push_str("</pr_commit>\n");
+            }
             Event::Review(review) => {
                 let _ = writeln!(
                     out,
@@ -89,7 +123,8 @@ pub fn render_pr_general(pr: &PullRequest) -> String {
                 if let Some(body) = review.body.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
                     let _ = writeln!(out, "{body}");
                 }
-                for comment in pr.review_comments.iter().filter(|c| c.user.login == review.user.login) {
+                let index = pr.reviews.iter().position(|r| std::ptr::eq(r, *review)).unwrap_or(0);
+                for comment in &review_comments[index] {
                     let place = match (&comment.path, comment.line) {
                         (Some(p), Some(l)) => format!(" path=\"{p}\" line=\"{l}\""),
                         (Some(p), None) => format!(" path=\"{p}\""),
@@ -112,10 +147,13 @@ pub fn render_pr_general(pr: &PullRequest) -> String {
                 );
             }
         }
+        if whole_change && last_commit == Some(i) {
+            write_whole_change(&mut out, pr);
+        }
     }
-    // Inline comments by someone who left no review still belong to the discussion.
-    let reviewers: Vec<&str> = pr.reviews.iter().map(|r| r.user.login.as_str()).collect();
-    for comment in pr.review_comments.iter().filter(|c| !reviewers.contains(&c.user.login.as_str())) {
+    // Inline comments no review shows still belong to the discussion.
+    let shown: Vec<&ReviewComment> = review_comments.iter().flatten().copied().collect();
+    for comment in pr.review_comments.iter().filter(|c| !shown.iter().any(|s| std::ptr::eq(*s, *c))) {
         let path = comment.path.as_deref().unwrap_or("");
         let _ = writeln!(
             out,
@@ -128,6 +166,13 @@ pub fn render_pr_general(pr: &PullRequest) -> String {
         writeln!(out, "<pr_status>{}</pr_status>", if pr.state.is_empty() { "closed" } else { &pr.state });
     let _ = writeln!(out, "<pr_is_merged>{}</pr_is_merged>", if pr.merged { "True" } else { "False" });
     out
+}
+
+/// Without per-commit diffs, the PR's whole change stands in for them, after its commits.
+fn write_whole_change(out: &mut String, pr: &PullRequest) {
+    for file in &pr.files {
+        write_file_change(out, file);
+    }
 }
 
 fn write_file_change(out: &mut String, file: &ChangedFile) {

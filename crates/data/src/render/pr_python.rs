@@ -26,7 +26,7 @@ pub fn render_pr_python(pr: &PullRequest) -> Result<String, String> {
             }
         }
     }
-    let _ = writeln!(out, "\n# Pull Request\n\n## {}\n", pr.title.trim());
+    let _ = writeln!(out, "\n# Pull Request\n\n## {}\n", pr.display_title());
     let description = pr.best_description().trim();
     if !description.is_empty() {
         let _ = writeln!(out, "{description}");
@@ -47,7 +47,8 @@ pub fn render_pr_python(pr: &PullRequest) -> Result<String, String> {
     // What the change does, before its commits, as the paper's samples open their edits:
     // the refined summary, else the title (a description's first paragraph is too often a
     // template's boilerplate).
-    let summary = pr.summary.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or(pr.title.trim());
+    let summary =
+        pr.summary.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or(pr.display_title());
     if !summary.is_empty() {
         let _ = writeln!(out, "\n{summary}");
     }
@@ -60,7 +61,7 @@ pub fn render_pr_python(pr: &PullRequest) -> Result<String, String> {
             }
         }
     } else {
-        let message = pr.commits.first().map(|c| c.best_message()).unwrap_or(&pr.title);
+        let message = pr.commits.first().map(|c| c.best_message()).unwrap_or(pr.display_title());
         let _ = writeln!(out, "\n## Commit 1: {}\n", message.trim());
         for file in &pr.files {
             write_file_edits(&mut out, file)?;
