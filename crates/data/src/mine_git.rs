@@ -119,13 +119,7 @@ pub fn mine_git(repo: &Path, options: &MineOptions) -> Result<(Vec<PullRequest>,
         // The PR's author is whoever wrote its first commit: the author of a merge commit
         // is whoever merged it.
         let user = commits.first().map_or_else(|| User { login: author.into() }, |c| c.author.clone());
-        // A merge without a title (an empty merge message body) takes its first commit's subject.
-        let title = if title.trim().is_empty() {
-            commits.first().and_then(|c| c.message.lines().next()).unwrap_or_default().to_string()
-        } else {
-            title
-        };
-        prs.push(PullRequest {
+        let mut pr = PullRequest {
             repo: name.clone(),
             upstream: upstream.clone(),
             number,
@@ -139,7 +133,11 @@ pub fn mine_git(repo: &Path, options: &MineOptions) -> Result<(Vec<PullRequest>,
             files,
             commits,
             ..Default::default()
-        });
+        };
+        // A merge without a title (an empty merge message body) records the title the
+        // templates would show: its first commit's subject.
+        pr.title = pr.display_title().to_string();
+        prs.push(pr);
     }
     Ok((prs, report))
 }

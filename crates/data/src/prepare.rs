@@ -85,8 +85,18 @@ pub struct PrepareReport {
     pub malformed_examples: Vec<String>,
 }
 
-/// Why a pr-python record is dropped when one of its patches does not fit its file.
-const EDITS_DO_NOT_APPLY: &str = "edits do not apply";
+/// Why a record is not rendered: the reason a report counts and, where there is more to
+/// say, what a person looking at the record wants to know (which edit does not apply).
+struct Rejection {
+    reason: &'static str,
+    detail: Option<String>,
+}
+
+impl From<&'static str> for Rejection {
+    fn from(reason: &'static str) -> Self {
+        Self { reason, detail: None }
+    }
+}
 
 enum Outcome {
     Kept { ids: Vec<u32>, loss: Vec<bool>, hash: [u8; 32] },
@@ -94,13 +104,13 @@ enum Outcome {
     Malformed(String),
 }
 
-/// Renders one record with the dataset's template; `Err` is a malformed record, `Ok(None)`
-/// a record the record-level filters drop (the reason is counted).
+/// Renders one record with the dataset's template; `Err` is a malformed record, `Ok(Err)`
+/// a record that is dropped (the reason is counted).
 fn render(
     spec: &DatasetSpec,
     filters: &Filters,
     text: &str,
-) -> std::result::Result<std::result::Result<Rendered, &'static str>, String> {
+) -> std::result::Result<std::result::Result<Rendered, Rejection>, String> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
     let all = spec.chatml.loss == LossScope::All || spec.template != Template::Chatml;
     let mut rendered = match spec.template {
@@ -108,15 +118,14 @@ fn render(
             let pr: PullRequest =
                 serde_json::from_value(value).map_err(|e| format!("not a PR record: {e}"))?;
             if let Some(reason) = filters.reject_pr(&pr) {
-                return Ok(Err(reason));
+                return Ok(Err(reason.into()));
             }
             let text = match spec.template {
                 Template::PrGeneral => render_pr_general(&pr),
                 _ => match render_pr_python(&pr) {
                     Ok(text) => text,
                     Err(why) => {
-                        tracing::debug!("{}: edits do not apply: {why}", pr.id());
-                        return Ok(Err(EDITS_DO_NOT_APPLY));
+                        return Ok(Err(Rejection { reason: "edits do not apply", detail: Some(why) }));
                     }
                 },
             };
@@ -127,7 +136,7 @@ fn render(
         Template::Chatml => {
             let trajectory = parse_trajectory(&value)?;
             if let Some(reason) = filters.reject_trajectory(&trajectory) {
-                return Ok(Err(reason));
+                return Ok(Err(reason.into()));
             }
             render_chatml(&trajectory, spec.chatml)
         }
@@ -135,7 +144,7 @@ fn render(
             let plain: PlainText =
                 serde_json::from_value(value).map_err(|e| format!("not a text record: {e}"))?;
             if plain.repo.as_deref().is_some_and(|r| filters.repo_excluded(r)) {
-                return Ok(Err("decontamination: excluded repository"));
+                return Ok(Err("decontamination: excluded repository".into()));
             }
             let mut r = Rendered::default();
             r.text(plain.text, true);
@@ -164,14 +173,12 @@ pub fn render_record(template: Template, chatml: ChatMlOptions, text: &str) -> R
     let filters = Filters::new(spec.filters.clone(), Path::new("."))?;
     match render(&spec, &filters, text) {
         Ok(Ok(rendered)) => Ok(rendered.to_display_string()),
-        // Say which edit and why, which the count in a prepare report leaves out.
-        Ok(Err(EDITS_DO_NOT_APPLY)) => {
-            let pr: PullRequest =
-                serde_json::from_str(text).map_err(|e| DataError::Invalid(e.to_string()))?;
-            let why = render_pr_python(&pr).err().unwrap_or_default();
-            Err(DataError::Invalid(format!("not rendered: {EDITS_DO_NOT_APPLY}: {why}")))
+        Ok(Err(Rejection { reason, detail: None })) => {
+            Err(DataError::Invalid(format!("not rendered: {reason}")))
         }
-        Ok(Err(reason)) => Err(DataError::Invalid(format!("not rendered: {reason}"))),
+        Ok(Err(Rejection { reason, detail: Some(detail) })) => {
+            Err(DataError::Invalid(format!("not rendered: {reason}: {detail}")))
+        }
         Err(message) => Err(DataError::Invalid(message)),
     }
 }
@@ -179,7 +186,7 @@ pub fn render_record(template: Template, chatml: ChatMlOptions, text: &str) -> R
 fn process(spec: &DatasetSpec, filters: &Filters, tokenizer: &TextTokenizer, text: &str) -> Outcome {
     let rendered = match render(spec, filters, text) {
         Err(message) => return Outcome::Malformed(message),
-        Ok(Err(reason)) => return Outcome::Removed(reason),
+        Ok(Err(rejection)) => return Outcome::Removed(rejection.reason),
         Ok(Ok(r)) => r,
     };
     let display = rendered.to_display_string();

@@ -114,7 +114,7 @@ fn epoch_batches(loader: &mut Loader, rank: usize, world: usize) -> Vec<Batch> {
     out
 }
 
-/// CpuFloat tokens of batches, counted per value.
+/// Real tokens of batches, counted per value.
 fn token_counts(batches: &[Batch]) -> BTreeMap<u32, usize> {
     let mut counts = BTreeMap::new();
     for batch in batches {

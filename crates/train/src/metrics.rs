@@ -27,10 +27,10 @@ pub struct StepMetrics {
     pub lr: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
-    /// CpuFloat (non-padding) tokens of this step, and loss-bearing ones.
+    /// Real (non-padding) tokens of this step, and loss-bearing ones.
     pub tokens: u64,
     pub loss_tokens: u64,
-    /// CpuFloat tokens of the stage so far.
+    /// Real tokens of the stage so far.
     pub tokens_seen: u64,
     pub tokens_per_second: f64,
     pub elapsed_seconds: f64,
@@ -74,8 +74,7 @@ impl MetricsLog {
                 .collect(),
             _ => Vec::new(),
         };
-        let history: Vec<StepMetrics> = kept.iter().map(|(_, m)| m.clone()).collect();
-        let events = EventWriter::create(dir, &history)?;
+        let events = EventWriter::create(dir, kept.iter().map(|(_, m)| m))?;
         let kept: Vec<String> = kept.into_iter().map(|(line, _)| line).collect();
         let tmp = dir.join(format!(".{METRICS_FILE}.tmp-{}", std::process::id()));
         let mut text = kept.join("\n");

@@ -31,7 +31,7 @@ pub struct EventWriter {
 impl EventWriter {
     /// Starts `dir`'s event file afresh with `history` (the steps a resume keeps), written
     /// to a temporary name and renamed, then opens it for appending.
-    pub fn create(dir: &Path, history: &[StepMetrics]) -> Result<Self> {
+    pub fn create<'a>(dir: &Path, history: impl IntoIterator<Item = &'a StepMetrics>) -> Result<Self> {
         let path = dir.join(EVENTS_FILE);
         let tmp = dir.join(format!(".{EVENTS_FILE}.tmp-{}", std::process::id()));
         let mut bytes = record(&event(now(), 0, &Body::FileVersion("brain.Event:2")));
@@ -51,7 +51,7 @@ impl EventWriter {
 
 /// The scalars of one step, as (tag, value).
 pub fn scalars(m: &StepMetrics) -> Vec<(String, f64)> {
-    let mut out = vec![
+    let all = [
         ("loss", Some(m.loss)),
         ("lr", Some(m.lr)),
         ("grad_norm", Some(m.grad_norm)),
@@ -63,8 +63,8 @@ pub fn scalars(m: &StepMetrics) -> Vec<(String, f64)> {
         ("data_wait_seconds", m.data_wait_seconds),
         ("collective_seconds", m.collective_seconds),
     ];
-    out.retain(|(_, v)| v.is_some_and(f64::is_finite));
-    out.into_iter().filter_map(|(name, v)| v.map(|v| (format!("{}/{name}", m.stage), v))).collect()
+    let finite = all.into_iter().filter_map(|(name, v)| Some(name).zip(v.filter(|v| v.is_finite())));
+    finite.map(|(name, v)| (format!("{}/{name}", m.stage), v)).collect()
 }
 
 fn step_event(m: &StepMetrics) -> Vec<u8> {

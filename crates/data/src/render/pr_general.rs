@@ -6,10 +6,11 @@ use std::fmt::Write;
 
 use crate::records::pr::{ChangedFile, Commit, IssueComment, PullRequest, Review, ReviewComment};
 
-/// One event of the PR's timeline: a commit, a review or a discussion comment.
+/// One event of the PR's timeline: a commit, a review with its inline comments, or a
+/// discussion comment.
 enum Event<'a> {
     Commit(&'a Commit),
-    Review(&'a Review),
+    Review(&'a Review, Vec<&'a ReviewComment>),
     Comment(&'a IssueComment),
 }
 
@@ -19,7 +20,7 @@ impl Event<'_> {
     fn time(&self) -> &str {
         match self {
             Event::Commit(c) => c.date.as_deref(),
-            Event::Review(r) => r.submitted_at.as_deref(),
+            Event::Review(r, _) => r.submitted_at.as_deref(),
             Event::Comment(c) => c.created_at.as_deref(),
         }
         .unwrap_or("")
@@ -27,10 +28,12 @@ impl Event<'_> {
 }
 
 /// Which inline comments each review shows: those that name it, else (records without
-/// review ids) those of its author not shown under an earlier review, so each appears once.
-fn comments_by_review(pr: &PullRequest) -> Vec<Vec<&ReviewComment>> {
+/// review ids) those of its author not shown under an earlier review, so each appears
+/// once; and the comments no review shows.
+fn comments_by_review(pr: &PullRequest) -> (Vec<Vec<&ReviewComment>>, Vec<&ReviewComment>) {
     let mut shown = vec![false; pr.review_comments.len()];
-    pr.reviews
+    let per_review = pr
+        .reviews
         .iter()
         .map(|review| {
             let mut mine = Vec::new();
@@ -47,7 +50,9 @@ fn comments_by_review(pr: &PullRequest) -> Vec<Vec<&ReviewComment>> {
             }
             mine
         })
-        .collect()
+        .collect();
+    let unattached = pr.review_comments.iter().zip(shown).filter(|(_, s)| !s).map(|(c, _)| c).collect();
+    (per_review, unattached)
 }
 
 /// Renders a pull request as one plain-text document.
@@ -86,17 +91,19 @@ pub fn render_pr_general(pr: &PullRequest) -> String {
         }
         out.push_str("</base_files>\n");
     }
+    let (review_comments, unattached) = comments_by_review(pr);
     let mut events: Vec<Event> = pr
         .commits
         .iter()
         .map(Event::Commit)
-        .chain(pr.reviews.iter().map(Event::Review))
+        .chain(
+            pr.reviews.iter().zip(review_comments).map(|(review, comments)| Event::Review(review, comments)),
+        )
         .chain(pr.comments.iter().map(Event::Comment))
         .collect();
     events.sort_by(|a, b| a.time().cmp(b.time()));
     let last_commit = events.iter().rposition(|e| matches!(e, Event::Commit(_)));
     let whole_change = pr.commits.iter().all(|c| c.files.is_empty());
-    let review_comments = comments_by_review(pr);
     if whole_change && last_commit.is_none() {
         write_whole_change(&mut out, pr);
     }
@@ -114,7 +121,7 @@ pub fn render_pr_general(pr: &PullRequest) -> String {
                 }
                 out.push_str("</pr_commit>\n");
             }
-            Event::Review(review) => {
+            Event::Review(review, comments) => {
                 let _ = writeln!(
                     out,
                     "<pr_review author=\"{}\">\n<pr_review_state>{}</pr_review_state>",
@@ -123,8 +130,7 @@ pub fn render_pr_general(pr: &PullRequest) -> String {
                 if let Some(body) = review.body.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
                     let _ = writeln!(out, "{body}");
                 }
-                let index = pr.reviews.iter().position(|r| std::ptr::eq(r, *review)).unwrap_or(0);
-                for comment in &review_comments[index] {
+                for comment in comments {
                     let place = match (&comment.path, comment.line) {
                         (Some(p), Some(l)) => format!(" path=\"{p}\" line=\"{l}\""),
                         (Some(p), None) => format!(" path=\"{p}\""),
@@ -152,8 +158,7 @@ pub fn render_pr_general(pr: &PullRequest) -> String {
         }
     }
     // Inline comments no review shows still belong to the discussion.
-    let shown: Vec<&ReviewComment> = review_comments.iter().flatten().copied().collect();
-    for comment in pr.review_comments.iter().filter(|c| !shown.iter().any(|s| std::ptr::eq(*s, *c))) {
+    for comment in unattached {
         let path = comment.path.as_deref().unwrap_or("");
         let _ = writeln!(
             out,

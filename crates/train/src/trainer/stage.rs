@@ -1,5 +1,6 @@
-//! One stage: global batches from the loader (prefetched on a thread), gradient accumulation over micro-batches,
-//! clipping, AdamW, metrics, and checkpoints every `checkpoint_every` steps and at the end.
+//! One stage: global batches from the loader (prefetched on a thread), gradient
+//! accumulation over micro-batches, clipping, AdamW, metrics, and checkpoints every
+//! `checkpoint_every` steps and at the end.
 
 use std::time::Instant;
 

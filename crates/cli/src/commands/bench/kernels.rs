@@ -87,10 +87,11 @@ pub fn run(args: KernelArgs) -> Result<()> {
         bail!("--tokens must be positive");
     }
     let t = args.tokens;
-    let mut cases = norm_cases(&config, t, dtype, &device)?;
-    cases.extend(swiglu_cases(&config, t, dtype, &device)?);
-    cases.extend(rope_cases(&config, t, dtype, &device)?);
-    cases.push(loss_case(&config, t, &device)?);
+    let activations = Activations::new(&config, t, dtype, &device)?;
+    let mut cases = norm_cases(&activations)?;
+    cases.extend(swiglu_cases(&activations)?);
+    cases.extend(rope_cases(&activations)?);
+    cases.push(loss_case(&activations)?);
     cases.extend(attention_cases(&config, t, args.docs, &device)?);
     cases.push(adamw_case(&config, &device)?);
     let copy_gbs = copy_bandwidth(args.iters, &device)?;
@@ -147,25 +148,72 @@ fn copy_bandwidth(iters: usize, device: &Device) -> Result<f64> {
     Ok((64u64 << 20) as f64 / seconds / 1e9)
 }
 
+/// What the elementwise and row kernels read, made once; their cases borrow it.
+struct Activations {
+    dtype: DType,
+    eps: f64,
+    /// `[tokens, hidden]`: the input, the norm's weight `[hidden]`, a gradient.
+    x: Tensor,
+    w: Tensor,
+    dy: Tensor,
+    /// `[tokens, intermediate]`: the MLP's gate and up projections and a gradient.
+    gate: Tensor,
+    up: Tensor,
+    d_mlp: Tensor,
+    /// `[tokens, heads, head_dim]` queries and the rotary tables for positions `0..tokens`.
+    q: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    /// One chunk of f32 logits `[rows, vocab]`, as the chunked head runs it, and targets.
+    logits: Tensor,
+    targets: Tensor,
+}
+
+impl Activations {
+    fn new(config: &Config, t: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let (h, inter) = (config.hidden_size, config.intermediate_size);
+        let (heads, hd, vocab) = (config.num_attention_heads, config.head_dim(), config.vocab_size);
+        let positions: Vec<u32> = (0..t as u32).collect();
+        let rotary = Rotary::new(&positions, hd, config.rope_theta, device)?;
+        let rows = t.min(default_chunk_tokens(vocab));
+        let targets: Vec<u32> = (0..rows as u64).map(|r| (r * 7919 % vocab as u64) as u32).collect();
+        Ok(Self {
+            dtype,
+            eps: config.rms_norm_eps,
+            x: random(&[t, h], 1, dtype, device)?,
+            w: random(&[h], 2, dtype, device)?,
+            dy: random(&[t, h], 3, dtype, device)?,
+            gate: random(&[t, inter], 4, dtype, device)?,
+            up: random(&[t, inter], 5, dtype, device)?,
+            d_mlp: random(&[t, inter], 6, dtype, device)?,
+            q: random(&[t, heads, hd], 7, dtype, device)?,
+            cos: rotary.cos().clone(),
+            sin: rotary.sin().clone(),
+            logits: random(&[rows, vocab], 8, DType::F32, device)?,
+            targets: Tensor::from_vec(targets, rows, device)?,
+        })
+    }
+
+    /// Bytes of one element of the activations.
+    fn element(&self) -> f64 {
+        self.dtype.size_in_bytes() as f64
+    }
+}
+
 /// RMSNorm forward, with the residual add, and backward, over `[tokens, hidden]`.
-fn norm_cases<'a>(config: &Config, t: usize, dtype: DType, device: &Device) -> Result<Vec<Case<'a>>> {
-    let (h, eps, e) = (config.hidden_size, config.rms_norm_eps, dtype.size_in_bytes() as f64);
-    let x = random(&[t, h], 1, dtype, device)?;
-    let w = random(&[h], 2, dtype, device)?;
-    let dy = random(&[t, h], 3, dtype, device)?;
-    let (x2, w2, x3, w3, dy3, x4, w4, dy4) =
-        (x.clone(), w.clone(), x.clone(), w.clone(), dy.clone(), x.clone(), w.clone(), dy.clone());
+fn norm_cases(a: &Activations) -> Result<Vec<Case<'_>>> {
+    let ((t, h), e, eps) = (a.x.dims2()?, a.element(), a.eps);
     Ok(vec![
         Case {
             name: "rms_norm fwd",
             shape: format!("{t}x{h}"),
             flops: 0.0,
             bytes: e * (2 * t * h + h) as f64,
-            fused: Box::new(move || discard(ops::rms_norm(&x, &w, eps)?)),
+            fused: Box::new(move || discard(ops::rms_norm(&a.x, &a.w, eps)?)),
             unfused: Some(Box::new(move || {
-                let x32 = x2.to_dtype(DType::F32)?;
+                let x32 = a.x.to_dtype(DType::F32)?;
                 let inv = (x32.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
-                discard(x32.broadcast_mul(&inv)?.to_dtype(dtype)?.broadcast_mul(&w2)?)
+                discard(x32.broadcast_mul(&inv)?.to_dtype(a.dtype)?.broadcast_mul(&a.w)?)
             })),
         },
         Case {
@@ -173,13 +221,10 @@ fn norm_cases<'a>(config: &Config, t: usize, dtype: DType, device: &Device) -> R
             shape: format!("{t}x{h}"),
             flops: 0.0,
             bytes: e * (4 * t * h + h) as f64,
-            fused: Box::new({
-                let (x, w, dy) = (x3.clone(), w3.clone(), dy3.clone());
-                move || discard(ops::add_rms_norm(&x, &dy, &w, eps)?)
-            }),
+            fused: Box::new(move || discard(ops::add_rms_norm(&a.x, &a.dy, &a.w, eps)?)),
             unfused: Some(Box::new(move || {
-                let sum = (&x3 + &dy3)?;
-                discard((ops::rms_norm(&sum, &w3, eps)?, sum))
+                let sum = (&a.x + &a.dy)?;
+                discard((ops::rms_norm(&sum, &a.w, eps)?, sum))
             })),
         },
         Case {
@@ -187,64 +232,55 @@ fn norm_cases<'a>(config: &Config, t: usize, dtype: DType, device: &Device) -> R
             shape: format!("{t}x{h}"),
             flops: 0.0,
             bytes: e * (3 * t * h + 2 * h) as f64 + e * (t * h) as f64,
-            fused: Box::new(move || discard(ops::rms_norm_backward(&x4, &w4, &dy4, eps)?)),
+            fused: Box::new(move || discard(ops::rms_norm_backward(&a.x, &a.w, &a.dy, eps)?)),
             unfused: None,
         },
     ])
 }
 
 /// SwiGLU forward and backward over `[tokens, intermediate]`.
-fn swiglu_cases<'a>(config: &Config, t: usize, dtype: DType, device: &Device) -> Result<Vec<Case<'a>>> {
-    let (inter, e) = (config.intermediate_size, dtype.size_in_bytes() as f64);
-    let gate = random(&[t, inter], 4, dtype, device)?;
-    let up = random(&[t, inter], 5, dtype, device)?;
-    let d_out = random(&[t, inter], 6, dtype, device)?;
-    let (gate2, up2, gate3, up3) = (gate.clone(), up.clone(), gate.clone(), up.clone());
+fn swiglu_cases(a: &Activations) -> Result<Vec<Case<'_>>> {
+    let ((t, inter), e) = (a.gate.dims2()?, a.element());
     Ok(vec![
         Case {
             name: "swiglu fwd",
             shape: format!("{t}x{inter}"),
             flops: 0.0,
             bytes: e * (3 * t * inter) as f64,
-            fused: Box::new(move || discard(ops::swiglu(&gate, &up)?)),
-            unfused: Some(Box::new(move || discard((gate2.silu()? * &up2)?))),
+            fused: Box::new(move || discard(ops::swiglu(&a.gate, &a.up)?)),
+            unfused: Some(Box::new(move || discard((a.gate.silu()? * &a.up)?))),
         },
         Case {
             name: "swiglu bwd",
             shape: format!("{t}x{inter}"),
             flops: 0.0,
             bytes: e * (5 * t * inter) as f64,
-            fused: Box::new(move || discard(ops::swiglu_backward(&gate3, &up3, &d_out)?)),
+            fused: Box::new(move || discard(ops::swiglu_backward(&a.gate, &a.up, &a.d_mlp)?)),
             unfused: None,
         },
     ])
 }
 
-/// RoPE forward and backward over the query heads, with tables for positions `0..tokens`.
-fn rope_cases<'a>(config: &Config, t: usize, dtype: DType, device: &Device) -> Result<Vec<Case<'a>>> {
-    let (heads, hd, e) = (config.num_attention_heads, config.head_dim(), dtype.size_in_bytes() as f64);
-    let q = random(&[t, heads, hd], 7, dtype, device)?;
-    let positions: Vec<u32> = (0..t as u32).collect();
-    let rotary = Rotary::new(&positions, hd, config.rope_theta, device)?;
-    let (cos, sin) = (rotary.cos().clone(), rotary.sin().clone());
-    let bytes = e * (2 * t * heads * hd) as f64 + 4.0 * (2 * t * hd) as f64;
-    let (q2, cos2, sin2, q3, cos3, sin3) =
-        (q.clone(), cos.clone(), sin.clone(), q.clone(), cos.clone(), sin.clone());
+/// RoPE forward and backward over the query heads.
+fn rope_cases(a: &Activations) -> Result<Vec<Case<'_>>> {
+    let (t, heads, hd) = a.q.dims3()?;
+    let bytes = a.element() * (2 * t * heads * hd) as f64 + 4.0 * (2 * t * hd) as f64;
     Ok(vec![
         Case {
             name: "rope fwd",
             shape: format!("{t}x{heads}x{hd}"),
             flops: 0.0,
             bytes,
-            fused: Box::new(move || discard(ops::rope(&q, &cos, &sin)?)),
+            fused: Box::new(move || discard(ops::rope(&a.q, &a.cos, &a.sin)?)),
             unfused: Some(Box::new(move || {
-                let (c, s) = (cos2.to_dtype(dtype)?.unsqueeze(1)?, sin2.to_dtype(dtype)?.unsqueeze(1)?);
+                let c = a.cos.to_dtype(a.dtype)?.unsqueeze(1)?;
+                let s = a.sin.to_dtype(a.dtype)?.unsqueeze(1)?;
                 let half = hd / 2;
                 let rotated = Tensor::cat(
-                    &[&q2.narrow(D::Minus1, half, half)?.neg()?, &q2.narrow(D::Minus1, 0, half)?],
+                    &[&a.q.narrow(D::Minus1, half, half)?.neg()?, &a.q.narrow(D::Minus1, 0, half)?],
                     D::Minus1,
                 )?;
-                discard((q2.broadcast_mul(&c)? + rotated.broadcast_mul(&s)?)?)
+                discard((a.q.broadcast_mul(&c)? + rotated.broadcast_mul(&s)?)?)
             })),
         },
         Case {
@@ -252,32 +288,23 @@ fn rope_cases<'a>(config: &Config, t: usize, dtype: DType, device: &Device) -> R
             shape: format!("{t}x{heads}x{hd}"),
             flops: 0.0,
             bytes,
-            fused: Box::new(move || discard(ops::rope_backward(&q3, &cos3, &sin3)?)),
+            fused: Box::new(move || discard(ops::rope_backward(&a.q, &a.cos, &a.sin)?)),
             unfused: None,
         },
     ])
 }
 
-/// The loss's per-row cross-entropy over one chunk of f32 logits, as the chunked head
-/// runs it.
-fn loss_case<'a>(config: &Config, t: usize, device: &Device) -> Result<Case<'a>> {
-    let vocab = config.vocab_size;
-    let rows = t.min(default_chunk_tokens(vocab));
-    let logits = random(&[rows, vocab], 8, DType::F32, device)?;
-    let targets = Tensor::from_vec(
-        (0..rows as u64).map(|r| (r * 7919 % vocab as u64) as u32).collect::<Vec<_>>(),
-        rows,
-        device,
-    )?;
-    let (logits2, targets2) = (logits.clone(), targets.clone());
+/// The loss's per-row cross-entropy over one chunk of f32 logits.
+fn loss_case(a: &Activations) -> Result<Case<'_>> {
+    let (rows, vocab) = a.logits.dims2()?;
+    let (logits, targets) = (&a.logits, &a.targets);
     Ok(Case {
         name: "cross-entropy rows",
         shape: format!("{rows}x{vocab} f32"),
         flops: 0.0,
         bytes: 4.0 * (2 * rows * vocab + 2 * rows) as f64,
-        fused: Box::new(move || discard(ops::cross_entropy_rows(&logits, &targets, true)?)),
+        fused: Box::new(move || discard(ops::cross_entropy_rows(logits, targets, true)?)),
         unfused: Some(Box::new(move || {
-            let (logits, targets) = (&logits2, &targets2);
             let max = logits.max_keepdim(D::Minus1)?;
             let shifted = logits.broadcast_sub(&max)?;
             let log_norm = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
