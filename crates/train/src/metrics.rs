@@ -107,6 +107,22 @@ pub fn read_metrics(path: &Path) -> Result<Vec<StepMetrics>> {
         .collect()
 }
 
+/// Seconds left in a stage and in the whole recipe: `elapsed` seconds took `taken` steps of
+/// `tokens_per_step` tokens; `left` steps remain in the stage, then `later_tokens` tokens in
+/// the later stages, taken at the same tokens/s.
+fn remaining_seconds(
+    elapsed: f64,
+    taken: u64,
+    left: u64,
+    tokens_per_step: u64,
+    later_tokens: u64,
+) -> (f64, f64) {
+    let per_step = elapsed / taken.max(1) as f64;
+    let stage = per_step * left as f64;
+    let tokens_per_second = tokens_per_step as f64 / per_step.max(1e-9);
+    (stage, stage + later_tokens as f64 / tokens_per_second.max(1e-9))
+}
+
 /// The bar of one stage; hidden where stderr is not a terminal, and then each step is
 /// logged through `tracing` instead. Both give the stage's ETA and the whole recipe's (the
 /// later stages' tokens at this stage's tokens/s).
@@ -135,11 +151,9 @@ impl StageProgress {
 
     /// Seconds left in the stage and in the recipe, from this invocation's pace so far.
     fn eta(&self, m: &StepMetrics) -> (f64, f64) {
-        let taken = m.step.saturating_sub(self.first_step).max(1) as f64;
-        let per_step = self.started.elapsed().as_secs_f64() / taken;
-        let stage = per_step * self.total_steps.saturating_sub(m.step) as f64;
-        let tokens_per_second = m.tokens as f64 / per_step.max(1e-9);
-        (stage, stage + self.later_tokens as f64 / tokens_per_second.max(1e-9))
+        let taken = m.step.saturating_sub(self.first_step);
+        let left = self.total_steps.saturating_sub(m.step);
+        remaining_seconds(self.started.elapsed().as_secs_f64(), taken, left, m.tokens, self.later_tokens)
     }
 
     pub fn step(&self, m: &StepMetrics) {
@@ -169,5 +183,19 @@ impl StageProgress {
 
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remaining_seconds;
+
+    #[test]
+    fn the_recipe_eta_adds_the_later_stages_tokens_at_the_current_pace() {
+        // 5 steps of 1,000 tokens in 10 s: 2 s a step, 500 tokens/s. 10 steps left take
+        // 20 s, and 20,000 tokens of later stages 40 s more.
+        assert_eq!(remaining_seconds(10.0, 5, 10, 1_000, 20_000), (20.0, 60.0));
+        // The last step of the last stage: nothing left.
+        assert_eq!(remaining_seconds(10.0, 5, 0, 1_000, 0), (0.0, 0.0));
     }
 }
