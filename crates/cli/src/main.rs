@@ -2,6 +2,7 @@
 
 mod args;
 mod commands;
+mod signals;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

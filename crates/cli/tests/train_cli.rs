@@ -83,7 +83,7 @@ fn a_run_killed_mid_checkpoint_resumes_from_the_previous_one() {
 
 /// The loss of every step, from `metrics.jsonl`.
 fn losses(root: &Path) -> Vec<f64> {
-    read_metrics(&root.join("run").join(METRICS_FILE)).unwrap().iter().map(|m| m.loss).collect()
+    read_metrics(&root.join("run").join(METRICS_FILE)).unwrap().iter().map(|m| m.loss.unwrap()).collect()
 }
 
 fn masters(root: &Path) -> Vec<f32> {

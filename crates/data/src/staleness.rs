@@ -12,14 +12,26 @@ use crate::input::expand_sources;
 use crate::prepare::DatasetSpec;
 use crate::shard::MANIFEST;
 
+/// The size and SHA-256 of every file a dataset's sources match, sorted: what its
+/// preparation read, and so what a resume must find unchanged.
+pub fn source_digests(spec: &DatasetSpec, base: &Path) -> Result<Vec<(u64, String)>> {
+    let files = expand_sources(&spec.sources, base)?;
+    let mut digests = Vec::with_capacity(files.len());
+    for file in &files {
+        digests.push(file_digest(file)?);
+    }
+    digests.sort();
+    Ok(digests)
+}
+
 /// Why the dataset in `out` must be prepared again, or `None` when its manifest matches the
-/// tokenizer, the settings and the sources (compared by size and SHA-256, so a moved copy
-/// of the same file still matches).
+/// tokenizer, the settings and the sources' `digests` (from [`source_digests`]: compared by
+/// size and SHA-256, so a moved copy of the same file still matches).
 pub fn stale_reason(
     spec: &DatasetSpec,
-    base: &Path,
     tokenizer_sha256: &str,
     out: &Path,
+    digests: &[(u64, String)],
 ) -> Result<Option<String>> {
     if !out.join(MANIFEST).is_file() {
         return Ok(Some("not prepared yet".into()));
@@ -34,19 +46,13 @@ pub fn stale_reason(
     if manifest.settings_sha256 != spec.settings_hash() {
         return Ok(Some("its template or filters changed".into()));
     }
-    let files = expand_sources(&spec.sources, base)?;
-    let mut now = Vec::with_capacity(files.len());
-    for file in &files {
-        now.push(file_digest(file)?);
-    }
     let mut before: Vec<(u64, String)> =
         manifest.sources.iter().map(|s| (s.bytes, s.sha256.clone())).collect();
-    now.sort();
     before.sort();
-    if now != before {
+    if digests != before.as_slice() {
         return Ok(Some(format!(
             "its sources changed ({} files now, {} when prepared)",
-            now.len(),
+            digests.len(),
             before.len()
         )));
     }

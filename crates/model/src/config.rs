@@ -172,6 +172,21 @@ impl Config {
     /// Checks the relations between sizes that the layers rely on.
     pub fn validate(&self) -> Result<()> {
         let fail = |message: String| Err(ModelError::InvalidConfig(message));
+        // Far beyond any Qwen2.5 (72B: 80 layers, hidden 8192, intermediate 29568, vocab
+        // 152064), and small enough that nothing sized from them overflows: a typo of a
+        // few digits is refused here, before anything is allocated.
+        let limits = [
+            ("num_hidden_layers", self.num_hidden_layers, 1 << 10),
+            ("hidden_size", self.hidden_size, 1 << 17),
+            ("intermediate_size", self.intermediate_size, 1 << 19),
+            ("vocab_size", self.vocab_size, 1 << 23),
+            ("num_attention_heads", self.num_attention_heads, 1 << 10),
+        ];
+        for (key, value, limit) in limits {
+            if value == 0 || value > limit {
+                return fail(format!("{key} = {value} is outside 1..={limit}"));
+            }
+        }
         if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
             return fail("num_attention_heads and num_key_value_heads must be positive".into());
         }

@@ -18,6 +18,8 @@ pub enum ModelError {
     UnknownPreset { name: String, known: String },
     #[error("{path}: not a valid safetensors file (truncated or corrupt?): {message}")]
     CorruptFile { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Checksum { path: PathBuf, message: String },
     #[error("{path}: invalid index: {message}")]
     Index { path: PathBuf, message: String },
     #[error("tensor `{name}` is missing from {path}")]

@@ -7,6 +7,7 @@ use std::fs;
 
 use candle_core::{DType, Device};
 use common::{flat, load_fixture_model, model_fixture, MODEL_FIXTURES};
+use davinci_model::checkpoint::checksums::CHECKSUMS_FILE;
 use davinci_model::checkpoint::{WeightsWriter, INDEX_FILE, SINGLE_FILE};
 use davinci_model::{load_checkpoint, save_checkpoint, save_tensors, ModelError, Qwen2, SaveOptions};
 
@@ -284,4 +285,62 @@ fn fresh_weights_can_be_computed_slice_by_slice() {
         pieces.extend(davinci_model::init::init_values(&config, 11, &name, cut..all.len()));
         assert_eq!(pieces, all, "{name}");
     }
+}
+
+/// A sharded copy of a fixture, as a checkpoint from elsewhere would be: no checksums.
+fn sharded_copy(to: &std::path::Path) -> Qwen2 {
+    let model = load_fixture_model("gqa-untied");
+    let options = SaveOptions { max_shard_bytes: 64 * 1024, ..SaveOptions::default() };
+    save_checkpoint(&model, to, &options).unwrap();
+    fs::remove_file(to.join(CHECKSUMS_FILE)).unwrap();
+    model
+}
+
+#[test]
+fn an_index_may_name_only_regular_files_of_its_own_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ckpt");
+    sharded_copy(&dir);
+    let index_path = dir.join(INDEX_FILE);
+    let original = fs::read_to_string(&index_path).unwrap();
+    let first = "model-00001-of-";
+    for escape in ["../../../../etc/passwd", "../other/model.safetensors", "/etc/passwd"] {
+        let text = original.replacen(&format!("\"{first}"), &format!("\"{escape}#"), 1);
+        fs::write(&index_path, text).unwrap();
+        let err = load_checkpoint(&dir, &Device::Cpu, None).unwrap_err().to_string();
+        assert!(err.contains(INDEX_FILE) && err.contains("own directory"), "{escape}: {err}");
+    }
+    fs::write(&index_path, &original).unwrap();
+    // A FIFO in a shard's place would block forever on open.
+    let shard = fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(first))
+        .unwrap();
+    fs::remove_file(&shard).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(&shard).status().unwrap().success());
+    let err = load_checkpoint(&dir, &Device::Cpu, None).unwrap_err().to_string();
+    assert!(err.contains("not a regular file"), "{err}");
+}
+
+#[test]
+fn a_config_with_more_layers_than_the_weights_is_refused_before_allocating() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ckpt");
+    sharded_copy(&dir);
+    let config_path = dir.join("config.json");
+    let text = fs::read_to_string(&config_path).unwrap();
+    let layers = |n: u64| {
+        let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        json["num_hidden_layers"] = n.into();
+        json.to_string()
+    };
+    fs::write(&config_path, layers(3)).unwrap();
+    let err = load_checkpoint(&dir, &Device::Cpu, None).unwrap_err().to_string();
+    assert!(err.contains("num_hidden_layers = 3") && err.contains("hold 2 layer"), "{err}");
+    // 10^8 layers is refused by the config's own bounds, before any name is built.
+    fs::write(&config_path, layers(100_000_000)).unwrap();
+    let err = load_checkpoint(&dir, &Device::Cpu, None).unwrap_err().to_string();
+    assert!(err.contains("num_hidden_layers = 100000000 is outside"), "{err}");
 }

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use davinci_data::loader::LoaderState;
-use davinci_model::checkpoint::{write_dir_atomically, WeightsWriter};
+use davinci_model::checkpoint::checksums::{read_checksums, record_checksum, verify_file};
+use davinci_model::checkpoint::{write_dir_atomically, WeightsWriter, CONFIG_FILE};
 use davinci_model::error::io_at;
 use davinci_model::names::parameter_shapes;
 use davinci_model::{Config, SaveOptions};
@@ -83,6 +84,8 @@ pub fn save(
         let path = tmp.join(optimizer_file(rank, world));
         safetensors::serialize_to_file(tensors.iter().map(|(k, v)| (k.as_str(), v)), Some(metadata), &path)
             .map_err(|e| io_at(&path)(std::io::Error::other(e.to_string())))?;
+        // Hashed here, while the file is in this host's page cache, not by rank 0.
+        record_checksum(tmp, &optimizer_file(rank, world))?;
         Ok(())
     };
     if rank == 0 {
@@ -132,14 +135,24 @@ pub fn save(
 
 /// Reads a checkpoint for `rank` of `world`, whatever the world size that wrote it: the
 /// model config, this rank's optimizer shards (masters and moments, resharded when the
-/// world size changed) and the state. `load(dir, 0, 1)` gives the whole optimizer.
+/// world size changed) and the state. `load(dir, 0, 1)` gives the whole optimizer. The
+/// files it reads are verified against the checkpoint's checksums first (each rank its
+/// own optimizer file when the world size is unchanged).
 pub fn load(dir: &Path, rank: usize, world: usize) -> Result<(Config, AdamW, TrainerState)> {
-    let config = Config::from_file(&dir.join("config.json"))?;
-    let state_path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&state_path).map_err(io_at(&state_path))?;
-    let state: TrainerState = serde_json::from_str(&text)
-        .map_err(|e| TrainError::Invalid(format!("{}: {e}", state_path.display())))?;
+    let sums = read_checksums(dir)?;
+    if let Some(sums) = &sums {
+        verify_file(dir, sums, CONFIG_FILE)?;
+        verify_file(dir, sums, STATE_FILE)?;
+    }
+    let config = Config::from_file(&dir.join(CONFIG_FILE))?;
+    let state = read_state(dir)?;
     let old = OptimizerFiles::open(dir)?;
+    if let Some(sums) = &sums {
+        let old_world = old.maps.len();
+        for r in (0..old_world).filter(|&r| old_world != world || r == rank) {
+            verify_file(dir, sums, &optimizer_file(r, old_world))?;
+        }
+    }
     let mut params = Vec::new();
     for unit in units(&config, world) {
         for (p, (name, numel)) in unit.params.iter().enumerate() {
@@ -265,6 +278,25 @@ fn stall_for_tests(state: &TrainerState) {
 #[cfg(not(feature = "fault-injection"))]
 fn stall_for_tests(_state: &TrainerState) {}
 
+/// A checkpoint's `trainer_state.json`.
+pub fn read_state(dir: &Path) -> Result<TrainerState> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(io_at(&path))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Invalid(format!("{}: {e}", path.display())))
+}
+
+/// The newest complete checkpoint under `root` whatever its stage's name (a stage renamed
+/// in the recipe still has its checkpoints here), by stage index then step, with its
+/// state; unreadable states are passed over.
+pub fn newest_anywhere(root: &Path) -> Option<(PathBuf, TrainerState)> {
+    let stages = std::fs::read_dir(root).into_iter().flatten().filter_map(|e| e.ok());
+    stages
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| latest(root, &e.file_name().to_string_lossy()))
+        .filter_map(|dir| read_state(&dir).ok().map(|state| (dir, state)))
+        .max_by_key(|(_, state)| (state.stage_index, state.step))
+}
+
 /// The newest complete checkpoint of a stage: the highest `step-*` directory (temporary
 /// directories are hidden and never match).
 pub fn latest(root: &Path, stage: &str) -> Option<PathBuf> {
@@ -287,19 +319,49 @@ fn steps(root: &Path, stage: &str) -> Vec<(u64, PathBuf)> {
 }
 
 /// Removes all but the newest `keep_last` complete checkpoints of a stage, and what
-/// interrupted writes left behind (hidden temporary directories).
-pub fn prune(root: &Path, stage: &str, keep_last: usize) -> Result<()> {
+/// interrupted writes left behind. A removal that fails (an evaluation job holding an old
+/// checkpoint open on NFS, say) is a warning, not the end of a run whose new checkpoint is
+/// safe: what could not be removed is returned, and tried again at the next prune.
+pub fn prune(root: &Path, stage: &str, keep_last: usize) -> Vec<(PathBuf, std::io::Error)> {
+    prune_with(root, stage, keep_last, |path| std::fs::remove_dir_all(path))
+}
+
+/// [`prune`] with the removal given, so that a failing one can be tested.
+pub fn prune_with(
+    root: &Path,
+    stage: &str,
+    keep_last: usize,
+    remove: impl Fn(&Path) -> std::io::Result<()>,
+) -> Vec<(PathBuf, std::io::Error)> {
     let all = steps(root, stage);
-    for (_, path) in all.iter().take(all.len().saturating_sub(keep_last.max(1))) {
-        std::fs::remove_dir_all(path).map_err(io_at(path))?;
+    let old = all.iter().take(all.len().saturating_sub(keep_last.max(1))).map(|(_, p)| p.clone());
+    let mut failed = Vec::new();
+    for path in old.chain(leftovers(root, stage)) {
+        if let Err(e) = remove(&path) {
+            tracing::warn!(
+                "could not remove {} ({e}); the run goes on, and the next save tries again",
+                path.display()
+            );
+            failed.push((path, e));
+        }
     }
-    let leftovers =
-        std::fs::read_dir(root.join(stage)).into_iter().flatten().filter_map(|e| e.ok()).filter(|e| {
+    failed
+}
+
+/// The hidden directories that interrupted writes of a stage's checkpoints left behind
+/// (`.step-*.tmp-PID`, `.step-*.old-PID`). Removing them at start means a restart after a
+/// full disk does not need room for two checkpoints.
+pub fn leftovers(root: &Path, stage: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(root.join(stage))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             name.starts_with(".step-") && (name.contains(".tmp-") || name.contains(".old-"))
-        });
-    for entry in leftovers {
-        std::fs::remove_dir_all(entry.path()).map_err(io_at(entry.path()))?;
-    }
-    Ok(())
+        })
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
 }

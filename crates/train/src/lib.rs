@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod error;
 pub mod human;
+pub mod lock;
 pub mod memory;
 pub mod metrics;
 pub mod optimizer;

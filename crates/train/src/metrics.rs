@@ -22,8 +22,9 @@ pub struct StepMetrics {
     pub stage_index: usize,
     /// 1-based: the number of optimizer steps taken in the stage after this one.
     pub step: u64,
-    /// Mean loss per loss-bearing token of the global batch.
-    pub loss: f64,
+    /// Mean loss per loss-bearing token of the global batch; `null` for a step whose
+    /// batch had no loss-bearing token (its update was skipped; the step still counts).
+    pub loss: Option<f64>,
     pub lr: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f64,
@@ -160,19 +161,19 @@ impl StageProgress {
         let (stage_eta, recipe_eta) = self.eta(m);
         let (stage_eta, recipe_eta) = (human::duration(stage_eta), human::duration(recipe_eta));
         let mfu = m.mfu.map(|u| format!(" MFU {:.1}%", 100.0 * u)).unwrap_or_default();
+        let loss = m.loss.map_or("none (no loss tokens; update skipped)".into(), |l| format!("{l:.4}"));
         self.bar.set_position(m.step);
         self.bar.set_message(format!(
-            "loss {:.4} lr {:.2e} {:.0} tok/s{mfu} ETA {stage_eta}, recipe {recipe_eta}",
-            m.loss, m.lr, m.tokens_per_second
+            "loss {loss} lr {:.2e} {:.0} tok/s{mfu} ETA {stage_eta}, recipe {recipe_eta}",
+            m.lr, m.tokens_per_second
         ));
         if self.bar.is_hidden() {
             let memory = m.peak_memory_bytes.map(|b| format!(", {}", human::bytes(b))).unwrap_or_default();
             tracing::info!(
-                "{} step {}/{}: loss {:.4}, lr {:.3e}, grad norm {:.3}, {:.0} tokens/s, {:.3} TFLOP/s{mfu}{memory}; ETA {stage_eta} (recipe {recipe_eta})",
+                "{} step {}/{}: loss {loss}, lr {:.3e}, grad norm {:.3}, {:.0} tokens/s, {:.3} TFLOP/s{mfu}{memory}; ETA {stage_eta} (recipe {recipe_eta})",
                 m.stage,
                 m.step,
                 self.total_steps,
-                m.loss,
                 m.lr,
                 m.grad_norm,
                 m.tokens_per_second,
@@ -188,7 +189,44 @@ impl StageProgress {
 
 #[cfg(test)]
 mod tests {
-    use super::remaining_seconds;
+    use super::*;
+
+    fn step(step: u64, loss: Option<f64>) -> StepMetrics {
+        StepMetrics {
+            stage: "mt".into(),
+            stage_index: 0,
+            step,
+            loss,
+            lr: 1e-3,
+            grad_norm: 0.5,
+            tokens: 64,
+            loss_tokens: if loss.is_some() { 60 } else { 0 },
+            tokens_seen: 64 * step,
+            tokens_per_second: 100.0,
+            elapsed_seconds: step as f64,
+            tflops: None,
+            mfu: None,
+            peak_memory_bytes: None,
+            data_wait_seconds: None,
+            collective_seconds: None,
+        }
+    }
+
+    #[test]
+    fn a_step_without_loss_tokens_is_logged_as_null_and_kept_on_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = MetricsLog::open(dir.path(), None).unwrap();
+        for m in [step(1, Some(7.5)), step(2, None), step(3, Some(7.0))] {
+            log.append(&m).unwrap();
+        }
+        drop(log);
+        let text = std::fs::read_to_string(dir.path().join(METRICS_FILE)).unwrap();
+        assert!(text.lines().nth(1).unwrap().contains("\"loss\":null"), "{text}");
+        // Resuming from step 2's checkpoint keeps steps 1 and 2 (the lossless one too).
+        MetricsLog::open(dir.path(), Some((0, 2))).unwrap();
+        let kept = read_metrics(&dir.path().join(METRICS_FILE)).unwrap();
+        assert_eq!(kept, vec![step(1, Some(7.5)), step(2, None)]);
+    }
 
     #[test]
     fn the_recipe_eta_adds_the_later_stages_tokens_at_the_current_pace() {

@@ -52,7 +52,7 @@ impl EventWriter {
 /// The scalars of one step, as (tag, value).
 pub fn scalars(m: &StepMetrics) -> Vec<(String, f64)> {
     let all = [
-        ("loss", Some(m.loss)),
+        ("loss", m.loss),
         ("lr", Some(m.lr)),
         ("grad_norm", Some(m.grad_norm)),
         ("tokens_per_second", Some(m.tokens_per_second)),

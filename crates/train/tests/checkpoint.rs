@@ -6,8 +6,11 @@ use std::sync::Arc;
 use candle_core::{DType, Device};
 use davinci_data::loader::LoaderState;
 use davinci_dist::Local;
+use davinci_model::checkpoint::checksums::{verify_dir, CHECKSUMS_FILE};
 use davinci_model::{load_checkpoint, Config, Qwen2};
-use davinci_train::checkpoint::{checkpoint_dir, latest, load, prune, save, TrainerState};
+use davinci_train::checkpoint::{
+    checkpoint_dir, latest, leftovers, load, optimizer_file, prune, prune_with, save, TrainerState,
+};
 use davinci_train::optimizer::{AdamW, AdamWConfig, ParamState};
 use davinci_train::sharded::ShardedModel;
 
@@ -85,9 +88,75 @@ fn latest_ignores_incomplete_writes_and_prune_keeps_the_newest() {
     std::fs::create_dir_all(tmp.path().join("mt1/.step-00000020.tmp-999")).unwrap();
     std::fs::create_dir_all(tmp.path().join("mt1/step-00000025")).unwrap();
     assert_eq!(latest(tmp.path(), "mt1"), Some(checkpoint_dir(tmp.path(), "mt1", 15)));
-    prune(tmp.path(), "mt1", 2).unwrap();
+    assert!(prune(tmp.path(), "mt1", 2).is_empty());
+    assert!(leftovers(tmp.path(), "mt1").is_empty(), "the interrupted write's directory is gone");
     assert!(!checkpoint_dir(tmp.path(), "mt1", 5).exists());
     assert!(checkpoint_dir(tmp.path(), "mt1", 10).exists() && checkpoint_dir(tmp.path(), "mt1", 15).exists());
     let err = load(&tmp.path().join("mt1/step-00000025"), 0, 1).err().unwrap().to_string();
     assert!(err.contains("step-00000025"), "{err}");
+}
+
+#[test]
+fn a_prune_that_fails_is_reported_and_keeps_going() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config::preset("tiny").unwrap();
+    let opt = optimizer(&Qwen2::init(config.clone(), 3, &Device::Cpu).unwrap());
+    for step in [5, 10, 15] {
+        save(
+            &checkpoint_dir(tmp.path(), "mt1", step),
+            &config,
+            &sharded(&config, &opt),
+            &state(step),
+            DType::BF16,
+        )
+        .unwrap();
+    }
+    std::fs::create_dir_all(tmp.path().join("mt1/.step-00000020.tmp-999")).unwrap();
+    // The oldest checkpoint is held open elsewhere and cannot be removed.
+    let held = checkpoint_dir(tmp.path(), "mt1", 5);
+    let failed = prune_with(tmp.path(), "mt1", 1, |path| {
+        if path == held {
+            Err(std::io::Error::new(std::io::ErrorKind::ResourceBusy, "held by an evaluation job"))
+        } else {
+            std::fs::remove_dir_all(path)
+        }
+    });
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].0, held);
+    // The rest of the prune still happened.
+    assert!(!checkpoint_dir(tmp.path(), "mt1", 10).exists());
+    assert!(leftovers(tmp.path(), "mt1").is_empty());
+    assert_eq!(latest(tmp.path(), "mt1"), Some(checkpoint_dir(tmp.path(), "mt1", 15)));
+}
+
+#[test]
+fn every_file_of_a_checkpoint_is_checksummed_and_a_flipped_bit_is_refused_on_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config::preset("tiny").unwrap();
+    let opt = optimizer(&Qwen2::init(config.clone(), 3, &Device::Cpu).unwrap());
+    let dir = checkpoint_dir(tmp.path(), "mt1", 10);
+    save(&dir, &config, &sharded(&config, &opt), &state(10), DType::F32).unwrap();
+    let report = verify_dir(&dir).unwrap();
+    let names: Vec<String> =
+        report.verified.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    for name in ["config.json", "model.safetensors", "trainer_state.json", &optimizer_file(0, 1)] {
+        assert!(names.iter().any(|n| n == name), "{name} is not in {CHECKSUMS_FILE}: {names:?}");
+    }
+    assert!(report.unlisted.is_empty(), "{:?}", report.unlisted);
+    // One bit flipped in the optimizer's moments, deep inside the file.
+    let path = dir.join(optimizer_file(0, 1));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let error = load(&dir, 0, 1).err().unwrap().to_string();
+    assert!(error.contains(&optimizer_file(0, 1)) && error.contains("corrupt"), "{error}");
+    // The weights as Hugging Face files are checked by their loader too.
+    let weights = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let at = bytes.len() - 7;
+    bytes[at] ^= 0x10;
+    std::fs::write(&weights, bytes).unwrap();
+    let error = load_checkpoint(&dir, &Device::Cpu, None).err().unwrap().to_string();
+    assert!(error.contains("model.safetensors") && error.contains("corrupt"), "{error}");
 }

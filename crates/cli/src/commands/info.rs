@@ -1,6 +1,10 @@
-//! `davinci info`: a model's shape and size, before spending anything on it.
+//! `davinci info`: a model's shape and size, before spending anything on it; with
+//! `--verify`, whether a checkpoint's files still hold the bytes that were written.
 
-use anyhow::Result;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use davinci_model::checkpoint::checksums::verify_dir;
 use davinci_model::Config;
 use davinci_train::human;
 
@@ -8,9 +12,15 @@ use davinci_train::human;
 pub struct Args {
     /// A preset (tiny, qwen2.5-0.5b ... qwen2.5-72b), a checkpoint directory or a Hub name.
     model: String,
+    /// Check every file of the checkpoint directory against its `checksums.sha256`.
+    #[arg(long)]
+    verify: bool,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if args.verify {
+        verify(Path::new(&args.model))?;
+    }
     let config = Config::resolve(&args.model)?;
     let params = config.num_parameters();
     println!(
@@ -29,5 +39,23 @@ pub fn run(args: Args) -> Result<()> {
     );
     println!("parameters: {params} ({})", human::count(params as u64));
     println!("bf16 weights: {}", human::bytes(params as u64 * 2));
+    Ok(())
+}
+
+fn verify(dir: &Path) -> Result<()> {
+    if !dir.is_dir() {
+        bail!("--verify needs a checkpoint directory; {} is not one", dir.display());
+    }
+    let report = verify_dir(dir).with_context(|| format!("verifying {}", dir.display()))?;
+    let bytes: u64 = report.verified.iter().filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
+    println!(
+        "{}: {} files ({}) match their checksums",
+        dir.display(),
+        report.verified.len(),
+        human::bytes(bytes)
+    );
+    for path in &report.unlisted {
+        println!("not covered by the checksums (added later?): {}", path.display());
+    }
     Ok(())
 }

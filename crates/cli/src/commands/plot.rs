@@ -110,7 +110,7 @@ fn draw(runs: &[Run], out: &Path, smoothing: f64) -> std::result::Result<(), Box
     let root = SVGBackend::new(out, (1280, 860)).into_drawing_area();
     root.fill(&WHITE)?;
     let panels: [Panel; 4] = [
-        ("loss", Box::new(|m| m.loss)),
+        ("loss", Box::new(|m| m.loss.unwrap_or(f64::NAN))),
         ("learning rate", Box::new(|m| m.lr)),
         ("gradient norm (before clipping)", Box::new(|m| m.grad_norm)),
         ("tokens/s", Box::new(|m| m.tokens_per_second)),

@@ -1,8 +1,10 @@
 //! `davinci train RECIPE.toml`: runs a recipe's stages in order, resuming from the newest
 //! complete checkpoint when started again.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -11,6 +13,7 @@ use davinci_train::trainer::job_fingerprint;
 use davinci_train::{train, Recipe, TrainOptions};
 
 use crate::args::parse_device;
+use crate::signals;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,6 +45,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let stop_signal = Arc::new(AtomicUsize::new(0));
+    signals::install(stop_signal.clone())?;
     let mut recipe = Recipe::from_file(&args.recipe)?;
     if let Some(dir) = args.output_dir {
         recipe.output_dir = dir;
@@ -56,7 +61,8 @@ pub fn run(args: Args) -> Result<()> {
         ("cuda", Some(env)) => parse_device(&format!("cuda:{}", env.local_rank))?,
         (name, _) => parse_device(name)?,
     };
-    let collective = connect_from_env(&fingerprint, Duration::from_secs(args.timeout), &device)?;
+    let collective_timeout = Duration::from_secs(args.timeout);
+    let collective = connect_from_env(&fingerprint, collective_timeout, &device)?;
     let rank = collective.rank();
     let options = TrainOptions {
         collective,
@@ -64,11 +70,13 @@ pub fn run(args: Args) -> Result<()> {
         force: args.force,
         stop_after: args.stop_after,
         progress: !args.no_progress && std::io::stderr().is_terminal(),
+        stop_signal,
+        collective_timeout,
     };
     let summary = train(&recipe, &options)
         .with_context(|| format!("rank {rank}: training {}", args.recipe.display()))?;
     if rank != 0 {
-        return Ok(());
+        return exit_as(&summary);
     }
     match (&summary.resumed_from, summary.stages.is_empty()) {
         (Some(from), true) => println!("every stage is done; the final checkpoint is {}", from.display()),
@@ -86,8 +94,25 @@ pub fn run(args: Args) -> Result<()> {
         };
         println!("stage {}: {} steps{losses}{end}", stage.name, stage.steps_run);
     }
-    if summary.stopped_early {
-        println!("stopped after --stop-after steps; run the same command again to continue");
+    match summary.stopped_by_signal {
+        Some(signal) => println!(
+            "stopped by {} with a checkpoint; run the same command again to continue",
+            signals::name(signal)
+        ),
+        None if summary.stopped_early => {
+            println!("stopped after --stop-after steps; run the same command again to continue")
+        }
+        None => {}
+    }
+    exit_as(&summary)
+}
+
+/// A run a signal stopped exits with its own status on every rank (see
+/// [`signals::EXIT_STOPPED_BY_SIGNAL`]).
+fn exit_as(summary: &davinci_train::RunSummary) -> Result<()> {
+    if summary.stopped_by_signal.is_some() {
+        std::io::stdout().flush()?;
+        std::process::exit(signals::EXIT_STOPPED_BY_SIGNAL);
     }
     Ok(())
 }

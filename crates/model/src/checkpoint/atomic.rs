@@ -4,10 +4,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::checksums::write_checksums;
 use crate::error::{io_at, ModelError, Result};
 
-/// Runs `write` on a fresh temporary directory next to `dir`, syncs what it wrote, and
-/// renames it to `dir`. An existing `dir` is replaced only after the new one is complete;
+/// Runs `write` on a fresh temporary directory next to `dir`, records each file's SHA-256
+/// (see [`super::checksums`]), syncs what it wrote, and renames it to `dir`; when `write`
+/// fails, the temporary directory is removed, so a full disk is not left fuller. An existing `dir` is replaced only after the new one is complete;
 /// the files in it that `keep` accepts are carried over (a tokenizer next to the weights,
 /// say). `write` may fail with the caller's own error type (a trainer's collectives).
 pub fn write_dir_atomically<E: From<ModelError>>(
@@ -34,9 +36,13 @@ pub fn write_dir_atomically<E: From<ModelError>>(
         fs::remove_dir_all(&tmp).map_err(io_at(&tmp))?;
     }
     fs::create_dir(&tmp).map_err(io_at(&tmp))?;
-    write(&tmp)?;
-    install(dir, &parent, &name, &tmp, keep)?;
-    Ok(())
+    let written = write(&tmp).and_then(|()| Ok(install(dir, &parent, &name, &tmp, keep)?));
+    if written.is_err() && tmp.exists() {
+        if let Err(e) = fs::remove_dir_all(&tmp) {
+            tracing::warn!("could not remove the unfinished {}: {e}", tmp.display());
+        }
+    }
+    written
 }
 
 /// Carries the kept files over, syncs, and swaps the finished `tmp` in for `dir`.
@@ -51,6 +57,7 @@ fn install(dir: &Path, parent: &Path, name: &str, tmp: &Path, keep: impl Fn(&str
             }
         }
     }
+    write_checksums(tmp)?;
     sync_dir_contents(tmp)?;
     if dir.exists() {
         let old = parent.join(format!(".{name}.old-{pid}"));

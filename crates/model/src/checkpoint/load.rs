@@ -10,6 +10,7 @@ use memmap2::Mmap;
 use safetensors::SafeTensors;
 use serde::Deserialize;
 
+use super::checksums::{is_plain_file_name, read_checksums, verify_file};
 use super::{CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
 use crate::config::Config;
 use crate::error::{io_at, ModelError, Result};
@@ -18,7 +19,11 @@ use crate::names::{self, LM_HEAD};
 
 /// Loads `dir/config.json` and the weights next to it. With `dtype`, every tensor is
 /// converted to it (f32 for training on the CPU); without, tensors keep the stored dtype.
+/// Files the directory's `checksums.sha256` lists are verified first.
 pub fn load_checkpoint(dir: &Path, device: &Device, dtype: Option<DType>) -> Result<Qwen2> {
+    if let Some(sums) = read_checksums(dir)? {
+        verify_file(dir, &sums, CONFIG_FILE)?;
+    }
     let config = Config::from_file(&dir.join(CONFIG_FILE))?;
     let tensors = load_tensors(dir, &config, device, dtype)?;
     Qwen2::from_tensors(config, tensors)
@@ -30,14 +35,15 @@ struct IndexFile {
 }
 
 /// Every tensor that `config` implies, read from the single file or the shards in `dir`,
-/// checked for presence and shape.
+/// checked for presence and shape, from files verified against the directory's checksums
+/// where it has them.
 pub fn load_tensors(
     dir: &Path,
     config: &Config,
     device: &Device,
     dtype: Option<DType>,
 ) -> Result<HashMap<String, Tensor>> {
-    let files = WeightFiles::open(dir)?;
+    let files = WeightFiles::open(dir, config, Verify::Yes)?;
     let mut tensors = HashMap::new();
     for (name, expected) in names::parameter_shapes(config) {
         let (path, view) = files.find_shaped(&name, &expected)?;
@@ -63,13 +69,15 @@ pub fn load_tensors(
 
 /// Elements `range(name, len)` of every parameter `config` implies (flattened, `len`
 /// elements in all), converted to f32 straight from the mapped files: what one FSDP rank
-/// needs of a checkpoint, without ever holding the rest.
+/// needs of a checkpoint, without ever holding the rest. The files are not verified here:
+/// every rank reads every file, so the trainer spreads that work over the ranks
+/// ([`super::checksums::verify_file`] on a share of the files each).
 pub fn load_slices(
     dir: &Path,
     config: &Config,
     range: impl Fn(&str, usize) -> std::ops::Range<usize>,
 ) -> Result<Vec<(String, Vec<f32>)>> {
-    let files = WeightFiles::open(dir)?;
+    let files = WeightFiles::open(dir, config, Verify::No)?;
     let mut out = Vec::new();
     for (name, expected) in names::parameter_shapes(config) {
         let (path, view) = files.find_shaped(&name, &expected)?;
@@ -114,8 +122,17 @@ struct WeightFiles {
     _maps: Vec<Mmap>,
 }
 
+#[derive(PartialEq)]
+enum Verify {
+    Yes,
+    No,
+}
+
 impl WeightFiles {
-    fn open(dir: &Path) -> Result<Self> {
+    /// Maps the weight files of `dir`. The index may name only plain files of `dir` itself
+    /// (a path elsewhere, or a FIFO that would block forever, is refused), and `config` must
+    /// describe the layers the files hold before anything is allocated for it.
+    fn open(dir: &Path, config: &Config, verify: Verify) -> Result<Self> {
         let index_path = dir.join(INDEX_FILE);
         let single_path = dir.join(SINGLE_FILE);
         let (listing, file_names, by_file): (PathBuf, Vec<String>, Option<BTreeMap<String, String>>) =
@@ -126,6 +143,12 @@ impl WeightFiles {
                 let mut files: Vec<String> = index.weight_map.values().cloned().collect();
                 files.sort();
                 files.dedup();
+                if let Some(bad) = files.iter().find(|f| !is_plain_file_name(f)) {
+                    return Err(ModelError::Index {
+                        path: index_path,
+                        message: format!("`{bad}` is not a file name in the checkpoint's own directory"),
+                    });
+                }
                 (index_path, files, Some(index.weight_map))
             } else if single_path.is_file() {
                 (single_path, vec![SINGLE_FILE.to_string()], None)
@@ -138,10 +161,26 @@ impl WeightFiles {
                     ),
                 });
             };
+        let sums = match verify {
+            Verify::Yes => read_checksums(dir)?,
+            Verify::No => None,
+        };
+        if let (Some(sums), true) = (&sums, by_file.is_some()) {
+            verify_file(dir, sums, INDEX_FILE)?;
+        }
         let mut maps = Vec::new();
         let mut files = Vec::new();
         for name in &file_names {
             let path = dir.join(name);
+            // Following links is fine (the Hub's cache links to blobs); what they reach
+            // must be a regular file.
+            let meta = std::fs::metadata(&path).map_err(io_at(&path))?;
+            if !meta.is_file() {
+                return Err(ModelError::CorruptFile { path, message: "not a regular file".into() });
+            }
+            if let Some(sums) = &sums {
+                verify_file(dir, sums, name)?;
+            }
             let file = File::open(&path).map_err(io_at(&path))?;
             // SAFETY: the map is read-only and kept alive as long as the views into it; a
             // checkpoint modified while it is being loaded is outside what we can defend.
@@ -167,7 +206,30 @@ impl WeightFiles {
                 }
             }
         }
-        Ok(Self { files, location, listing, _maps: maps })
+        let files = Self { files, location, listing, _maps: maps };
+        files.check_layers(config)?;
+        Ok(files)
+    }
+
+    /// The config's layer count against the layers the files hold: a config that claims
+    /// 10^8 layers would otherwise build 10^9 tensor names before the first is missed.
+    fn check_layers(&self, config: &Config) -> Result<()> {
+        let held = self
+            .names()
+            .filter_map(|n| n.strip_prefix("model.layers.")?.split('.').next()?.parse::<usize>().ok())
+            .map(|layer| layer + 1)
+            .max()
+            .unwrap_or(0);
+        if held != config.num_hidden_layers {
+            return Err(ModelError::Config {
+                path: self.listing.clone(),
+                message: format!(
+                    "config.json says num_hidden_layers = {} but the weights hold {held} layer(s)",
+                    config.num_hidden_layers
+                ),
+            });
+        }
+        Ok(())
     }
 
     fn find(&self, name: &str) -> Result<(&Path, safetensors::tensor::TensorView<'static>)> {

@@ -3,6 +3,7 @@
 //! transformers' tensor names, so that transformers and vLLM load them as they are.
 
 mod atomic;
+pub mod checksums;
 mod hub;
 mod load;
 mod save;

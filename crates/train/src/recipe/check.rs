@@ -73,17 +73,9 @@ impl Recipe {
                     stage.micro_batch
                 )));
             }
-            match (stage.steps, stage.epochs) {
-                (Some(0), _) => return Err(bad("steps must be positive".into())),
-                (None, Some(e)) if !(e.is_finite() && e > 0.0) => {
-                    return Err(bad("epochs must be positive".into()))
-                }
-                (Some(_), None) | (None, Some(_)) => {}
-                _ => return Err(bad("give exactly one of `steps` or `epochs`".into())),
-            }
-            let lr = &stage.lr;
-            if !(lr.peak > 0.0 && lr.min >= 0.0 && lr.min <= lr.peak && (0.0..1.0).contains(&lr.warmup)) {
-                return Err(bad("lr needs peak > 0, 0 <= min <= peak and 0 <= warmup < 1".into()));
+            // The values themselves were checked when the recipe was read.
+            if stage.steps.is_some() == stage.epochs.is_some() {
+                return Err(bad("give exactly one of `steps` or `epochs`".into()));
             }
             if stage.loss == LossMode::AssistantOnly {
                 for entry in &stage.mixture {
@@ -104,8 +96,16 @@ impl Recipe {
     }
 
     /// What must not change across a resume, part by part (short hashes), so a refusal can
-    /// say what changed. Learning rates, lengths and checkpoint settings may change.
-    pub fn fingerprint(&self, model_config_json: &str, tokenizer_sha256: &str) -> BTreeMap<String, String> {
+    /// say what changed: the model, tokenizer, seed, the stages' names and data, and each
+    /// dataset's settings and source files' contents (`sources`: each file's size and
+    /// SHA-256, by dataset; empty for a fingerprint that must be cheap, the rendezvous's).
+    /// Learning rates, lengths and checkpoint settings may change.
+    pub fn fingerprint(
+        &self,
+        model_config_json: &str,
+        tokenizer_sha256: &str,
+        sources: &BTreeMap<String, Vec<(u64, String)>>,
+    ) -> BTreeMap<String, String> {
         let mut parts = BTreeMap::new();
         let init_from = self.model.as_ref().and_then(|m| m.init_from.clone());
         parts.insert("model".into(), short_hash(&(model_config_json, init_from)));
@@ -129,7 +129,7 @@ impl Recipe {
             if self.uses_dataset(&dataset.name) {
                 parts.insert(
                     format!("dataset `{}`", dataset.name),
-                    short_hash(&(dataset.settings_hash(), &dataset.sources)),
+                    short_hash(&(dataset.settings_hash(), &dataset.sources, sources.get(&dataset.name))),
                 );
             }
         }

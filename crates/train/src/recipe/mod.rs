@@ -4,6 +4,7 @@
 //! format; `davinci prepare`, `davinci data stats` and the trainer all read it from here.
 
 mod check;
+mod values;
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,7 @@ use davinci_data::tokenize::TextTokenizer;
 use serde::{Deserialize, Serialize};
 
 pub use check::changed_parts;
+pub use values::{is_plain_name, MAX_SEQ_LEN};
 
 use crate::error::{Result, TrainError};
 use crate::optimizer::AdamWConfig;
@@ -258,6 +260,7 @@ impl Recipe {
             stages: file.stages,
             output_dir,
         };
+        recipe.check_values(text)?;
         recipe.check_datasets()?;
         Ok(recipe)
     }

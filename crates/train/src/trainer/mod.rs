@@ -2,11 +2,14 @@
 //! order, each from the previous stage's final weights (or its own `init_from`), writing
 //! checkpoints; started again, it resumes from the newest complete checkpoint.
 
+mod gate;
 mod setup;
 mod stage;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use candle_core::Device;
 
@@ -14,14 +17,16 @@ use davinci_dist::{Collective, Local};
 use davinci_model::Config;
 use sha2::{Digest, Sha256};
 
-pub use setup::{open_mixture, plan_stages, prepare_stale, resolve_model, StagePlan};
+pub use setup::{
+    hash_sources, open_mixture, plan_stages, prepare_stale, resolve_model, SourceDigests, StagePlan,
+};
 
 use crate::checkpoint::{self, TrainerState};
 use crate::error::{Result, TrainError};
 use crate::human;
 use crate::metrics::MetricsLog;
 use crate::optimizer::{AdamW, ParamState};
-use crate::recipe::{changed_parts, Recipe};
+use crate::recipe::Recipe;
 use crate::sharded::{fresh_slices, owned_range, ShardedModel};
 use davinci_model::checkpoint::load_slices;
 use stage::{run_stage, StageEnd, StageRun};
@@ -37,6 +42,12 @@ pub struct TrainOptions {
     /// Stop (with a checkpoint) after this many optimizer steps of this invocation.
     pub stop_after: Option<u64>,
     pub progress: bool,
+    /// Set (to the signal's number) by a signal handler to stop gracefully: the ranks agree
+    /// at the next step's collective, write a checkpoint and return. 0: keep going.
+    pub stop_signal: Arc<AtomicUsize>,
+    /// How long a collective waits for a rank (the ranks waiting for rank 0's data
+    /// preparation are sent a heartbeat well inside it).
+    pub collective_timeout: Duration,
 }
 
 impl Default for TrainOptions {
@@ -47,6 +58,8 @@ impl Default for TrainOptions {
             force: false,
             stop_after: None,
             progress: true,
+            stop_signal: Arc::new(AtomicUsize::new(0)),
+            collective_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -67,8 +80,10 @@ pub struct RunSummary {
     pub stages: Vec<StageOutcome>,
     /// Where the run resumed from, if it did.
     pub resumed_from: Option<PathBuf>,
-    /// Whether `stop_after` ended the run before the recipe's end.
+    /// Whether `stop_after` or a signal ended the run before the recipe's end.
     pub stopped_early: bool,
+    /// The signal that stopped the run (after a checkpoint), if one did.
+    pub stopped_by_signal: Option<usize>,
 }
 
 /// A stage's starting weights: this rank's slices of each parameter (unpadded), or its
@@ -92,7 +107,7 @@ pub fn job_fingerprint(recipe: &Recipe) -> Result<String> {
     let model_spec = recipe.check_trainable(1)?;
     let tokenizer = davinci_data::tokenize::TextTokenizer::load(&recipe.tokenizer_source())?;
     let (config, _) = resolve_model(recipe, model_spec)?;
-    let parts = recipe.fingerprint(&config.to_json(), tokenizer.hash());
+    let parts = recipe.fingerprint(&config.to_json(), tokenizer.hash(), &SourceDigests::new());
     let text = serde_json::to_string(&parts).unwrap_or_default();
     Ok(hex::encode(Sha256::digest(text.as_bytes()))[..16].to_string())
 }
@@ -103,11 +118,6 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
     let (rank, world) = (collective.rank(), collective.world());
     let model_spec = recipe.check_trainable(world)?;
     let tokenizer = davinci_data::tokenize::TextTokenizer::load(&recipe.tokenizer_source())?;
-    // Rank 0 prepares what is stale (the data directory is shared); the others wait.
-    if rank == 0 {
-        prepare_stale(recipe, &tokenizer, options.progress)?;
-    }
-    collective.barrier()?;
     let (config, init_dir) = resolve_model(recipe, model_spec)?;
     if tokenizer.vocab_size() > config.vocab_size {
         return Err(TrainError::Invalid(format!(
@@ -117,7 +127,10 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
             config.vocab_size
         )));
     }
-    let fingerprint = recipe.fingerprint(&config.to_json(), tokenizer.hash());
+    // Rank 0 locks the output directory, checks that a resume sees the same recipe and
+    // data, and prepares what is stale (the data directory is shared); the others wait.
+    let gate = gate::pass(recipe, &tokenizer, &config.to_json(), options)?;
+    let fingerprint = gate.fingerprint.clone();
     let plans = plan_stages(recipe, &tokenizer)?;
     if rank == 0 {
         log_summary(recipe, &config, &plans, world);
@@ -130,8 +143,12 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
         .map(|(_, s)| (s.stage_index, s.step))
         .or(start.from.as_ref().map(|_| (start.stage, 0)));
     let mut metrics = if rank == 0 { Some(MetricsLog::open(&recipe.output_dir, resume_at)?) } else { None };
-    let mut summary =
-        RunSummary { stages: Vec::new(), resumed_from: start.from.clone(), stopped_early: false };
+    let mut summary = RunSummary {
+        stages: Vec::new(),
+        resumed_from: start.from.clone(),
+        stopped_early: false,
+        stopped_by_signal: None,
+    };
     let mut carried = start.params;
     let mut resume = start.resume;
     let mut budget = options.stop_after;
@@ -141,6 +158,13 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
         .map(|i| plans[i + 1..].iter().map(|p| p.total_steps * p.spec.tokens_per_step).sum())
         .collect();
     for (index, plan) in plans.into_iter().enumerate().skip(start.stage) {
+        // A signal that came between stages (or before the first): the ranks agree on it
+        // here, since no step's collective will carry it.
+        if let Some(signal) = agreed_stop(options)? {
+            summary.stopped_early = true;
+            summary.stopped_by_signal = Some(signal);
+            break;
+        }
         let (model, state) = match resume.take() {
             Some((optimizer, state)) => (
                 ShardedModel::from_shards(&config, optimizer, collective.clone(), dtype, &options.device)?,
@@ -197,13 +221,24 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
         summary.stages.push(outcome);
         match end {
             StageEnd::Finished(shards) => carried = Some(Weights::Shards(shards)),
-            StageEnd::Stopped => {
+            StageEnd::Stopped { signal } => {
                 summary.stopped_early = true;
+                summary.stopped_by_signal = signal;
                 break;
             }
         }
     }
+    drop(gate);
     Ok(summary)
+}
+
+/// Whether any rank has been asked to stop, agreed over the ranks: the signal (this rank's,
+/// or SIGTERM's number when only another rank got one).
+fn agreed_stop(options: &TrainOptions) -> Result<Option<usize>> {
+    let mine = options.stop_signal.load(Ordering::SeqCst);
+    let mut any = [(mine != 0) as u8 as f64];
+    options.collective.all_reduce(&mut any)?;
+    Ok((any[0] > 0.0).then_some(if mine != 0 { mine } else { 15 }))
 }
 
 /// The newest complete checkpoint over all stages decides where to begin; a recipe whose
@@ -225,21 +260,8 @@ fn find_start(
         return Ok(Start { stage: 0, params: None, resume: None, from: None });
     };
     let (_, optimizer, state) = checkpoint::load(&dir, rank, world)?;
-    let changed = changed_parts(&state.recipe, fingerprint);
-    if !changed.is_empty() {
-        let what = changed.join(", ");
-        if !force {
-            return Err(TrainError::Invalid(format!(
-                "{}: the recipe changed since checkpoint {} was written ({what}); start in a new \
-                 output_dir, or pass --force to resume anyway",
-                recipe.path.display(),
-                dir.display()
-            )));
-        }
-        if rank == 0 {
-            tracing::warn!("resuming from {} although the recipe changed ({what})", dir.display());
-        }
-    }
+    // Rank 0 has warned already at the gate, where a forced resume is decided.
+    gate::check_unchanged(recipe, &dir, &state, fingerprint, force, false)?;
     if rank == 0 {
         tracing::info!("resuming from {}", dir.display());
     }

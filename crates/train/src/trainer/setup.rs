@@ -1,13 +1,14 @@
 //! Before the first step: stale datasets prepared, the model's shape resolved, each stage's
 //! datasets opened and its length in steps worked out.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use davinci_data::dataset::Dataset;
 use davinci_data::loader::{Loader, LoaderConfig, LoaderState, MixtureEntry};
 use davinci_data::prepare::{prepare_dataset, PrepareOptions};
 use davinci_data::shard::MANIFEST;
-use davinci_data::staleness::stale_reason;
+use davinci_data::staleness::{source_digests, stale_reason};
 use davinci_data::tokenize::TextTokenizer;
 use davinci_model::{resolve_model_dir, Config};
 
@@ -25,11 +26,30 @@ pub struct StagePlan {
     pub init_from: Option<PathBuf>,
 }
 
-/// Prepares every dataset a stage uses whose shards are missing or stale.
-pub fn prepare_stale(recipe: &Recipe, tokenizer: &TextTokenizer, progress: bool) -> Result<()> {
+/// The size and SHA-256 of the source files of every dataset a stage uses, by dataset.
+pub type SourceDigests = BTreeMap<String, Vec<(u64, String)>>;
+
+/// Hashes the sources of every dataset a stage uses (for the fingerprint and staleness).
+pub fn hash_sources(recipe: &Recipe) -> Result<SourceDigests> {
+    let mut digests = SourceDigests::new();
+    for spec in recipe.datasets.iter().filter(|d| recipe.uses_dataset(&d.name)) {
+        digests.insert(spec.name.clone(), source_digests(spec, &recipe.base)?);
+    }
+    Ok(digests)
+}
+
+/// Prepares every dataset a stage uses whose shards are missing or stale (`digests` from
+/// [`hash_sources`]).
+pub fn prepare_stale(
+    recipe: &Recipe,
+    tokenizer: &TextTokenizer,
+    digests: &SourceDigests,
+    progress: bool,
+) -> Result<()> {
     for spec in recipe.datasets.iter().filter(|d| recipe.uses_dataset(&d.name)) {
         let out = recipe.dataset_dir(spec);
-        if let Some(reason) = stale_reason(spec, &recipe.base, tokenizer.hash(), &out)? {
+        let sources = digests.get(&spec.name).map(Vec::as_slice).unwrap_or_default();
+        if let Some(reason) = stale_reason(spec, tokenizer.hash(), &out, sources)? {
             tracing::info!("preparing dataset `{}` into {} ({reason})", spec.name, out.display());
             let options = PrepareOptions { progress, ..PrepareOptions::default() };
             let (_, report) = prepare_dataset(spec, &recipe.base, tokenizer, &out, &options)?;

@@ -32,8 +32,8 @@ pub enum StageEnd {
     /// The stage ran to its end; these are this rank's shards of its final weights, with
     /// fresh moments.
     Finished(Vec<ParamState>),
-    /// `stop_after` ran out first (a checkpoint was written).
-    Stopped,
+    /// `stop_after` ran out first, or a signal came (its number): a checkpoint was written.
+    Stopped { signal: Option<usize> },
 }
 
 /// Runs a stage from `state` to its end, or until `budget` steps have been taken.
@@ -70,6 +70,7 @@ pub fn run_stage(
     let started = Instant::now();
     let elapsed_before = state.elapsed_seconds;
     let mut saved_at = state.step;
+    let mut signal = None;
     if rank == 0 {
         tracing::info!("stage {}: step {} of {}", spec.name, state.step, total);
     }
@@ -96,11 +97,18 @@ pub fn run_stage(
             loss_sum += stats.loss_sum;
             count += stats.count;
         }
-        // The global batch's totals: loss, loss tokens, real tokens and those with loss.
+        // The global batch's totals: loss, loss tokens, real tokens and those with loss; and
+        // how many ranks were asked to stop, so that all of them stop after the same step.
         let loss_tokens = batch.labels.iter().filter(|&&l| l != IGNORE).count();
-        let mut totals = [loss_sum, count as f64, batch.real_tokens() as f64, loss_tokens as f64, flops];
+        let my_signal = options.stop_signal.load(std::sync::atomic::Ordering::SeqCst);
+        let stopping = (my_signal != 0) as u8 as f64;
+        let mut totals =
+            [loss_sum, count as f64, batch.real_tokens() as f64, loss_tokens as f64, flops, stopping];
         collective.all_reduce(&mut totals)?;
-        let [loss_sum, count, tokens, loss_tokens, flops] = totals;
+        let [loss_sum, count, tokens, loss_tokens, flops, stopping] = totals;
+        if stopping > 0.0 {
+            signal = Some(if my_signal != 0 { my_signal } else { 15 });
+        }
         let count = count as usize;
         // The mean over the global batch's loss tokens; clipping on that mean's norm.
         let lr = schedule.lr(state.step);
@@ -110,7 +118,7 @@ pub fn run_stage(
                 spec.name,
                 state.step + 1
             );
-            (f64::NAN, 0.0)
+            (None, 0.0)
         } else {
             let clip = (spec.clip_grad_norm > 0.0).then_some(spec.clip_grad_norm);
             let sum_norm = model.grad_norm()?;
@@ -121,7 +129,7 @@ pub fn run_stage(
                     state.step + 1
                 ))
             })?;
-            (loss_sum / count as f64, norm)
+            (Some(loss_sum / count as f64), norm)
         };
         let tokens = tokens as u64;
         state.step += 1;
@@ -156,12 +164,24 @@ pub fn run_stage(
             progress.step(&m);
         }
         outcome.steps_run += 1;
-        outcome.first_loss.get_or_insert(loss);
-        outcome.last_loss = Some(loss);
+        if let Some(loss) = loss {
+            outcome.first_loss.get_or_insert(loss);
+            outcome.last_loss = Some(loss);
+        }
         let due = spec.checkpoint_every.is_some_and(|every| every > 0 && state.step.is_multiple_of(every));
         if due || state.step == total {
             save(recipe, config, &model, &state, save_dtype, spec.keep_last)?;
             saved_at = state.step;
+        }
+        if let (Some(number), 0) = (signal, rank) {
+            tracing::warn!(
+                "stage {}: signal {number} received; stopping after step {} with a checkpoint",
+                spec.name,
+                state.step
+            );
+        }
+        if signal.is_some() && state.step < total {
+            break;
         }
     }
     progress.finish();
@@ -172,7 +192,7 @@ pub fn run_stage(
         if rank == 0 {
             tracing::info!("stage {}: stopped after step {} of {}", spec.name, state.step, total);
         }
-        return Ok((StageEnd::Stopped, outcome));
+        return Ok((StageEnd::Stopped { signal }, outcome));
     }
     let last = checkpoint::checkpoint_dir(&recipe.output_dir, &spec.name, state.step);
     if rank == 0 {
@@ -194,7 +214,7 @@ fn save(
     let collective = model.collective();
     checkpoint::save(&dir, config, model, state, dtype)?;
     if collective.rank() == 0 {
-        checkpoint::prune(&recipe.output_dir, &state.stage, keep_last)?;
+        checkpoint::prune(&recipe.output_dir, &state.stage, keep_last);
     }
     tracing::debug!("checkpoint {}", dir.display());
     Ok(())
