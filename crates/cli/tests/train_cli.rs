@@ -172,6 +172,9 @@ fn two_ranks_started_as_a_bare_srun_starts_them_find_each_other() {
                 ("SLURM_JOB_ID", job_id.as_str()),
                 ("SLURM_STEP_NODELIST", "localhost,otherhost"),
             ])
+            // The job's secret derives from a key file only this user can read (both ranks
+            // race to create it here).
+            .env("DAVINCI_KEY_FILE", tmp.path().join("home/rendezvous.key"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -198,6 +201,7 @@ fn a_dead_rank_ends_the_job_with_an_error_naming_it() {
                 ("WORLD_SIZE", "2"),
                 ("MASTER_ADDR", "127.0.0.1"),
                 ("MASTER_PORT", port.as_str()),
+                ("DAVINCI_JOB_SECRET", "a secret both ranks were given"),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -220,4 +224,99 @@ fn a_dead_rank_ends_the_job_with_an_error_naming_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("rank 1"), "{stderr}");
+}
+
+/// `davinci launch --nproc 2` of the two-stage recipe into `root`.
+fn launch_two(root: &Path) -> Command {
+    let mut launch = Command::new(env!("CARGO_BIN_EXE_davinci"));
+    launch.args(["launch", "--nproc", "2", "--"]).args(train(root).get_args());
+    launch
+}
+
+#[test]
+fn sigterm_to_a_two_rank_launch_checkpoints_that_step_and_the_resume_is_bit_identical() {
+    let whole = tempfile::tempdir().unwrap();
+    check(launch_two(whole.path()).output().unwrap());
+
+    let stopped = tempfile::tempdir().unwrap();
+    let child = launch_two(stopped.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let log = stopped.path().join("run").join(METRICS_FILE);
+    let started = Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 1 {
+        assert!(started.elapsed() < Duration::from_secs(120), "no step was logged");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // What SLURM does before preemption, to the launcher alone.
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let output = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(75), "{stdout}\n{stderr}");
+    assert!(stdout.contains("stopped by SIGTERM with a checkpoint"), "{stdout}\n{stderr}");
+    let steps = read_metrics(&log).unwrap().len() as u64;
+    assert!(steps < 7, "the run stopped early ({steps} steps)");
+    let (stage, step) = if steps <= 4 { ("mt", steps) } else { ("sft", steps - 4) };
+    let (_, _, state) = load(&latest(&stopped.path().join("run"), stage).unwrap(), 0, 1).unwrap();
+    assert_eq!(state.step, step, "the checkpoint is of the step the signal stopped at");
+
+    let stdout = check(launch_two(stopped.path()).output().unwrap());
+    assert!(stdout.contains("resumed from"), "{stdout}");
+    assert_eq!(masters(stopped.path()), masters(whole.path()), "bit-identical weights and moments");
+    let bits = |root: &Path| losses(root).iter().map(|l| l.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(stopped.path()), bits(whole.path()));
+
+    // The final checkpoint verifies; a flipped byte is named.
+    let last = latest(&stopped.path().join("run"), "sft").unwrap();
+    let info = |dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_davinci")).arg("info").arg(dir).arg("--verify").output().unwrap()
+    };
+    assert!(check(info(&last)).contains("match their checksums"));
+    let weights = last.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&weights, bytes).unwrap();
+    let refused = info(&last);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("model.safetensors") && stderr.contains("corrupt"),
+        "{stderr}"
+    );
+}
+
+/// The pids of processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let entries = std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok());
+    entries
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(needle))
+        })
+        .collect()
+}
+
+#[test]
+fn ranks_of_a_launcher_killed_with_sigkill_stop_with_a_checkpoint_instead_of_training_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut launcher = launch_two(tmp.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let log = tmp.path().join("run").join(METRICS_FILE);
+    let started = Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 1 {
+        assert!(started.elapsed() < Duration::from_secs(120), "no step was logged");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    launcher.kill().unwrap(); // SIGKILL: it cannot pass anything on.
+    launcher.wait().unwrap();
+    let needle = tmp.path().join("run").display().to_string();
+    let killed_at = Instant::now();
+    while !processes_mentioning(&needle).is_empty() {
+        assert!(killed_at.elapsed() < Duration::from_secs(60), "the ranks outlived their launcher");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let steps = read_metrics(&log).unwrap().len() as u64;
+    assert!(steps < 7, "the ranks stopped early ({steps} steps)");
+    let (stage, step) = if steps <= 4 { ("mt", steps) } else { ("sft", steps - 4) };
+    let (_, _, state) = load(&latest(&tmp.path().join("run"), stage).unwrap(), 0, 1).unwrap();
+    assert_eq!(state.step, step, "they stopped gracefully, with a checkpoint of their last step");
 }

@@ -12,6 +12,10 @@ pub enum DistError {
     Mismatch(String),
     #[error("{0}")]
     Config(String),
+    /// A frame from `rank` failed its authentication tag: someone on the network path
+    /// changed, replayed or reordered bytes, or is not this job's rank.
+    #[error("rank {rank}: {what}: the frame was altered or the connection was tampered with")]
+    Integrity { rank: usize, what: String },
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
     #[error("{what}: {source}")]

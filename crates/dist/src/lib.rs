@@ -15,7 +15,8 @@ pub mod rendezvous;
 pub mod tcp;
 pub mod threads;
 pub mod watchdog;
+mod wire;
 
 pub use collective::{Collective, Local, Membership};
 pub use error::{DistError, Result};
-pub use rendezvous::{connect_from_env, LaunchEnv};
+pub use rendezvous::{connect_from_env, JobSecret, LaunchEnv};

@@ -10,7 +10,7 @@ use davinci_dist::collective::Collective;
 use davinci_dist::rendezvous::first_host;
 use davinci_dist::tcp::TcpRank;
 use davinci_dist::threads::thread_group;
-use davinci_dist::{DistError, LaunchEnv};
+use davinci_dist::{DistError, JobSecret, LaunchEnv};
 
 /// Rank r's data: awkward values, so that a wrong order of summation would show.
 fn data(rank: usize, len: usize) -> Vec<f32> {
@@ -81,10 +81,11 @@ fn tcp_group(
     timeout: Duration,
 ) -> Vec<std::thread::JoinHandle<davinci_dist::Result<TcpRank>>> {
     let addr = format!("127.0.0.1:{}", free_port());
+    let secret = JobSecret::random().unwrap();
     (0..world)
         .map(|rank| {
-            let (addr, fp) = (addr.clone(), fingerprints[rank].clone());
-            std::thread::spawn(move || TcpRank::connect(&addr, rank, world, &fp, timeout))
+            let (addr, fp, secret) = (addr.clone(), fingerprints[rank].clone(), secret.clone());
+            std::thread::spawn(move || TcpRank::connect(&addr, rank, world, &fp, &secret, timeout))
         })
         .collect()
 }

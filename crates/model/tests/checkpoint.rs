@@ -344,3 +344,21 @@ fn a_config_with_more_layers_than_the_weights_is_refused_before_allocating() {
     let err = load_checkpoint(&dir, &Device::Cpu, None).unwrap_err().to_string();
     assert!(err.contains("num_hidden_layers = 100000000 is outside"), "{err}");
 }
+
+#[test]
+fn a_write_that_fails_leaves_no_temporary_directory_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ckpt");
+    let result = davinci_model::checkpoint::write_dir_atomically(
+        &dir,
+        |_| false,
+        |tmp_dir| {
+            fs::write(tmp_dir.join("model.safetensors"), vec![0u8; 4096]).unwrap();
+            Err(ModelError::InvalidConfig("the disk is full".into()))
+        },
+    );
+    assert!(result.unwrap_err().to_string().contains("the disk is full"));
+    let left: Vec<_> =
+        fs::read_dir(tmp.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "{left:?}");
+}

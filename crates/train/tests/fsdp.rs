@@ -132,3 +132,99 @@ fn ranks_read_only_their_slices_of_an_init_from_checkpoint() {
         metrics(one.path())[0].loss < metrics(base.path())[0].loss && metrics(one.path())[0].loss.is_some()
     );
 }
+
+#[test]
+fn a_signal_on_one_rank_stops_every_rank_after_the_same_step_and_the_resume_is_exact() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let whole = tempfile::tempdir().unwrap();
+    run(whole.path(), 2, None);
+
+    let stopped = tempfile::tempdir().unwrap();
+    let r = recipe(stopped.path());
+    let signal = Arc::new(AtomicUsize::new(0));
+    let summaries = std::thread::scope(|scope| {
+        // SIGUSR1 (10) reaches rank 1 alone once the first step is logged.
+        let watcher = {
+            let (signal, log) = (signal.clone(), stopped.path().join("run").join(METRICS_FILE));
+            scope.spawn(move || {
+                while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 1 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                signal.store(10, Ordering::SeqCst);
+            })
+        };
+        let handles: Vec<_> = thread_group(2, Duration::from_secs(120))
+            .into_iter()
+            .map(|rank| {
+                let r = &r;
+                let stop_signal =
+                    if rank.rank() == 1 { signal.clone() } else { Arc::new(AtomicUsize::new(0)) };
+                scope.spawn(move || {
+                    let collective: Arc<dyn Collective> = Arc::new(rank);
+                    let options =
+                        TrainOptions { collective, stop_signal, progress: false, ..TrainOptions::default() };
+                    train(r, &options).unwrap()
+                })
+            })
+            .collect();
+        let summaries: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        watcher.join().unwrap();
+        summaries
+    });
+    // Rank 1 names its signal; rank 0, which got none, stops as for SIGTERM.
+    assert_eq!(summaries[0].stopped_by_signal, Some(15));
+    assert_eq!(summaries[1].stopped_by_signal, Some(10));
+    let steps = metrics(stopped.path()).len() as u64;
+    assert!(steps < 7, "stopped before the end ({steps} steps)");
+    let taken: Vec<u64> = summaries.iter().map(|s| s.stages.iter().map(|o| o.steps_run).sum()).collect();
+    assert_eq!(taken, [steps, steps], "both ranks stopped after the same step");
+    // The checkpoint of the step it stopped at.
+    let stage = if steps <= 4 { "mt" } else { "sft" };
+    let (_, _, state) = load(&latest(&stopped.path().join("run"), stage).unwrap(), 0, 2).unwrap();
+    assert_eq!(state.step, if steps <= 4 { steps } else { steps - 4 });
+
+    run(stopped.path(), 2, None);
+    assert_eq!(final_masters(stopped.path()), final_masters(whole.path()), "bit-identical after the resume");
+    let losses = |root: &Path| metrics(root).iter().map(|m| m.loss.map(f64::to_bits)).collect::<Vec<_>>();
+    assert_eq!(losses(stopped.path()), losses(whole.path()));
+}
+
+#[test]
+fn the_other_ranks_wait_out_a_preparation_longer_than_the_collective_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The general PRs 150 times over (21 MB): a preparation of a second or more.
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes/data/prs-general.jsonl");
+    let many = tmp.path().join("prs-general-150x.jsonl");
+    std::fs::write(&many, std::fs::read_to_string(bundled).unwrap().repeat(150)).unwrap();
+    let r = two_stage_recipe(tmp.path(), |t| {
+        t.replace("../../../../recipes/data/prs-general.jsonl", &many.display().to_string())
+    });
+    let timeout = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = thread_group(2, timeout)
+            .into_iter()
+            .map(|rank| {
+                let r = &r;
+                scope.spawn(move || {
+                    let collective: Arc<dyn Collective> = Arc::new(rank);
+                    // No step: only the start, whose preparation is the long part.
+                    let options = TrainOptions {
+                        collective,
+                        collective_timeout: timeout,
+                        stop_after: Some(0),
+                        progress: false,
+                        ..TrainOptions::default()
+                    };
+                    train(r, &options)
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+    });
+    let took = started.elapsed();
+    assert!(took > timeout * 3, "the preparation took {took:?}: too short to show anything");
+    assert!(tmp.path().join("data/general-prs/dataset.json").is_file());
+}

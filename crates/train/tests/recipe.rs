@@ -89,7 +89,11 @@ fn inconsistent_settings_are_refused() {
         ("tokens_per_step = 512", "tokens_per_step = 500", "multiple of seq_len"),
         ("steps = 3", "steps = 3\nepochs = 1.0", "exactly one of `steps` or `epochs`"),
         ("steps = 3", "", "exactly one of `steps` or `epochs`"),
-        ("lr = { peak = 1e-3 }", "lr = { peak = 1e-3, min = 1e-2 }", "min <= peak"),
+        (
+            "lr = { peak = 1e-3 }",
+            "lr = { peak = 1e-3, min = 1e-2 }",
+            "`lr.min` = 0.01 must be in [0, lr.peak]",
+        ),
         ("steps = 3", "steps = 3\nloss = \"assistant-only\"", "`d` is not"),
         ("steps = 3", "steps = 3\nmicro_batch = 3", "micro-batches of 3"),
         ("mixture = [{ dataset = \"d\" }]", "mixture = [{ dataset = \"e\" }]", "does not define"),
@@ -98,5 +102,62 @@ fn inconsistent_settings_are_refused() {
     for (from, to, expected) in cases {
         let err = error_of(&BASE.replace(from, to));
         assert!(err.contains(expected), "{to}: {err}");
+    }
+}
+
+#[test]
+fn every_value_out_of_range_names_the_file_line_stage_and_key() {
+    let cases = [
+        ("steps = 3", "steps = 3\noptimizer = { beta1 = 1.5 }", "`optimizer.beta1` = 1.5 must be in [0, 1)"),
+        ("steps = 3", "steps = 3\noptimizer = { beta2 = -0.1 }", "`optimizer.beta2`"),
+        ("steps = 3", "steps = 3\noptimizer = { eps = -1.0 }", "`optimizer.eps` = -1 must be finite and > 0"),
+        ("steps = 3", "steps = 3\noptimizer = { weight_decay = -5.0 }", "`optimizer.weight_decay` = -5"),
+        ("steps = 3", "steps = 3\nclip_grad_norm = -1.0", "`clip_grad_norm` = -1"),
+        ("steps = 3", "steps = 3\nkeep_last = 0", "`keep_last` must be at least 1"),
+        ("steps = 3", "steps = 3\ncheckpoint_every = 0", "`checkpoint_every` must be at least 1"),
+        ("lr = { peak = 1e-3 }", "lr = { peak = inf }", "`lr.peak` = inf must be finite"),
+        ("lr = { peak = 1e-3 }", "lr = { peak = nan }", "`lr.peak` = NaN"),
+        ("lr = { peak = 1e-3 }", "lr = { peak = 1e-3, warmup = 1.0 }", "`lr.warmup` = 1"),
+        ("seq_len = 128", "seq_len = 2000000000", "`seq_len` = 2000000000 must be in 1..=1048576"),
+        ("seq_len = 128", "seq_len = 0", "`seq_len` = 0"),
+        ("steps = 3", "steps = 3\npack_window = 0", "`pack_window` must be at least 1"),
+        ("mixture = [{ dataset = \"d\" }]", "mixture = []", "`mixture` is empty"),
+        (
+            "mixture = [{ dataset = \"d\" }]",
+            "mixture = [{ dataset = \"d\", upsample = 0.0 }]",
+            "would read nothing",
+        ),
+        (
+            "mixture = [{ dataset = \"d\" }]",
+            "mixture = [{ dataset = \"d\", upsample = -1.0 }]",
+            "`upsample` of `d`",
+        ),
+        ("steps = 3", "steps = 0", "`steps` must be at least 1"),
+        ("steps = 3", "epochs = -2.0", "`epochs` = -2"),
+        ("steps = 3", "steps = 3\nmicro_batch = 0", "`micro_batch` = 0"),
+    ];
+    for (from, to, expected) in cases {
+        let err = error_of(&BASE.replace(from, to));
+        assert!(err.contains("/r/recipe.toml:11: stage `s`: ") && err.contains(expected), "{to}: {err}");
+    }
+}
+
+#[test]
+fn stage_and_dataset_names_cannot_leave_their_directories() {
+    for name in ["../../x", "/abs/path", "a/b", ".hidden", "", "sp ace"] {
+        let err = error_of(&BASE.replace("name = \"s\"", &format!("name = {name:?}")));
+        assert!(err.contains(":11:") && err.contains("letters, digits"), "{name}: {err}");
+        let text = BASE
+            .replace("name = \"d\"", &format!("name = {name:?}"))
+            .replace("dataset = \"d\"", &format!("dataset = {name:?}"));
+        let err = error_of(&text);
+        assert!(err.contains(":6:") && err.contains("names a directory"), "{name}: {err}");
+    }
+    for name in ["mt1", "sft-pass", "stage_2.b"] {
+        Recipe::parse(
+            &BASE.replace("name = \"s\"", &format!("name = {name:?}")),
+            Path::new("/r/recipe.toml"),
+        )
+        .unwrap();
     }
 }

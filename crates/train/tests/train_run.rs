@@ -9,6 +9,7 @@ use std::path::Path;
 use common::two_stage_recipe as recipe;
 
 use davinci_train::checkpoint::{latest, load};
+use davinci_train::lock::RunLock;
 use davinci_train::metrics::{read_metrics, METRICS_FILE};
 use davinci_train::tensorboard::EVENTS_FILE;
 use davinci_train::{train, TrainOptions};
@@ -100,4 +101,56 @@ fn a_resume_refuses_a_changed_recipe_unless_forced() {
     let forced = TrainOptions { force: true, ..options(Some(1)) };
     let summary = train(&recipe(tmp.path(), longer_rows), &forced).unwrap();
     assert!(summary.resumed_from.is_some());
+}
+
+#[test]
+fn a_second_run_on_the_same_output_directory_is_refused_before_it_prepares_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipe(tmp.path(), |t| t);
+    let held = RunLock::acquire(&r.output_dir).unwrap();
+    let err = train(&r, &options(Some(1))).unwrap_err().to_string();
+    assert!(err.contains("in use by another davinci run") && err.contains("--output-dir"), "{err}");
+    assert!(!tmp.path().join("data").exists(), "nothing was prepared");
+    drop(held);
+    train(&r, &options(Some(1))).unwrap();
+}
+
+#[test]
+fn a_changed_source_or_a_renamed_stage_is_refused_before_anything_is_prepared_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The sources copied where this test may change them.
+    let sources = tmp.path().join("sources");
+    std::fs::create_dir_all(&sources).unwrap();
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes/data");
+    for entry in std::fs::read_dir(&bundled).unwrap().filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".jsonl") {
+            std::fs::copy(entry.path(), sources.join(&name)).unwrap();
+        }
+    }
+    let here = format!("{}/", sources.display());
+    let point = move |t: String| t.replace("../../../../recipes/data/", &here);
+    train(&recipe(tmp.path(), &point), &options(Some(1))).unwrap();
+
+    let renamed = |t: String| point(t).replace("name = \"mt\"", "name = \"mt-a\"");
+    let err = train(&recipe(tmp.path(), renamed), &options(Some(1))).unwrap_err().to_string();
+    assert!(err.contains("stage order") && err.contains("--force"), "{err}");
+    let logged = read_metrics(&tmp.path().join("run").join(METRICS_FILE)).unwrap();
+    assert_eq!(logged.len(), 1, "the refused run left metrics.jsonl as it was");
+
+    // One more record in a source: refused, and the prepared dataset left as it was.
+    let manifest = tmp.path().join("data/general-prs/dataset.json");
+    let prepared = std::fs::read(&manifest).unwrap();
+    let source = sources.join("prs-general.jsonl");
+    let original = std::fs::read_to_string(&source).unwrap();
+    let first = original.lines().next().unwrap().to_string();
+    std::fs::write(&source, format!("{original}{first}\n")).unwrap();
+    let err = train(&recipe(tmp.path(), &point), &options(Some(1))).unwrap_err().to_string();
+    assert!(err.contains("dataset `general-prs`") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(&manifest).unwrap(), prepared, "not prepared again before the refusal");
+
+    // Put back, the run resumes where it was.
+    std::fs::write(&source, original).unwrap();
+    let summary = train(&recipe(tmp.path(), &point), &options(None)).unwrap();
+    assert!(summary.resumed_from.is_some() && !summary.stopped_early);
 }

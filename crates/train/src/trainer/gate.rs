@@ -71,7 +71,7 @@ pub fn pass(
         return Ok(Gate { fingerprint, _lock: Some(lock) });
     }
     // A beat well inside the others' collective timeout.
-    let beat = (options.collective_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let beat = (options.collective_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
     let outcome = std::thread::scope(|scope| {
         let worker = scope.spawn(work);
         let mut last = Instant::now();
