@@ -233,22 +233,35 @@ fn launch_two(root: &Path) -> Command {
     launch
 }
 
+/// [`launch_two`] with steps slowed to 300 ms, so that a signal sent after the first step
+/// lands mid-run on any machine.
+fn slow_launch_two(root: &Path) -> Command {
+    let mut launch = launch_two(root);
+    launch.env("DAVINCI_TEST_STEP_SLEEP_MS", "300");
+    launch
+}
+
 #[test]
-fn sigterm_to_a_two_rank_launch_checkpoints_that_step_and_the_resume_is_bit_identical() {
+fn sigterm_to_every_process_of_a_two_rank_launch_checkpoints_that_step_and_the_resume_is_bit_identical() {
     let whole = tempfile::tempdir().unwrap();
     check(launch_two(whole.path()).output().unwrap());
 
     let stopped = tempfile::tempdir().unwrap();
-    let child = launch_two(stopped.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let child =
+        slow_launch_two(stopped.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let log = stopped.path().join("run").join(METRICS_FILE);
     let started = Instant::now();
     while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 1 {
         assert!(started.elapsed() < Duration::from_secs(120), "no step was logged");
         std::thread::sleep(Duration::from_millis(5));
     }
-    // What SLURM does before preemption, to the launcher alone.
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(killed.success());
+    // What SLURM does before preemption: SIGTERM to every process of the step, the
+    // launcher and each rank, so a rank gets it twice (once passed on by the launcher).
+    let everyone = processes_mentioning(&stopped.path().join("run").display().to_string());
+    assert_eq!(everyone.len(), 3, "the launcher and two ranks: {everyone:?}");
+    for pid in everyone {
+        assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    }
     let output = child.wait_with_output().unwrap();
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert_eq!(output.status.code(), Some(75), "{stdout}\n{stderr}");
@@ -299,7 +312,8 @@ fn processes_mentioning(needle: &str) -> Vec<u32> {
 #[test]
 fn ranks_of_a_launcher_killed_with_sigkill_stop_with_a_checkpoint_instead_of_training_on() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut launcher = launch_two(tmp.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut launcher =
+        slow_launch_two(tmp.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let log = tmp.path().join("run").join(METRICS_FILE);
     let started = Instant::now();
     while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 1 {

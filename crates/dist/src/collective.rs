@@ -3,7 +3,7 @@
 //! reply, summing in rank order.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use candle_core::{DType, Tensor};
 
@@ -118,13 +118,20 @@ fn floats(bytes: &[u8]) -> &[f32] {
 pub struct Membership {
     rank: usize,
     world: usize,
+    /// How long a collective waits for the other ranks (none: forever, or alone).
+    timeout: Option<Duration>,
     moved: AtomicU64,
     busy_nanos: AtomicU64,
 }
 
 impl Membership {
     pub const fn new(rank: usize, world: usize) -> Self {
-        Self { rank, world, moved: AtomicU64::new(0), busy_nanos: AtomicU64::new(0) }
+        Self { rank, world, timeout: None, moved: AtomicU64::new(0), busy_nanos: AtomicU64::new(0) }
+    }
+
+    /// A member whose collectives give up on the others after `timeout`.
+    pub const fn with_timeout(rank: usize, world: usize, timeout: Duration) -> Self {
+        Self { timeout: Some(timeout), ..Self::new(rank, world) }
     }
 
     /// Counts a blocking collective (see [`Membership::count`]) and the time `run` takes:
@@ -163,6 +170,12 @@ pub trait Collective: Send + Sync {
 
     fn world(&self) -> usize {
         self.membership().world
+    }
+
+    /// How long a collective waits for the other ranks before it fails (none: no limit).
+    /// Work that keeps the others waiting longer must send them something meanwhile.
+    fn timeout(&self) -> Option<Duration> {
+        self.membership().timeout
     }
 
     /// Moves this rank's contribution and returns its reply (see [`combine`]): what each

@@ -197,7 +197,7 @@ impl NcclRank {
             comm,
             watchdog,
             watchdog_thread: Some(watchdog_thread),
-            member: Membership::new(rank, world),
+            member: Membership::with_timeout(rank, world, timeout),
         })
     }
 

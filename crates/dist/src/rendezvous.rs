@@ -103,10 +103,14 @@ impl JobSecret {
     /// that group or others can read is refused.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
         if let Some(secret) = var("DAVINCI_JOB_SECRET") {
-            if secret.is_empty() {
-                return Err(DistError::Config(
-                    "DAVINCI_JOB_SECRET is empty: set it to the same random string on every rank".into(),
-                ));
+            // The handshake travels in clear text: a short secret could be guessed offline
+            // from one recorded introduction.
+            if secret.len() < 16 {
+                return Err(DistError::Config(format!(
+                    "DAVINCI_JOB_SECRET has {} characters: give every rank the same random string of at \
+                     least 16 (e.g. `openssl rand -hex 32`)",
+                    secret.len()
+                )));
             }
             return Ok(Self(Sha256::digest(secret.as_bytes()).into()));
         }
@@ -159,6 +163,12 @@ fn read_or_create_key(path: &Path) -> Result<Vec<u8>> {
         Err(e) => return Err(io_error(format!("reading the rendezvous key file {shown}"))(e)),
     }
     let metadata = std::fs::metadata(path).map_err(io_error(format!("reading the key file {shown}")))?;
+    if !metadata.is_file() || !(16..=4096).contains(&metadata.len()) {
+        return Err(DistError::Config(format!(
+            "the rendezvous key file {shown} must be a regular file of 16 to 4096 bytes (davinci makes one \
+             of 32 random bytes where none exists)"
+        )));
+    }
     let mode = permissions(&metadata);
     if mode & 0o077 != 0 {
         return Err(DistError::Config(format!(
@@ -166,11 +176,7 @@ fn read_or_create_key(path: &Path) -> Result<Vec<u8>> {
              run `chmod 600 {shown}`"
         )));
     }
-    let key = std::fs::read(path).map_err(io_error(format!("reading the rendezvous key file {shown}")))?;
-    if key.is_empty() {
-        return Err(DistError::Config(format!("the rendezvous key file {shown} is empty")));
-    }
-    Ok(key)
+    std::fs::read(path).map_err(io_error(format!("reading the rendezvous key file {shown}")))
 }
 
 /// Writes 32 random bytes to a file of its own, then links it into place: of several

@@ -137,7 +137,7 @@ impl TcpRank {
         for link in &links {
             link.stream().set_read_timeout(Some(timeout)).map_err(io("setting a timeout"))?;
         }
-        Ok(Self { member: Membership::new(rank, world), links: Mutex::new(links), timeout })
+        Ok(Self { member: Membership::with_timeout(rank, world, timeout), links: Mutex::new(links), timeout })
     }
 
     fn accept_all(
@@ -308,36 +308,30 @@ impl TcpRank {
         timeout: Duration,
     ) -> Result<Link> {
         let deadline = Instant::now() + timeout;
-        let stream = loop {
-            let attempt = addr
-                .to_socket_addrs()
-                .map_err(io(format!("resolving {addr}")))?
-                .next()
-                .ok_or_else(|| DistError::Config(format!("{addr} resolves to no address")))
-                .and_then(|a| {
-                    TcpStream::connect_timeout(&a, Duration::from_secs(1)).map_err(io("connecting"))
-                });
-            match attempt {
-                Ok(stream) => break stream,
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-                Err(_) => {
-                    return Err(DistError::Timeout {
-                        seconds: timeout.as_secs(),
-                        ranks: vec![0],
-                        what: format!("rendezvous at {addr}"),
-                    })
-                }
-            }
-        };
-        stream.set_nodelay(true).map_err(io("setting TCP_NODELAY"))?;
         let limit = timeout.min(HANDSHAKE);
-        let mut input = Deadline { stream: &stream, until: Instant::now() + limit };
         let during = |step: &str| {
             let what = format!("the rendezvous at {addr} ({step})");
             move |e| lost(0, limit, &what, e)
         };
-        let mut challenge = [0u8; wire::CHALLENGE];
-        input.read_exact(&mut challenge).map_err(during("rank 0's challenge"))?;
+        // Rank 0 drops connections while too many handshakes are in progress (a flood):
+        // one closed before its challenge is tried again until the deadline.
+        let (stream, challenge) = loop {
+            let stream = Self::reach(addr, deadline, timeout)?;
+            stream.set_nodelay(true).map_err(io("setting TCP_NODELAY"))?;
+            let mut input = Deadline { stream: &stream, until: Instant::now() + limit };
+            let mut challenge = [0u8; wire::CHALLENGE];
+            match input.read_exact(&mut challenge) {
+                Ok(()) => break (stream, challenge),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::warn!(
+                        "rank 0 at {addr} closed the connection before its challenge ({e}); trying again"
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(during("rank 0's challenge")(e)),
+            }
+        };
+        let mut input = Deadline { stream: &stream, until: Instant::now() + limit };
         let (magic, root_nonce) = challenge.split_at(MAGIC.len());
         if magic != MAGIC.as_bytes() {
             return Err(DistError::Config(format!(
@@ -375,6 +369,31 @@ impl TcpRank {
             (KIND_WELCOME, _, _) => Ok(link),
             (ERROR_FRAME, _, data) => Err(DistError::Mismatch(String::from_utf8_lossy(&data).into_owned())),
             (kind, _, _) => Err(DistError::Mismatch(format!("rank 0 answered with a frame of kind {kind}"))),
+        }
+    }
+
+    /// Connects to rank 0's address, trying again until `deadline`.
+    fn reach(addr: &str, deadline: Instant, timeout: Duration) -> Result<TcpStream> {
+        loop {
+            let attempt = addr
+                .to_socket_addrs()
+                .map_err(io(format!("resolving {addr}")))?
+                .next()
+                .ok_or_else(|| DistError::Config(format!("{addr} resolves to no address")))
+                .and_then(|a| {
+                    TcpStream::connect_timeout(&a, Duration::from_secs(1)).map_err(io("connecting"))
+                });
+            match attempt {
+                Ok(stream) => return Ok(stream),
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Err(_) => {
+                    return Err(DistError::Timeout {
+                        seconds: timeout.as_secs(),
+                        ranks: vec![0],
+                        what: format!("rendezvous at {addr}"),
+                    })
+                }
+            }
         }
     }
 }

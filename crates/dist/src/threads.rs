@@ -43,7 +43,10 @@ pub fn thread_group(world: usize, timeout: Duration) -> Vec<ThreadRank> {
         timeout,
     });
     (0..world)
-        .map(|rank| ThreadRank { member: Membership::new(rank, world), shared: shared.clone() })
+        .map(|rank| ThreadRank {
+            member: Membership::with_timeout(rank, world, timeout),
+            shared: shared.clone(),
+        })
         .collect()
 }
 

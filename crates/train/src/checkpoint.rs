@@ -112,7 +112,7 @@ pub fn save(
                     }
                 }
                 writer.finish()?;
-                stall_for_tests(state);
+                crate::faults::stall_checkpoint(state);
                 collective.barrier()?;
                 let state_path = tmp.join(STATE_FILE);
                 std::fs::write(&state_path, state_text).map_err(io_at(&state_path))?;
@@ -262,22 +262,6 @@ impl OptimizerFiles {
     }
 }
 
-/// Fault injection for the crash test: with `DAVINCI_TEST_STALL_CHECKPOINT=STAGE:STEP`,
-/// writing that checkpoint stops for a minute after the weights, so the test can kill the
-/// process while the checkpoint is half written. Built only with the `fault-injection`
-/// feature, which the command line's tests turn on.
-#[cfg(feature = "fault-injection")]
-fn stall_for_tests(state: &TrainerState) {
-    if let Ok(target) = std::env::var("DAVINCI_TEST_STALL_CHECKPOINT") {
-        if target == format!("{}:{}", state.stage, state.step) {
-            std::thread::sleep(std::time::Duration::from_secs(60));
-        }
-    }
-}
-
-#[cfg(not(feature = "fault-injection"))]
-fn stall_for_tests(_state: &TrainerState) {}
-
 /// A checkpoint's `trainer_state.json`.
 pub fn read_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join(STATE_FILE);
@@ -336,12 +320,42 @@ pub fn prune_with(
     let all = steps(root, stage);
     let old = all.iter().take(all.len().saturating_sub(keep_last.max(1))).map(|(_, p)| p.clone());
     let mut failed = Vec::new();
-    for path in old.chain(leftovers(root, stage)) {
+    for path in old {
         if let Err(e) = remove(&path) {
             tracing::warn!(
                 "could not remove {} ({e}); the run goes on, and the next save tries again",
                 path.display()
             );
+            failed.push((path, e));
+        }
+    }
+    failed.extend(clean_leftovers(root, stage, &remove));
+    failed
+}
+
+/// Clears what interrupted writes of a stage's checkpoints left behind. A `.step-N.old-PID`
+/// whose `step-N` is missing is a complete checkpoint moved aside for a replacement that
+/// never arrived: it is put back. The rest (temporary directories, old copies whose
+/// replacement is in place) is removed. What could not be is returned, and warned about.
+pub fn clean_leftovers(
+    root: &Path,
+    stage: &str,
+    remove: &impl Fn(&Path) -> std::io::Result<()>,
+) -> Vec<(PathBuf, std::io::Error)> {
+    let mut failed = Vec::new();
+    for path in leftovers(root, stage) {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let moved_aside =
+            name.strip_prefix('.').and_then(|n| n.split_once(".old-")).map(|(target, _)| target);
+        let outcome = match moved_aside.map(|target| root.join(stage).join(target)) {
+            Some(target) if !target.exists() => {
+                tracing::warn!("putting back {}, moved aside by an interrupted save", target.display());
+                std::fs::rename(&path, &target)
+            }
+            _ => remove(&path),
+        };
+        if let Err(e) = outcome {
+            tracing::warn!("could not clear {} ({e}); the next save tries again", path.display());
             failed.push((path, e));
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod faults;
 pub mod human;
 pub mod lock;
 pub mod memory;

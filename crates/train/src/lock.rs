@@ -46,6 +46,13 @@ impl RunLock {
                     output_dir.display()
                 )));
             }
+            Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+                tracing::warn!(
+                    "{} cannot be locked on this filesystem ({e}); a second run on this directory would \
+                     not be detected",
+                    path.display()
+                );
+            }
             Err(std::fs::TryLockError::Error(e)) => return Err(io_at(&path)(e).into()),
         }
         let me = format!("pid {} on host {}", std::process::id(), host_name());

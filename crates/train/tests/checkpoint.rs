@@ -9,7 +9,8 @@ use davinci_dist::Local;
 use davinci_model::checkpoint::checksums::{verify_dir, CHECKSUMS_FILE};
 use davinci_model::{load_checkpoint, Config, Qwen2};
 use davinci_train::checkpoint::{
-    checkpoint_dir, latest, leftovers, load, optimizer_file, prune, prune_with, save, TrainerState,
+    checkpoint_dir, clean_leftovers, latest, leftovers, load, optimizer_file, prune, prune_with, save,
+    TrainerState,
 };
 use davinci_train::optimizer::{AdamW, AdamWConfig, ParamState};
 use davinci_train::sharded::ShardedModel;
@@ -159,4 +160,23 @@ fn every_file_of_a_checkpoint_is_checksummed_and_a_flipped_bit_is_refused_on_res
     std::fs::write(&weights, bytes).unwrap();
     let error = load_checkpoint(&dir, &Device::Cpu, None).err().unwrap().to_string();
     assert!(error.contains("model.safetensors") && error.contains("corrupt"), "{error}");
+}
+
+#[test]
+fn a_checkpoint_moved_aside_by_an_interrupted_replacement_is_put_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = Config::preset("tiny").unwrap();
+    let opt = optimizer(&Qwen2::init(config.clone(), 3, &Device::Cpu).unwrap());
+    let dir = checkpoint_dir(tmp.path(), "mt1", 5);
+    save(&dir, &config, &sharded(&config, &opt), &state(5), DType::BF16).unwrap();
+    // A crash between moving the old copy aside and renaming the new one into place.
+    let aside = tmp.path().join("mt1/.step-00000005.old-4242");
+    std::fs::rename(&dir, &aside).unwrap();
+    std::fs::create_dir_all(tmp.path().join("mt1/.step-00000005.tmp-4242")).unwrap();
+    assert_eq!(latest(tmp.path(), "mt1"), None);
+    let failed = clean_leftovers(tmp.path(), "mt1", &|p: &std::path::Path| std::fs::remove_dir_all(p));
+    assert!(failed.is_empty());
+    assert_eq!(latest(tmp.path(), "mt1"), Some(dir.clone()), "the complete checkpoint is back");
+    assert!(leftovers(tmp.path(), "mt1").is_empty());
+    load(&dir, 0, 1).unwrap();
 }

@@ -192,10 +192,10 @@ fn a_signal_on_one_rank_stops_every_rank_after_the_same_step_and_the_resume_is_e
 #[test]
 fn the_other_ranks_wait_out_a_preparation_longer_than_the_collective_timeout() {
     let tmp = tempfile::tempdir().unwrap();
-    // The general PRs 150 times over (21 MB): a preparation of a second or more.
+    // The general PRs 300 times over (43 MB): a preparation of a few seconds.
     let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes/data/prs-general.jsonl");
-    let many = tmp.path().join("prs-general-150x.jsonl");
-    std::fs::write(&many, std::fs::read_to_string(bundled).unwrap().repeat(150)).unwrap();
+    let many = tmp.path().join("prs-general-300x.jsonl");
+    std::fs::write(&many, std::fs::read_to_string(bundled).unwrap().repeat(300)).unwrap();
     let r = two_stage_recipe(tmp.path(), |t| {
         t.replace("../../../../recipes/data/prs-general.jsonl", &many.display().to_string())
     });
@@ -211,7 +211,6 @@ fn the_other_ranks_wait_out_a_preparation_longer_than_the_collective_timeout() {
                     // No step: only the start, whose preparation is the long part.
                     let options = TrainOptions {
                         collective,
-                        collective_timeout: timeout,
                         stop_after: Some(0),
                         progress: false,
                         ..TrainOptions::default()
@@ -227,4 +226,33 @@ fn the_other_ranks_wait_out_a_preparation_longer_than_the_collective_timeout() {
     let took = started.elapsed();
     assert!(took > timeout * 3, "the preparation took {took:?}: too short to show anything");
     assert!(tmp.path().join("data/general-prs/dataset.json").is_file());
+}
+
+#[test]
+fn a_signal_before_training_starts_stops_every_rank_with_nothing_written() {
+    use std::sync::atomic::AtomicUsize;
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipe(tmp.path());
+    let summaries = std::thread::scope(|scope| {
+        let handles: Vec<_> = thread_group(2, Duration::from_secs(60))
+            .into_iter()
+            .map(|rank| {
+                let r = &r;
+                // Rank 0 got SIGTERM while it would prepare the data.
+                let stop_signal = Arc::new(AtomicUsize::new(if rank.rank() == 0 { 15 } else { 0 }));
+                scope.spawn(move || {
+                    let collective: Arc<dyn Collective> = Arc::new(rank);
+                    let options =
+                        TrainOptions { collective, stop_signal, progress: false, ..TrainOptions::default() };
+                    train(r, &options).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+    });
+    for summary in &summaries {
+        assert_eq!(summary.stopped_by_signal, Some(15));
+        assert!(summary.stages.is_empty());
+    }
+    assert!(latest(&tmp.path().join("run"), "mt").is_none(), "no checkpoint");
 }

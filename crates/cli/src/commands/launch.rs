@@ -6,8 +6,8 @@
 //! Signals: the ranks run in a process group of their own, so a Ctrl-C at the terminal
 //! reaches the launcher alone, which forwards SIGTERM, SIGINT and SIGUSR1 to every rank
 //! once per signal received (the ranks then stop together with a checkpoint; a second
-//! Ctrl-C ends them at once). Each rank gets SIGTERM when the launcher dies, however it
-//! dies, so no rank trains on as an orphan.
+//! Ctrl-C ends them at once, a third kills them and the launcher). Each rank gets SIGTERM
+//! when the launcher dies, however it dies, so no rank trains on as an orphan.
 
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -68,8 +68,18 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut failure: Option<(usize, String, Instant)> = None;
     let mut stopped_by_signal = false;
+    let mut interrupts = 0;
     while !children.is_empty() {
         let signal = received.swap(0, Ordering::SeqCst);
+        interrupts += (signal == libc::SIGINT as usize) as usize;
+        if interrupts >= 3 {
+            for (rank, child) in &mut children {
+                tracing::warn!("a third Ctrl-C: killing rank {rank}");
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            std::process::exit(130);
+        }
         if signal != 0 {
             tracing::warn!("{} received: passing it to the ranks", signals::name(signal));
             for (_, child) in &children {

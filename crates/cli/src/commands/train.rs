@@ -61,8 +61,9 @@ pub fn run(args: Args) -> Result<()> {
         ("cuda", Some(env)) => parse_device(&format!("cuda:{}", env.local_rank))?,
         (name, _) => parse_device(name)?,
     };
-    let collective_timeout = Duration::from_secs(args.timeout);
-    let collective = connect_from_env(&fingerprint, collective_timeout, &device)?;
+    let connected = signals::exit_if_stopped_meanwhile(stop_signal.clone(), "during the rendezvous");
+    let collective = connect_from_env(&fingerprint, Duration::from_secs(args.timeout), &device)?;
+    drop(connected);
     let rank = collective.rank();
     let options = TrainOptions {
         collective,
@@ -71,7 +72,6 @@ pub fn run(args: Args) -> Result<()> {
         stop_after: args.stop_after,
         progress: !args.no_progress && std::io::stderr().is_terminal(),
         stop_signal,
-        collective_timeout,
     };
     let summary = train(&recipe, &options)
         .with_context(|| format!("rank {rank}: training {}", args.recipe.display()))?;
@@ -95,6 +95,10 @@ pub fn run(args: Args) -> Result<()> {
         println!("stage {}: {} steps{losses}{end}", stage.name, stage.steps_run);
     }
     match summary.stopped_by_signal {
+        Some(signal) if summary.stages.is_empty() => println!(
+            "stopped by {} before training started; run the same command again to continue",
+            signals::name(signal)
+        ),
         Some(signal) => println!(
             "stopped by {} with a checkpoint; run the same command again to continue",
             signals::name(signal)

@@ -62,8 +62,15 @@ fn install(dir: &Path, parent: &Path, name: &str, tmp: &Path, keep: impl Fn(&str
     if dir.exists() {
         let old = parent.join(format!(".{name}.old-{pid}"));
         fs::rename(dir, &old).map_err(io_at(dir))?;
-        fs::rename(tmp, dir).map_err(io_at(dir))?;
-        fs::remove_dir_all(&old).map_err(io_at(&old))?;
+        if let Err(e) = fs::rename(tmp, dir) {
+            // The old copy goes back: never end with neither in place.
+            let _ = fs::rename(&old, dir);
+            return Err(io_at(dir)(e));
+        }
+        // The new copy is in place; an old one held open elsewhere (NFS) goes later.
+        if let Err(e) = fs::remove_dir_all(&old) {
+            tracing::warn!("could not remove the replaced {} ({e})", old.display());
+        }
     } else {
         fs::rename(tmp, dir).map_err(io_at(dir))?;
     }

@@ -15,8 +15,13 @@ use crate::error::{io_at, ModelError, Result};
 
 pub const CHECKSUMS_FILE: &str = "checksums.sha256";
 
-/// The SHA-256 of a file, streamed.
+/// The SHA-256 of a file, streamed. Only a regular file is read: a listed name that is a
+/// FIFO or a device would block or never end.
 pub fn file_sha256(path: &Path) -> Result<String> {
+    let meta = fs::metadata(path).map_err(io_at(path))?;
+    if !meta.is_file() {
+        return Err(ModelError::Checksum { path: path.into(), message: "not a regular file".into() });
+    }
     let mut file = fs::File::open(path).map_err(io_at(path))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
@@ -179,5 +184,11 @@ mod tests {
         let sums = read_checksums(dir.path()).unwrap().unwrap();
         assert!(verify_file(dir.path(), &sums, "b.json").unwrap());
         assert!(!verify_file(dir.path(), &sums, "extra.txt").unwrap());
+        // A listed name that became a FIFO is refused, not waited on forever.
+        fs::remove_file(dir.path().join("b.json")).unwrap();
+        let made = std::process::Command::new("mkfifo").arg(dir.path().join("b.json")).status().unwrap();
+        assert!(made.success());
+        let error = verify_file(dir.path(), &sums, "b.json").unwrap_err().to_string();
+        assert!(error.contains("not a regular file"), "{error}");
     }
 }

@@ -70,8 +70,8 @@ pub fn load_tensors(
 /// Elements `range(name, len)` of every parameter `config` implies (flattened, `len`
 /// elements in all), converted to f32 straight from the mapped files: what one FSDP rank
 /// needs of a checkpoint, without ever holding the rest. The files are not verified here:
-/// every rank reads every file, so the trainer spreads that work over the ranks
-/// ([`super::checksums::verify_file`] on a share of the files each).
+/// every rank reads every file, so the trainer spreads that work over the ranks (each
+/// verifies a share of the files with [`super::checksums::verify_file`] first).
 pub fn load_slices(
     dir: &Path,
     config: &Config,

@@ -4,10 +4,12 @@
 //! not re-prepared the shared data directory), and prepares what is stale. The other
 //! ranks wait for it however long that takes: rank 0 works on a thread of its own and
 //! sends them a heartbeat well inside the collective timeout, which they log, instead of
-//! leaving them to time out at a barrier.
+//! leaving them to time out at a barrier. A stop signal meanwhile ends every rank at once:
+//! there is nothing to save yet, and preparation writes only under temporary names.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use davinci_data::tokenize::TextTokenizer;
@@ -27,75 +29,114 @@ pub struct Gate {
     pub _lock: Option<RunLock>,
 }
 
+/// How the start ended: ready to train, or stopped by a signal (its number) first.
+pub enum Opened {
+    Ready(Gate),
+    Stopped(usize),
+}
+
 /// What rank 0 tells the others while they wait.
 #[derive(Serialize, Deserialize)]
 enum Message {
     Waiting(String),
     Ready(BTreeMap<String, String>),
+    Stopped(usize),
     Failed(String),
 }
+
+type Work = Result<(BTreeMap<String, String>, RunLock)>;
 
 /// Every rank calls this; it returns once rank 0 has prepared the data, with the run's
 /// fingerprint, or fails on every rank when rank 0 could not.
 pub fn pass(
     recipe: &Recipe,
-    tokenizer: &TextTokenizer,
+    tokenizer: &Arc<TextTokenizer>,
     config_json: &str,
     options: &TrainOptions,
-) -> Result<Gate> {
+) -> Result<Opened> {
     let collective = options.collective.as_ref();
     if collective.rank() != 0 {
-        return wait_for_rank_zero(collective).map(|fingerprint| Gate { fingerprint, _lock: None });
+        return wait_for_rank_zero(collective);
     }
-    let status = Mutex::new(String::from("starting"));
-    let set_status = |what: String| {
-        if let Ok(mut status) = status.lock() {
-            *status = what;
-        }
-    };
-    let work = || -> Result<(BTreeMap<String, String>, RunLock)> {
-        let lock = RunLock::acquire(&recipe.output_dir)?;
-        remove_leftovers(recipe);
-        set_status("hashing the datasets' sources".into());
-        let digests = hash_sources(recipe)?;
-        let fingerprint = recipe.fingerprint(config_json, tokenizer.hash(), &digests);
-        if let Some((dir, state)) = checkpoint::newest_anywhere(&recipe.output_dir) {
-            check_unchanged(recipe, &dir, &state, &fingerprint, options.force, true)?;
-        }
-        set_status("preparing the datasets".into());
-        prepare_stale(recipe, tokenizer, &digests, options.progress)?;
-        Ok((fingerprint, lock))
-    };
-    if collective.world() == 1 {
-        let (fingerprint, lock) = work()?;
-        return Ok(Gate { fingerprint, _lock: Some(lock) });
-    }
+    let status = Arc::new(Mutex::new(String::from("starting")));
+    let results =
+        spawn_work(recipe.clone(), tokenizer.clone(), config_json.to_string(), options, status.clone());
     // A beat well inside the others' collective timeout.
-    let beat = (options.collective_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
-    let outcome = std::thread::scope(|scope| {
-        let worker = scope.spawn(work);
-        let mut last = Instant::now();
-        while !worker.is_finished() {
-            std::thread::sleep(Duration::from_millis(20));
-            if last.elapsed() >= beat {
-                let what = status.lock().map(|s| s.clone()).unwrap_or_default();
-                send(collective, &Message::Waiting(what))?;
-                last = Instant::now();
+    let timeout = collective.timeout().unwrap_or(Duration::from_secs(600));
+    let beat = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(30));
+    let mut last = Instant::now();
+    let outcome = loop {
+        match results.recv_timeout(Duration::from_millis(20)) {
+            Ok(outcome) => break outcome,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(TrainError::Invalid("rank 0's preparation panicked".into()))
             }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        worker.join().unwrap_or_else(|_| Err(TrainError::Invalid("rank 0's preparation panicked".into())))
-    });
+        let signal = options.stop_signal.load(Ordering::SeqCst);
+        if signal != 0 {
+            // The preparation thread is left to the process's end.
+            tracing::warn!("signal {signal} received before training started; stopping");
+            if collective.world() > 1 {
+                send(collective, &Message::Stopped(signal))?;
+            }
+            return Ok(Opened::Stopped(signal));
+        }
+        if collective.world() > 1 && last.elapsed() >= beat {
+            let what = status.lock().map(|s| s.clone()).unwrap_or_default();
+            send(collective, &Message::Waiting(what))?;
+            last = Instant::now();
+        }
+    };
     match outcome {
         Ok((fingerprint, lock)) => {
-            send(collective, &Message::Ready(fingerprint.clone()))?;
-            Ok(Gate { fingerprint, _lock: Some(lock) })
+            if collective.world() > 1 {
+                send(collective, &Message::Ready(fingerprint.clone()))?;
+            }
+            Ok(Opened::Ready(Gate { fingerprint, _lock: Some(lock) }))
         }
         Err(e) => {
             // The others stop with rank 0's reason instead of a lost connection.
-            let _ = send(collective, &Message::Failed(e.to_string()));
+            if collective.world() > 1 {
+                let _ = send(collective, &Message::Failed(e.to_string()));
+            }
             Err(e)
         }
     }
+}
+
+/// Rank 0's work, on a thread of its own: lock, clean, hash, check, prepare.
+fn spawn_work(
+    recipe: Recipe,
+    tokenizer: Arc<TextTokenizer>,
+    config_json: String,
+    options: &TrainOptions,
+    status: Arc<Mutex<String>>,
+) -> mpsc::Receiver<Work> {
+    let (force, progress) = (options.force, options.progress);
+    let (sender, results) = mpsc::channel();
+    let set_status = move |what: &str| {
+        if let Ok(mut status) = status.lock() {
+            *status = what.to_string();
+        }
+    };
+    std::thread::spawn(move || {
+        let work = || -> Work {
+            let lock = RunLock::acquire(&recipe.output_dir)?;
+            remove_leftovers(&recipe);
+            set_status("hashing the datasets' sources");
+            let digests = hash_sources(&recipe)?;
+            let fingerprint = recipe.fingerprint(&config_json, tokenizer.hash(), &digests);
+            if let Some((dir, state)) = checkpoint::newest_anywhere(&recipe.output_dir) {
+                check_unchanged(&recipe, &dir, &state, &fingerprint, force, true)?;
+            }
+            set_status("preparing the datasets");
+            prepare_stale(&recipe, &tokenizer, &digests, progress)?;
+            Ok((fingerprint, lock))
+        };
+        let _ = sender.send(work());
+    });
+    results
 }
 
 fn send(collective: &dyn davinci_dist::Collective, message: &Message) -> Result<()> {
@@ -104,7 +145,7 @@ fn send(collective: &dyn davinci_dist::Collective, message: &Message) -> Result<
     Ok(())
 }
 
-fn wait_for_rank_zero(collective: &dyn davinci_dist::Collective) -> Result<BTreeMap<String, String>> {
+fn wait_for_rank_zero(collective: &dyn davinci_dist::Collective) -> Result<Opened> {
     let started = Instant::now();
     loop {
         let bytes = collective.broadcast(Vec::new(), 0)?;
@@ -114,7 +155,11 @@ fn wait_for_rank_zero(collective: &dyn davinci_dist::Collective) -> Result<BTree
             Message::Waiting(what) => {
                 tracing::info!("waiting for rank 0 ({what}, {:.0} s so far)", started.elapsed().as_secs_f64())
             }
-            Message::Ready(fingerprint) => return Ok(fingerprint),
+            Message::Ready(fingerprint) => return Ok(Opened::Ready(Gate { fingerprint, _lock: None })),
+            Message::Stopped(signal) => {
+                tracing::warn!("rank 0 stopped for signal {signal} before training started");
+                return Ok(Opened::Stopped(signal));
+            }
             Message::Failed(why) => {
                 return Err(TrainError::Invalid(format!("rank 0 could not start: {why}")))
             }
@@ -122,19 +167,17 @@ fn wait_for_rank_zero(collective: &dyn davinci_dist::Collective) -> Result<BTree
     }
 }
 
-/// Removes the temporary directories that interrupted checkpoint writes left in every
-/// stage directory, so that a restart after a full disk has the room of one checkpoint
-/// back. A failure is only a warning (the next save tries again).
+/// Clears what interrupted checkpoint writes left in every stage directory (see
+/// [`checkpoint::clean_leftovers`]), so that a restart after a full disk has the room of
+/// one checkpoint back. A failure is only a warning (the next save tries again).
 fn remove_leftovers(recipe: &Recipe) {
     let stages = std::fs::read_dir(&recipe.output_dir).into_iter().flatten().filter_map(|e| e.ok());
     for stage in stages.filter(|e| e.path().is_dir()) {
         let name = stage.file_name().to_string_lossy().into_owned();
-        for dir in checkpoint::leftovers(&recipe.output_dir, &name) {
+        checkpoint::clean_leftovers(&recipe.output_dir, &name, &|dir: &std::path::Path| {
             tracing::info!("removing {}, left by an interrupted checkpoint write", dir.display());
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!("could not remove {}: {e}", dir.display());
-            }
-        }
+            std::fs::remove_dir_all(dir)
+        });
     }
 }
 

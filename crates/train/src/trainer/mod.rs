@@ -9,7 +9,6 @@ mod stage;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use candle_core::Device;
 
@@ -45,9 +44,6 @@ pub struct TrainOptions {
     /// Set (to the signal's number) by a signal handler to stop gracefully: the ranks agree
     /// at the next step's collective, write a checkpoint and return. 0: keep going.
     pub stop_signal: Arc<AtomicUsize>,
-    /// How long a collective waits for a rank (the ranks waiting for rank 0's data
-    /// preparation are sent a heartbeat well inside it).
-    pub collective_timeout: Duration,
 }
 
 impl Default for TrainOptions {
@@ -59,7 +55,6 @@ impl Default for TrainOptions {
             stop_after: None,
             progress: true,
             stop_signal: Arc::new(AtomicUsize::new(0)),
-            collective_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -117,7 +112,7 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
     let collective = options.collective.clone();
     let (rank, world) = (collective.rank(), collective.world());
     let model_spec = recipe.check_trainable(world)?;
-    let tokenizer = davinci_data::tokenize::TextTokenizer::load(&recipe.tokenizer_source())?;
+    let tokenizer = Arc::new(davinci_data::tokenize::TextTokenizer::load(&recipe.tokenizer_source())?);
     let (config, init_dir) = resolve_model(recipe, model_spec)?;
     if tokenizer.vocab_size() > config.vocab_size {
         return Err(TrainError::Invalid(format!(
@@ -129,7 +124,17 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
     }
     // Rank 0 locks the output directory, checks that a resume sees the same recipe and
     // data, and prepares what is stale (the data directory is shared); the others wait.
-    let gate = gate::pass(recipe, &tokenizer, &config.to_json(), options)?;
+    let gate = match gate::pass(recipe, &tokenizer, &config.to_json(), options)? {
+        gate::Opened::Ready(gate) => gate,
+        gate::Opened::Stopped(signal) => {
+            return Ok(RunSummary {
+                stages: Vec::new(),
+                resumed_from: None,
+                stopped_early: true,
+                stopped_by_signal: Some(signal),
+            })
+        }
+    };
     let fingerprint = gate.fingerprint.clone();
     let plans = plan_stages(recipe, &tokenizer)?;
     if rank == 0 {
@@ -171,8 +176,10 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
                 state,
             ),
             None => {
-                let from_checkpoint =
-                    |dir: &PathBuf| load_slices(dir, &config, owned_range(world, rank)).map(Weights::Owned);
+                let from_checkpoint = |dir: &PathBuf| -> Result<Weights> {
+                    verify_share(dir, rank, world)?;
+                    Ok(Weights::Owned(load_slices(dir, &config, owned_range(world, rank))?))
+                };
                 let weights = match (&plan.init_from, carried.take(), &init_dir) {
                     (Some(dir), _, _) => from_checkpoint(dir)?,
                     (None, Some(weights), _) => weights,
@@ -230,6 +237,19 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
     }
     drop(gate);
     Ok(summary)
+}
+
+/// Verifies this rank's share of a checkpoint's listed files against its checksums (file
+/// `i` of the sorted list on rank `i mod world`), before every rank reads its slices of
+/// all of them: each file is hashed once in the job, not once per rank.
+fn verify_share(dir: &std::path::Path, rank: usize, world: usize) -> Result<()> {
+    use davinci_model::checkpoint::checksums::{read_checksums, verify_file};
+    if let Some(sums) = read_checksums(dir)? {
+        for name in sums.keys().skip(rank).step_by(world) {
+            verify_file(dir, &sums, name)?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether any rank has been asked to stop, agreed over the ranks: the signal (this rank's,

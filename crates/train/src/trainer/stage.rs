@@ -79,6 +79,7 @@ pub fn run_stage(
         if budget.is_some_and(|b| b == 0) {
             break;
         }
+        crate::faults::slow_step();
         let step_started = Instant::now();
         let collective_before = collective.seconds_in_collectives();
         throughput::reset_peak_memory();
