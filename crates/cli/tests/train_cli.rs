@@ -189,6 +189,17 @@ fn two_ranks_started_as_a_bare_srun_starts_them_find_each_other() {
     assert!(last.join("optimizer-00001-of-00002.safetensors").is_file(), "{}", last.display());
 }
 
+/// Waits until the run under `root` has logged a step; its `metrics.jsonl`.
+fn wait_for_a_step(root: &Path) -> PathBuf {
+    let log = root.join("run").join(METRICS_FILE);
+    let started = Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 1 {
+        assert!(started.elapsed() < Duration::from_secs(120), "the job never took a step");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    log
+}
+
 #[test]
 fn a_dead_rank_ends_the_job_with_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -210,12 +221,7 @@ fn a_dead_rank_ends_the_job_with_an_error_naming_it() {
     };
     let (root, mut other) = (spawn("0"), spawn("1"));
     // Kill rank 1 once the job has taken a step.
-    let metrics = tmp.path().join("run/metrics.jsonl");
-    let started = Instant::now();
-    while std::fs::read_to_string(&metrics).map(|t| t.lines().count()).unwrap_or(0) < 1 {
-        assert!(started.elapsed() < Duration::from_secs(120), "the job never took a step");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_a_step(tmp.path());
     other.kill().unwrap();
     other.wait().unwrap();
     let killed_at = Instant::now();
@@ -249,12 +255,7 @@ fn sigterm_to_every_process_of_a_two_rank_launch_checkpoints_that_step_and_the_r
     let stopped = tempfile::tempdir().unwrap();
     let child =
         slow_launch_two(stopped.path()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let log = stopped.path().join("run").join(METRICS_FILE);
-    let started = Instant::now();
-    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 1 {
-        assert!(started.elapsed() < Duration::from_secs(120), "no step was logged");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let log = wait_for_a_step(stopped.path());
     // What SLURM does before preemption: SIGTERM to every process of the step, the
     // launcher and each rank, so a rank gets it twice (once passed on by the launcher).
     let everyone = processes_mentioning(&stopped.path().join("run").display().to_string());
@@ -314,12 +315,7 @@ fn ranks_of_a_launcher_killed_with_sigkill_stop_with_a_checkpoint_instead_of_tra
     let tmp = tempfile::tempdir().unwrap();
     let mut launcher =
         slow_launch_two(tmp.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let log = tmp.path().join("run").join(METRICS_FILE);
-    let started = Instant::now();
-    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 1 {
-        assert!(started.elapsed() < Duration::from_secs(120), "no step was logged");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let log = wait_for_a_step(tmp.path());
     launcher.kill().unwrap(); // SIGKILL: it cannot pass anything on.
     launcher.wait().unwrap();
     let needle = tmp.path().join("run").display().to_string();

@@ -13,7 +13,7 @@ use davinci_dist::threads::thread_group;
 use davinci_dist::Collective;
 use davinci_train::checkpoint::{latest, load};
 use davinci_train::metrics::{read_metrics, StepMetrics, METRICS_FILE};
-use davinci_train::{train, Recipe, TrainOptions};
+use davinci_train::{train, Recipe, RunSummary, TrainOptions};
 
 fn recipe(root: &Path) -> Recipe {
     two_stage_recipe(root, |t| t)
@@ -25,22 +25,31 @@ fn run(root: &Path, world: usize, stop_after: Option<u64>) {
 }
 
 fn run_recipe(recipe: &Recipe, world: usize, stop_after: Option<u64>) {
+    let options = |_rank: usize| TrainOptions { stop_after, progress: false, ..TrainOptions::default() };
+    for summary in run_ranks(recipe, world, Duration::from_secs(120), options) {
+        summary.unwrap();
+    }
+}
+
+/// Trains `recipe` on `world` threads, each a rank whose collectives wait `timeout`, with
+/// the options `options(rank)` gives (its collective filled in); every rank's outcome.
+fn run_ranks(
+    recipe: &Recipe,
+    world: usize,
+    timeout: Duration,
+    options: impl Fn(usize) -> TrainOptions + Sync,
+) -> Vec<davinci_train::Result<RunSummary>> {
     std::thread::scope(|scope| {
-        let handles: Vec<_> = thread_group(world, Duration::from_secs(120))
+        let handles: Vec<_> = thread_group(world, timeout)
             .into_iter()
             .map(|rank| {
-                scope.spawn(move || {
-                    let collective: Arc<dyn Collective> = Arc::new(rank);
-                    let options =
-                        TrainOptions { collective, stop_after, progress: false, ..TrainOptions::default() };
-                    train(recipe, &options).unwrap()
-                })
+                let base = options(rank.rank());
+                let options = TrainOptions { collective: Arc::new(rank), ..base };
+                scope.spawn(move || train(recipe, &options))
             })
             .collect();
-        for h in handles {
-            h.join().unwrap();
-        }
-    });
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
 }
 
 fn metrics(root: &Path) -> Vec<StepMetrics> {
@@ -144,30 +153,20 @@ fn a_signal_on_one_rank_stops_every_rank_after_the_same_step_and_the_resume_is_e
     let signal = Arc::new(AtomicUsize::new(0));
     let summaries = std::thread::scope(|scope| {
         // SIGUSR1 (10) reaches rank 1 alone once the first step is logged.
-        let watcher = {
-            let (signal, log) = (signal.clone(), stopped.path().join("run").join(METRICS_FILE));
-            scope.spawn(move || {
-                while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 1 {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                signal.store(10, Ordering::SeqCst);
-            })
+        let (signal_to_send, log) = (signal.clone(), stopped.path().join("run").join(METRICS_FILE));
+        let watcher = scope.spawn(move || {
+            while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 1 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            signal_to_send.store(10, Ordering::SeqCst);
+        });
+        let options = |rank: usize| TrainOptions {
+            stop_signal: if rank == 1 { signal.clone() } else { Arc::new(AtomicUsize::new(0)) },
+            progress: false,
+            ..TrainOptions::default()
         };
-        let handles: Vec<_> = thread_group(2, Duration::from_secs(120))
-            .into_iter()
-            .map(|rank| {
-                let r = &r;
-                let stop_signal =
-                    if rank.rank() == 1 { signal.clone() } else { Arc::new(AtomicUsize::new(0)) };
-                scope.spawn(move || {
-                    let collective: Arc<dyn Collective> = Arc::new(rank);
-                    let options =
-                        TrainOptions { collective, stop_signal, progress: false, ..TrainOptions::default() };
-                    train(r, &options).unwrap()
-                })
-            })
-            .collect();
-        let summaries: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let summaries: Vec<RunSummary> =
+            run_ranks(&r, 2, Duration::from_secs(120), options).into_iter().map(Result::unwrap).collect();
         watcher.join().unwrap();
         summaries
     });
@@ -201,28 +200,12 @@ fn the_other_ranks_wait_out_a_preparation_longer_than_the_collective_timeout() {
     });
     let timeout = Duration::from_millis(300);
     let started = std::time::Instant::now();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = thread_group(2, timeout)
-            .into_iter()
-            .map(|rank| {
-                let r = &r;
-                scope.spawn(move || {
-                    let collective: Arc<dyn Collective> = Arc::new(rank);
-                    // No step: only the start, whose preparation is the long part.
-                    let options = TrainOptions {
-                        collective,
-                        stop_after: Some(0),
-                        progress: false,
-                        ..TrainOptions::default()
-                    };
-                    train(r, &options)
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().unwrap().unwrap();
-        }
-    });
+    // No step: only the start, whose preparation is the long part.
+    let options =
+        |_rank: usize| TrainOptions { stop_after: Some(0), progress: false, ..TrainOptions::default() };
+    for outcome in run_ranks(&r, 2, timeout, options) {
+        outcome.unwrap();
+    }
     let took = started.elapsed();
     assert!(took > timeout * 3, "the preparation took {took:?}: too short to show anything");
     assert!(tmp.path().join("data/general-prs/dataset.json").is_file());
@@ -233,23 +216,14 @@ fn a_signal_before_training_starts_stops_every_rank_with_nothing_written() {
     use std::sync::atomic::AtomicUsize;
     let tmp = tempfile::tempdir().unwrap();
     let r = recipe(tmp.path());
-    let summaries = std::thread::scope(|scope| {
-        let handles: Vec<_> = thread_group(2, Duration::from_secs(60))
-            .into_iter()
-            .map(|rank| {
-                let r = &r;
-                // Rank 0 got SIGTERM while it would prepare the data.
-                let stop_signal = Arc::new(AtomicUsize::new(if rank.rank() == 0 { 15 } else { 0 }));
-                scope.spawn(move || {
-                    let collective: Arc<dyn Collective> = Arc::new(rank);
-                    let options =
-                        TrainOptions { collective, stop_signal, progress: false, ..TrainOptions::default() };
-                    train(r, &options).unwrap()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
-    });
+    // Rank 0 got SIGTERM while it would prepare the data.
+    let options = |rank: usize| TrainOptions {
+        stop_signal: Arc::new(AtomicUsize::new(if rank == 0 { 15 } else { 0 })),
+        progress: false,
+        ..TrainOptions::default()
+    };
+    let summaries: Vec<RunSummary> =
+        run_ranks(&r, 2, Duration::from_secs(60), options).into_iter().map(Result::unwrap).collect();
     for summary in &summaries {
         assert_eq!(summary.stopped_by_signal, Some(15));
         assert!(summary.stages.is_empty());
