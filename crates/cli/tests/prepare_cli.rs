@@ -98,3 +98,46 @@ fn tiny_recipe_prepares_every_dataset() {
         "{stderr}"
     );
 }
+
+#[test]
+fn preparing_a_large_record_stays_within_ten_times_its_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    // One record of about 8 MB of the bundled texts, and the small ones after it.
+    let bundled = std::fs::read_to_string(root().join("recipes/data/plain-text.jsonl")).unwrap();
+    let texts: Vec<String> = bundled
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["text"].as_str().unwrap().to_string())
+        .collect();
+    let mut big = String::new();
+    for text in texts.iter().cycle() {
+        if big.len() > 8 << 20 {
+            break;
+        }
+        big.push_str(text);
+        big.push('\n');
+    }
+    let record = serde_json::json!({"id": "big", "text": big}).to_string();
+    std::fs::write(tmp.path().join("big.jsonl"), format!("{record}\n{bundled}")).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_davinci"))
+        .args(["data", "prepare", "--template", "text", "--source"])
+        .arg(tmp.path().join("big.jsonl"))
+        .arg("--tokenizer")
+        .arg(root().join("recipes/tokenizer/tokenizer.json"))
+        .arg("--out")
+        .arg(tmp.path().join("out"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let peak = stdout.lines().find_map(|l| l.trim().strip_prefix("peak heap: ")).unwrap();
+    let mib: f64 = match peak.split_once(' ') {
+        Some((n, "MiB")) => n.parse().unwrap(),
+        Some((n, "KiB")) => n.parse::<f64>().unwrap() / 1024.0,
+        Some((n, "GiB")) => n.parse::<f64>().unwrap() * 1024.0,
+        _ => panic!("peak heap: {peak}"),
+    };
+    let record_mib = record.len() as f64 / (1 << 20) as f64;
+    // Ten times the record, plus a constant for the tokenizer and the shard writer.
+    assert!(mib < 10.0 * record_mib + 64.0, "peak heap {mib:.0} MiB for a {record_mib:.1} MiB record");
+    eprintln!("peak heap {mib:.0} MiB for a {record_mib:.1} MiB record ({:.1}x)", mib / record_mib);
+}

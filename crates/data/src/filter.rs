@@ -1,6 +1,6 @@
 //! Filters and decontamination, each configurable and counted.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 
@@ -73,10 +73,19 @@ pub struct FilterConfig {
     pub exclude_swe_bench_verified: bool,
     pub exclude_repos: Vec<String>,
     pub exclude_instance_ids: Vec<String>,
-    /// Files of reference text (e.g. benchmark prompts); a sample sharing an n-gram of
-    /// words with any of them is dropped. Entries within a file are separated by `---` lines.
+    /// Files of reference text (e.g. benchmark prompts), entries separated by `---` lines;
+    /// a sample that holds more than `ngram_threshold` of an entry's n-grams of words is
+    /// dropped.
     pub ngram_references: Vec<PathBuf>,
     pub ngram_words: usize,
+    /// The share of a reference entry's distinct n-grams a sample may hold (the paper's
+    /// tau, 0.10); 0, the default, drops a sample that shares any n-gram at all.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub ngram_threshold: f64,
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
 }
 
 impl Default for FilterConfig {
@@ -97,6 +106,7 @@ impl Default for FilterConfig {
             exclude_instance_ids: Vec::new(),
             ngram_references: Vec::new(),
             ngram_words: 13,
+            ngram_threshold: 0.0,
         }
     }
 }
@@ -121,7 +131,48 @@ pub struct Filters {
     pub config: FilterConfig,
     excluded_repos: HashSet<String>,
     excluded_ids: HashSet<String>,
-    ngrams: HashSet<u64>,
+    references: References,
+}
+
+/// The reference entries' n-grams: which entries hold each, and how many each holds.
+#[derive(Default)]
+struct References {
+    entries_of: HashMap<u64, Vec<u32>>,
+    sizes: Vec<usize>,
+}
+
+impl References {
+    fn add_entry(&mut self, text: &str, n: usize) {
+        let id = self.sizes.len() as u32;
+        let distinct: HashSet<u64> = word_ngrams(text, n).collect();
+        if distinct.is_empty() {
+            return;
+        }
+        self.sizes.push(distinct.len());
+        for ngram in distinct {
+            self.entries_of.entry(ngram).or_default().push(id);
+        }
+    }
+
+    /// Whether `text` holds more than `threshold` of some entry's n-grams (any, at 0).
+    fn overlaps(&self, text: &str, n: usize, threshold: f64) -> bool {
+        let mut matched = HashSet::new();
+        let mut held = vec![0usize; self.sizes.len()];
+        for ngram in word_ngrams(text, n) {
+            let Some(entries) = self.entries_of.get(&ngram) else { continue };
+            if !matched.insert(ngram) {
+                continue;
+            }
+            for &entry in entries {
+                let entry = entry as usize;
+                held[entry] += 1;
+                if held[entry] as f64 > threshold * self.sizes[entry] as f64 {
+                    return true;
+                }
+            }
+        }
+        false
+    }
 }
 
 impl Filters {
@@ -136,15 +187,21 @@ impl Filters {
             excluded_repos.extend(names.map(|r| r.to_ascii_lowercase()));
         }
         let excluded_ids = config.exclude_instance_ids.iter().cloned().collect();
-        let mut ngrams = HashSet::new();
+        if !(0.0..1.0).contains(&config.ngram_threshold) {
+            return Err(crate::error::DataError::Invalid(format!(
+                "ngram_threshold = {} must be in [0, 1)",
+                config.ngram_threshold
+            )));
+        }
+        let mut references = References::default();
         for path in &config.ngram_references {
             let path = base.join(path);
             let text = std::fs::read_to_string(&path).map_err(io_at(&path))?;
             for entry in text.split("\n---\n") {
-                ngrams.extend(word_ngrams(entry, config.ngram_words));
+                references.add_entry(entry, config.ngram_words);
             }
         }
-        Ok(Self { config, excluded_repos, excluded_ids, ngrams })
+        Ok(Self { config, excluded_repos, excluded_ids, references })
     }
 
     /// Whether decontamination drops every record of this repository (`owner/name`).
@@ -206,10 +263,11 @@ impl Filters {
         }
     }
 
-    /// Whether rendered text shares an n-gram of words with the reference set.
+    /// Whether rendered text holds more than the threshold's share of a reference entry's
+    /// n-grams of words.
     pub fn contaminated(&self, text: &str) -> bool {
-        !self.ngrams.is_empty()
-            && word_ngrams(text, self.config.ngram_words).any(|h| self.ngrams.contains(&h))
+        !self.references.sizes.is_empty()
+            && self.references.overlaps(text, self.config.ngram_words, self.config.ngram_threshold)
     }
 }
 
@@ -220,18 +278,81 @@ fn repo_of_instance(id: &str) -> Option<String> {
     Some(format!("{owner}/{name}"))
 }
 
-/// Hashes of the n-grams of lowercased words (runs of letters, digits and `_`).
-pub fn word_ngrams(text: &str, n: usize) -> impl Iterator<Item = u64> {
-    let words: Vec<String> = text
-        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect();
+/// Hashes of the n-grams of lowercased words (runs of letters, digits and `_`), streamed:
+/// a window of the last `n` words' hashes, so a 50 MB sample costs no more than a short one.
+pub fn word_ngrams(text: &str, n: usize) -> impl Iterator<Item = u64> + '_ {
     let n = n.max(1);
-    let count = if words.len() >= n { words.len() - n + 1 } else { 0 };
-    (0..count).map(move |i| {
+    let mut window = std::collections::VecDeque::with_capacity(n);
+    let words = text.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| !w.is_empty());
+    words.filter_map(move |word| {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        words[i..i + n].hash(&mut hasher);
-        hasher.finish()
+        word.chars().flat_map(char::to_lowercase).for_each(|c| c.hash(&mut hasher));
+        if window.len() == n {
+            window.pop_front();
+        }
+        window.push_back(hasher.finish());
+        (window.len() == n).then(|| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            window.hash(&mut hasher);
+            hasher.finish()
+        })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Filters with one reference file holding `entries`, at threshold `tau`.
+    fn filters(entries: &[String], tau: f64) -> Filters {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ref.txt"), entries.join("\n---\n")).unwrap();
+        let config = FilterConfig {
+            ngram_references: vec![dir.path().join("ref.txt")],
+            ngram_threshold: tau,
+            ..FilterConfig::default()
+        };
+        Filters::new(config, dir.path()).unwrap()
+    }
+
+    /// `count` distinct words: `w0 w1 ...`, each 13 of them one n-gram of the entry.
+    fn words(from: usize, count: usize) -> String {
+        (from..from + count).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn a_sample_is_dropped_above_the_share_of_an_entrys_ngrams_it_holds() {
+        // An entry of 112 words holds 100 distinct 13-grams.
+        let entry = words(0, 112);
+        // A sample quoting 17 of its words holds 5 of them (5%); one quoting 32 holds 20%.
+        let (five, twenty) = (words(0, 17), words(50, 32));
+        let sample = |quote: &str| format!("Fix the parser. {quote} Thanks for the review!");
+        let paper = filters(std::slice::from_ref(&entry), 0.10);
+        assert!(!paper.contaminated(&sample(&five)), "5% of an entry is under tau = 0.10");
+        assert!(paper.contaminated(&sample(&twenty)), "20% is over it");
+        let strict = filters(std::slice::from_ref(&entry), 0.0);
+        assert!(strict.contaminated(&sample(&five)), "at 0, one shared n-gram is enough");
+        assert!(!strict.contaminated(&sample(&words(200, 40))), "no shared n-gram");
+        // Case and punctuation do not hide a quote; a repeated n-gram counts once.
+        let shouted = format!("{}, {}", words(0, 17).to_uppercase(), words(0, 17));
+        assert!(!paper.contaminated(&shouted));
+    }
+
+    #[test]
+    fn ngrams_stream_without_holding_the_words() {
+        let text = words(0, 20);
+        assert_eq!(word_ngrams(&text, 13).count(), 8);
+        assert_eq!(word_ngrams("a b", 13).count(), 0);
+        let same: Vec<u64> = word_ngrams("Alpha, beta; GAMMA", 2).collect();
+        assert_eq!(same, word_ngrams("alpha beta gamma", 2).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_threshold_outside_zero_to_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for tau in [-0.1, 1.0, f64::NAN] {
+            let config = FilterConfig { ngram_threshold: tau, ..FilterConfig::default() };
+            assert!(Filters::new(config, dir.path()).is_err(), "{tau}");
+        }
+    }
 }

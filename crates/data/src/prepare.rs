@@ -48,8 +48,10 @@ pub struct PrepareOptions {
     pub strict: bool,
     /// Tokens per shard.
     pub shard_tokens: usize,
-    /// Records handed to the worker threads at once.
+    /// Records handed to the worker threads at once, and their bytes at most (a batch
+    /// holds at least one record): many large records are not all read at once.
     pub batch_records: usize,
+    pub batch_bytes: usize,
     pub progress: bool,
     /// A dataset that keeps no record is an error unless this is set: an empty source or a
     /// wrong template would otherwise train on nothing without a word.
@@ -64,6 +66,7 @@ impl Default for PrepareOptions {
             strict: false,
             shard_tokens: 64 << 20,
             batch_records: 2048,
+            batch_bytes: 32 << 20,
             progress: true,
             allow_empty: false,
             max_malformed_share: 0.25,
@@ -220,9 +223,13 @@ pub fn prepare_dataset(
         let mut reader = RecordReader::open(file)?;
         loop {
             let mut batch = Vec::with_capacity(options.batch_records);
-            while batch.len() < options.batch_records {
+            let mut bytes = 0;
+            while batch.len() < options.batch_records && bytes < options.batch_bytes {
                 match reader.next_record()? {
-                    Some(record) => batch.push(record),
+                    Some(record) => {
+                        bytes += record.1.as_ref().map_or(0, String::len);
+                        batch.push(record);
+                    }
                     None => break,
                 }
             }

@@ -133,9 +133,12 @@ pub fn run(args: Args) -> Result<()> {
     let mut total = PrepareReport::default();
     for (spec, base, out) in &jobs {
         let started = std::time::Instant::now();
+        davinci_train::memory::reset_peak();
         let (_, report) = prepare_dataset(spec, base, &tokenizer, out, &options)
             .with_context(|| format!("preparing dataset `{}`", spec.name))?;
         print_report(&spec.name, &report, started.elapsed().as_secs_f64());
+        // The binary counts its heap (see `davinci_train::memory`).
+        println!("  peak heap: {}", davinci_train::human::bytes(davinci_train::memory::peak_bytes() as u64));
         println!("  -> {}", out.display());
         total.records += report.records;
         total.kept += report.kept;
