@@ -7,12 +7,21 @@ pub const IM_START: &str = "<|im_start|>";
 pub const IM_END: &str = "<|im_end|>";
 pub const SPECIAL_TOKENS: [&str; 3] = [END_OF_TEXT, IM_START, IM_END];
 
+/// What Qwen2.5's chat template writes around a tool call. Its tokenizer holds each as one
+/// added (not special) token, 151657 and 151658.
+pub const TOOL_CALL_OPEN: &str = "<tool_call>";
+pub const TOOL_CALL_CLOSE: &str = "</tool_call>";
+pub const TEMPLATE_TOKENS: [&str; 2] = [TOOL_CALL_OPEN, TOOL_CALL_CLOSE];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Piece {
     /// Ordinary text, tokenized as text whatever it contains.
     Text(String),
     /// One of [`SPECIAL_TOKENS`], inserted as its id.
     Special(&'static str),
+    /// One of [`TEMPLATE_TOKENS`]: its id where the tokenizer holds it as an added token
+    /// (as the chat template's tokenization gives it), else its string as text.
+    Template(&'static str),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,13 +60,18 @@ impl Rendered {
         self
     }
 
+    pub fn template(&mut self, token: &'static str, loss: bool) -> &mut Self {
+        self.segments.push(Segment { piece: Piece::Template(token), loss });
+        self
+    }
+
     /// The sample as one string, special tokens spelled out: for docs, tests and hashing.
     pub fn to_display_string(&self) -> String {
         let mut out = String::new();
         for segment in &self.segments {
             match &segment.piece {
                 Piece::Text(t) => out.push_str(t),
-                Piece::Special(s) => out.push_str(s),
+                Piece::Special(s) | Piece::Template(s) => out.push_str(s),
             }
         }
         out

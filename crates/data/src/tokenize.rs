@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use crate::error::{io_at, DataError, Result};
-use crate::rendered::{Piece, Rendered, SPECIAL_TOKENS};
+use crate::rendered::{Piece, Rendered, SPECIAL_TOKENS, TEMPLATE_TOKENS};
 
 /// A tokenizer for rendered samples.
 ///
@@ -19,6 +19,8 @@ pub struct TextTokenizer {
     full: Tokenizer,
     plain: Tokenizer,
     specials: HashMap<&'static str, u32>,
+    /// The [`TEMPLATE_TOKENS`] the tokenizer holds as added tokens.
+    templates: HashMap<&'static str, u32>,
     hash: String,
     path: PathBuf,
 }
@@ -55,8 +57,15 @@ impl TextTokenizer {
                 .ok_or_else(|| fail(format!("special token {token} is not in the vocabulary")))?;
             specials.insert(token, id);
         }
+        let added = full.get_added_tokens_decoder();
+        let templates = TEMPLATE_TOKENS
+            .into_iter()
+            .filter_map(|token| {
+                Some(token).zip(added.iter().find(|(_, t)| t.content == token).map(|(id, _)| *id))
+            })
+            .collect();
         let hash = hex::encode(Sha256::digest(bytes));
-        Ok(Self { full, plain, specials, hash, path: path.into() })
+        Ok(Self { full, plain, specials, templates, hash, path: path.into() })
     }
 
     /// SHA-256 of the `tokenizer.json` bytes: shards record it, and mixing is refused.
@@ -95,7 +104,8 @@ impl TextTokenizer {
             ids.extend_from_slice(encoding.get_ids());
             start = end;
         }
-        if let Some(id) = ids.iter().find(|id| self.specials.values().any(|s| s == *id)) {
+        let placed_only = |id: &u32| self.specials.values().chain(self.templates.values()).any(|s| s == id);
+        if let Some(id) = ids.iter().find(|id| placed_only(id)) {
             return Err(DataError::Tokenizer {
                 path: self.path.clone(),
                 message: format!("text encoded to special token id {id}; the vocabulary holds a special token as ordinary text"),
@@ -104,18 +114,43 @@ impl TextTokenizer {
         Ok(ids)
     }
 
-    /// Token ids of a rendered sample and, per token, whether it carries loss.
+    /// Token ids of a rendered sample and, per token, whether it carries loss. A template
+    /// token the tokenizer lacks joins the text around it, as the chat template's output
+    /// would be tokenized by such a tokenizer.
     pub fn encode(&self, sample: &Rendered) -> Result<(Vec<u32>, Vec<bool>)> {
         let mut ids = Vec::new();
         let mut loss = Vec::new();
-        for segment in &sample.segments {
-            let before = ids.len();
-            match &segment.piece {
-                Piece::Text(text) => ids.extend(self.encode_text(text)?),
-                Piece::Special(token) => ids.push(self.specials[*token]),
+        // Text not yet encoded, and its loss flag.
+        let mut pending: Option<(String, bool)> = None;
+        let flush = |pending: &mut Option<(String, bool)>, ids: &mut Vec<u32>, loss: &mut Vec<bool>| {
+            if let Some((text, flag)) = pending.take() {
+                ids.extend(self.encode_text(&text)?);
+                loss.resize(ids.len(), flag);
             }
-            loss.resize(ids.len().max(before), segment.loss);
+            Ok::<_, DataError>(())
+        };
+        for segment in &sample.segments {
+            let (text, id): (&str, Option<u32>) = match &segment.piece {
+                Piece::Text(text) => (text, None),
+                Piece::Special(token) => (token, Some(self.specials[*token])),
+                Piece::Template(token) => (token, self.templates.get(token).copied()),
+            };
+            match id {
+                Some(id) => {
+                    flush(&mut pending, &mut ids, &mut loss)?;
+                    ids.push(id);
+                    loss.push(segment.loss);
+                }
+                None => match &mut pending {
+                    Some((buffer, flag)) if *flag == segment.loss => buffer.push_str(text),
+                    _ => {
+                        flush(&mut pending, &mut ids, &mut loss)?;
+                        pending = Some((text.to_string(), segment.loss));
+                    }
+                },
+            }
         }
+        flush(&mut pending, &mut ids, &mut loss)?;
         Ok((ids, loss))
     }
 

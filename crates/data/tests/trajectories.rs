@@ -58,7 +58,7 @@ fn assistant_only_loss_covers_exactly_the_assistant_turns() {
         .filter(|s| s.loss)
         .map(|s| match &s.piece {
             Piece::Text(t) => t.clone(),
-            Piece::Special(s) => s.to_string(),
+            Piece::Special(s) | Piece::Template(s) => s.to_string(),
         })
         .collect();
     assert_eq!(with_loss, "hello<|im_end|>bye<|im_end|>");

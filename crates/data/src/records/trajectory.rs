@@ -63,6 +63,9 @@ pub struct Trajectory {
     pub repo: Option<String>,
     pub resolved: Option<bool>,
     pub messages: Vec<Message>,
+    /// The tools offered to the model (OpenAI's `tools` list, each as the record gives it),
+    /// which Qwen's template lists in the system turn.
+    pub tools: Vec<Value>,
 }
 
 /// Reads a trajectory in any of the supported formats, told apart by their fields.
@@ -87,11 +90,17 @@ pub fn parse_trajectory(record: &Value) -> Result<Trajectory, String> {
         return Err("the trajectory has no messages".into());
     }
     let text = |key: &str| object.get(key).and_then(Value::as_str).map(String::from);
+    let tools = match object.get("tools") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(tools)) => tools.clone(),
+        Some(other) => return Err(format!("`tools` must be a list, got {other}")),
+    };
     Ok(Trajectory {
         instance_id: text("instance_id").or_else(|| text("id")),
         repo: text("repo"),
         resolved: outcome(record),
         messages,
+        tools,
     })
 }
 
