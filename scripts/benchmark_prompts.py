@@ -16,6 +16,7 @@ Offline, or for other benchmarks, give JSONL files and the field holding the pro
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 
@@ -64,8 +65,8 @@ def main():
         prompts += from_hub("humaneval")
     for path, field in args.jsonl:
         prompts += from_jsonl(path, field)
-    # An entry may not hold the separator itself, or it would split in two.
-    entries = [p.replace(SEPARATOR, "\n- - -\n").strip() for p in prompts if p and p.strip()]
+    # An entry may not hold a separator line itself, or it would split in two.
+    entries = [re.sub(r"(?m)^---\r?$", "- - -", p).strip() for p in prompts if p and p.strip()]
     if not entries:
         sys.exit("no prompts: name at least one source")
     directory = os.path.dirname(os.path.abspath(args.out))

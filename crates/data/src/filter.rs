@@ -197,8 +197,8 @@ impl Filters {
         for path in &config.ngram_references {
             let path = base.join(path);
             let text = std::fs::read_to_string(&path).map_err(io_at(&path))?;
-            for entry in text.split("\n---\n") {
-                references.add_entry(entry, config.ngram_words);
+            for entry in reference_entries(&text) {
+                references.add_entry(&entry, config.ngram_words);
             }
         }
         Ok(Self { config, excluded_repos, excluded_ids, references })
@@ -271,6 +271,20 @@ impl Filters {
     }
 }
 
+/// The entries of a reference file: the text between lines that are `---` alone (a CRLF
+/// file too).
+fn reference_entries(text: &str) -> Vec<String> {
+    let mut entries = vec![String::new()];
+    for line in text.split_inclusive('\n') {
+        if line.trim_end_matches(['\n', '\r']) == "---" {
+            entries.push(String::new());
+        } else if let Some(entry) = entries.last_mut() {
+            entry.push_str(line);
+        }
+    }
+    entries
+}
+
 /// SWE-bench style instance ids name their repository: `owner__name-1234`.
 fn repo_of_instance(id: &str) -> Option<String> {
     let (owner, rest) = id.split_once("__")?;
@@ -326,6 +340,9 @@ mod tests {
         let entry = words(0, 112);
         // A sample quoting 17 of its words holds 5 of them (5%); one quoting 32 holds 20%.
         let (five, twenty) = (words(0, 17), words(50, 32));
+        // 7 n-grams (7%) quoted twice are still 7, under tau; counted twice they would be 14.
+        let twice = format!("{} and again {}", words(0, 19), words(0, 19));
+        assert!(!filters(std::slice::from_ref(&entry), 0.10).contaminated(&twice));
         let sample = |quote: &str| format!("Fix the parser. {quote} Thanks for the review!");
         let paper = filters(std::slice::from_ref(&entry), 0.10);
         assert!(!paper.contaminated(&sample(&five)), "5% of an entry is under tau = 0.10");
@@ -333,9 +350,17 @@ mod tests {
         let strict = filters(std::slice::from_ref(&entry), 0.0);
         assert!(strict.contaminated(&sample(&five)), "at 0, one shared n-gram is enough");
         assert!(!strict.contaminated(&sample(&words(200, 40))), "no shared n-gram");
-        // Case and punctuation do not hide a quote; a repeated n-gram counts once.
-        let shouted = format!("{}, {}", words(0, 17).to_uppercase(), words(0, 17));
-        assert!(!paper.contaminated(&shouted));
+        // Case and punctuation do not hide a quote.
+        let shouted = words(50, 32).to_uppercase().replace(' ', ", ");
+        assert!(paper.contaminated(&shouted));
+    }
+
+    #[test]
+    fn reference_entries_are_split_at_lines_of_three_dashes_only() {
+        assert_eq!(reference_entries("a\n---\nb\n"), ["a\n", "b\n"]);
+        assert_eq!(reference_entries("a\r\n---\r\nb"), ["a\r\n", "b"]);
+        assert_eq!(reference_entries("a\n---\n---\nb"), ["a\n", "", "b"]);
+        assert_eq!(reference_entries("x --- y\n----\n"), ["x --- y\n----\n"]);
     }
 
     #[test]

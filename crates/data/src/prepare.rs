@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::dataset::{Manifest, SourceInfo};
-use crate::error::{DataError, Result};
+use crate::error::{io_at, DataError, Result};
 use crate::filter::{FilterConfig, FilterCounts, Filters, OverLength};
 use crate::input::{expand_sources, RecordReader};
 use crate::records::{parse_trajectory, PlainText, PullRequest};
@@ -32,12 +32,25 @@ pub struct DatasetSpec {
     pub filters: FilterConfig,
 }
 
+/// Bumped whenever a template renders, or text tokenizes, differently for the same
+/// settings, so that shards prepared before go stale and are prepared again.
+/// 2: Qwen's system turn, tools and tool-call tokens in the `qwen` tool style.
+pub const RENDER_VERSION: u32 = 2;
+
 impl DatasetSpec {
-    /// Hash of everything that shapes the output besides the sources and the tokenizer.
-    pub fn settings_hash(&self) -> String {
-        let settings =
-            serde_json::to_string(&(self.template, &self.chatml, &self.filters)).unwrap_or_default();
-        hex::encode(Sha256::digest(settings.as_bytes()))
+    /// Hash of everything that shapes the output besides the sources and the tokenizer:
+    /// the template and filter settings, the contents of the n-gram reference files
+    /// (relative to `base`), and [`RENDER_VERSION`].
+    pub fn settings_hash(&self, base: &Path) -> Result<String> {
+        let mut references = Vec::with_capacity(self.filters.ngram_references.len());
+        for path in &self.filters.ngram_references {
+            let path = base.join(path);
+            let bytes = std::fs::read(&path).map_err(io_at(&path))?;
+            references.push(hex::encode(Sha256::digest(&bytes)));
+        }
+        let settings = (RENDER_VERSION, self.template, &self.chatml, &self.filters, references);
+        let text = serde_json::to_string(&settings).unwrap_or_default();
+        Ok(hex::encode(Sha256::digest(text.as_bytes())))
     }
 }
 
@@ -296,7 +309,7 @@ pub fn prepare_dataset(
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default(),
         tokenizer_sha256: tokenizer.hash().to_string(),
-        settings_sha256: spec.settings_hash(),
+        settings_sha256: spec.settings_hash(base)?,
         settings: serde_json::to_value(spec).unwrap_or_default(),
         sources,
         shards,

@@ -29,6 +29,7 @@ pub fn source_digests(spec: &DatasetSpec, base: &Path) -> Result<Vec<(u64, Strin
 /// size and SHA-256, so a moved copy of the same file still matches).
 pub fn stale_reason(
     spec: &DatasetSpec,
+    base: &Path,
     tokenizer_sha256: &str,
     out: &Path,
     digests: &[(u64, String)],
@@ -43,8 +44,10 @@ pub fn stale_reason(
     if manifest.tokenizer_sha256 != tokenizer_sha256 {
         return Ok(Some("the tokenizer changed".into()));
     }
-    if manifest.settings_sha256 != spec.settings_hash() {
-        return Ok(Some("its template or filters changed".into()));
+    if manifest.settings_sha256 != spec.settings_hash(base)? {
+        return Ok(Some(
+            "its template, filters or reference files changed, or davinci renders it differently".into(),
+        ));
     }
     let mut before: Vec<(u64, String)> =
         manifest.sources.iter().map(|s| (s.bytes, s.sha256.clone())).collect();

@@ -21,6 +21,9 @@ pub struct TextTokenizer {
     specials: HashMap<&'static str, u32>,
     /// The [`TEMPLATE_TOKENS`] the tokenizer holds as added tokens.
     templates: HashMap<&'static str, u32>,
+    /// Whether the tokenizer splits text as Qwen2.5's does, so that [`next_cut`]'s cuts
+    /// leave the ids unchanged; others encode each text whole.
+    cuts_are_exact: bool,
     hash: String,
     path: PathBuf,
 }
@@ -46,6 +49,7 @@ impl TextTokenizer {
         let fail = |message: String| DataError::Tokenizer { path: path.into(), message };
         let full = Tokenizer::from_bytes(bytes).map_err(|e| fail(e.to_string()))?;
         let mut json: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| fail(e.to_string()))?;
+        let cuts_are_exact = splits_like_qwen(&json);
         json["added_tokens"] = serde_json::Value::Array(Vec::new());
         // A post-processor may add special tokens by name; samples are framed by templates.
         json["post_processor"] = serde_json::Value::Null;
@@ -65,7 +69,7 @@ impl TextTokenizer {
             })
             .collect();
         let hash = hex::encode(Sha256::digest(bytes));
-        Ok(Self { full, plain, specials, templates, hash, path: path.into() })
+        Ok(Self { full, plain, specials, templates, cuts_are_exact, hash, path: path.into() })
     }
 
     /// SHA-256 of the `tokenizer.json` bytes: shards record it, and mixing is refused.
@@ -87,7 +91,8 @@ impl TextTokenizer {
 
     /// Ids of ordinary text; never a special token's id.
     pub fn encode_text(&self, text: &str) -> Result<Vec<u32>> {
-        self.encode_in_pieces(text, PIECE_BYTES)
+        let piece_bytes = if self.cuts_are_exact { PIECE_BYTES } else { usize::MAX };
+        self.encode_in_pieces(text, piece_bytes)
     }
 
     /// [`TextTokenizer::encode_text`] a piece of about `piece_bytes` at a time (see
@@ -161,6 +166,26 @@ impl TextTokenizer {
     }
 }
 
+/// Whether a `tokenizer.json` normalizes with NFC (or not at all) and pre-tokenizes with
+/// Qwen2's split pattern then byte-level pieces without a prefix space: the shape whose
+/// splits [`next_cut`] knows.
+fn splits_like_qwen(json: &serde_json::Value) -> bool {
+    let normalizer = &json["normalizer"];
+    let nfc = normalizer.is_null() || normalizer["type"] == "NFC";
+    let steps = &json["pre_tokenizer"]["pretokenizers"];
+    let split = &steps[0];
+    let byte_level = &steps[1];
+    nfc && json["pre_tokenizer"]["type"] == "Sequence"
+        && steps.as_array().is_some_and(|s| s.len() == 2)
+        && split["type"] == "Split"
+        && split["pattern"]["Regex"] == crate::train_tokenizer::QWEN_SPLIT
+        && split["behavior"] == "Isolated"
+        && split["invert"] == false
+        && byte_level["type"] == "ByteLevel"
+        && byte_level["add_prefix_space"] == false
+        && byte_level["use_regex"] == false
+}
+
 /// Text is encoded in pieces of about this many bytes: `tokenizers` keeps some hundred
 /// bytes of bookkeeping per byte it encodes at once (alignments, offsets, token strings),
 /// so a 50 MB record encoded whole peaked at 7 GB.
@@ -170,34 +195,34 @@ const PIECE_BYTES: usize = 1 << 18;
 /// tokens: where Qwen2.5's pre-tokenizer (its split pattern, then byte-level BPE within
 /// each split) would cut anyway, so each side encodes to exactly its own tokens. Two kinds:
 /// after a line break followed by a non-space (no split runs across a line break into the
-/// next character that is not whitespace), and before a space between two ASCII letters
-/// (a word ends at the space, and the space begins the next word's split). The end of the
-/// text when no such place follows. NFC normalisation never joins across either kind.
+/// next character that is not whitespace), and before a single space between two
+/// non-spaces (no split runs from a non-space into a following space, and the space
+/// begins the next split). The end of the text when no such place follows: a run with
+/// neither (base64, a minified line without spaces, text of a script without spaces) is one
+/// split of the pattern anyway, encoded whole. NFC never joins across either kind: a line
+/// break and a space compose with nothing.
 fn next_cut(text: &str, from: usize) -> usize {
     let bytes = text.as_bytes();
-    if from >= bytes.len() {
-        return bytes.len();
+    let mut from = from.min(bytes.len());
+    while !text.is_char_boundary(from) {
+        from += 1;
     }
-    let mut fallback = None;
-    for at in from.max(1)..bytes.len() {
-        if !text.is_char_boundary(at) {
-            continue;
+    let mut previous = text[..from].chars().next_back();
+    let mut chars = text[from..].char_indices().map(|(i, c)| (i + from, c)).peekable();
+    while let Some((at, here)) = chars.next() {
+        let next = chars.peek().map(|&(_, c)| c);
+        match previous {
+            Some('\n' | '\r') if !here.is_whitespace() => return at,
+            Some(before)
+                if here == ' ' && !before.is_whitespace() && next.is_some_and(|c| !c.is_whitespace()) =>
+            {
+                return at
+            }
+            _ => {}
         }
-        let (before, here) = (bytes[at - 1], bytes[at]);
-        let here_char = text[at..].chars().next().unwrap_or(' ');
-        if matches!(before, b'\n' | b'\r') && !here_char.is_whitespace() {
-            return at;
-        }
-        let after = bytes.get(at + 1).copied().unwrap_or(b' ');
-        if fallback.is_none() && here == b' ' && before.is_ascii_alphabetic() && after.is_ascii_alphabetic() {
-            fallback = Some(at);
-        }
-        // Lines are usually short: past a few pieces' length, take the word boundary.
-        if let Some(cut) = fallback.filter(|_| at > from + 4 * PIECE_BYTES) {
-            return cut;
-        }
+        previous = Some(here);
     }
-    fallback.unwrap_or(bytes.len())
+    bytes.len()
 }
 
 fn is_hub_name(name: &str) -> bool {
@@ -254,14 +279,28 @@ mod tests {
         for piece in [1, 7, 64, 1000] {
             assert_eq!(tokenizer.encode_in_pieces(&text, piece).unwrap(), whole, "pieces of {piece} bytes");
         }
+        assert!(tokenizer.cuts_are_exact);
+    }
+
+    #[test]
+    fn a_tokenizer_that_splits_otherwise_encodes_text_whole() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes/tokenizer/tokenizer.json");
+        let mut json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        json["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = true.into();
+        let other = TextTokenizer::from_bytes(json.to_string().as_bytes(), &path).unwrap();
+        assert!(!other.cuts_are_exact);
     }
 
     #[test]
     fn cuts_fall_after_line_breaks_or_before_spaces_between_words() {
         assert_eq!(next_cut("ab\ncd", 1), 3);
-        assert_eq!(next_cut("ab\n cd\nx", 1), 7, "not before whitespace");
+        assert_eq!(next_cut("ab\n  cd\nx", 1), 8, "not before whitespace");
         assert_eq!(next_cut("abc def", 1), 3);
+        assert_eq!(next_cut("a=1; b", 1), 4, "between any two non-spaces");
+        assert_eq!(next_cut("дом дом", 1), "дом".len(), "in any script");
         assert_eq!(next_cut("abc", 5), 3);
         assert_eq!(next_cut("=====", 1), 5, "no place to cut: the end");
+        assert_eq!(next_cut("日本語", 1), "日本語".len(), "inside a character: never");
     }
 }

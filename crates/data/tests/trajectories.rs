@@ -147,3 +147,14 @@ fn trajectory_filters_by_outcome_and_instance() {
             .unwrap();
     assert_eq!(kept.reject_trajectory(&t("django__django-11099", Some(true))), None);
 }
+
+#[test]
+fn reasoning_before_a_bare_tool_call_is_followed_by_one_blank_line() {
+    let record = json!({"messages": [
+        {"role": "user", "content": "go"},
+        {"role": "assistant", "content": "", "reasoning_content": "list first",
+         "tool_calls": [{"function": {"name": "bash", "arguments": {"command": "ls"}}}]}]});
+    let t = parse_trajectory(&record).unwrap();
+    let qwen = render_chatml(&t, ChatMlOptions::default()).to_display_string();
+    assert!(qwen.contains("</think>\n\n<tool_call>\n{\"name\": \"bash\""), "{qwen}");
+}

@@ -112,13 +112,12 @@ fn qwen_tools(out: &mut Rendered, tools: &[Value], loss: bool) {
 
 /// What the assistant writes, all of it with loss: reasoning, text, then its tool calls.
 fn assistant_body(out: &mut Rendered, message: &Message, style: ToolStyle) {
-    let mut written = false;
     if let Some(reasoning) = &message.reasoning {
+        // Ends with its own blank line: what follows needs no separator.
         out.text(format!("<think>\n{}\n</think>\n\n", reasoning.trim()), true);
-        written = true;
     }
     out.text(message.content.clone(), true);
-    written |= !message.content.is_empty();
+    let mut written = !message.content.is_empty();
     for call in &message.tool_calls {
         if written {
             out.text("\n", true);

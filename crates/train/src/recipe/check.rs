@@ -105,7 +105,7 @@ impl Recipe {
         model_config_json: &str,
         tokenizer_sha256: &str,
         sources: &BTreeMap<String, Vec<(u64, String)>>,
-    ) -> BTreeMap<String, String> {
+    ) -> Result<BTreeMap<String, String>> {
         let mut parts = BTreeMap::new();
         let init_from = self.model.as_ref().and_then(|m| m.init_from.clone());
         parts.insert("model".into(), short_hash(&(model_config_json, init_from)));
@@ -129,11 +129,15 @@ impl Recipe {
             if self.uses_dataset(&dataset.name) {
                 parts.insert(
                     format!("dataset `{}`", dataset.name),
-                    short_hash(&(dataset.settings_hash(), &dataset.sources, sources.get(&dataset.name))),
+                    short_hash(&(
+                        dataset.settings_hash(&self.base)?,
+                        &dataset.sources,
+                        sources.get(&dataset.name),
+                    )),
                 );
             }
         }
-        parts
+        Ok(parts)
     }
 }
 

@@ -126,7 +126,7 @@ fn spawn_work(
             remove_leftovers(&recipe);
             set_status("hashing the datasets' sources");
             let digests = hash_sources(&recipe)?;
-            let fingerprint = recipe.fingerprint(&config_json, tokenizer.hash(), &digests);
+            let fingerprint = recipe.fingerprint(&config_json, tokenizer.hash(), &digests)?;
             if let Some((dir, state)) = checkpoint::newest_anywhere(&recipe.output_dir) {
                 check_unchanged(&recipe, &dir, &state, &fingerprint, force, true)?;
             }

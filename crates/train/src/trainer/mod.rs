@@ -102,7 +102,7 @@ pub fn job_fingerprint(recipe: &Recipe) -> Result<String> {
     let model_spec = recipe.check_trainable(1)?;
     let tokenizer = davinci_data::tokenize::TextTokenizer::load(&recipe.tokenizer_source())?;
     let (config, _) = resolve_model(recipe, model_spec)?;
-    let parts = recipe.fingerprint(&config.to_json(), tokenizer.hash(), &SourceDigests::new());
+    let parts = recipe.fingerprint(&config.to_json(), tokenizer.hash(), &SourceDigests::new())?;
     let text = serde_json::to_string(&parts).unwrap_or_default();
     Ok(hex::encode(Sha256::digest(text.as_bytes()))[..16].to_string())
 }

@@ -49,7 +49,7 @@ pub fn prepare_stale(
     for spec in recipe.datasets.iter().filter(|d| recipe.uses_dataset(&d.name)) {
         let out = recipe.dataset_dir(spec);
         let sources = digests.get(&spec.name).map(Vec::as_slice).unwrap_or_default();
-        if let Some(reason) = stale_reason(spec, tokenizer.hash(), &out, sources)? {
+        if let Some(reason) = stale_reason(spec, &recipe.base, tokenizer.hash(), &out, sources)? {
             tracing::info!("preparing dataset `{}` into {} ({reason})", spec.name, out.display());
             let options = PrepareOptions { progress, ..PrepareOptions::default() };
             let (_, report) = prepare_dataset(spec, &recipe.base, tokenizer, &out, &options)?;
