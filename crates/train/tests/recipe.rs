@@ -99,9 +99,15 @@ fn inconsistent_settings_are_refused() {
         ("mixture = [{ dataset = \"d\" }]", "mixture = [{ dataset = \"e\" }]", "does not define"),
         ("preset = \"tiny\"", "preset = \"tiny\"\ninit_from = \"x\"", "exactly one of `preset`"),
     ];
+    assert_each_refused(&cases, "");
+}
+
+/// Each edit `(from, to)` of the base recipe is refused with an error that holds `prefix`
+/// and the case's expected words.
+fn assert_each_refused(cases: &[(&str, &str, &str)], prefix: &str) {
     for (from, to, expected) in cases {
         let err = error_of(&BASE.replace(from, to));
-        assert!(err.contains(expected), "{to}: {err}");
+        assert!(err.contains(prefix) && err.contains(expected), "{to}: {err}");
     }
 }
 
@@ -136,10 +142,7 @@ fn every_value_out_of_range_names_the_file_line_stage_and_key() {
         ("steps = 3", "epochs = -2.0", "`epochs` = -2"),
         ("steps = 3", "steps = 3\nmicro_batch = 0", "`micro_batch` = 0"),
     ];
-    for (from, to, expected) in cases {
-        let err = error_of(&BASE.replace(from, to));
-        assert!(err.contains("/r/recipe.toml:11: stage `s`: ") && err.contains(expected), "{to}: {err}");
-    }
+    assert_each_refused(&cases, "/r/recipe.toml:11: stage `s`: ");
 }
 
 #[test]
