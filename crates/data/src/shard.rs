@@ -42,12 +42,20 @@ pub struct ShardWriter {
 
 impl ShardWriter {
     /// Starts writing a dataset into `dir`. A manifest already there is removed first, so
-    /// that a re-prepare cut short leaves a directory known to be incomplete.
+    /// that a re-prepare cut short leaves a directory known to be incomplete; so are the
+    /// temporary files of a preparation that was killed (they would otherwise pile up).
     pub fn new(dir: &Path, max_tokens: usize) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(io_at(dir))?;
         let manifest = dir.join(MANIFEST);
         if manifest.exists() {
             std::fs::remove_file(&manifest).map_err(io_at(&manifest))?;
+        }
+        let entries = std::fs::read_dir(dir).map_err(io_at(dir))?.filter_map(|e| e.ok());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tmp-") && entry.path().is_file() {
+                std::fs::remove_file(entry.path()).map_err(io_at(entry.path()))?;
+            }
         }
         Ok(Self {
             dir: dir.into(),

@@ -95,3 +95,16 @@ fn datasets_from_different_tokenizers_are_not_mixed() {
     let err = ensure_same_tokenizer(&[&a, &b]).unwrap_err().to_string();
     assert!(err.contains("different tokenizers"), "{err}");
 }
+
+#[test]
+fn a_killed_preparation_leaves_no_temporary_file_behind_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ds");
+    std::fs::create_dir_all(&dir).unwrap();
+    let leftover = dir.join(".shard-00000.bin.tmp-4242");
+    std::fs::write(&leftover, b"half a shard").unwrap();
+    let kept = dir.join("notes.txt");
+    std::fs::write(&kept, b"the user's").unwrap();
+    ShardWriter::new(&dir, 1000).unwrap();
+    assert!(!leftover.exists() && kept.exists());
+}
