@@ -18,6 +18,18 @@ pub fn parse_device(name: &str) -> Result<Device> {
     }
 }
 
+/// The GPU a rank uses under a launcher with `--device cuda`: its `LOCAL_RANK` among the
+/// node's GPUs, unless `CUDA_VISIBLE_DEVICES` (`visible`) shows it a single one, as SLURM's
+/// per-task binding (`--gpus-per-task=1`, `--gpu-bind=single:1`) does: then that one, 0.
+pub fn local_cuda_ordinal(local_rank: usize, visible: Option<&str>) -> usize {
+    let listed = visible.map(|v| v.split(',').filter(|d| !d.trim().is_empty()).count());
+    if listed == Some(1) {
+        0
+    } else {
+        local_rank
+    }
+}
+
 /// `f32`, `bf16` or `f16` (also transformers' `float32`, `bfloat16`, `float16`), as a
 /// recipe spells them.
 pub fn parse_dtype(name: &str) -> Result<DType> {
@@ -29,4 +41,17 @@ pub fn parse_dtype(name: &str) -> Result<DType> {
 pub fn parse_named<T: DeserializeOwned>(what: &str, value: &str) -> Result<T> {
     serde_json::from_value(serde_json::Value::String(value.into()))
         .with_context(|| format!("unknown {what} `{value}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_cuda_ordinal;
+
+    #[test]
+    fn a_rank_that_sees_one_gpu_uses_it_whatever_its_local_rank() {
+        assert_eq!(local_cuda_ordinal(3, Some("3")), 0, "SLURM bound task 3 to its GPU");
+        assert_eq!(local_cuda_ordinal(3, Some("0,1,2,3")), 3);
+        assert_eq!(local_cuda_ordinal(3, None), 3);
+        assert_eq!(local_cuda_ordinal(2, Some("GPU-8f1c2a4e")), 0, "a UUID names one GPU too");
+    }
 }

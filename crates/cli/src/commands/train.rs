@@ -12,7 +12,7 @@ use davinci_dist::{connect_from_env, LaunchEnv};
 use davinci_train::trainer::job_fingerprint;
 use davinci_train::{train, Recipe, TrainOptions};
 
-use crate::args::parse_device;
+use crate::args::{local_cuda_ordinal, parse_device};
 use crate::signals;
 
 #[derive(clap::Args)]
@@ -26,7 +26,8 @@ pub struct Args {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// cpu, cuda or cuda:N. Under a launcher, `cuda` is the GPU of LOCAL_RANK (one process
-    /// per GPU), and the ranks talk through NCCL.
+    /// per GPU; the only visible one under SLURM's per-task binding), and the ranks talk
+    /// through NCCL.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Resume even though the recipe changed in a way that matters (model, data, seq_len).
@@ -58,7 +59,10 @@ pub fn run(args: Args) -> Result<()> {
     let fingerprint = job_fingerprint(&recipe)?;
     let launch = LaunchEnv::from_vars(|name| std::env::var(name).ok())?;
     let device = match (args.device.as_str(), &launch) {
-        ("cuda", Some(env)) => parse_device(&format!("cuda:{}", env.local_rank))?,
+        ("cuda", Some(env)) => {
+            let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+            parse_device(&format!("cuda:{}", local_cuda_ordinal(env.local_rank, visible.as_deref())))?
+        }
         (name, _) => parse_device(name)?,
     };
     let connected = signals::exit_if_stopped_meanwhile(stop_signal.clone(), "during the rendezvous");
