@@ -118,20 +118,13 @@ fn floats(bytes: &[u8]) -> &[f32] {
 pub struct Membership {
     rank: usize,
     world: usize,
-    /// How long a collective waits for the other ranks (none: forever, or alone).
-    timeout: Option<Duration>,
     moved: AtomicU64,
     busy_nanos: AtomicU64,
 }
 
 impl Membership {
     pub const fn new(rank: usize, world: usize) -> Self {
-        Self { rank, world, timeout: None, moved: AtomicU64::new(0), busy_nanos: AtomicU64::new(0) }
-    }
-
-    /// A member whose collectives give up on the others after `timeout`.
-    pub const fn with_timeout(rank: usize, world: usize, timeout: Duration) -> Self {
-        Self { timeout: Some(timeout), ..Self::new(rank, world) }
+        Self { rank, world, moved: AtomicU64::new(0), busy_nanos: AtomicU64::new(0) }
     }
 
     /// Counts a blocking collective (see [`Membership::count`]) and the time `run` takes:
@@ -175,7 +168,7 @@ pub trait Collective: Send + Sync {
     /// How long a collective waits for the other ranks before it fails (none: no limit).
     /// Work that keeps the others waiting longer must send them something meanwhile.
     fn timeout(&self) -> Option<Duration> {
-        self.membership().timeout
+        None
     }
 
     /// Moves this rank's contribution and returns its reply (see [`combine`]): what each

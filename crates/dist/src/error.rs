@@ -23,3 +23,9 @@ pub enum DistError {
 }
 
 pub type Result<T> = std::result::Result<T, DistError>;
+
+/// Attaches what was being done to an I/O error.
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DistError {
+    let what = what.into();
+    move |source| DistError::Io { what, source }
+}

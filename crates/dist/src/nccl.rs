@@ -197,7 +197,7 @@ impl NcclRank {
             comm,
             watchdog,
             watchdog_thread: Some(watchdog_thread),
-            member: Membership::with_timeout(rank, world, timeout),
+            member: Membership::new(rank, world),
         })
     }
 
@@ -389,6 +389,10 @@ impl CustomOp1 for TensorCollective<'_> {
 impl Collective for NcclRank {
     fn membership(&self) -> &Membership {
         &self.member
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.control.timeout())
     }
 
     /// Host collectives (small: loss totals, barriers, paths) go over TCP.

@@ -10,7 +10,7 @@ use candle_core::Device;
 use sha2::{Digest, Sha256};
 
 use crate::collective::{Collective, Local};
-use crate::error::{DistError, Result};
+use crate::error::{io, DistError, Result};
 use crate::tcp::TcpRank;
 use crate::wire;
 
@@ -141,17 +141,12 @@ impl JobSecret {
 
     /// A fresh secret, for a launcher to hand its ranks (or a test).
     pub fn random() -> Result<Self> {
-        Ok(Self(wire::nonce().map_err(io_error("drawing a job secret"))?))
+        Ok(Self(wire::nonce().map_err(io("drawing a job secret"))?))
     }
 
     pub(crate) fn bytes(&self) -> &[u8; 32] {
         &self.0
     }
-}
-
-fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DistError {
-    let what = what.into();
-    move |source| DistError::Io { what, source }
 }
 
 /// The key in `path`, made first if there is none; refused if other users could read it.
@@ -160,9 +155,9 @@ fn read_or_create_key(path: &Path) -> Result<Vec<u8>> {
     match std::fs::metadata(path) {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_key(path)?,
-        Err(e) => return Err(io_error(format!("reading the rendezvous key file {shown}"))(e)),
+        Err(e) => return Err(io(format!("reading the rendezvous key file {shown}"))(e)),
     }
-    let metadata = std::fs::metadata(path).map_err(io_error(format!("reading the key file {shown}")))?;
+    let metadata = std::fs::metadata(path).map_err(io(format!("reading the key file {shown}")))?;
     if !metadata.is_file() || !(16..=4096).contains(&metadata.len()) {
         return Err(DistError::Config(format!(
             "the rendezvous key file {shown} must be a regular file of 16 to 4096 bytes (davinci makes one \
@@ -176,7 +171,7 @@ fn read_or_create_key(path: &Path) -> Result<Vec<u8>> {
              run `chmod 600 {shown}`"
         )));
     }
-    std::fs::read(path).map_err(io_error(format!("reading the rendezvous key file {shown}")))
+    std::fs::read(path).map_err(io(format!("reading the rendezvous key file {shown}")))
 }
 
 /// Writes 32 random bytes to a file of its own, then links it into place: of several
@@ -184,9 +179,9 @@ fn read_or_create_key(path: &Path) -> Result<Vec<u8>> {
 fn create_key(path: &Path) -> Result<()> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let shown = path.display();
-    private_dir(dir).map_err(io_error(format!("creating {}", dir.display())))?;
-    let key = wire::nonce().map_err(io_error("drawing a key"))?;
-    let suffix = wire::nonce().map_err(io_error("drawing a name"))?;
+    private_dir(dir).map_err(io(format!("creating {}", dir.display())))?;
+    let key = wire::nonce().map_err(io("drawing a key"))?;
+    let suffix = wire::nonce().map_err(io("drawing a name"))?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let temp = dir.join(format!(".{name}.{}.tmp", hex::encode(&suffix[..8])));
     let written = private_file(&temp).and_then(|mut file| {
@@ -201,7 +196,7 @@ fn create_key(path: &Path) -> Result<()> {
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(io_error(format!("creating the rendezvous key file {shown}"))(e)),
+        Err(e) => Err(io(format!("creating the rendezvous key file {shown}"))(e)),
     }
 }
 

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use hmac::Mac;
 
 use crate::collective::{combine, Collective, Membership, Op};
-use crate::error::{DistError, Result};
+use crate::error::{io, DistError, Result};
 use crate::rendezvous::JobSecret;
 use crate::wire::{self, Deadline, FrameError, Link, ERROR_FRAME, KIND_INTRO, KIND_WELCOME, MAGIC};
 
@@ -57,11 +57,6 @@ pub struct TcpRank {
     links: Mutex<Vec<Link>>,
     /// How long a read waits before the rank it waits for is reported.
     timeout: Duration,
-}
-
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DistError {
-    let what = what.into();
-    move |source| DistError::Io { what, source }
 }
 
 /// What a failed read means: a timeout, or a rank gone.
@@ -137,7 +132,7 @@ impl TcpRank {
         for link in &links {
             link.stream().set_read_timeout(Some(timeout)).map_err(io("setting a timeout"))?;
         }
-        Ok(Self { member: Membership::with_timeout(rank, world, timeout), links: Mutex::new(links), timeout })
+        Ok(Self { member: Membership::new(rank, world), links: Mutex::new(links), timeout })
     }
 
     fn accept_all(
@@ -408,6 +403,10 @@ impl TcpRank {
 impl Collective for TcpRank {
     fn membership(&self) -> &Membership {
         &self.member
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.timeout)
     }
 
     fn transfer(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {

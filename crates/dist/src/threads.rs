@@ -43,16 +43,17 @@ pub fn thread_group(world: usize, timeout: Duration) -> Vec<ThreadRank> {
         timeout,
     });
     (0..world)
-        .map(|rank| ThreadRank {
-            member: Membership::with_timeout(rank, world, timeout),
-            shared: shared.clone(),
-        })
+        .map(|rank| ThreadRank { member: Membership::new(rank, world), shared: shared.clone() })
         .collect()
 }
 
 impl Collective for ThreadRank {
     fn membership(&self) -> &Membership {
         &self.member
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.shared.timeout)
     }
 
     fn transfer(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {

@@ -54,10 +54,8 @@ impl Recipe {
             if !names.insert(&stage.name) {
                 return Err(bad("the name is used twice".into()));
             }
-            if stage.seq_len == 0
-                || stage.tokens_per_step == 0
-                || !stage.tokens_per_step.is_multiple_of(stage.seq_len as u64)
-            {
+            // Both are positive: the values were checked when the recipe was read.
+            if !stage.tokens_per_step.is_multiple_of(stage.seq_len as u64) {
                 return Err(bad(format!(
                     "tokens_per_step ({}) must be a positive multiple of seq_len ({})",
                     stage.tokens_per_step, stage.seq_len

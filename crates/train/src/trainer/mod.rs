@@ -255,10 +255,35 @@ fn verify_share(dir: &std::path::Path, rank: usize, world: usize) -> Result<()> 
 /// Whether any rank has been asked to stop, agreed over the ranks: the signal (this rank's,
 /// or SIGTERM's number when only another rank got one).
 fn agreed_stop(options: &TrainOptions) -> Result<Option<usize>> {
-    let mine = options.stop_signal.load(Ordering::SeqCst);
-    let mut any = [(mine != 0) as u8 as f64];
-    options.collective.all_reduce(&mut any)?;
-    Ok((any[0] > 0.0).then_some(if mine != 0 { mine } else { 15 }))
+    let vote = StopVote::cast(options);
+    let mut votes = [vote.ballot()];
+    options.collective.all_reduce(&mut votes)?;
+    Ok(vote.outcome(votes[0]))
+}
+
+/// This rank's say in whether the ranks stop: a summand for an all-reduce (the step's own,
+/// or [`agreed_stop`]'s), and what the sum means.
+struct StopVote {
+    /// The signal this rank received, 0 for none.
+    mine: usize,
+}
+
+impl StopVote {
+    /// SIGTERM's number: what a rank reports that stops only because another got a signal.
+    const FOR_ANOTHER_RANK: usize = 15;
+
+    fn cast(options: &TrainOptions) -> Self {
+        Self { mine: options.stop_signal.load(Ordering::SeqCst) }
+    }
+
+    fn ballot(&self) -> f64 {
+        (self.mine != 0) as u8 as f64
+    }
+
+    /// The signal to stop for, given the sum of every rank's ballot.
+    fn outcome(&self, votes: f64) -> Option<usize> {
+        (votes > 0.0).then_some(if self.mine != 0 { self.mine } else { Self::FOR_ANOTHER_RANK })
+    }
 }
 
 /// The newest complete checkpoint over all stages decides where to begin; a recipe whose

@@ -8,7 +8,7 @@ use candle_core::DType;
 use davinci_data::loader::{Loader, Prefetcher, IGNORE};
 use davinci_model::{Config, PackedLayout};
 
-use super::{StageOutcome, StagePlan, TrainOptions};
+use super::{StageOutcome, StagePlan, StopVote, TrainOptions};
 use crate::checkpoint::{self, TrainerState};
 use crate::error::{Result, TrainError};
 use crate::metrics::{MetricsLog, StageProgress, StepMetrics};
@@ -101,15 +101,12 @@ pub fn run_stage(
         // The global batch's totals: loss, loss tokens, real tokens and those with loss; and
         // how many ranks were asked to stop, so that all of them stop after the same step.
         let loss_tokens = batch.labels.iter().filter(|&&l| l != IGNORE).count();
-        let my_signal = options.stop_signal.load(std::sync::atomic::Ordering::SeqCst);
-        let stopping = (my_signal != 0) as u8 as f64;
+        let vote = StopVote::cast(options);
         let mut totals =
-            [loss_sum, count as f64, batch.real_tokens() as f64, loss_tokens as f64, flops, stopping];
+            [loss_sum, count as f64, batch.real_tokens() as f64, loss_tokens as f64, flops, vote.ballot()];
         collective.all_reduce(&mut totals)?;
-        let [loss_sum, count, tokens, loss_tokens, flops, stopping] = totals;
-        if stopping > 0.0 {
-            signal = Some(if my_signal != 0 { my_signal } else { 15 });
-        }
+        let [loss_sum, count, tokens, loss_tokens, flops, votes] = totals;
+        signal = signal.or(vote.outcome(votes));
         let count = count as usize;
         // The mean over the global batch's loss tokens; clipping on that mean's norm.
         let lr = schedule.lr(state.step);
