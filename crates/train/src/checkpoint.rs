@@ -273,12 +273,18 @@ pub fn read_state(dir: &Path) -> Result<TrainerState> {
 /// in the recipe still has its checkpoints here), by stage index then step, with its
 /// state; unreadable states are passed over.
 pub fn newest_anywhere(root: &Path) -> Option<(PathBuf, TrainerState)> {
-    let stages = std::fs::read_dir(root).into_iter().flatten().filter_map(|e| e.ok());
-    stages
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| latest(root, &e.file_name().to_string_lossy()))
+    stage_dirs(root)
+        .into_iter()
+        .filter_map(|stage| latest(root, &stage))
         .filter_map(|dir| read_state(&dir).ok().map(|state| (dir, state)))
         .max_by_key(|(_, state)| (state.stage_index, state.step))
+}
+
+/// The names of the directories under an output directory: the stages that have written
+/// checkpoints there, under whatever names the recipe gave them then.
+pub fn stage_dirs(root: &Path) -> Vec<String> {
+    let entries = std::fs::read_dir(root).into_iter().flatten().filter_map(|e| e.ok());
+    entries.filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
 }
 
 /// The newest complete checkpoint of a stage: the highest `step-*` directory (temporary

@@ -48,6 +48,26 @@ fn state(step: u64) -> TrainerState {
     }
 }
 
+/// Checkpoints of stage `mt1` after each of `steps` under `root`, of one tiny model's
+/// optimizer (masters and moments), weights in `dtype`; the model's config and that state.
+fn saved(root: &std::path::Path, steps: &[u64], dtype: DType) -> (Config, AdamW) {
+    let config = Config::preset("tiny").unwrap();
+    let opt = optimizer(&Qwen2::init(config.clone(), 3, &Device::Cpu).unwrap());
+    for &step in steps {
+        save(&checkpoint_dir(root, "mt1", step), &config, &sharded(&config, &opt), &state(step), dtype)
+            .unwrap();
+    }
+    (config, opt)
+}
+
+/// Flips the bits of `mask` in the byte `from_end` bytes before the end of a file.
+fn flip(path: &std::path::Path, from_end: usize, mask: u8) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let at = bytes.len() - from_end;
+    bytes[at] ^= mask;
+    std::fs::write(path, bytes).unwrap();
+}
+
 #[test]
 fn checkpoints_round_trip_and_load_as_hf_weights() {
     let tmp = tempfile::tempdir().unwrap();
@@ -76,14 +96,8 @@ fn checkpoints_round_trip_and_load_as_hf_weights() {
 #[test]
 fn latest_ignores_incomplete_writes_and_prune_keeps_the_newest() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = Config::preset("tiny").unwrap();
-    let model = Qwen2::init(config.clone(), 3, &Device::Cpu).unwrap();
-    let opt = optimizer(&model);
     assert_eq!(latest(tmp.path(), "mt1"), None);
-    for step in [5, 10, 15] {
-        let dir = checkpoint_dir(tmp.path(), "mt1", step);
-        save(&dir, &config, &sharded(&config, &opt), &state(step), DType::BF16).unwrap();
-    }
+    saved(tmp.path(), &[5, 10, 15], DType::BF16);
     // What a crash mid-write leaves: a hidden temporary directory, and a step directory
     // without its state file.
     std::fs::create_dir_all(tmp.path().join("mt1/.step-00000020.tmp-999")).unwrap();
@@ -100,18 +114,7 @@ fn latest_ignores_incomplete_writes_and_prune_keeps_the_newest() {
 #[test]
 fn a_prune_that_fails_is_reported_and_keeps_going() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = Config::preset("tiny").unwrap();
-    let opt = optimizer(&Qwen2::init(config.clone(), 3, &Device::Cpu).unwrap());
-    for step in [5, 10, 15] {
-        save(
-            &checkpoint_dir(tmp.path(), "mt1", step),
-            &config,
-            &sharded(&config, &opt),
-            &state(step),
-            DType::BF16,
-        )
-        .unwrap();
-    }
+    saved(tmp.path(), &[5, 10, 15], DType::BF16);
     std::fs::create_dir_all(tmp.path().join("mt1/.step-00000020.tmp-999")).unwrap();
     // The oldest checkpoint is held open elsewhere and cannot be removed.
     let held = checkpoint_dir(tmp.path(), "mt1", 5);
@@ -133,10 +136,8 @@ fn a_prune_that_fails_is_reported_and_keeps_going() {
 #[test]
 fn every_file_of_a_checkpoint_is_checksummed_and_a_flipped_bit_is_refused_on_resume() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = Config::preset("tiny").unwrap();
-    let opt = optimizer(&Qwen2::init(config.clone(), 3, &Device::Cpu).unwrap());
+    saved(tmp.path(), &[10], DType::F32);
     let dir = checkpoint_dir(tmp.path(), "mt1", 10);
-    save(&dir, &config, &sharded(&config, &opt), &state(10), DType::F32).unwrap();
     let report = verify_dir(&dir).unwrap();
     let names: Vec<String> =
         report.verified.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
@@ -145,19 +146,11 @@ fn every_file_of_a_checkpoint_is_checksummed_and_a_flipped_bit_is_refused_on_res
     }
     assert!(report.unlisted.is_empty(), "{:?}", report.unlisted);
     // One bit flipped in the optimizer's moments, deep inside the file.
-    let path = dir.join(optimizer_file(0, 1));
-    let mut bytes = std::fs::read(&path).unwrap();
-    let at = bytes.len() - 100;
-    bytes[at] ^= 1;
-    std::fs::write(&path, bytes).unwrap();
+    flip(&dir.join(optimizer_file(0, 1)), 100, 1);
     let error = load(&dir, 0, 1).err().unwrap().to_string();
     assert!(error.contains(&optimizer_file(0, 1)) && error.contains("corrupt"), "{error}");
     // The weights as Hugging Face files are checked by their loader too.
-    let weights = dir.join("model.safetensors");
-    let mut bytes = std::fs::read(&weights).unwrap();
-    let at = bytes.len() - 7;
-    bytes[at] ^= 0x10;
-    std::fs::write(&weights, bytes).unwrap();
+    flip(&dir.join("model.safetensors"), 7, 0x10);
     let error = load_checkpoint(&dir, &Device::Cpu, None).err().unwrap().to_string();
     assert!(error.contains("model.safetensors") && error.contains("corrupt"), "{error}");
 }
@@ -165,10 +158,8 @@ fn every_file_of_a_checkpoint_is_checksummed_and_a_flipped_bit_is_refused_on_res
 #[test]
 fn a_checkpoint_moved_aside_by_an_interrupted_replacement_is_put_back() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = Config::preset("tiny").unwrap();
-    let opt = optimizer(&Qwen2::init(config.clone(), 3, &Device::Cpu).unwrap());
+    saved(tmp.path(), &[5], DType::BF16);
     let dir = checkpoint_dir(tmp.path(), "mt1", 5);
-    save(&dir, &config, &sharded(&config, &opt), &state(5), DType::BF16).unwrap();
     // A crash between moving the old copy aside and renaming the new one into place.
     let aside = tmp.path().join("mt1/.step-00000005.old-4242");
     std::fs::rename(&dir, &aside).unwrap();

@@ -18,10 +18,7 @@ pub const CHECKSUMS_FILE: &str = "checksums.sha256";
 /// The SHA-256 of a file, streamed. Only a regular file is read: a listed name that is a
 /// FIFO or a device would block or never end.
 pub fn file_sha256(path: &Path) -> Result<String> {
-    let meta = fs::metadata(path).map_err(io_at(path))?;
-    if !meta.is_file() {
-        return Err(ModelError::Checksum { path: path.into(), message: "not a regular file".into() });
-    }
+    super::regular_file(path)?;
     let mut file = fs::File::open(path).map_err(io_at(path))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];

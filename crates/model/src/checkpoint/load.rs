@@ -11,7 +11,7 @@ use safetensors::SafeTensors;
 use serde::Deserialize;
 
 use super::checksums::{is_plain_file_name, read_checksums, verify_file};
-use super::{CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
+use super::{regular_file, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
 use crate::config::Config;
 use crate::error::{io_at, ModelError, Result};
 use crate::model::Qwen2;
@@ -172,12 +172,7 @@ impl WeightFiles {
         let mut files = Vec::new();
         for name in &file_names {
             let path = dir.join(name);
-            // Following links is fine (the Hub's cache links to blobs); what they reach
-            // must be a regular file.
-            let meta = std::fs::metadata(&path).map_err(io_at(&path))?;
-            if !meta.is_file() {
-                return Err(ModelError::CorruptFile { path, message: "not a regular file".into() });
-            }
+            regular_file(&path)?;
             if let Some(sums) = &sums {
                 verify_file(dir, sums, name)?;
             }

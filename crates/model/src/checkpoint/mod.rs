@@ -22,6 +22,19 @@ pub fn shard_file_name(index: usize, count: usize) -> String {
     format!("model-{index:05}-of-{count:05}.safetensors")
 }
 
+/// Refuses a path that is not a regular file (links followed: the Hub's cache links to
+/// blobs): a FIFO or a device named in a checkpoint would block a read or never end it.
+fn regular_file(path: &std::path::Path) -> crate::error::Result<()> {
+    let meta = std::fs::metadata(path).map_err(crate::error::io_at(path))?;
+    if !meta.is_file() {
+        return Err(crate::error::ModelError::CorruptFile {
+            path: path.into(),
+            message: "not a regular file".into(),
+        });
+    }
+    Ok(())
+}
+
 /// Whether a file in a model directory is one that saving a checkpoint writes.
 fn is_weights_file(name: &str) -> bool {
     name == CONFIG_FILE || name == INDEX_FILE || (name.starts_with("model") && name.ends_with(".safetensors"))

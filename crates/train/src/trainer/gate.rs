@@ -77,12 +77,10 @@ pub fn pass(
         if signal != 0 {
             // The preparation thread is left to the process's end.
             tracing::warn!("signal {signal} received before training started; stopping");
-            if collective.world() > 1 {
-                send(collective, &Message::Stopped(signal))?;
-            }
+            send(collective, &Message::Stopped(signal))?;
             return Ok(Opened::Stopped(signal));
         }
-        if collective.world() > 1 && last.elapsed() >= beat {
+        if last.elapsed() >= beat {
             let what = status.lock().map(|s| s.clone()).unwrap_or_default();
             send(collective, &Message::Waiting(what))?;
             last = Instant::now();
@@ -90,16 +88,12 @@ pub fn pass(
     };
     match outcome {
         Ok((fingerprint, lock)) => {
-            if collective.world() > 1 {
-                send(collective, &Message::Ready(fingerprint.clone()))?;
-            }
+            send(collective, &Message::Ready(fingerprint.clone()))?;
             Ok(Opened::Ready(Gate { fingerprint, _lock: Some(lock) }))
         }
         Err(e) => {
             // The others stop with rank 0's reason instead of a lost connection.
-            if collective.world() > 1 {
-                let _ = send(collective, &Message::Failed(e.to_string()));
-            }
+            let _ = send(collective, &Message::Failed(e.to_string()));
             Err(e)
         }
     }
@@ -139,6 +133,7 @@ fn spawn_work(
     results
 }
 
+/// Tells the other ranks (a broadcast: nothing moves in a group of one).
 fn send(collective: &dyn davinci_dist::Collective, message: &Message) -> Result<()> {
     let bytes = serde_json::to_vec(message).map_err(|e| TrainError::Invalid(e.to_string()))?;
     collective.broadcast(bytes, 0)?;
@@ -171,10 +166,8 @@ fn wait_for_rank_zero(collective: &dyn davinci_dist::Collective) -> Result<Opene
 /// [`checkpoint::clean_leftovers`]), so that a restart after a full disk has the room of
 /// one checkpoint back. A failure is only a warning (the next save tries again).
 fn remove_leftovers(recipe: &Recipe) {
-    let stages = std::fs::read_dir(&recipe.output_dir).into_iter().flatten().filter_map(|e| e.ok());
-    for stage in stages.filter(|e| e.path().is_dir()) {
-        let name = stage.file_name().to_string_lossy().into_owned();
-        checkpoint::clean_leftovers(&recipe.output_dir, &name, &|dir: &std::path::Path| {
+    for stage in checkpoint::stage_dirs(&recipe.output_dir) {
+        checkpoint::clean_leftovers(&recipe.output_dir, &stage, &|dir: &std::path::Path| {
             tracing::info!("removing {}, left by an interrupted checkpoint write", dir.display());
             std::fs::remove_dir_all(dir)
         });
