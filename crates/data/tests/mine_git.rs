@@ -25,15 +25,21 @@ fn write(dir: &Path, path: &str, text: &[u8]) {
     std::fs::write(dir.join(path), text).unwrap();
 }
 
+/// A repository on branch `main` whose first commit holds `files`.
+fn initial_commit(repo: &Path, files: &[(&str, &[u8])]) {
+    git(repo, &["init", "-q", "-b", "main"]);
+    for (path, text) in files {
+        write(repo, path, text);
+    }
+    git(repo, &["add", "."]);
+    git(repo, &["commit", "-q", "-m", "Initial commit"]);
+}
+
 #[test]
 fn merge_and_squash_commits_become_pr_records() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path();
-    git(repo, &["init", "-q", "-b", "main"]);
-    write(repo, "pkg/core.py", b"def f():\n    return 1\n");
-    write(repo, "pkg/old_name.py", b"X = 1\n");
-    git(repo, &["add", "."]);
-    git(repo, &["commit", "-q", "-m", "Initial commit"]);
+    initial_commit(repo, &[("pkg/core.py", b"def f():\n    return 1\n"), ("pkg/old_name.py", b"X = 1\n")]);
 
     git(repo, &["checkout", "-q", "-b", "feature"]);
     write(repo, "pkg/core.py", b"def f():\n    return 2\n");
@@ -107,10 +113,7 @@ fn merge_and_squash_commits_become_pr_records() {
 fn a_repository_name_that_cannot_be_read_is_refused_not_guessed() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path();
-    git(repo, &["init", "-q"]);
-    write(repo, "a.py", b"x = 1\n");
-    git(repo, &["add", "."]);
-    git(repo, &["commit", "-q", "-m", "Start"]);
+    initial_commit(repo, &[("a.py", b"x = 1\n")]);
     // No origin: the directory's name is not an owner/name.
     let err = mine_git(repo, &MineOptions::default()).unwrap_err().to_string();
     assert!(err.contains("no origin remote") && err.contains("--repo-name"), "{err}");
@@ -131,10 +134,7 @@ fn a_repository_name_that_cannot_be_read_is_refused_not_guessed() {
 fn a_merged_pr_is_its_commits_authors_work_commit_by_commit_and_a_bots_pr_is_filtered() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path();
-    git(repo, &["init", "-q", "-b", "main"]);
-    write(repo, "requirements.txt", b"idna==3.6\nurllib3==2.0\n");
-    git(repo, &["add", "."]);
-    git(repo, &["commit", "-q", "-m", "Initial commit"]);
+    initial_commit(repo, &[("requirements.txt", b"idna==3.6\nurllib3==2.0\n")]);
     git(repo, &["checkout", "-q", "-b", "bump"]);
     let as_bot = ["-c", "user.name=dependabot[bot]", "commit", "-q", "-am"];
     write(repo, "requirements.txt", b"idna==3.7\nurllib3==2.0\n");
