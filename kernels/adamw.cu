@@ -34,10 +34,4 @@ extern "C" __global__ void adamw_step(float* __restrict__ master, float* __restr
     }
 }
 
-#ifdef DAVINCI_EMULATE
-extern "C" void emu_adamw_step(float* master, float* m, float* v, const float* grad, void* compute,
-                               const AdamwChunk* chunks, int chunk_count, const AdamwScalars* scalars, int threads) {
-    emu::launch(dim3(chunk_count), dim3(threads), 0, adamw_step, master, m, v, grad,
-                static_cast<__nv_bfloat16*>(compute), chunks, *scalars);
-}
-#endif
+DV_EMULATION_TABLE(adamw, DV_EMULATED(adamw_step))

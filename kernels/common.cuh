@@ -7,12 +7,15 @@
 #include "emu/bf16.h"
 #include "emu/host_cuda.h"
 #include "emu/warp_matrix.h"
+#include "emu/intrinsics.h"
 #else
 #include <cuda_bf16.h>
 #include <cstdint>
 #define DV_DYNAMIC_SHARED(type, name)                 \
     extern __shared__ __align__(16) unsigned char dv_shared_bytes[]; \
     type* name = reinterpret_cast<type*>(dv_shared_bytes)
+// The emulation's kernel tables have no meaning on the device.
+#define DV_EMULATION_TABLE(...)
 #endif
 
 // Instantiates `M(suffix, type)` for each element type the kernels take, so that every

@@ -6,7 +6,9 @@
 //
 // One block per row. Pass 1: each thread keeps a running (max, sum of exp(x - max)) over
 // its columns; the block merges the pairs. Pass 2: writes the gradient. Targets are valid
-// vocabulary ids: rows whose label is -100 never reach this kernel.
+// vocabulary ids: rows whose label is -100 never reach this kernel. Logits of -inf (masked
+// vocabulary entries) get probability 0; a row of nothing but -inf has no distribution and
+// gives a NaN loss.
 #include "common.cuh"
 
 namespace {
@@ -52,6 +54,9 @@ extern "C" __global__ void cross_entropy_rows(const float* __restrict__ logits, 
     MaxSum own{-INFINITY, 0.0f};
     for (int c = threadIdx.x; c < vocab; c += blockDim.x) {
         const float v = x[c];
+        // A -inf logit adds nothing, and would make exp(-inf - -inf) a NaN while this
+        // thread has seen nothing larger.
+        if (v == -INFINITY) continue;
         if (v > own.max) {
             own.sum = own.sum * expf(own.max - v) + 1.0f;
             own.max = v;
@@ -73,10 +78,4 @@ extern "C" __global__ void cross_entropy_rows(const float* __restrict__ logits, 
     }
 }
 
-#ifdef DAVINCI_EMULATE
-extern "C" void emu_cross_entropy_rows(const float* logits, const unsigned int* targets, float* d_logits, float* loss,
-                                       int rows, int vocab, int threads) {
-    emu::launch(dim3(rows), dim3(threads), 64 * sizeof(float), cross_entropy_rows, logits, targets, d_logits, loss,
-                vocab);
-}
-#endif
+DV_EMULATION_TABLE(cross_entropy, DV_EMULATED(cross_entropy_rows))

@@ -406,18 +406,21 @@ __device__ void backward_dkdv(const __nv_bfloat16* __restrict__ q, const __nv_bf
 
 }  // namespace fa
 
-/// D = rowsum(dO * O) for every (head, token), in f32.
+/// D = rowsum(dO * O) for every (head, token), in f32: a warp per row in a grid-stride
+/// loop, its lanes reading consecutive elements (one 64-byte transaction per operand and
+/// pass) and the warp summing them in a fixed order.
 extern "C" __global__ void flash_attention_delta(const __nv_bfloat16* o, const __nv_bfloat16* d_o, float* delta,
                                                  int tokens, int heads, int head_dim) {
-    const size_t pairs = static_cast<size_t>(tokens) * heads;
-    for (size_t p = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; p < pairs;
-         p += static_cast<size_t>(gridDim.x) * blockDim.x) {
-        const size_t token = p / heads, head = p % heads;
+    const size_t rows = static_cast<size_t>(tokens) * heads;
+    const size_t warps_per_block = blockDim.x / 32, warps = gridDim.x * warps_per_block;
+    const int lane = threadIdx.x % 32;
+    for (size_t p = blockIdx.x * warps_per_block + threadIdx.x / 32; p < rows; p += warps) {
         float sum = 0.0f;
-        for (int d = 0; d < head_dim; ++d) {
+        for (int d = lane; d < head_dim; d += 32) {
             sum += __bfloat162float(o[p * head_dim + d]) * __bfloat162float(d_o[p * head_dim + d]);
         }
-        delta[head * tokens + token] = sum;
+        sum = dv::warp_sum(sum);
+        if (lane == 0) delta[(p % heads) * tokens + p / heads] = sum;
     }
 }
 
@@ -444,43 +447,7 @@ extern "C" __global__ void flash_attention_delta(const __nv_bfloat16* o, const _
 FLASH_ATTENTION_KERNELS(64)
 FLASH_ATTENTION_KERNELS(128)
 
-#ifdef DAVINCI_EMULATE
-namespace {
-size_t forward_shared(int d) { return 5 * fa::kRows * (d + fa::kPad) * 2; }
-size_t dq_shared(int d) { return 6 * fa::kRows * (d + fa::kPad) * 2; }
-size_t dkdv_shared(int d) { return (2 * fa::kRows + 4 * fa::kQueries) * (d + fa::kPad) * 2 + 4 * fa::kQueries * 4; }
-}  // namespace
-
-extern "C" {
-void emu_flash_attention_fwd(const void* q, const void* k, const void* v, void* out, float* lse, const void* tiles,
-                             int tile_count, int tokens, int q_heads, int kv_heads, int head_dim, float scale) {
-    using B = __nv_bfloat16;
-    const auto* t = static_cast<const fa::Tile*>(tiles);
-    auto kernel = head_dim == 64 ? flash_attention_fwd_d64 : flash_attention_fwd_d128;
-    emu::launch(dim3(tile_count, q_heads), dim3(fa::kThreads), forward_shared(head_dim), kernel,
-                static_cast<const B*>(q), static_cast<const B*>(k), static_cast<const B*>(v), static_cast<B*>(out),
-                lse, t, tokens, q_heads, kv_heads, scale * fa::kLog2e);
-}
-
-void emu_flash_attention_bwd(const void* q, const void* k, const void* v, const void* out, const void* d_out,
-                             const float* lse, void* dq, void* dk, void* dv, const void* query_tiles,
-                             int query_tile_count, const void* key_tiles, int key_tile_count, int tokens, int q_heads,
-                             int kv_heads, int head_dim, float scale) {
-    using B = __nv_bfloat16;
-    std::vector<float> delta(static_cast<size_t>(tokens) * q_heads, NAN);
-    emu::launch(dim3(4), dim3(64), 0, flash_attention_delta, static_cast<const B*>(out), static_cast<const B*>(d_out),
-                delta.data(), tokens, q_heads, head_dim);
-    const float* d = delta.data();
-    auto dq_kernel = head_dim == 64 ? flash_attention_dq_d64 : flash_attention_dq_d128;
-    emu::launch(dim3(query_tile_count, q_heads), dim3(fa::kThreads), dq_shared(head_dim), dq_kernel,
-                static_cast<const B*>(q), static_cast<const B*>(k), static_cast<const B*>(v),
-                static_cast<const B*>(d_out), lse, d, static_cast<B*>(dq), static_cast<const fa::Tile*>(query_tiles),
-                tokens, q_heads, kv_heads, scale * fa::kLog2e, scale);
-    auto dkdv_kernel = head_dim == 64 ? flash_attention_dkdv_d64 : flash_attention_dkdv_d128;
-    emu::launch(dim3(key_tile_count, kv_heads), dim3(fa::kThreads), dkdv_shared(head_dim), dkdv_kernel,
-                static_cast<const B*>(q), static_cast<const B*>(k), static_cast<const B*>(v),
-                static_cast<const B*>(d_out), lse, d, static_cast<B*>(dk), static_cast<B*>(dv),
-                static_cast<const fa::Tile*>(key_tiles), tokens, q_heads, kv_heads, scale * fa::kLog2e, scale);
-}
-}
-#endif
+DV_EMULATION_TABLE(flash_attention, DV_EMULATED(flash_attention_delta), DV_EMULATED(flash_attention_fwd_d64),
+                   DV_EMULATED(flash_attention_fwd_d128), DV_EMULATED(flash_attention_dq_d64),
+                   DV_EMULATED(flash_attention_dq_d128), DV_EMULATED(flash_attention_dkdv_d64),
+                   DV_EMULATED(flash_attention_dkdv_d128))

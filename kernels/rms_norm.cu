@@ -117,53 +117,7 @@ __device__ __forceinline__ void rms_norm_bwd_dw_sum(const float* __restrict__ pa
     }
 DV_FOR_EACH_TYPE(RMS_NORM_KERNELS)
 
-#ifdef DAVINCI_EMULATE
-// Host entry points for the emulated tests, with the launch geometry the Rust launcher uses.
-template <class T>
-void emu_rms_norm_bwd_typed(const void* x, const void* w, const void* dy, const void* d_add, void* dx, void* dw,
-                            int rows, int cols, float eps, int threads, int chunks,
-                            void (*dx_kernel)(const T*, const T*, const T*, const T*, T*, float*, int, float),
-                            void (*partial_kernel)(const T*, const T*, const float*, float*, int, int, int),
-                            void (*sum_kernel)(const float*, T*, int, int)) {
-    std::vector<float> rstd(rows, NAN), partial(static_cast<size_t>(chunks) * cols, NAN);
-    const unsigned column_blocks = (cols + threads - 1) / threads;
-    const int rows_per_chunk = (rows + chunks - 1) / chunks;
-    emu::launch(dim3(rows), dim3(threads), 32 * sizeof(float), dx_kernel, static_cast<const T*>(x),
-                static_cast<const T*>(w), static_cast<const T*>(dy), static_cast<const T*>(d_add), static_cast<T*>(dx),
-                rstd.data(), cols, eps);
-    emu::launch(dim3(column_blocks, chunks), dim3(threads), 0, partial_kernel, static_cast<const T*>(x),
-                static_cast<const T*>(dy), static_cast<const float*>(rstd.data()), partial.data(), rows, cols,
-                rows_per_chunk);
-    emu::launch(dim3(column_blocks), dim3(threads), 0, sum_kernel, static_cast<const float*>(partial.data()),
-                static_cast<T*>(dw), chunks, cols);
-}
-
-extern "C" {
-void emu_rms_norm_fwd(int bf16, const void* x, const void* residual, const void* w, void* sum, void* y, int rows,
-                      int cols, float eps, int threads) {
-    const size_t shared = 32 * sizeof(float);
-    if (bf16) {
-        using B = __nv_bfloat16;
-        emu::launch(dim3(rows), dim3(threads), shared, rms_norm_fwd_bf16, static_cast<const B*>(x),
-                    static_cast<const B*>(residual), static_cast<const B*>(w), static_cast<B*>(sum),
-                    static_cast<B*>(y), cols, eps);
-    } else {
-        emu::launch(dim3(rows), dim3(threads), shared, rms_norm_fwd_f32, static_cast<const float*>(x),
-                    static_cast<const float*>(residual), static_cast<const float*>(w), static_cast<float*>(sum),
-                    static_cast<float*>(y), cols, eps);
-    }
-}
-
-void emu_rms_norm_bwd(int bf16, const void* x, const void* w, const void* dy, const void* d_add, void* dx, void* dw,
-                      int rows, int cols, float eps, int threads, int chunks) {
-    if (bf16) {
-        emu_rms_norm_bwd_typed<__nv_bfloat16>(x, w, dy, d_add, dx, dw, rows, cols, eps, threads, chunks,
-                                              rms_norm_bwd_dx_bf16, rms_norm_bwd_dw_partial_bf16,
-                                              rms_norm_bwd_dw_sum_bf16);
-    } else {
-        emu_rms_norm_bwd_typed<float>(x, w, dy, d_add, dx, dw, rows, cols, eps, threads, chunks, rms_norm_bwd_dx_f32,
-                                      rms_norm_bwd_dw_partial_f32, rms_norm_bwd_dw_sum_f32);
-    }
-}
-}
-#endif
+DV_EMULATION_TABLE(rms_norm, DV_EMULATED(rms_norm_fwd_f32), DV_EMULATED(rms_norm_fwd_bf16),
+                   DV_EMULATED(rms_norm_bwd_dx_f32), DV_EMULATED(rms_norm_bwd_dx_bf16),
+                   DV_EMULATED(rms_norm_bwd_dw_partial_f32), DV_EMULATED(rms_norm_bwd_dw_partial_bf16),
+                   DV_EMULATED(rms_norm_bwd_dw_sum_f32), DV_EMULATED(rms_norm_bwd_dw_sum_bf16))

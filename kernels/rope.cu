@@ -53,16 +53,5 @@ __device__ __forceinline__ void rope(const T* x, const float* __restrict__ cos, 
     }
 DV_FOR_EACH_TYPE(ROPE_KERNELS)
 
-#ifdef DAVINCI_EMULATE
-extern "C" void emu_rope(int bf16, int backward, const void* x, const float* cos, const float* sin, void* y,
-                         size_t tokens, int heads, int head_dim, int blocks, int threads) {
-    using B = __nv_bfloat16;
-    if (bf16) {
-        emu::launch(dim3(blocks), dim3(threads), 0, backward ? rope_bwd_bf16 : rope_fwd_bf16, static_cast<const B*>(x),
-                    cos, sin, static_cast<B*>(y), tokens, heads, head_dim);
-    } else {
-        emu::launch(dim3(blocks), dim3(threads), 0, backward ? rope_bwd_f32 : rope_fwd_f32,
-                    static_cast<const float*>(x), cos, sin, static_cast<float*>(y), tokens, heads, head_dim);
-    }
-}
-#endif
+DV_EMULATION_TABLE(rope, DV_EMULATED(rope_fwd_f32), DV_EMULATED(rope_fwd_bf16), DV_EMULATED(rope_bwd_f32),
+                   DV_EMULATED(rope_bwd_bf16))

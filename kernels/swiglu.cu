@@ -51,31 +51,5 @@ __global__ void swiglu_bwd_bf16(const __nv_bfloat16* gate, const __nv_bfloat16* 
 }
 }
 
-#ifdef DAVINCI_EMULATE
-extern "C" {
-void emu_swiglu_fwd(int bf16, const void* gate, const void* up, void* y, size_t n, int blocks, int threads) {
-    using B = __nv_bfloat16;
-    if (bf16) {
-        emu::launch(dim3(blocks), dim3(threads), 0, swiglu_fwd_bf16, static_cast<const B*>(gate),
-                    static_cast<const B*>(up), static_cast<B*>(y), n);
-    } else {
-        emu::launch(dim3(blocks), dim3(threads), 0, swiglu_fwd_f32, static_cast<const float*>(gate),
-                    static_cast<const float*>(up), static_cast<float*>(y), n);
-    }
-}
-
-void emu_swiglu_bwd(int bf16, const void* gate, const void* up, const void* dy, void* d_gate, void* d_up, size_t n,
-                    int blocks, int threads) {
-    using B = __nv_bfloat16;
-    if (bf16) {
-        emu::launch(dim3(blocks), dim3(threads), 0, swiglu_bwd_bf16, static_cast<const B*>(gate),
-                    static_cast<const B*>(up), static_cast<const B*>(dy), static_cast<B*>(d_gate),
-                    static_cast<B*>(d_up), n);
-    } else {
-        emu::launch(dim3(blocks), dim3(threads), 0, swiglu_bwd_f32, static_cast<const float*>(gate),
-                    static_cast<const float*>(up), static_cast<const float*>(dy), static_cast<float*>(d_gate),
-                    static_cast<float*>(d_up), n);
-    }
-}
-}
-#endif
+DV_EMULATION_TABLE(swiglu, DV_EMULATED(swiglu_fwd_f32), DV_EMULATED(swiglu_fwd_bf16), DV_EMULATED(swiglu_bwd_f32),
+                   DV_EMULATED(swiglu_bwd_bf16))

@@ -1,6 +1,7 @@
 //! Compiles every `kernels/*.cu` twice over:
-//! - always, as host C++ with the CUDA execution model emulated (`kernels/emu`), so the
-//!   kernels' arithmetic runs in tests on machines without a GPU;
+//! - with the `emulation` feature, as host C++ with the CUDA execution model emulated
+//!   (`kernels/emu`), so the kernels run in tests on machines without a GPU; each source's
+//!   kernel table (`DV_EMULATION_TABLE`) is declared to Rust in `$OUT_DIR/emulation_tables.rs`;
 //! - with the `cuda` feature, with nvcc into one fatbin per source holding cubins for sm_80
 //!   and sm_90a and PTX for compute_80 (loaded by newer GPUs through the driver's JIT).
 //!   The fatbins are embedded in the library (`$OUT_DIR/fatbins.rs`).
@@ -23,7 +24,9 @@ fn main() {
         .filter(|p| p.extension().is_some_and(|e| e == "cu"))
         .collect();
     sources.sort();
-    compile_emulated(&kernels, &sources);
+    if std::env::var_os("CARGO_FEATURE_EMULATION").is_some() {
+        compile_emulated(&kernels, &sources);
+    }
     if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
         compile_fatbins(&kernels, &sources);
     }
@@ -47,6 +50,27 @@ fn compile_emulated(kernels: &Path, sources: &[PathBuf]) {
     }
     build.compile("davinci_kernels_emulated");
     println!("cargo:rustc-link-lib=pthread");
+
+    let mut declarations = String::from("extern \"C\" {\n");
+    let mut table = String::from(
+        "/// Each kernel source's table of emulated kernels, by the source's file stem.\n\
+         #[allow(clippy::type_complexity)]\n\
+         const TABLES: &[(&str, unsafe extern \"C\" fn(*mut usize) -> *const Entry)] = &[\n",
+    );
+    for source in sources {
+        let text = std::fs::read_to_string(source).expect("reading a kernel source");
+        if !text.contains("DV_EMULATION_TABLE(") {
+            continue;
+        }
+        let stem = source.file_stem().and_then(|s| s.to_str()).expect("a UTF-8 kernel file name");
+        declarations.push_str(&format!("    fn emu_kernels_{stem}(count: *mut usize) -> *const Entry;\n"));
+        table.push_str(&format!("    ({stem:?}, emu_kernels_{stem}),\n"));
+    }
+    declarations.push_str("}\n");
+    table.push_str("];\n");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    std::fs::write(out.join("emulation_tables.rs"), declarations + &table)
+        .expect("writing emulation_tables.rs");
 }
 
 /// The architectures every kernel is built for: real code for A100 and H100/H200, and PTX

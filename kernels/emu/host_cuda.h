@@ -22,6 +22,8 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #define __global__
@@ -123,7 +125,9 @@ std::array<T, 32> warp_gather(const T& value) {
     return all;
 }
 
-/// Runs `kernel(args...)` over `grid` x `block` threads, a block at a time.
+/// Runs `kernel(args...)` over `grid` x `block` threads, a block at a time. The block's
+/// host threads are started once per launch and step through the blocks together, with
+/// the shared memory poisoned between blocks.
 template <class... P, class... A>
 void launch(dim3 grid, dim3 blk, size_t shared_bytes, void (*kernel)(P...), A... args) {
     std::lock_guard<std::mutex> guard(launch_mutex());
@@ -140,22 +144,53 @@ void launch(dim3 grid, dim3 blk, size_t shared_bytes, void (*kernel)(P...), A...
     for (auto& w : warps) b.warp_barriers.push_back(w.get());
     b.warp_slots.assign(b.threads, 0);
     b.wide_slots.assign(b.threads, {});
-    for (unsigned bz = 0; bz < grid.z; ++bz)
-        for (unsigned by = 0; by < grid.y; ++by)
-            for (unsigned bx = 0; bx < grid.x; ++bx) {
-                b.shared.assign(shared_bytes, 0xFF);  // NaN bytes for floats: poison
-                std::vector<std::thread> threads;
-                threads.reserve(b.threads);
-                for (unsigned t = 0; t < b.threads; ++t) {
-                    threads.emplace_back([&, t] {
-                        linear_thread = t;
-                        thread_index = dim3(t % blk.x, (t / blk.x) % blk.y, t / (blk.x * blk.y));
-                        block_index = dim3(bx, by, bz);
-                        kernel(args...);
-                    });
+    b.shared.assign(shared_bytes, 0xFF);
+    // A barrier of its own between blocks, so that a kernel's barrier count is its own.
+    Barrier between(b.threads);
+    const size_t blocks = static_cast<size_t>(grid.x) * grid.y * grid.z;
+    std::vector<std::thread> threads;
+    threads.reserve(b.threads);
+    for (unsigned t = 0; t < b.threads; ++t) {
+        threads.emplace_back([&, t] {
+            linear_thread = t;
+            thread_index = dim3(t % blk.x, (t / blk.x) % blk.y, t / (blk.x * blk.y));
+            for (size_t i = 0; i < blocks; ++i) {
+                if (i > 0) {
+                    between.arrive_and_wait();  // every thread is done with the last block
+                    if (t == 0) std::fill(b.shared.begin(), b.shared.end(), 0xFF);  // NaN bytes: poison
+                    between.arrive_and_wait();
                 }
-                for (auto& th : threads) th.join();
+                block_index = dim3(i % grid.x, (i / grid.x) % grid.y, i / (static_cast<size_t>(grid.x) * grid.y));
+                kernel(args...);
             }
+        });
+    }
+    for (auto& th : threads) th.join();
+}
+
+/// A launch's shape as the Rust side describes it (`davinci_kernels::launch::Launch`).
+struct Geometry {
+    unsigned grid[3], block[3];
+    size_t shared_bytes;
+};
+
+/// A kernel of the emulated build, launchable by name with its parameters packed as the
+/// driver takes them: `params[i]` points at the i-th parameter's bytes.
+struct Entry {
+    const char* name;
+    void (*run)(const Geometry*, void* const* params);
+};
+
+template <class... P, size_t... I>
+void launch_packed(const Geometry* g, void (*kernel)(P...), void* const* params, std::index_sequence<I...>) {
+    launch(dim3(g->grid[0], g->grid[1], g->grid[2]), dim3(g->block[0], g->block[1], g->block[2]), g->shared_bytes,
+           kernel, *static_cast<const std::remove_cv_t<P>*>(params[I])...);
+}
+
+/// Unpacks `params` into the kernel's parameter types and launches it.
+template <class... P>
+void launch_packed(const Geometry* g, void (*kernel)(P...), void* const* params) {
+    launch_packed(g, kernel, params, std::index_sequence_for<P...>{});
 }
 
 }  // namespace emu
@@ -187,13 +222,22 @@ T __shfl_sync(unsigned, T value, int src, int = 32) {
 using std::max;
 using std::min;
 
-inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 // Separately rounded operations (never fused into an FMA; the build passes
 // -ffp-contract=off as well).
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fsqrt_rn(float a) { return std::sqrt(a); }
-inline float __expf(float x) { return std::exp(x); }
 
 #define DV_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(::emu::block().shared.data())
+
+// A source's table of kernels for the Rust launcher: `DV_EMULATION_TABLE(stem, DV_EMULATED(k), ...)`
+// defines `emu_kernels_<stem>`, which the build script declares for every source that has one.
+#define DV_EMULATED(kernel) \
+    ::emu::Entry { #kernel, [](const ::emu::Geometry* g, void* const* p) { ::emu::launch_packed(g, kernel, p); } }
+#define DV_EMULATION_TABLE(stem, ...)                                        \
+    extern "C" const ::emu::Entry* emu_kernels_##stem(size_t* count) {      \
+        static const ::emu::Entry entries[] = {__VA_ARGS__};                 \
+        *count = sizeof(entries) / sizeof(entries[0]);                       \
+        return entries;                                                      \
+    }

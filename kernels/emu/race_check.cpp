@@ -9,21 +9,32 @@
 
 #include "../adamw.cuh"
 
+// The kernels are plain functions under the emulation; they are launched here directly,
+// with small grids (the Rust tests run them with the op's own launches).
 extern "C" {
-void emu_rms_norm_fwd(int, const void*, const void*, const void*, void*, void*, int, int, float, int);
-void emu_rms_norm_bwd(int, const void*, const void*, const void*, const void*, void*, void*, int, int, float, int, int);
-void emu_swiglu_fwd(int, const void*, const void*, void*, size_t, int, int);
-void emu_swiglu_bwd(int, const void*, const void*, const void*, void*, void*, size_t, int, int);
-void emu_rope(int, int, const void*, const float*, const float*, void*, size_t, int, int, int, int);
-void emu_cross_entropy_rows(const float*, const unsigned*, float*, float*, int, int, int);
-void emu_adamw_step(float*, float*, float*, const float*, void*, const AdamwChunk*, int, const AdamwScalars*, int);
+void rms_norm_fwd_f32(const float*, const float*, const float*, float*, float*, int, float);
+void rms_norm_bwd_dx_f32(const float*, const float*, const float*, const float*, float*, float*, int, float);
+void rms_norm_bwd_dw_partial_f32(const float*, const float*, const float*, float*, int, int, int);
+void rms_norm_bwd_dw_sum_f32(const float*, float*, int, int);
+void swiglu_fwd_bf16(const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*, size_t);
+void swiglu_bwd_f32(const float*, const float*, const float*, float*, float*, size_t);
+void rope_fwd_f32(const float*, const float*, const float*, float*, size_t, int, int);
+void cross_entropy_rows(const float*, const unsigned*, float*, float*, int);
+void adamw_step(float*, float*, float*, const float*, __nv_bfloat16*, const AdamwChunk*, AdamwScalars);
 void emu_ldmatrix_dump(const void*, uint32_t*);
 void emu_mma_fragments(const uint32_t*, const uint32_t*, const float*, float*);
 void emu_gemm_16x8(const void*, const void*, float*, int);
-void emu_flash_attention_fwd(const void*, const void*, const void*, void*, float*, const void*, int, int, int, int, int,
-                             float);
-void emu_flash_attention_bwd(const void*, const void*, const void*, const void*, const void*, const float*, void*,
-                             void*, void*, const void*, int, const void*, int, int, int, int, int, float);
+struct Tile {
+    int first, doc_start, doc_end;
+};
+void flash_attention_fwd_d64(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*, float*,
+                             const Tile*, int, int, int, float);
+void flash_attention_delta(const __nv_bfloat16*, const __nv_bfloat16*, float*, int, int, int);
+void flash_attention_dq_d64(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
+                            const float*, const float*, __nv_bfloat16*, const Tile*, int, int, int, float, float);
+void flash_attention_dkdv_d64(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
+                              const float*, const float*, __nv_bfloat16*, __nv_bfloat16*, const Tile*, int, int, int,
+                              float, float);
 }
 
 // Sums a block's values through shared memory, with the barrier between the writes and
@@ -47,19 +58,26 @@ int main(int argc, char** argv) {
         return 0;
     }
     const int rows = 3, cols = 100, n = rows * cols;
-    std::vector<float> a(4096, 0.5f), b(4096, 0.25f), c(4096, -0.5f), d(4096), e(4096);
-    std::vector<uint16_t> bf(4096, 0x3f00);
-    emu_rms_norm_fwd(0, a.data(), c.data(), b.data(), e.data(), d.data(), rows, cols, 1e-6f, 64);
-    emu_rms_norm_bwd(0, a.data(), b.data(), c.data(), c.data(), d.data(), e.data(), rows, cols, 1e-6f, 64, 2);
-    emu_swiglu_fwd(1, bf.data(), bf.data(), d.data(), n, 2, 64);
-    emu_swiglu_bwd(0, a.data(), b.data(), c.data(), d.data(), e.data(), n, 2, 64);
-    emu_rope(0, 0, a.data(), b.data(), c.data(), d.data(), 5, 2, 16, 1, 32);
+    std::vector<float> a(4096, 0.5f), b(4096, 0.25f), c(4096, -0.5f), d(4096), e(4096), rstd(rows), partial(2 * cols);
+    std::vector<__nv_bfloat16> bf(4096, __nv_bfloat16{0x3f00}), bf_out(4096);
+    emu::launch(dim3(rows), dim3(64), 32 * sizeof(float), rms_norm_fwd_f32, a.data(), c.data(), b.data(), e.data(),
+                d.data(), cols, 1e-6f);
+    emu::launch(dim3(rows), dim3(64), 32 * sizeof(float), rms_norm_bwd_dx_f32, a.data(), b.data(), c.data(), c.data(),
+                d.data(), rstd.data(), cols, 1e-6f);
+    emu::launch(dim3(2, 2), dim3(64), 0, rms_norm_bwd_dw_partial_f32, a.data(), c.data(), rstd.data(), partial.data(),
+                rows, cols, 2);
+    emu::launch(dim3(2), dim3(64), 0, rms_norm_bwd_dw_sum_f32, partial.data(), e.data(), 2, cols);
+    emu::launch(dim3(2), dim3(64), 0, swiglu_fwd_bf16, bf.data(), bf.data(), bf_out.data(), size_t(n));
+    emu::launch(dim3(2), dim3(64), 0, swiglu_bwd_f32, a.data(), b.data(), c.data(), d.data(), e.data(), size_t(n));
+    emu::launch(dim3(1), dim3(32), 0, rope_fwd_f32, a.data(), b.data(), c.data(), d.data(), size_t(5), 2, 16);
     std::vector<unsigned> targets = {0, 99, 50};
-    emu_cross_entropy_rows(a.data(), targets.data(), d.data(), e.data(), rows, cols, 64);
+    emu::launch(dim3(rows), dim3(64), 64 * sizeof(float), cross_entropy_rows, a.data(), targets.data(), d.data(),
+                e.data(), cols);
     std::vector<float> m(n, 0.0f), v(n, 0.0f);
     std::vector<AdamwChunk> chunks = {{0, 150, 1}, {150, 150, 0}};
     AdamwScalars scalars{0.9f, 0.95f, 1e-8f, 1e-3f, 0.3f, 1e-4f};
-    emu_adamw_step(a.data(), m.data(), v.data(), b.data(), bf.data(), chunks.data(), 2, &scalars, 64);
+    emu::launch(dim3(2), dim3(64), 0, adamw_step, a.data(), m.data(), v.data(), b.data(), bf_out.data(),
+                static_cast<const AdamwChunk*>(chunks.data()), scalars);
     std::vector<uint32_t> words(32 * 16);
     emu_ldmatrix_dump(bf.data(), words.data());
     std::vector<uint32_t> frag_a(32 * 4, 0x3f803f80u), frag_b(32 * 2, 0x3f803f80u);
@@ -68,16 +86,25 @@ int main(int argc, char** argv) {
     // Flash attention: one document of 70 tokens (two query tiles, a partial key tile)
     // over two query heads sharing one kv head, head_dim 64.
     {
-        const int tokens = 70, d = 64;
-        std::vector<uint16_t> q(tokens * 2 * d, 0x3c00), kv(tokens * d, 0x3c00), o(tokens * 2 * d), g(tokens * 2 * d, 0x3c00);
-        std::vector<uint16_t> dq(tokens * 2 * d), dk(tokens * d), dvv(tokens * d);
-        std::vector<float> lse(2 * tokens);
-        const int query_tiles[] = {64, 0, 70, 0, 0, 70};
-        const int key_tiles[] = {0, 0, 70, 64, 0, 70};
-        emu_flash_attention_fwd(q.data(), kv.data(), kv.data(), o.data(), lse.data(), query_tiles, 2, tokens, 2, 1, d,
-                                0.125f);
-        emu_flash_attention_bwd(q.data(), kv.data(), kv.data(), o.data(), g.data(), lse.data(), dq.data(), dk.data(),
-                                dvv.data(), query_tiles, 2, key_tiles, 2, tokens, 2, 1, d, 0.125f);
+        const int tokens = 70, dim = 64;
+        using B = __nv_bfloat16;
+        std::vector<B> q(tokens * 2 * dim, B{0x3c00}), kv(tokens * dim, B{0x3c00}), o(tokens * 2 * dim);
+        std::vector<B> g(tokens * 2 * dim, B{0x3c00}), dq(tokens * 2 * dim), dk(tokens * dim), dvv(tokens * dim);
+        std::vector<float> lse(2 * tokens), delta(2 * tokens);
+        const Tile query_tiles[] = {{64, 0, 70}, {0, 0, 70}};
+        const Tile key_tiles[] = {{0, 0, 70}, {64, 0, 70}};
+        const size_t row = (dim + 8) * 2;
+        emu::launch(dim3(2, 2), dim3(128), 5 * 64 * row, flash_attention_fwd_d64, q.data(), kv.data(), kv.data(),
+                    o.data(), lse.data(), query_tiles, tokens, 2, 1, 0.125f);
+        emu::launch(dim3(4), dim3(256), 0, flash_attention_delta, static_cast<const B*>(o.data()),
+                    static_cast<const B*>(g.data()), delta.data(), tokens, 2, dim);
+        emu::launch(dim3(2, 2), dim3(128), 6 * 64 * row, flash_attention_dq_d64, q.data(), kv.data(), kv.data(),
+                    static_cast<const B*>(g.data()), static_cast<const float*>(lse.data()),
+                    static_cast<const float*>(delta.data()), dq.data(), query_tiles, tokens, 2, 1, 0.18f, 0.125f);
+        emu::launch(dim3(2, 1), dim3(128), (2 * 64 + 4 * 32) * row + 4 * 32 * 4, flash_attention_dkdv_d64, q.data(),
+                    kv.data(), kv.data(), static_cast<const B*>(g.data()), static_cast<const float*>(lse.data()),
+                    static_cast<const float*>(delta.data()), dk.data(), dvv.data(), key_tiles, tokens, 2, 1, 0.18f,
+                    0.125f);
     }
     std::printf("every kernel ran\n");
     return 0;

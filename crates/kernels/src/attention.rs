@@ -86,6 +86,34 @@ pub fn shared_bytes(head_dim: usize) -> [usize; 3] {
     ]
 }
 
+/// The shape of one attention call over a packed row: q `[tokens, q_heads, head_dim]`, k
+/// and v `[tokens, kv_heads, head_dim]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionShape {
+    pub tokens: usize,
+    pub q_heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    /// Elements of q (or of k and v with `kv`).
+    pub fn elements(&self, kv: bool) -> usize {
+        self.tokens * if kv { self.kv_heads } else { self.q_heads } * self.head_dim
+    }
+
+    /// [`check_shapes`] for this shape.
+    pub fn check(&self, cu_seqlens: &[u32]) -> Result<(), String> {
+        check_shapes(self.tokens, self.q_heads, self.kv_heads, self.head_dim, cu_seqlens)
+    }
+
+    /// The first row past the last document: the rest is padding, which the kernels never
+    /// visit.
+    pub fn padding_start(&self, cu_seqlens: &[u32]) -> usize {
+        cu_seqlens.last().map_or(0, |&e| e as usize)
+    }
+}
+
 /// Refuses shapes the kernels are not built for, and `cu_seqlens` that do not rise from 0
 /// within the row (a row may end in padding past the last document).
 pub fn check_shapes(

@@ -2,15 +2,19 @@
 //! sm_90a, PTX for later chips), loaded once per device and source file, and launched on
 //! candle's stream for that device so they order with candle's own work.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute_enum;
 use candle_core::cuda_backend::cudarc::driver::{
-    CudaFunction, CudaModule, CudaSlice, CudaView, DeviceRepr, LaunchConfig, ValidAsZeroBits,
+    CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, DeviceRepr,
+    LaunchConfig, PushKernelArg, SyncOnDrop, ValidAsZeroBits,
 };
 use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, DeviceId, WrapErr};
 use candle_core::{bail, Layout, Result};
+
+use crate::launch::{Buffer, Executor, Launch};
 
 include!(concat!(env!("OUT_DIR"), "/fatbins.rs"));
 
@@ -50,11 +54,6 @@ pub(crate) fn function(device: &CudaDevice, source: &'static str, name: &str) ->
     Ok(function)
 }
 
-/// A one-dimensional launch.
-pub(crate) fn config(blocks: u32, threads: u32, shared_bytes: u32) -> LaunchConfig {
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: shared_bytes }
-}
-
 /// The elements of a contiguous CUDA input.
 pub(crate) fn view<'a, T: CudaDType + DeviceRepr>(
     op: &str,
@@ -83,15 +82,6 @@ pub(crate) fn zeros<T: DeviceRepr + ValidAsZeroBits>(
     device.alloc_zeros::<T>(len.max(1))
 }
 
-/// The kernel-name suffix of an element type: the kernels come in `_f32` and `_bf16`.
-pub(crate) fn suffix(op: &str, dtype: candle_core::DType) -> Result<&'static str> {
-    match dtype {
-        candle_core::DType::F32 => Ok("f32"),
-        candle_core::DType::BF16 => Ok("bf16"),
-        other => bail!("{op}: the CUDA kernels take f32 or bf16, not {other:?}"),
-    }
-}
-
 /// Calls `$f::<T>($args)` for the CUDA element type of `$dtype` (f32 or bf16).
 macro_rules! by_cuda_dtype {
     ($op:expr, $dtype:expr, $($f:ident)::+ ($($arg:expr),* $(,)?)) => {
@@ -103,3 +93,147 @@ macro_rules! by_cuda_dtype {
     };
 }
 pub(crate) use by_cuda_dtype;
+
+/// The device's [`Executor`]: launches queue on `stream` (candle's for the device), after
+/// the work that wrote their inputs. The buffers' stream-ordering guards are held until
+/// the executor is dropped, after its last launch, and so are its scratch buffers.
+pub(crate) struct Device<'a> {
+    device: &'a CudaDevice,
+    stream: &'a Arc<CudaStream>,
+    guards: Vec<SyncOnDrop<'a>>,
+    scratch: Vec<CudaSlice<u8>>,
+    tables: Vec<Arc<CudaSlice<u8>>>,
+}
+
+impl<'a> Device<'a> {
+    pub(crate) fn new(device: &'a CudaDevice, stream: &'a Arc<CudaStream>) -> Self {
+        Self { device, stream, guards: Vec::new(), scratch: Vec::new(), tables: Vec::new() }
+    }
+
+    /// A buffer the kernels read.
+    pub(crate) fn read<T>(&mut self, view: &'a impl DevicePtr<T>) -> Buffer {
+        let bytes = view.num_bytes();
+        let (addr, guard) = view.device_ptr(self.stream);
+        self.guards.push(guard);
+        Buffer { addr, bytes }
+    }
+
+    /// A buffer the kernels write.
+    pub(crate) fn write<T>(&mut self, view: &'a mut impl DevicePtrMut<T>) -> Buffer {
+        let bytes = view.num_bytes();
+        let (addr, guard) = view.device_ptr_mut(self.stream);
+        self.guards.push(guard);
+        Buffer { addr, bytes }
+    }
+
+    /// The address of an allocation only this executor's stream uses (stream order is
+    /// all the ordering it needs).
+    fn address(&self, slice: &CudaSlice<u8>) -> Buffer {
+        let (addr, _same_stream) = slice.device_ptr(self.stream);
+        Buffer { addr, bytes: slice.len() }
+    }
+}
+
+/// Uploaded tables by device and content, the most recent last: attention's work lists
+/// depend only on the row's documents, which every layer of a step shares, and AdamW's
+/// chunk lists only on the shard's layout.
+#[derive(Default)]
+struct Tables {
+    by_content: HashMap<(DeviceId, Vec<u8>), Arc<CudaSlice<u8>>>,
+    order: VecDeque<(DeviceId, Vec<u8>)>,
+}
+
+/// Tables kept per process: enough for a few row layouts, a step's worth of shards.
+const KEPT_TABLES: usize = 64;
+
+fn tables() -> &'static Mutex<Tables> {
+    static TABLES: OnceLock<Mutex<Tables>> = OnceLock::new();
+    TABLES.get_or_init(Default::default)
+}
+
+impl Executor for Device<'_> {
+    fn scratch(&mut self, bytes: usize) -> Result<Buffer> {
+        // SAFETY: the kernels write a scratch buffer before they read it.
+        let slice = unsafe { self.device.alloc::<u8>(bytes.max(1)) }?;
+        let buffer = Buffer { bytes, ..self.address(&slice) };
+        self.scratch.push(slice);
+        Ok(buffer)
+    }
+
+    fn table(&mut self, bytes: &[u8]) -> Result<Buffer> {
+        let key = (self.device.id(), bytes.to_vec());
+        let mut tables = tables().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let slice = match tables.by_content.get(&key) {
+            Some(slice) => slice.clone(),
+            None => {
+                let slice = Arc::new(self.device.clone_htod(&bytes.to_vec())?);
+                if tables.order.len() >= KEPT_TABLES {
+                    if let Some(oldest) = tables.order.pop_front() {
+                        tables.by_content.remove(&oldest);
+                    }
+                }
+                tables.order.push_back(key.clone());
+                tables.by_content.insert(key, slice.clone());
+                slice
+            }
+        };
+        drop(tables);
+        let buffer = Buffer { bytes: bytes.len(), ..self.address(&slice) };
+        self.tables.push(slice);
+        Ok(buffer)
+    }
+
+    fn run(&mut self, launch: &Launch) -> Result<()> {
+        launch.check()?;
+        // An error recorded by an earlier asynchronous call (an event, a free) surfaces
+        // here, named, rather than later as somebody else's failure.
+        self.stream.context().check_err().map_err(|e| {
+            candle_core::Error::Msg(format!(
+                "before launching {}: an earlier CUDA call failed: {e}",
+                launch.kernel
+            ))
+        })?;
+        let func = function(self.device, launch.source, &launch.kernel)?;
+        if launch.opt_in_shared {
+            func.set_attribute(
+                CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                launch.shared_bytes as i32,
+            )
+            .w()?;
+        }
+        // Each parameter's bytes in 8-byte words, so every parameter is aligned as the
+        // driver reads it.
+        let params: Vec<Vec<u64>> = launch
+            .args
+            .iter()
+            .map(|arg| {
+                let bytes = arg.bytes();
+                let mut words = vec![0u64; bytes.len().div_ceil(8).max(1)];
+                // SAFETY: `words` holds at least bytes.len() bytes.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        words.as_mut_ptr().cast::<u8>(),
+                        bytes.len(),
+                    )
+                };
+                words
+            })
+            .collect();
+        let mut builder = self.stream.launch_builder(&func);
+        for words in &params {
+            builder.arg(&words[0]);
+        }
+        let config = LaunchConfig {
+            grid_dim: (launch.grid[0], launch.grid[1], launch.grid[2]),
+            block_dim: (launch.block[0], launch.block[1], launch.block[2]),
+            shared_mem_bytes: launch.shared_bytes,
+        };
+        // SAFETY: `check` found the geometry within the device's limits and every buffer
+        // aligned and as large as the kernel's reach, which each op's launch description
+        // computes from the same shape the kernel indexes.
+        unsafe { builder.launch(config) }
+            .map_err(|e| candle_core::Error::Msg(format!("launching {launch}: {e}")))?;
+        Ok(())
+    }
+}

@@ -3,9 +3,11 @@
 //! - [`ops`]: candle custom ops (RMSNorm, RoPE, SwiGLU) whose CPU bodies are the reference
 //!   implementations and whose CUDA bodies launch the kernels of `kernels/`.
 //! - [`adamw`]: the multi-tensor AdamW step over flat fp32 shards, with its CPU reference.
-//! - [`emulated`]: the same kernel sources compiled as host C++ with the CUDA execution
-//!   model emulated (`kernels/emu/host_cuda.h`), so that tests check each kernel's
-//!   arithmetic against a reference on machines without a GPU.
+//! - [`launch`]: a kernel launch as data; each op describes its launches once, and the
+//!   device and the emulation run the same descriptions.
+//! - `emulated` (feature `emulation`): the same kernel sources compiled as host C++ with
+//!   the CUDA execution model emulated (`kernels/emu/host_cuda.h`), so that tests check
+//!   each kernel, launched as the device would launch it, on machines without a GPU.
 //! - `cuda` (feature `cuda`): the fatbins nvcc built for sm_80 and sm_90a, loaded through
 //!   cudarc on candle's stream.
 
@@ -13,6 +15,8 @@ pub mod adamw;
 pub mod attention;
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(feature = "emulation")]
 pub mod emulated;
 pub mod inputs;
+pub mod launch;
 pub mod ops;

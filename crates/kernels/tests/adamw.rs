@@ -25,7 +25,7 @@ fn adamw_kernel_takes_the_cpu_steps_bit_for_bit() {
         let mut compute = vec![bf16_nan(); n];
         let state =
             AdamwState { master: &mut gpu_w, m: &mut gpu_m, v: &mut gpu_v, compute: Some(&mut compute) };
-        adamw_step(state, &grad, &chunks, &scalars, 64);
+        adamw_step(state, &grad, &segments, 100, &scalars).unwrap();
         update_segments_cpu(&mut cpu_w, &mut cpu_m, &mut cpu_v, &grad, &segments, &scalars);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&gpu_w), bits(&cpu_w), "master weights after step {step}");
@@ -42,10 +42,11 @@ fn adamw_kernel_takes_the_cpu_steps_bit_for_bit() {
     adamw_step(
         AdamwState { master: &mut gpu_w, m: &mut m, v: &mut v, compute: None },
         &zero,
-        &chunks,
+        &segments,
+        100,
         &scalars,
-        32,
-    );
+    )
+    .unwrap();
     let mut at = 0;
     for &(len, decays) in &segments {
         let moved = (at..at + len).any(|i| gpu_w[i] != before[i]);

@@ -40,29 +40,30 @@ fn max_error(got: &[f32], want: &[f64]) -> f64 {
     got.iter().zip(want).map(|(&g, &w)| (g as f64 - w).abs() / w.abs().max(1.0)).fold(0.0, f64::max)
 }
 
-const SHAPES: [(usize, usize, usize); 4] = [(1, 1, 32), (3, 33, 32), (4, 1000, 128), (5, 5003, 256)];
+/// rows and vocabulary
+const SHAPES: [(usize, usize); 4] = [(1, 1), (3, 33), (4, 1000), (5, 5003)];
 
 #[test]
 fn cross_entropy_kernel_matches_the_reference() {
-    for (rows, vocab, threads) in SHAPES {
+    for (rows, vocab) in SHAPES {
         let (logits, targets) = case(rows, vocab, rows as u64);
         let (want_loss, want_grad) = reference(&logits, &targets, vocab);
         let (mut loss, mut grad) = (vec![f32::NAN; rows], vec![f32::NAN; rows * vocab]);
-        cross_entropy_rows(&logits, &targets, Some(&mut grad), &mut loss, vocab, threads);
+        cross_entropy_rows(&logits, &targets, Some(&mut grad), &mut loss, vocab).unwrap();
         let (e_loss, e_grad) = (max_error(&loss, &want_loss), max_error(&grad, &want_grad));
         assert!(
             e_loss < 1e-5 && e_grad < 1e-6,
             "{rows}x{vocab}: loss off by {e_loss:e}, gradient by {e_grad:e}"
         );
         let mut loss_only = vec![f32::NAN; rows];
-        cross_entropy_rows(&logits, &targets, None, &mut loss_only, vocab, threads);
+        cross_entropy_rows(&logits, &targets, None, &mut loss_only, vocab).unwrap();
         assert_eq!(loss_only, loss, "{rows}x{vocab}: the loss without the gradient");
     }
 }
 
 #[test]
 fn cross_entropy_cpu_op_matches_the_reference() {
-    for (rows, vocab, _) in SHAPES {
+    for (rows, vocab) in SHAPES {
         let (logits, targets) = case(rows, vocab, 7 + rows as u64);
         let (want_loss, want_grad) = reference(&logits, &targets, vocab);
         let t_logits = Tensor::from_vec(logits, (rows, vocab), &Device::Cpu).unwrap();

@@ -78,7 +78,23 @@ fn error(got: &[f32], want: &[f64]) -> f64 {
     (diff / norm.max(1e-30)).sqrt()
 }
 
+/// The row's documents and heads; inputs uniform in `-amplitude..amplitude`.
+struct Case<'a> {
+    name: &'a str,
+    lengths: &'a [usize],
+    padding: usize,
+    q_heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    amplitude: f64,
+}
+
 fn check(name: &str, lengths: &[usize], padding: usize, q_heads: usize, kv_heads: usize, head_dim: usize) {
+    check_case(Case { name, lengths, padding, q_heads, kv_heads, head_dim, amplitude: 1.0 });
+}
+
+fn check_case(c: Case) {
+    let Case { name, lengths, padding, q_heads, kv_heads, head_dim, amplitude } = c;
     let mut cu = vec![0u32];
     for &l in lengths {
         cu.push(cu.last().unwrap() + l as u32);
@@ -86,14 +102,14 @@ fn check(name: &str, lengths: &[usize], padding: usize, q_heads: usize, kv_heads
     let tokens = *cu.last().unwrap() as usize + padding;
     let s = AttentionShape { tokens, q_heads, kv_heads, head_dim };
     let seed = (tokens * 31 + q_heads * 7 + head_dim) as u64;
-    let q = to_bits(&values(tokens * q_heads * head_dim, seed, 1.0));
-    let k = to_bits(&values(tokens * kv_heads * head_dim, seed + 1, 1.0));
+    let q = to_bits(&values(tokens * q_heads * head_dim, seed, amplitude));
+    let k = to_bits(&values(tokens * kv_heads * head_dim, seed + 1, amplitude));
     let v = to_bits(&values(tokens * kv_heads * head_dim, seed + 2, 1.0));
     let d_out = to_bits(&values(tokens * q_heads * head_dim, seed + 3, 1.0));
     let scale = 1.0 / (head_dim as f64).sqrt();
 
     let (mut out, mut lse) = (vec![bf16_nan(); q.len()], vec![f32::NAN; q_heads * tokens]);
-    flash_attention_fwd(s, &q, &k, &v, &cu, scale as f32, &mut out, &mut lse);
+    flash_attention_fwd(s, &q, &k, &v, &cu, scale as f32, &mut out, &mut lse).unwrap();
     let want = reference(s, &to_f32(&q), &to_f32(&k), &to_f32(&v), &to_f32(&d_out), &cu, scale);
     let e_out = error(&to_f32(&out), &want.out);
     let e_lse = lse.iter().zip(&want.lse).map(|(&g, &w)| (g as f64 - w).abs()).fold(0.0, f64::max);
@@ -103,7 +119,7 @@ fn check(name: &str, lengths: &[usize], padding: usize, q_heads: usize, kv_heads
     let (mut dq, mut dk, mut dv) =
         (vec![bf16_nan(); q.len()], vec![bf16_nan(); k.len()], vec![bf16_nan(); v.len()]);
     let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
-    flash_attention_bwd(s, &q, &k, &v, &out, &d_out, &lse, &cu, scale as f32, grads);
+    flash_attention_bwd(s, &q, &k, &v, &out, &d_out, &lse, &cu, scale as f32, grads).unwrap();
     for (what, got, want) in [("dq", &dq, &want.dq), ("dk", &dk, &want.dk), ("dv", &dv, &want.dv)] {
         let e = error(&to_f32(got), want);
         assert!(e < 2e-2, "{name}: {what} off by {e:e}");
@@ -131,4 +147,54 @@ fn flash_attention_fifty_documents_grouped_by_five() {
 #[test]
 fn flash_attention_head_dim_128_grouped_by_eight_one_document_and_padding() {
     check("one document, ratio 8, d 128, padding", &[97], 7, 8, 1, 128);
+}
+
+/// Inputs of amplitude 6 at head size 64 put scores near +-30 (uniform(-1, 1) inputs keep
+/// them near +-1), where the online softmax's rescaling and the exponentials' error show.
+#[test]
+fn flash_attention_scores_of_thirty_match_the_reference() {
+    let case = Case {
+        name: "scores near 30",
+        lengths: &[70, 9],
+        padding: 0,
+        q_heads: 2,
+        kv_heads: 1,
+        head_dim: 64,
+        amplitude: 6.0,
+    };
+    check_case(case);
+}
+
+/// Documents of exactly one tile, one row more, and two tiles, with empty documents
+/// (repeated `cu_seqlens` entries) before, between and after them.
+#[test]
+fn flash_attention_documents_on_tile_boundaries_and_empty_documents() {
+    check("64, 65, 128 and empty documents", &[0, 64, 0, 65, 128, 0], 3, 2, 2, 64);
+}
+
+/// Qwen2.5-32B's heads (40 query heads over 8 kv heads, head size 128) on a document of
+/// two query tiles, the second partial. (A 32K-token document is `davinci doctor`'s, on a
+/// GPU.)
+#[test]
+fn flash_attention_qwen_32b_heads_over_several_tiles() {
+    check("40 over 8 heads, d 128", &[100], 0, 40, 8, 128);
+}
+
+/// The backward's inputs are copied 16 bytes at a time: a d_out that starts off a 16-byte
+/// boundary is refused before anything runs, naming it (the op copies such a view first).
+#[test]
+fn a_misaligned_gradient_is_refused_before_launch() {
+    let (tokens, d) = (8, 64);
+    let s = AttentionShape { tokens, q_heads: 1, kv_heads: 1, head_dim: d };
+    let n = tokens * d;
+    let q = to_bits(&values(n, 1, 1.0));
+    let (out, lse) = (vec![0u16; n], vec![0.0f32; tokens]);
+    let shifted = vec![0u16; n + 8];
+    let d_out = if (shifted.as_ptr() as usize).is_multiple_of(16) { &shifted[1..=n] } else { &shifted[..n] };
+    let (mut dq, mut dk, mut dv) = (vec![0u16; n], vec![0u16; n], vec![0u16; n]);
+    let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
+    let cu = [0, tokens as u32];
+    let err =
+        flash_attention_bwd(s, &q, &q, &q, &out, d_out, &lse, &cu, 0.125, grads).unwrap_err().to_string();
+    assert!(err.contains("d_out") && err.contains("aligned"), "{err}");
 }

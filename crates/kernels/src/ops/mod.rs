@@ -6,12 +6,12 @@
 //!
 //! Inputs are made contiguous by the public functions; the bodies refuse strided layouts.
 
-mod adamw_step;
-mod cross_entropy;
-mod flash_attention;
-mod rms_norm;
-mod rope;
-mod swiglu;
+pub(crate) mod adamw_step;
+pub(crate) mod cross_entropy;
+pub(crate) mod flash_attention;
+pub(crate) mod rms_norm;
+pub(crate) mod rope;
+pub(crate) mod swiglu;
 
 pub use adamw_step::{adamw_step, CHUNK_LEN as ADAMW_CHUNK_LEN};
 pub use cross_entropy::{cross_entropy_rows, RowLosses};

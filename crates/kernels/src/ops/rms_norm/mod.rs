@@ -10,6 +10,10 @@
 
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(feature = "emulation")]
+pub(crate) mod emulated;
+#[cfg(any(feature = "cuda", feature = "emulation"))]
+mod launch;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};

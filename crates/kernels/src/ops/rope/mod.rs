@@ -9,6 +9,13 @@ use rayon::prelude::*;
 
 use super::{by_dtype, cpu_slice, CpuFloat};
 
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(feature = "emulation")]
+pub(crate) mod emulated;
+#[cfg(any(feature = "cuda", feature = "emulation"))]
+mod launch;
+
 const NAME: &str = "rope";
 
 /// `x * cos + rotate_half(x) * sin`, where `rotate_half([a, b]) = [-b, a]` over the two
@@ -141,41 +148,5 @@ impl CustomOp3 for Rope {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dx = dy.contiguous()?.apply_op3_no_bwd(cos, sin, &Rope { backward: !self.backward })?;
         Ok((Some(dx), None, None))
-    }
-}
-
-#[cfg(feature = "cuda")]
-mod cuda {
-    use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, PushKernelArg};
-    use candle_core::cuda_backend::{CudaDType, CudaStorage, WrapErr};
-    use candle_core::{Layout, Result, WithDType};
-
-    use super::NAME;
-    use crate::cuda::{config, function, output, suffix, view};
-
-    pub(super) fn launch<T: CudaDType + DeviceRepr + WithDType>(
-        backward: bool,
-        x: (&CudaStorage, &Layout),
-        cos: (&CudaStorage, &Layout),
-        sin: (&CudaStorage, &Layout),
-    ) -> Result<CudaStorage> {
-        let device = &x.0.device;
-        let &[tokens, heads, head_dim] = x.1.dims() else { candle_core::bail!("{NAME}: x must be 3-d") };
-        let xv = view::<T>(NAME, x.0, x.1)?;
-        let (cos, sin) = (view::<f32>(NAME, cos.0, cos.1)?, view::<f32>(NAME, sin.0, sin.1)?);
-        let mut y = output::<T>(device, xv.len())?;
-        let pairs = xv.len() / 2;
-        if pairs > 0 {
-            let kernel = format!("rope_{}_{}", if backward { "bwd" } else { "fwd" }, suffix(NAME, T::DTYPE)?);
-            let func = function(device, "rope", &kernel)?;
-            let stream = device.cuda_stream();
-            let (heads, head_dim) = (heads as i32, head_dim as i32);
-            let mut launch = stream.launch_builder(&func);
-            launch.arg(&xv).arg(&cos).arg(&sin).arg(&mut y).arg(&tokens).arg(&heads).arg(&head_dim);
-            // SAFETY: x and y hold tokens x heads x head_dim elements, the tables
-            // tokens x head_dim (checked by `rope`); the kernel stays inside them.
-            unsafe { launch.launch(config(pairs.div_ceil(256).min(4096) as u32, 256, 0)) }.w()?;
-        }
-        Ok(T::wrap_cuda_slice(y, device.clone()))
     }
 }

@@ -9,6 +9,13 @@ use rayon::prelude::*;
 
 use super::cpu_slice;
 
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(feature = "emulation")]
+pub(crate) mod emulated;
+#[cfg(any(feature = "cuda", feature = "emulation"))]
+mod launch;
+
 const NAME: &str = "cross-entropy";
 
 /// Per-row losses, and the logits' gradient when it was asked for.
@@ -111,34 +118,6 @@ impl CustomOp2 for CrossEntropy {
         ts: &candle_core::CudaStorage,
         tl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        use candle_core::cuda_backend::cudarc::driver::PushKernelArg;
-        use candle_core::cuda_backend::{CudaDType, WrapErr};
-
-        use crate::cuda::{config, function, output, view};
-        let device = &ls.device;
-        let (logits, targets) = (view::<f32>(NAME, ls, ll)?, view::<u32>(NAME, ts, tl)?);
-        let (rows, n) = (targets.len(), logits.len());
-        let vocab = (n / rows.max(1)) as i32;
-        let mut out = output::<f32>(device, if self.with_grad { n + rows } else { rows })?;
-        if rows > 0 {
-            let func = function(device, "cross_entropy", "cross_entropy_rows")?;
-            let stream = device.cuda_stream();
-            let null: u64 = 0;
-            let (mut d_logits, mut loss) = out.split_at_mut(if self.with_grad { n } else { 0 });
-            let mut launch = stream.launch_builder(&func);
-            launch.arg(&logits).arg(&targets);
-            if self.with_grad {
-                launch.arg(&mut d_logits);
-            } else {
-                launch.arg(&null);
-            }
-            launch.arg(&mut loss).arg(&vocab);
-            // SAFETY: one block per row of `vocab` logits; the targets are vocabulary ids
-            // (the model checks every label before the loss), and the outputs hold
-            // rows x vocab gradients and rows losses.
-            unsafe { launch.launch(config(rows as u32, 256, 64 * 4)) }.w()?;
-        }
-        let len = out.len();
-        Ok((f32::wrap_cuda_slice(out, device.clone()), Shape::from(len)))
+        cuda::rows(self.with_grad, (ls, ll), (ts, tl))
     }
 }

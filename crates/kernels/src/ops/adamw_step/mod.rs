@@ -7,6 +7,13 @@ use candle_core::{bail, CpuStorage, DType, InplaceOp2, Layout, Result, Tensor};
 
 use crate::adamw::{update_segments_cpu, Scalars};
 
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(feature = "emulation")]
+pub(crate) mod emulated;
+#[cfg(any(feature = "cuda", feature = "emulation"))]
+mod launch;
+
 /// Elements of one block's chunk in the CUDA launch.
 pub const CHUNK_LEN: usize = 1 << 14;
 
@@ -64,17 +71,6 @@ impl InplaceOp2 for AdamwStep<'_> {
         s2: &candle_core::CudaStorage,
         l2: &Layout,
     ) -> Result<()> {
-        use crate::adamw::{cuda, plan_chunks};
-        let n = l2.shape().elem_count();
-        let device = s1.device.clone();
-        let chunks = cuda::ChunkTable::upload(&device, &plan_chunks(self.segments, CHUNK_LEN))?;
-        let grad = s2.as_cuda_slice::<f32>()?.slice(l2.start_offset()..l2.start_offset() + n);
-        let state = s1.as_cuda_slice_mut::<f32>()?;
-        let mut state = state.slice_mut(l1.start_offset()..l1.start_offset() + 3 * n);
-        let (mut master, mut moments) = state.split_at_mut(n);
-        let (mut m, mut v) = moments.split_at_mut(n);
-        let views =
-            cuda::DeviceState { master: &mut master, m: &mut m, v: &mut v, grad: &grad, compute: None };
-        cuda::step(&device, views, &chunks, self.scalars)
+        cuda::step((s1, l1), (s2, l2), self.segments, self.scalars)
     }
 }

@@ -8,6 +8,13 @@ use rayon::prelude::*;
 
 use super::{by_dtype, cpu_slice, same_dtype, CpuFloat, CPU_GRAIN};
 
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(feature = "emulation")]
+pub(crate) mod emulated;
+#[cfg(any(feature = "cuda", feature = "emulation"))]
+mod launch;
+
 const NAME: &str = "swiglu";
 
 /// `silu(gate) * up`, elementwise over tensors of one shape.
@@ -160,50 +167,5 @@ impl CustomOp3 for SwigluBackward {
         let packed =
             crate::cuda::by_cuda_dtype!(NAME, dtype, cuda::launch(true, [(gs, gl), (us, ul), (ds, dl)]))?;
         Ok((packed, Shape::from(2 * gl.shape().elem_count())))
-    }
-}
-
-#[cfg(feature = "cuda")]
-mod cuda {
-    use candle_core::cuda_backend::cudarc::driver::{DeviceRepr, PushKernelArg};
-    use candle_core::cuda_backend::{CudaDType, CudaStorage, WrapErr};
-    use candle_core::{Layout, Result, WithDType};
-
-    use super::NAME;
-    use crate::cuda::{config, function, output, suffix, view};
-
-    /// The forward (`backward` false: args gate, up) or the backward (args gate, up, dy;
-    /// output d_gate then d_up), on a grid-stride launch of at most 4096 blocks.
-    pub(super) fn launch<T: CudaDType + DeviceRepr + WithDType>(
-        backward: bool,
-        args: [(&CudaStorage, &Layout); 3],
-    ) -> Result<CudaStorage> {
-        let device = &args[0].0.device;
-        let gate = view::<T>(NAME, args[0].0, args[0].1)?;
-        let up = view::<T>(NAME, args[1].0, args[1].1)?;
-        let n = gate.len();
-        let mut out = output::<T>(device, if backward { 2 * n } else { n })?;
-        if n == 0 {
-            return Ok(T::wrap_cuda_slice(out, device.clone()));
-        }
-        let grid = config(n.div_ceil(256).min(4096) as u32, 256, 0);
-        let stream = device.cuda_stream();
-        let suffix = suffix(NAME, T::DTYPE)?;
-        if backward {
-            let dy = view::<T>(NAME, args[2].0, args[2].1)?;
-            let func = function(device, "swiglu", &format!("swiglu_bwd_{suffix}"))?;
-            let (mut d_gate, mut d_up) = out.split_at_mut(n);
-            let mut launch = stream.launch_builder(&func);
-            launch.arg(&gate).arg(&up).arg(&dy).arg(&mut d_gate).arg(&mut d_up).arg(&n);
-            // SAFETY: the kernel touches elements below n of each buffer, all of length n.
-            unsafe { launch.launch(grid) }.w()?;
-        } else {
-            let func = function(device, "swiglu", &format!("swiglu_fwd_{suffix}"))?;
-            let mut launch = stream.launch_builder(&func);
-            launch.arg(&gate).arg(&up).arg(&mut out).arg(&n);
-            // SAFETY: the kernel touches elements below n of each buffer, all of length n.
-            unsafe { launch.launch(grid) }.w()?;
-        }
-        Ok(T::wrap_cuda_slice(out, device.clone()))
     }
 }

@@ -1,0 +1,147 @@
+//! The launches of `kernels/flash_attention.cu`: the forward over query tiles, and the
+//! backward's three kernels (D = rowsum(dO * O), dQ over query tiles, dK and dV over key
+//! tiles). The work lists are tables the kernels index by block.
+
+use candle_core::Result;
+
+use crate::attention::{key_tiles, query_tiles, shared_bytes, AttentionShape, Tile};
+use crate::launch::{plain_bytes, Arg, Buffer, Executor, Launch};
+
+const SOURCE: &str = "flash_attention";
+/// Threads of the tile kernels: 4 warps of 16 rows each.
+const THREADS: u32 = 128;
+/// Threads of the delta kernel: 8 warps, a row each per pass.
+const DELTA_THREADS: u32 = 256;
+/// q, k, v and dO are copied 16 bytes at a time (cp.async).
+const COPY_ALIGN: usize = 16;
+
+/// bf16 bytes of q (or k and v).
+fn bytes(s: &AttentionShape, kv: bool) -> usize {
+    s.elements(kv) * 2
+}
+
+/// The work list as a table, and its length.
+fn table(exec: &mut impl Executor, tiles: &[Tile]) -> Result<(Buffer, usize)> {
+    let bytes = plain_bytes(tiles);
+    Ok((exec.table(&bytes)?, bytes.len()))
+}
+
+/// The shape and scale arguments every tile kernel ends with (the dQ and dK/dV kernels
+/// also take the plain scale).
+fn shape_args(launch: Launch, s: &AttentionShape, scale: f32) -> Launch {
+    launch
+        .arg(Arg::I32(s.tokens as i32))
+        .arg(Arg::I32(s.q_heads as i32))
+        .arg(Arg::I32(s.kv_heads as i32))
+        .arg(Arg::F32(scale * std::f32::consts::LOG2_E))
+}
+
+pub(crate) struct ForwardBuffers {
+    pub q: Buffer,
+    pub k: Buffer,
+    pub v: Buffer,
+    pub out: Buffer,
+    pub lse: Buffer,
+}
+
+/// A block per (query tile, query head). Rows outside every document are not written.
+pub(crate) fn forward(
+    exec: &mut impl Executor,
+    s: AttentionShape,
+    b: ForwardBuffers,
+    cu_seqlens: &[u32],
+    scale: f32,
+) -> Result<()> {
+    let tiles = query_tiles(cu_seqlens);
+    if tiles.is_empty() {
+        return Ok(());
+    }
+    let (tiles_at, tiles_bytes) = table(exec, &tiles)?;
+    let launch =
+        Launch::new(SOURCE, format!("flash_attention_fwd_d{}", s.head_dim), tiles.len() as u32, THREADS)
+            .grid_y(s.q_heads as u32)
+            .shared(shared_bytes(s.head_dim)[0])
+            .buffer("q", b.q, bytes(&s, false), COPY_ALIGN)
+            .buffer("k", b.k, bytes(&s, true), COPY_ALIGN)
+            .buffer("v", b.v, bytes(&s, true), COPY_ALIGN)
+            .buffer("out", b.out, bytes(&s, false), 2)
+            .buffer("lse", b.lse, s.q_heads * s.tokens * 4, 4)
+            .buffer("tiles", tiles_at, tiles_bytes, 4);
+    exec.run(&shape_args(launch, &s, scale))
+}
+
+pub(crate) struct BackwardBuffers {
+    pub q: Buffer,
+    pub k: Buffer,
+    pub v: Buffer,
+    pub out: Buffer,
+    pub d_out: Buffer,
+    pub lse: Buffer,
+    pub dq: Buffer,
+    pub dk: Buffer,
+    pub dv: Buffer,
+}
+
+/// D, then dQ (a block per query tile and head), then dK and dV (a block per key tile and
+/// kv head, summing the group's query heads in registers). Nothing is summed with
+/// atomics, so every run gives the same bits.
+pub(crate) fn backward(
+    exec: &mut impl Executor,
+    s: AttentionShape,
+    b: BackwardBuffers,
+    cu_seqlens: &[u32],
+    scale: f32,
+) -> Result<()> {
+    let (queries, keys) = (query_tiles(cu_seqlens), key_tiles(cu_seqlens));
+    if queries.is_empty() {
+        return Ok(());
+    }
+    let (q_bytes, kv_bytes, stats) = (bytes(&s, false), bytes(&s, true), s.q_heads * s.tokens * 4);
+    let delta = exec.scratch(stats)?;
+    let rows = s.tokens * s.q_heads;
+    let warps = (DELTA_THREADS / 32) as usize;
+    let delta_launch = Launch::new(
+        SOURCE,
+        "flash_attention_delta",
+        rows.div_ceil(warps).clamp(1, 4096) as u32,
+        DELTA_THREADS,
+    )
+    .buffer("out", b.out, q_bytes, 2)
+    // Checked at the alignment the dQ and dK/dV copies need, so that a misaligned
+    // d_out stops the backward before any kernel runs.
+    .buffer("d_out", b.d_out, q_bytes, COPY_ALIGN)
+    .buffer("delta", delta, stats, 4)
+    .arg(Arg::I32(s.tokens as i32))
+    .arg(Arg::I32(s.q_heads as i32))
+    .arg(Arg::I32(s.head_dim as i32));
+    exec.run(&delta_launch)?;
+
+    let [_, dq_shared, dkdv_shared] = shared_bytes(s.head_dim);
+    let inputs = |launch: Launch| {
+        launch
+            .buffer("q", b.q, q_bytes, COPY_ALIGN)
+            .buffer("k", b.k, kv_bytes, COPY_ALIGN)
+            .buffer("v", b.v, kv_bytes, COPY_ALIGN)
+            .buffer("d_out", b.d_out, q_bytes, COPY_ALIGN)
+            .buffer("lse", b.lse, stats, 4)
+            .buffer("delta", delta, stats, 4)
+    };
+    let (query_table, query_bytes) = table(exec, &queries)?;
+    let dq =
+        Launch::new(SOURCE, format!("flash_attention_dq_d{}", s.head_dim), queries.len() as u32, THREADS)
+            .grid_y(s.q_heads as u32)
+            .shared(dq_shared);
+    let dq = inputs(dq).buffer("dq", b.dq, q_bytes, 2).buffer("tiles", query_table, query_bytes, 4);
+    exec.run(&shape_args(dq, &s, scale).arg(Arg::F32(scale)))?;
+
+    let (key_table, key_bytes) = table(exec, &keys)?;
+    let dkdv =
+        Launch::new(SOURCE, format!("flash_attention_dkdv_d{}", s.head_dim), keys.len() as u32, THREADS)
+            .grid_y(s.kv_heads as u32)
+            .shared(dkdv_shared);
+    let dkdv = inputs(dkdv)
+        .buffer("dk", b.dk, kv_bytes, 2)
+        .buffer("dv", b.dv, kv_bytes, 2)
+        .buffer("tiles", key_table, key_bytes, 4);
+    exec.run(&shape_args(dkdv, &s, scale).arg(Arg::F32(scale)))
+}

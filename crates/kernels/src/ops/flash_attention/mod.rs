@@ -1,0 +1,100 @@
+//! Flash attention as a candle op for bf16 tensors on a GPU (`kernels/flash_attention.cu`):
+//! packed rows of documents (`cu_seqlens`), causal, grouped-query heads. The forward keeps
+//! the log-sum-exp of every query row for the backward, which recomputes the probabilities
+//! from it. On the CPU the model uses its own tiled attention (`davinci-model`), so this
+//! op's CPU body only says so.
+
+use crate::attention::SavedLse;
+
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+
+#[cfg(feature = "cuda")]
+mod cuda;
+#[cfg(feature = "emulation")]
+pub(crate) mod emulated;
+#[cfg(any(feature = "cuda", feature = "emulation"))]
+mod launch;
+
+const NAME: &str = "flash-attention";
+
+/// Causal attention within each document of a packed row: `q` `[tokens, q_heads, D]`,
+/// `k` and `v` `[tokens, kv_heads, D]` (bf16, on a CUDA device, D 64 or 128). Rows past
+/// `cu_seqlens`' last entry are padding and get zeros.
+pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[u32], scale: f64) -> Result<Tensor> {
+    let op =
+        FlashAttention { cu_seqlens: cu_seqlens.to_vec(), scale: scale as f32, lse: SavedLse::default() };
+    aligned(q)?.apply_op3(&aligned(k)?, &aligned(v)?, op)
+}
+
+/// `t` contiguous and starting on a 16-byte boundary, as the kernels' 16-byte copies need
+/// (a view into a larger tensor may start anywhere: it is copied then).
+fn aligned(t: &Tensor) -> Result<Tensor> {
+    let t = t.contiguous()?;
+    if (t.layout().start_offset() * t.dtype().size_in_bytes()).is_multiple_of(16) {
+        Ok(t)
+    } else {
+        t.copy()
+    }
+}
+
+struct FlashAttention {
+    cu_seqlens: Vec<u32>,
+    scale: f32,
+    /// `[q_heads, tokens]` f32, from the forward, for the backward.
+    lse: SavedLse,
+}
+
+impl CustomOp3 for FlashAttention {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        bail!("{NAME} runs on CUDA bf16 tensors; on the CPU the model's tiled attention is the path")
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        qs: &candle_core::CudaStorage,
+        ql: &Layout,
+        ks: &candle_core::CudaStorage,
+        kl: &Layout,
+        vs: &candle_core::CudaStorage,
+        vl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (out, lse) = cuda::forward(&self.cu_seqlens, self.scale, (qs, ql), (ks, kl), (vs, vl))?;
+        self.lse.store(lse)?;
+        Ok((out, ql.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &Tensor,
+        d_out: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let lse = self.lse.get(NAME)?;
+        #[cfg(feature = "cuda")]
+        {
+            let (dq, dk, dv) =
+                cuda::backward(&self.cu_seqlens, self.scale, [q, k, v, out, &aligned(d_out)?], &lse)?;
+            Ok((Some(dq), Some(dk), Some(dv)))
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (q, k, v, out, d_out, lse, &self.cu_seqlens, self.scale);
+            bail!("{NAME}: built without the cuda feature")
+        }
+    }
+}

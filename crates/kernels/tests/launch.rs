@@ -1,0 +1,102 @@
+//! What the launch check refuses, on the device and under the emulation alike: launches
+//! the device would refuse or fault on. And the emulation runs exactly the launches the
+//! ops describe: the kernel, grid, block and shared memory the device would get.
+
+use davinci_kernels::emulated::{
+    flash_attention_bwd, kernel_names, launches_ran, rms_norm_fwd, without_running, AttentionGrads,
+    AttentionShape, Host,
+};
+use davinci_kernels::launch::{Arg, Buffer, Executor, Launch};
+
+fn refusal(launch: &Launch) -> String {
+    launch.check().unwrap_err().to_string()
+}
+
+#[test]
+fn a_block_of_more_than_1024_threads_is_refused() {
+    let launch = Launch::new("swiglu", "swiglu_fwd_f32", 1, 1056);
+    assert!(refusal(&launch).contains("1056 threads"), "{}", refusal(&launch));
+    assert!(Launch::new("swiglu", "swiglu_fwd_f32", 1, 1024).check().is_ok());
+}
+
+#[test]
+fn shared_memory_past_48_kb_needs_the_opt_in_and_stays_under_the_limit() {
+    let mut launch = Launch::new("flash_attention", "flash_attention_fwd_d128", 1, 128).shared(87_040);
+    assert!(launch.opt_in_shared && launch.check().is_ok(), "the builder opts in past 48 KB");
+    launch.opt_in_shared = false;
+    assert!(refusal(&launch).contains("without raising"), "{}", refusal(&launch));
+    let too_much = Launch::new("flash_attention", "flash_attention_fwd_d128", 1, 128).shared(200 * 1024);
+    assert!(refusal(&too_much).contains("sm_80 allows"), "{}", refusal(&too_much));
+}
+
+#[test]
+fn a_buffer_smaller_than_the_kernels_reach_or_misaligned_is_refused() {
+    let data = vec![0u128; 4];
+    let whole = Buffer::host(&data);
+    let short = Launch::new("swiglu", "swiglu_fwd_f32", 1, 32).buffer("gate", whole, 65, 4);
+    assert!(
+        refusal(&short).contains("gate holds 64 bytes where the kernel reaches 65"),
+        "{}",
+        refusal(&short)
+    );
+    let off = Buffer { addr: whole.addr + 4, bytes: 60 };
+    let misaligned = Launch::new("swiglu", "swiglu_fwd_f32", 1, 32).buffer("q", off, 32, 16);
+    assert!(refusal(&misaligned).contains("not aligned to the 16 bytes"), "{}", refusal(&misaligned));
+}
+
+#[test]
+fn the_emulation_names_a_kernel_it_does_not_have() {
+    let err =
+        Host::default().run(&Launch::new("swiglu", "swiglu_fwd_f64", 1, 32).arg(Arg::U64(0))).unwrap_err();
+    assert!(err.to_string().contains("no emulated kernel swiglu_fwd_f64"), "{err}");
+}
+
+/// RMSNorm's forward over 5 rows of 700: a block per row, 512 threads (a thread per
+/// column up to 512), 128 bytes of scratch, the arguments in the kernel's order.
+#[test]
+fn the_emulation_runs_the_geometry_the_device_gets() {
+    let (rows, cols) = (5, 700);
+    let (x, w) = (vec![1.0f32; rows * cols], vec![1.0f32; cols]);
+    let mut y = vec![f32::NAN; rows * cols];
+    launches_ran();
+    rms_norm_fwd(&x, None, &w, &mut y, 1e-6).unwrap();
+    assert!(y.iter().all(|&v| (v - 1.0).abs() < 1e-6));
+    let expected = Launch::new("rms_norm", "rms_norm_fwd_f32", rows as u32, 512)
+        .shared(128)
+        .buffer("x", Buffer::host(&x), x.len() * 4, 4)
+        .arg(Arg::Null)
+        .buffer("w", Buffer::host(&w), cols * 4, 4)
+        .arg(Arg::Null)
+        .buffer("y", Buffer::host_mut(&mut y), x.len() * 4, 4)
+        .arg(Arg::I32(cols as i32))
+        .arg(Arg::F32(1e-6));
+    assert_eq!(launches_ran(), vec![expected]);
+    assert!(kernel_names("rms_norm").contains(&"rms_norm_bwd_dw_sum_bf16".to_string()));
+}
+
+/// The attention backward's three launches at Qwen2.5-32B's heads: the delta kernel a warp
+/// per (token, head) row, dQ a block per query tile and head, dK/dV a block per key tile
+/// and kv head, with the shared memory each needs (opted in past 48 KB).
+#[test]
+fn the_attention_backward_launches_as_the_device_would() {
+    let s = AttentionShape { tokens: 130, q_heads: 40, kv_heads: 8, head_dim: 128 };
+    let (q, kv) = (vec![0u16; 130 * 40 * 128], vec![0u16; 130 * 8 * 128]);
+    let lse = vec![0.0f32; 40 * 130];
+    let (mut dq, mut dk, mut dv) = (q.clone(), kv.clone(), kv.clone());
+    let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
+    launches_ran();
+    without_running(|| flash_attention_bwd(s, &q, &kv, &kv, &q, &q, &lse, &[0, 130], 0.1, grads)).unwrap();
+    let launches = launches_ran();
+    let shapes: Vec<_> =
+        launches.iter().map(|l| (l.kernel.as_str(), l.grid, l.block[0], l.shared_bytes)).collect();
+    let row = 136 * 2;
+    assert_eq!(
+        shapes,
+        vec![
+            ("flash_attention_delta", [650, 1, 1], 256, 0),
+            ("flash_attention_dq_d128", [3, 40, 1], 128, 6 * 64 * row),
+            ("flash_attention_dkdv_d128", [3, 8, 1], 128, (2 * 64 + 4 * 32) * row + 4 * 32 * 4),
+        ]
+    );
+    assert!(launches[1].opt_in_shared && launches[2].opt_in_shared && !launches[0].opt_in_shared);
+}
