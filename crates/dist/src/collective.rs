@@ -288,6 +288,16 @@ pub trait Collective: Send + Sync {
         Ok(summed.to_dtype(values.dtype())?)
     }
 
+    /// Fails when what the collectives issued so far wrote may be partial or wrong: call it
+    /// after reading a collective's output to the host (a gradient norm) and before using
+    /// what was read. NCCL's collectives run asynchronously and one aborted halfway (a peer
+    /// lost) leaves partial output that a read returns all the same, so NCCL checks for an
+    /// abort and for NCCL's and CUDA's errors; the host backends' collectives are complete,
+    /// and checked, when they return.
+    fn confirm_outputs(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Returns once every rank has called it.
     fn barrier(&self) -> Result<()> {
         self.all_reduce(&mut [0.0]).map(|_| ())

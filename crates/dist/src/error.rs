@@ -8,6 +8,10 @@ pub enum DistError {
     Timeout { seconds: u64, ranks: Vec<usize>, what: String },
     #[error("collectives aborted: {0}")]
     Aborted(String),
+    /// CUDA failed around a collective (an event or a stream wait cudarc could only record,
+    /// a kernel's fault): its output cannot be trusted.
+    #[error("CUDA error at {what}: {message}")]
+    Cuda { what: String, message: String },
     #[error("the ranks disagree: {0}")]
     Mismatch(String),
     #[error("{0}")]

@@ -9,6 +9,7 @@
 
 pub mod collective;
 pub mod error;
+pub mod inflight;
 #[cfg(feature = "nccl")]
 pub mod nccl;
 pub mod rendezvous;

@@ -85,12 +85,16 @@ impl Watchdog {
         self.stop.store(true, Ordering::Relaxed);
     }
 
-    fn fail(&self, why: String) {
+    /// Aborts for `why` (the first reason wins and is kept): the watchdog's own verdict, or
+    /// a fault the issuing thread found (NCCL's error, CUDA's), so that every later call
+    /// fails too and the communicator is aborted, not destroyed.
+    pub fn fail(&self, why: String) {
+        // The reason before the flag, so that whoever sees the abort also finds why.
+        if let Ok(mut failure) = self.failure.lock() {
+            failure.get_or_insert_with(|| why.clone());
+        }
         if !self.aborted.swap(true, Ordering::SeqCst) {
             tracing::error!("{why}; aborting the collectives");
-            if let Ok(mut failure) = self.failure.lock() {
-                *failure = Some(why);
-            }
             (self.abort)();
         }
     }
@@ -186,6 +190,17 @@ mod tests {
         assert_eq!(aborts.load(Ordering::SeqCst), 1);
         let why = w.failure().unwrap();
         assert!(why.contains("reduce-scatter did not complete within 0.2 s"), "{why}");
+    }
+
+    #[test]
+    fn a_fault_found_by_the_issuing_thread_aborts_once_and_keeps_the_first_reason() {
+        let (w, h, aborts) = watchdog(60_000);
+        w.fail("CUDA error at NCCL all-gather".into());
+        w.fail("NCCL reports ncclRemoteError".into());
+        h.join().unwrap(); // the thread ends once the collectives are aborted
+        assert!(w.aborted());
+        assert_eq!(aborts.load(Ordering::SeqCst), 1);
+        assert_eq!(w.failure().as_deref(), Some("CUDA error at NCCL all-gather"));
     }
 
     #[test]

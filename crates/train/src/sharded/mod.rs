@@ -72,10 +72,9 @@ pub struct ShardedModel {
     collective: Arc<dyn Collective>,
     dtype: DType,
     device: Device,
-    /// Per unit, this rank's gradient shard summed over the step so far (`None` before
-    /// the first); behind a cell because the step's sink adds to it while the step
-    /// borrows the model as its weight source.
-    grads: RefCell<Vec<Option<Tensor>>>,
+    /// Per unit, this rank's gradient shard over the step so far; behind a cell because
+    /// the step's sink adds to it while the step borrows the model as its weight source.
+    grads: RefCell<Vec<GradShard>>,
     /// A unit whose all-gather was issued ahead of its use ([`WeightSource::prefetch`]).
     prefetched: RefCell<Option<(usize, Tensor)>>,
 }
@@ -141,7 +140,7 @@ impl ShardedModel {
         }
         Ok(Self {
             config: config.clone(),
-            grads: RefCell::new(vec![None; shards.len()]),
+            grads: RefCell::new(vec![GradShard::default(); shards.len()]),
             shards,
             unit_of,
             shapes: parameter_shapes(config).into_iter().collect(),
@@ -178,7 +177,9 @@ impl ShardedModel {
         Ok(state.params.into_iter().map(|p| ParamState::new(&p.name, p.master)).collect())
     }
 
-    /// Starts unit `u`'s all-gather in `dtype` (asynchronous on NCCL's stream).
+    /// Starts unit `u`'s all-gather in `dtype` (asynchronous on NCCL's stream). The shard
+    /// handed over is a temporary: the backend keeps it until the gather is done, or
+    /// freeing it would make the compute stream wait for the gather.
     fn start_gather(&self, u: usize, dtype: DType) -> Result<Tensor> {
         Ok(self.collective.all_gather_tensor(&self.shards[u].weights(dtype)?)?)
     }
@@ -209,7 +210,7 @@ impl ShardedModel {
 
     /// Forgets the step's gradients.
     pub fn zero_grads(&self) {
-        self.grads.borrow_mut().iter_mut().for_each(|g| *g = None);
+        self.grads.borrow_mut().iter_mut().for_each(|g| *g = GradShard::default());
     }
 
     /// Reduce-scatters gradients (full tensors, named as in checkpoints) into this rank's
@@ -226,12 +227,9 @@ impl ShardedModel {
         }
         for (u, mut grads) in by_unit.into_iter().enumerate().filter(|(_, g)| !g.is_empty()) {
             let blocks = self.shards[u].blocks(&mut grads, &self.device)?;
+            // `blocks`, a temporary too, is kept by the backend until the reduce-scatter is done.
             let mine = self.collective.reduce_scatter_tensor(&blocks)?;
-            let mut sums = self.grads.borrow_mut();
-            sums[u] = Some(match sums[u].take() {
-                Some(sum) => (sum + mine)?,
-                None => mine,
-            });
+            self.grads.borrow_mut()[u].add(mine)?;
         }
         Ok(())
     }
@@ -240,10 +238,15 @@ impl ShardedModel {
     /// device (in f64) through the all-reduce: one read per step.
     pub fn grad_norm(&self) -> Result<f64> {
         let mut squares = Tensor::zeros(1, DType::F64, &self.device)?;
-        for grad in self.grads.borrow().iter().flatten() {
-            squares = (squares + grad.to_dtype(DType::F64)?.sqr()?.sum_keepdim(0)?)?;
+        for grad in self.grads.borrow_mut().iter_mut() {
+            if let Some(grad) = grad.total()? {
+                squares = (squares + grad.to_dtype(DType::F64)?.sqr()?.sum_keepdim(0)?)?;
+            }
         }
         let total = self.collective.all_reduce_tensor(&squares)?.to_vec1::<f64>()?;
+        // The read returns what the all-reduce left, also when it (or a reduce-scatter
+        // before it) was aborted halfway: the optimizer must not step with that.
+        self.collective.confirm_outputs()?;
         Ok(total.first().copied().unwrap_or(0.0).sqrt())
     }
 
@@ -259,11 +262,47 @@ impl ShardedModel {
         let scale = (clip_factor(norm, clip) / count.max(1) as f64) as f32;
         self.steps += 1;
         let scalars = self.adam.scalars(self.steps, lr);
-        let grads = std::mem::replace(&mut *self.grads.borrow_mut(), vec![None; self.shards.len()]);
-        for (shard, grad) in self.shards.iter().zip(grads) {
-            shard.step(grad, scale, scalars)?;
+        let grads =
+            std::mem::replace(&mut *self.grads.borrow_mut(), vec![GradShard::default(); self.shards.len()]);
+        for (shard, mut grad) in self.shards.iter().zip(grads) {
+            shard.step(grad.total()?, scale, scalars)?;
         }
         Ok(norm)
+    }
+}
+
+/// A unit's gradient shard over the step: the sum so far, and the last reduce-scatter's
+/// output, added when the unit's next one lands or when the step reads the sum. Added at
+/// once, it would make the compute stream wait for that reduce-scatter, with the next
+/// unit's backward queued behind the wait; by the next micro-batch it is long done.
+#[derive(Clone, Default)]
+struct GradShard {
+    sum: Option<Tensor>,
+    landing: Option<Tensor>,
+}
+
+impl GradShard {
+    fn add(&mut self, mine: Tensor) -> Result<()> {
+        match self.landing.replace(mine) {
+            Some(earlier) => self.fold(earlier),
+            None => Ok(()),
+        }
+    }
+
+    /// The whole sum (`None` before the unit's first gradient).
+    fn total(&mut self) -> Result<Option<Tensor>> {
+        if let Some(last) = self.landing.take() {
+            self.fold(last)?;
+        }
+        Ok(self.sum.clone())
+    }
+
+    fn fold(&mut self, grad: Tensor) -> Result<()> {
+        self.sum = Some(match self.sum.take() {
+            Some(sum) => (sum + grad)?,
+            None => grad,
+        });
+        Ok(())
     }
 }
 
@@ -303,5 +342,99 @@ impl WeightSource for ShardedModel {
         let gathered = self.start_gather(u, self.dtype)?;
         *self.prefetched.borrow_mut() = Some((u, gathered));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use davinci_dist::collective::{Membership, Op};
+    use davinci_dist::{DistError, Local};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A group of one whose all-reduce is aborted while it runs, as NCCL's watchdog aborts
+    /// a hung one: its output can still be read (partial, on a GPU), and only a check after
+    /// the read tells.
+    #[derive(Default)]
+    struct AbortedDuringAllReduce {
+        aborted: AtomicBool,
+    }
+
+    impl Collective for AbortedDuringAllReduce {
+        fn membership(&self) -> &Membership {
+            Local.membership()
+        }
+        fn transfer(&self, op: Op, contribution: Vec<u8>) -> davinci_dist::Result<Vec<u8>> {
+            Local.transfer(op, contribution)
+        }
+        fn all_reduce_tensor(&self, values: &Tensor) -> davinci_dist::Result<Tensor> {
+            self.aborted.store(true, Ordering::SeqCst);
+            Ok(values.clone())
+        }
+        fn confirm_outputs(&self) -> davinci_dist::Result<()> {
+            if self.aborted.load(Ordering::SeqCst) {
+                return Err(DistError::Aborted("NCCL all-reduce did not complete within 0.1 s".into()));
+            }
+            Ok(())
+        }
+    }
+
+    fn tiny(collective: Arc<dyn Collective>) -> (Config, ShardedModel) {
+        let config = Config::preset("tiny").unwrap();
+        let owned = fresh_slices(&config, 7, 1, 0);
+        let model = ShardedModel::from_owned(
+            &config,
+            owned,
+            AdamWConfig::default(),
+            collective,
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        (config, model)
+    }
+
+    /// The embedding's gradient, every element `value`.
+    fn embed_grad(config: &Config, value: f32) -> Vec<(String, Tensor)> {
+        let shape = parameter_shapes(config).into_iter().find(|(name, _)| name == EMBED).unwrap().1;
+        vec![(EMBED.to_string(), Tensor::full(value, shape, &Device::Cpu).unwrap())]
+    }
+
+    fn masters(model: &ShardedModel) -> Vec<f32> {
+        model.host_state().unwrap().params.into_iter().flat_map(|p| p.master).collect()
+    }
+
+    #[test]
+    fn a_gradient_norm_read_after_an_abort_fails_the_step() {
+        let (config, model) = tiny(Arc::new(AbortedDuringAllReduce::default()));
+        model.reduce_scatter(embed_grad(&config, 1.0)).unwrap();
+        let err = model.grad_norm().unwrap_err();
+        assert!(matches!(err, TrainError::Collective(DistError::Aborted(_))), "{err}");
+    }
+
+    /// Each reduce-scatter's output is added to the unit's sum only when the next one
+    /// lands (or when the step reads the sum): the norm and the update still see every
+    /// micro-batch's gradient.
+    #[test]
+    fn gradients_of_every_micro_batch_count_though_the_last_is_added_late() {
+        let (config, mut late) = tiny(Arc::new(Local));
+        for value in [1.0, 2.0, 4.0] {
+            late.reduce_scatter(embed_grad(&config, value)).unwrap();
+        }
+        let numel = (config.vocab_size * config.hidden_size) as f64;
+        let norm = late.grad_norm().unwrap();
+        assert!((norm - 7.0 * numel.sqrt()).abs() < 1e-9 * norm, "{norm}");
+        assert_eq!(late.grad_norm().unwrap(), norm, "a second read sees the same sum");
+
+        let (_, mut whole) = tiny(Arc::new(Local));
+        whole.reduce_scatter(embed_grad(&config, 7.0)).unwrap();
+        assert_eq!(whole.grad_norm().unwrap(), norm);
+        late.apply(norm, 1, None, 1e-2).unwrap();
+        whole.apply(norm, 1, None, 1e-2).unwrap();
+        assert_eq!(masters(&late), masters(&whole), "the update steps with the whole sum");
+
+        late.reduce_scatter(embed_grad(&config, 3.0)).unwrap();
+        late.zero_grads();
+        assert_eq!(late.grad_norm().unwrap(), 0.0, "zeroed, the gradient still landing too");
     }
 }

@@ -5,19 +5,29 @@
 //! for). Tensors (all-gather, reduce-scatter, all-reduce) move through NCCL on a stream of their
 //! own, so that FSDP's prefetched all-gather overlaps the compute stream's work; cudarc's
 //! event tracking makes a reader of a gathered tensor wait for the gather, and every
-//! collective first waits for the compute stream's work so far (its inputs).
+//! collective first waits for the compute stream's work so far (its inputs). Each input is
+//! kept until its collective is done ([`KeptUntilDone`]), or freeing it would make the
+//! compute stream wait for the collective.
 //!
 //! NCCL blocks forever when a peer dies. A [`Watchdog`] thread therefore follows every
 //! collective through a CUDA event: one not complete within the timeout (or an error NCCL
 //! reports) aborts the communicator, and the next call fails, after asking the TCP group
-//! which rank is gone.
+//! which rank is gone. The communicator is non-blocking (`communicator.rs`), so that the
+//! watchdog's probe and abort never wait for a call in progress. An aborted collective
+//! leaves partial output that a read returns all the same, so reads of collectives' outputs
+//! are confirmed ([`Collective::confirm_outputs`]) before they are used.
 
+mod communicator;
+
+use std::cell::RefCell;
 use std::ffi::c_void;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use candle_core::backend::{BackendDevice, BackendStorage};
-use candle_core::cuda_backend::cudarc::driver::{CudaEvent, CudaStream, DevicePtr, DevicePtrMut};
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaEvent, CudaStream, DevicePtr, DevicePtrMut, DriverError,
+};
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use cudarc::nccl::{result, sys};
@@ -25,70 +35,13 @@ use half::{bf16, f16};
 
 use crate::collective::{Collective, Membership, Op};
 use crate::error::{DistError, Result};
+use crate::inflight::KeptUntilDone;
 use crate::tcp::TcpRank;
 use crate::watchdog::{Completion, Watchdog};
+use communicator::Communicator;
 
-/// The raw communicator handle.
-struct RawComm(sys::ncclComm_t);
-
-// SAFETY: a handle NCCL lets any thread use, one at a time: `Communicator` holds it
-// behind a lock.
-unsafe impl Send for RawComm {}
-
-/// The communicator, shared with the watchdog: every use holds the lock, and an abort
-/// takes the handle out, so that nothing can use it once it is freed.
-struct Communicator(Mutex<Option<RawComm>>);
-
-impl Communicator {
-    /// Runs `f` with the handle; fails once the communicator has been aborted.
-    fn with<R>(&self, f: impl FnOnce(sys::ncclComm_t) -> Result<R>) -> Result<R> {
-        let guard = self
-            .0
-            .lock()
-            .map_err(|_| DistError::Aborted("the NCCL communicator's lock is poisoned".into()))?;
-        match guard.as_ref() {
-            Some(comm) => f(comm.0),
-            None => Err(DistError::Aborted("the NCCL communicator was aborted".into())),
-        }
-    }
-
-    /// An error NCCL found in the background (a network failure, a peer gone).
-    fn async_error(&self) -> std::result::Result<(), String> {
-        let found = self.with(|comm| {
-            let mut error = sys::ncclResult_t::ncclSuccess;
-            // SAFETY: a live communicator (the lock is held) and a local.
-            let status = unsafe { sys::ncclCommGetAsyncError(comm, &mut error) };
-            Ok([status, error]
-                .into_iter()
-                .find(|r| !matches!(r, sys::ncclResult_t::ncclSuccess | sys::ncclResult_t::ncclInProgress)))
-        });
-        match found {
-            Ok(Some(error)) => Err(format!("NCCL reports {error:?}")),
-            _ => Ok(()),
-        }
-    }
-
-    /// Ends every collective in flight (the documented way out of a hung communicator)
-    /// or, with `abort` false, releases an idle one.
-    fn release(&self, abort: bool) {
-        let taken = match self.0.lock() {
-            Ok(mut guard) => guard.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        if let Some(comm) = taken {
-            // SAFETY: the handle was live and nothing can reach it any more.
-            let _ = unsafe {
-                if abort {
-                    result::comm_abort(comm.0)
-                } else {
-                    result::comm_destroy(comm.0)
-                }
-            };
-        }
-    }
-}
-
-/// A CUDA event recorded after a collective, as the watchdog's probe.
+/// A CUDA event recorded after a collective: the watchdog's probe, and what tells when the
+/// collective's input may go.
 struct EventDone(CudaEvent);
 
 impl Completion for EventDone {
@@ -106,12 +59,12 @@ pub struct NcclRank {
     comm: Arc<Communicator>,
     watchdog: Arc<Watchdog>,
     watchdog_thread: Option<std::thread::JoinHandle<()>>,
+    /// Each collective's input, until the collective is done.
+    inputs: KeptUntilDone<Tensor>,
+    /// The last collective issued, to name in an error found reading its output.
+    last: Mutex<&'static str>,
     /// Counts the bytes NCCL moves; the TCP group counts its own.
     member: Membership,
-}
-
-fn nccl_error(what: &str) -> impl FnOnce(result::NcclError) -> DistError + '_ {
-    move |e| DistError::Config(format!("NCCL {what}: {e:?}"))
 }
 
 impl NcclRank {
@@ -126,7 +79,9 @@ impl NcclRank {
             ));
         }
         let id = if rank == 0 {
-            result::get_uniqueid().map_err(nccl_error("unique id"))?.internal
+            result::get_uniqueid()
+                .map_err(|e| DistError::Config(format!("NCCL unique id: {:?}", e.0)))?
+                .internal
         } else {
             [0; 128]
         };
@@ -138,41 +93,31 @@ impl NcclRank {
         }
         internal.iter_mut().zip(&bytes).for_each(|(c, &b)| *c = b as std::ffi::c_char);
         let context = device.cuda_stream().context().clone();
-        let cuda_error =
-            |e: candle_core::cuda_backend::cudarc::driver::DriverError| DistError::Config(format!("{e:?}"));
+        let cuda_error = |e: DriverError| DistError::Config(format!("{e:?}"));
         let stream = context.new_stream().map_err(cuda_error)?;
         // NCCL takes the calling thread's current device for the communicator's.
         context.bind_to_thread().map_err(cuda_error)?;
-        // NCCL's own rendezvous cannot time out: every rank is alive just before it, and
-        // one that dies within it ends this process after the timeout rather than hang.
+        // Every rank is alive just before NCCL's own rendezvous, which runs in the
+        // background and is bounded by the timeout (`Communicator::init`). Should NCCL
+        // block in a call all the same, this process ends rather than hang.
         control.barrier()?;
+        let limit = timeout * 2;
         let (joined, waiting) = std::sync::mpsc::channel::<()>();
         std::thread::spawn(move || {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = waiting.recv_timeout(timeout) {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = waiting.recv_timeout(limit) {
                 let message = format!(
                     "rank {rank}: the NCCL communicator was not set up within {} s (a rank died or \
                      stalls while joining); exiting",
-                    timeout.as_secs()
+                    limit.as_secs()
                 );
                 tracing::error!("{message}");
                 eprintln!("error: {message}");
                 std::process::exit(1);
             }
         });
-        let mut comm = std::mem::MaybeUninit::uninit();
-        // SAFETY: `comm` receives the communicator; the id came from rank 0.
-        let comm = unsafe {
-            result::comm_init_rank(
-                comm.as_mut_ptr(),
-                world as i32,
-                sys::ncclUniqueId { internal },
-                rank as i32,
-            )
-            .map_err(nccl_error("init"))?;
-            comm.assume_init()
-        };
+        let comm = Communicator::init(world, rank, sys::ncclUniqueId { internal }, timeout);
         let _ = joined.send(());
-        let comm = Arc::new(Communicator(Mutex::new(Some(RawComm(comm)))));
+        let comm = Arc::new(comm?);
         let (probe, abort) = (comm.clone(), comm.clone());
         let (watchdog, watchdog_thread) = Watchdog::start(
             format!("nccl-watchdog-{rank}"),
@@ -183,7 +128,7 @@ impl NcclRank {
                 context.bind_to_thread().map_err(|e| format!("the NCCL watchdog cannot use the GPU: {e:?}"))
             },
             move || probe.async_error(),
-            move || abort.release(true),
+            move || abort.abort(),
         )
         .map_err(|e| DistError::Io { what: "starting the NCCL watchdog".into(), source: e })?;
         tracing::info!(
@@ -197,17 +142,25 @@ impl NcclRank {
             comm,
             watchdog,
             watchdog_thread: Some(watchdog_thread),
+            inputs: KeptUntilDone::default(),
+            last: Mutex::new("collective"),
             member: Membership::new(rank, world),
         })
     }
 
-    /// Fails when the watchdog aborted the communicator, naming the lost rank if the
-    /// TCP group can tell.
-    fn healthy(&self) -> Result<()> {
-        if !self.watchdog.aborted() {
+    /// Fails once the collectives cannot be trusted: CUDA recorded an error, NCCL reports
+    /// one, or the communicator was aborted (each of which also aborts it, for good); an
+    /// abort names the lost rank if the TCP group can tell. `at`: where this looks, to
+    /// name in a CUDA error.
+    fn healthy(&self, at: &str) -> Result<()> {
+        self.cuda_ok(at)?;
+        if let Err(why) = self.comm.async_error() {
+            self.watchdog.fail(why);
+        }
+        if !self.watchdog.aborted() && !self.comm.is_aborted() {
             return Ok(());
         }
-        let why = self.watchdog.failure().unwrap_or_default();
+        let why = self.watchdog.failure().unwrap_or_else(|| "the NCCL communicator was aborted".into());
         let who = match self.control.barrier() {
             Err(e) => e.to_string(),
             Ok(()) => "every rank still answers over TCP".into(),
@@ -215,23 +168,48 @@ impl NcclRank {
         Err(DistError::Aborted(format!("{why}; asked over TCP: {who}")))
     }
 
+    /// Fails with the error cudarc recorded in the context where it could not return one
+    /// (an event recorded or waited for around a collective, a buffer freed): an ordering
+    /// NCCL's stream or the compute stream missed makes the collective's output unreliable,
+    /// and unchecked the fault would surface later as an unrelated NCCL error.
+    fn cuda_ok(&self, at: &str) -> Result<()> {
+        self.stream
+            .context()
+            .check_err()
+            .map_err(|e| self.fault(DistError::Cuda { what: at.to_string(), message: e.to_string() }))
+    }
+
+    /// Makes `error` the watchdog's verdict, which aborts the communicator and fails every
+    /// later call (`check_err` forgets the error it returns); returns it.
+    fn fault(&self, error: DistError) -> DistError {
+        self.watchdog.fail(error.to_string());
+        error
+    }
+
     /// Orders a collective after the compute stream's work so far, launches it on NCCL's
     /// stream with the communicator, and follows it.
     fn issue(
         &self,
-        what: &str,
-        launch: impl FnOnce(sys::ncclComm_t, sys::cudaStream_t) -> std::result::Result<(), result::NcclError>,
+        what: &'static str,
+        launch: impl FnOnce(sys::ncclComm_t, sys::cudaStream_t) -> sys::ncclResult_t,
     ) -> Result<()> {
-        self.healthy()?;
-        let wrap = |e: candle_core::cuda_backend::cudarc::driver::DriverError| {
-            DistError::Config(format!("{what}: {e:?}"))
-        };
-        self.stream.context().bind_to_thread().map_err(wrap)?;
-        self.stream.join(&self.device.cuda_stream()).map_err(wrap)?;
+        let name = format!("NCCL {what}");
+        self.healthy(&name)?;
+        let cuda =
+            |e: DriverError| self.fault(DistError::Cuda { what: name.clone(), message: e.to_string() });
+        self.stream.context().bind_to_thread().map_err(cuda)?;
+        self.inputs.release_done();
+        self.stream.join(&self.device.cuda_stream()).map_err(cuda)?;
         let stream = self.stream.cu_stream() as sys::cudaStream_t;
-        self.comm.with(|comm| launch(comm, stream).map_err(nccl_error(what)))?;
-        let event = self.stream.record_event(None).map_err(wrap)?;
-        self.watchdog.follow(&format!("NCCL {what}"), Box::new(EventDone(event)));
+        // Posted when this returns, so the events recorded below follow the collective.
+        self.comm
+            .call(&name, self.control.timeout(), |comm| launch(comm, stream))
+            .map_err(|e| self.fault(e))?;
+        let event = self.stream.record_event(None).map_err(cuda)?;
+        self.watchdog.follow(&name, Box::new(EventDone(event)));
+        if let Ok(mut last) = self.last.lock() {
+            *last = what;
+        }
         Ok(())
     }
 
@@ -239,7 +217,7 @@ impl NcclRank {
     /// `launch` gets the two device pointers and `n`.
     fn collective_into<T: NcclElement>(
         &self,
-        what: &str,
+        what: &'static str,
         storage: &CudaStorage,
         layout: &Layout,
         out_len: usize,
@@ -249,7 +227,7 @@ impl NcclRank {
             usize,
             sys::ncclComm_t,
             sys::cudaStream_t,
-        ) -> std::result::Result<result::NcclStatus, result::NcclError>,
+        ) -> sys::ncclResult_t,
     ) -> Result<CudaStorage> {
         let n = layout.shape().elem_count();
         let start = layout.start_offset();
@@ -262,10 +240,11 @@ impl NcclRank {
         {
             let (src, _read) = input.device_ptr(&self.stream);
             let (dst, _write) = output.device_ptr_mut(&self.stream);
-            self.issue(what, |comm, s| {
-                launch(src as *const c_void, dst as *mut c_void, n, comm, s).map(|_| ())
-            })?;
+            self.issue(what, |comm, s| launch(src as *const c_void, dst as *mut c_void, n, comm, s))?;
         }
+        // The input's read and the output's write (what the compute stream waits for) are
+        // recorded as the two guards above end, and cudarc keeps an error there for later.
+        self.cuda_ok(&format!("NCCL {what}"))?;
         Ok(CudaStorage::wrap_cuda_slice(output, self.device.clone()))
     }
 
@@ -274,7 +253,7 @@ impl NcclRank {
         // SAFETY (here and below): the buffers hold the counts NCCL is given, on this
         // rank's device.
         self.collective_into::<T>("all-gather", storage, layout, out_len, |src, dst, n, comm, s| unsafe {
-            result::all_gather(src, dst, n, T::NCCL, comm, s)
+            sys::ncclAllGather(src, dst, n, T::NCCL, comm, s)
         })
     }
 
@@ -286,7 +265,7 @@ impl NcclRank {
             layout,
             out_len,
             |src, dst, _, comm, s| unsafe {
-                result::reduce_scatter(src, dst, out_len, f32::NCCL, sys::ncclRedOp_t::ncclSum, comm, s)
+                sys::ncclReduceScatter(src, dst, out_len, f32::NCCL, sys::ncclRedOp_t::ncclSum, comm, s)
             },
         )
     }
@@ -298,7 +277,7 @@ impl NcclRank {
     ) -> Result<CudaStorage> {
         let out_len = layout.shape().elem_count();
         self.collective_into::<T>("all-reduce", storage, layout, out_len, |src, dst, n, comm, s| unsafe {
-            result::all_reduce(src, dst, n, T::NCCL, sys::ncclRedOp_t::ncclSum, comm, s)
+            sys::ncclAllReduce(src, dst, n, T::NCCL, sys::ncclRedOp_t::ncclSum, comm, s)
         })
     }
 
@@ -332,18 +311,26 @@ impl NcclElement for f16 {
 }
 
 /// The collectives as candle ops, so that their outputs are tensors on the device.
-enum TensorCollective<'a> {
-    AllGather(&'a NcclRank),
-    ReduceScatter(&'a NcclRank),
-    AllReduce(&'a NcclRank),
+struct TensorCollective<'a> {
+    rank: &'a NcclRank,
+    kind: Kind,
+    /// The typed error behind a failure: candle's error keeps only its text.
+    failed: RefCell<Option<DistError>>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    AllGather,
+    ReduceScatter,
+    AllReduce,
 }
 
 impl CustomOp1 for TensorCollective<'_> {
     fn name(&self) -> &'static str {
-        match self {
-            Self::AllGather(_) => "nccl-all-gather",
-            Self::ReduceScatter(_) => "nccl-reduce-scatter",
-            Self::AllReduce(_) => "nccl-all-reduce",
+        match self.kind {
+            Kind::AllGather => "nccl-all-gather",
+            Kind::ReduceScatter => "nccl-reduce-scatter",
+            Kind::AllReduce => "nccl-all-reduce",
         }
     }
 
@@ -352,10 +339,14 @@ impl CustomOp1 for TensorCollective<'_> {
     }
 
     fn cuda_fwd(&self, storage: &CudaStorage, layout: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-        let n = layout.shape().elem_count();
-        let wrap = |e: DistError| candle_core::Error::Msg(e.to_string());
-        match self {
-            Self::AllGather(rank) => {
+        let (rank, n) = (self.rank, layout.shape().elem_count());
+        let wrap = |e: DistError| {
+            let message = candle_core::Error::Msg(e.to_string());
+            *self.failed.borrow_mut() = Some(e);
+            message
+        };
+        match self.kind {
+            Kind::AllGather => {
                 let out = match storage.dtype() {
                     DType::F32 => rank.gather_slice::<f32>(storage, layout),
                     DType::BF16 => rank.gather_slice::<bf16>(storage, layout),
@@ -364,7 +355,7 @@ impl CustomOp1 for TensorCollective<'_> {
                 };
                 Ok((out.map_err(wrap)?, Shape::from(n * rank.world())))
             }
-            Self::ReduceScatter(rank) => {
+            Kind::ReduceScatter => {
                 if storage.dtype() != DType::F32 || !n.is_multiple_of(rank.world()) {
                     candle_core::bail!(
                         "nccl-reduce-scatter of {n} {:?} over {} ranks",
@@ -374,7 +365,7 @@ impl CustomOp1 for TensorCollective<'_> {
                 }
                 Ok((rank.reduce_scatter_slice(storage, layout).map_err(wrap)?, Shape::from(n / rank.world())))
             }
-            Self::AllReduce(rank) => {
+            Kind::AllReduce => {
                 let out = match storage.dtype() {
                     DType::F32 => rank.all_reduce_slice::<f32>(storage, layout),
                     DType::F64 => rank.all_reduce_slice::<f64>(storage, layout),
@@ -383,6 +374,22 @@ impl CustomOp1 for TensorCollective<'_> {
                 Ok((out.map_err(wrap)?, layout.shape().clone()))
             }
         }
+    }
+}
+
+impl NcclRank {
+    /// Runs a collective on `input` (contiguous, on this rank's GPU) and keeps `input`
+    /// until the collective is done: freed at once (FSDP hands temporaries), its buffer
+    /// would make the compute stream wait for the collective (see [`KeptUntilDone`]).
+    fn run(&self, input: Tensor, kind: Kind) -> Result<Tensor> {
+        let op = TensorCollective { rank: self, kind, failed: RefCell::new(None) };
+        let output =
+            input.apply_op1_no_bwd(&op).map_err(|e| op.failed.take().unwrap_or(DistError::Tensor(e)))?;
+        let done = self.stream.record_event(None).map_err(|e| {
+            self.fault(DistError::Cuda { what: format!("NCCL {}", op.name()), message: e.to_string() })
+        })?;
+        self.inputs.keep(input, Box::new(EventDone(done)));
+        Ok(output)
     }
 }
 
@@ -395,10 +402,16 @@ impl Collective for NcclRank {
         Some(self.control.timeout())
     }
 
-    /// Host collectives (small: loss totals, barriers, paths) go over TCP.
+    /// Host collectives (small: loss totals, barriers, paths) go over TCP. A contribution
+    /// may have been read from a collective's output (the loss total, computed with
+    /// gathered weights): the check before refuses it if that collective may have been
+    /// aborted halfway, and the one after refuses a reply when a collective failed
+    /// meanwhile.
     fn transfer(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
-        self.healthy()?;
-        self.control.exchange(op, contribution)
+        self.healthy("a host collective")?;
+        let reply = self.control.exchange(op, contribution)?;
+        self.healthy("a host collective")?;
+        Ok(reply)
     }
 
     /// The TCP group counts and times the host collectives itself.
@@ -418,14 +431,18 @@ impl Collective for NcclRank {
     fn all_gather(&self, shard: &[f32], out: &mut [f32]) -> Result<()> {
         let device = candle_core::Device::Cuda(self.device.clone());
         let gathered = self.all_gather_tensor(&Tensor::from_slice(shard, shard.len(), &device)?)?;
-        out.copy_from_slice(&gathered.to_vec1::<f32>()?);
+        let gathered = gathered.to_vec1::<f32>()?;
+        self.confirm_outputs()?;
+        out.copy_from_slice(&gathered);
         Ok(())
     }
 
     fn reduce_scatter(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
         let device = candle_core::Device::Cuda(self.device.clone());
         let mine = self.reduce_scatter_tensor(&Tensor::from_slice(input, input.len(), &device)?)?;
-        out.copy_from_slice(&mine.to_vec1::<f32>()?);
+        let mine = mine.to_vec1::<f32>()?;
+        self.confirm_outputs()?;
+        out.copy_from_slice(&mine);
         Ok(())
     }
 
@@ -433,21 +450,31 @@ impl Collective for NcclRank {
         self.on_device(shard, "all-gather")?;
         let bytes = shard.elem_count() * shard.dtype().size_in_bytes();
         self.member.count(Op::AllGather, bytes);
-        Ok(shard.contiguous()?.apply_op1_no_bwd(&TensorCollective::AllGather(self))?)
+        self.run(shard.contiguous()?, Kind::AllGather)
     }
 
     fn reduce_scatter_tensor(&self, blocks: &Tensor) -> Result<Tensor> {
         self.on_device(blocks, "reduce-scatter")?;
         let bytes = blocks.elem_count() * blocks.dtype().size_in_bytes();
         self.member.count(Op::ReduceScatter, bytes);
-        Ok(blocks.contiguous()?.apply_op1_no_bwd(&TensorCollective::ReduceScatter(self))?)
+        self.run(blocks.contiguous()?, Kind::ReduceScatter)
     }
 
     fn all_reduce_tensor(&self, values: &Tensor) -> Result<Tensor> {
         self.on_device(values, "all-reduce")?;
         let bytes = values.elem_count() * values.dtype().size_in_bytes();
         self.member.count(Op::AllReduce, bytes);
-        Ok(values.contiguous()?.apply_op1_no_bwd(&TensorCollective::AllReduce(self))?)
+        self.run(values.contiguous()?, Kind::AllReduce)
+    }
+
+    /// A read that raced an abort returns partial data: the abort (or NCCL's or CUDA's
+    /// error) is found here, before the data is used.
+    fn confirm_outputs(&self) -> Result<()> {
+        if self.stream.context().bind_to_thread().is_ok() {
+            self.inputs.release_done();
+        }
+        let last = self.last.lock().map_or("collective", |last| *last);
+        self.healthy(&format!("the read of NCCL {last}'s output"))
     }
 }
 
@@ -455,15 +482,32 @@ impl Drop for NcclRank {
     fn drop(&mut self) {
         // Wait for what was issued while the watchdog still runs, so that a peer that
         // died now cannot hang this wait past the timeout.
-        if let Ok(event) = self.stream.record_event(None) {
-            while !self.watchdog.aborted() && matches!(event.try_is_complete(), Ok(false)) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        let idle = match self.stream.record_event(None) {
+            Ok(event) => loop {
+                match event.try_is_complete() {
+                    Ok(false) if !self.watchdog.aborted() => std::thread::sleep(Duration::from_millis(10)),
+                    Ok(done) => break done,
+                    Err(_) => break false,
+                }
+            },
+            Err(_) => false,
+        };
         self.watchdog.stop();
         if let Some(watchdog) = self.watchdog_thread.take() {
             let _ = watchdog.join();
         }
-        self.comm.release(false);
+        // Destroying a communicator waits for the peers, forever on one in trouble: only
+        // one known clean (never aborted, no error from NCCL or CUDA) and idle (nothing in
+        // flight) is closed; any other is aborted, which never waits.
+        let clean = idle
+            && !self.watchdog.aborted()
+            && self.comm.is_clean()
+            && self.stream.context().check_err().is_ok();
+        if clean {
+            self.comm.close(self.control.timeout());
+        } else {
+            self.comm.abort();
+        }
+        // The inputs still kept are freed with the fields, their collectives over or aborted.
     }
 }
