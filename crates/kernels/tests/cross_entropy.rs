@@ -85,3 +85,37 @@ fn cross_entropy_cpu_op_matches_the_reference() {
     let err = davinci_kernels::ops::cross_entropy_rows(&logits, &bad, true).unwrap_err().to_string();
     assert!(err.contains("target 5 outside a vocabulary of 5"), "{err}");
 }
+
+/// Qwen's vocabulary of 151,936 with masked entries: -inf at every seventh id and at the
+/// first 512 (so each thread's first logits are -inf, where a running max of -inf once made
+/// exp(-inf - -inf) a NaN). Masked ids get probability 0 and the rest match the reference.
+#[test]
+fn cross_entropy_over_qwens_vocabulary_with_minus_infinity_logits() {
+    let (rows, vocab) = (3, 151_936);
+    let mut logits = values(rows * vocab, 5, 8.0);
+    for row in logits.chunks_mut(vocab) {
+        for (c, v) in row.iter_mut().enumerate() {
+            if c < 512 || c % 7 == 0 {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+    }
+    let targets = vec![513, 151_934, 70_001];
+    let (want_loss, want_grad) = reference(&logits, &targets, vocab);
+    let (mut loss, mut grad) = (vec![f32::NAN; rows], vec![f32::NAN; rows * vocab]);
+    cross_entropy_rows(&logits, &targets, Some(&mut grad), &mut loss, vocab).unwrap();
+    let (e_loss, e_grad) = (max_error(&loss, &want_loss), max_error(&grad, &want_grad));
+    assert!(e_loss < 1e-5 && e_grad < 1e-6, "loss off by {e_loss:e}, gradient by {e_grad:e}");
+    let masked = grad.iter().enumerate().filter(|(i, _)| i % vocab < 512 || (i % vocab) % 7 == 0);
+    assert!(masked.clone().all(|(_, &g)| g == 0.0), "a masked id got probability");
+}
+
+/// A chunk with no counted rows (all its labels -100 are dropped before the kernel)
+/// launches nothing and writes nothing.
+#[test]
+fn a_chunk_without_counted_rows_launches_nothing() {
+    let mut loss: Vec<f32> = Vec::new();
+    davinci_kernels::emulated::launches_ran();
+    cross_entropy_rows(&[], &[], None, &mut loss, 151_936).unwrap();
+    assert!(davinci_kernels::emulated::launches_ran().is_empty());
+}
