@@ -124,7 +124,7 @@ impl Qwen2 {
     /// the gradient tape.
     pub fn hidden_states(&self, input_ids: &[u32], layout: &PackedLayout) -> Result<Tensor> {
         let forward = layerwise::forward(self, input_ids, layout, Tape::Keep)?;
-        rms_norm(&forward.hidden, &self.norm, self.config.rms_norm_eps)
+        Ok(rms_norm(&forward.hidden, &self.norm, self.config.rms_norm_eps)?)
     }
 
     /// Full logits, `[tokens, vocab]`. For inspection and checks; training uses

@@ -8,16 +8,16 @@
 
 pub mod attention;
 mod cross_entropy;
-mod rms_norm;
 mod rope;
 mod softmax;
-mod swiglu;
 
 pub use attention::varlen_causal_attention;
 pub use cross_entropy::{
     default_chunk_tokens, linear_cross_entropy, mean_cross_entropy_loss, CrossEntropyOutput, IGNORE_INDEX,
 };
-pub use rms_norm::{add_rms_norm, rms_norm};
+/// RMSNorm as transformers' `Qwen2RMSNorm` computes it (alone, or fused with the residual
+/// add before it), and Qwen2.5's gated activation `silu(gate) * up`: the fused ops of
+/// `davinci-kernels`.
+pub use davinci_kernels::ops::{add_rms_norm, rms_norm, swiglu};
 pub use rope::Rotary;
 pub use softmax::softmax_last_dim;
-pub use swiglu::swiglu;
