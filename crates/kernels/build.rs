@@ -81,6 +81,11 @@ const GENCODE: &[&str] =
 fn compile_fatbins(kernels: &Path, sources: &[PathBuf]) {
     println!("cargo:rerun-if-env-changed=NVCC");
     println!("cargo:rerun-if-env-changed=PATH");
+    // The CUDA version the build targets (cudarc's bindings and the toolkit's PTX): the
+    // oldest driver that runs it supports this version. `davinci doctor` compares.
+    println!("cargo:rerun-if-env-changed=CUDARC_CUDA_VERSION");
+    let target = std::env::var("CUDARC_CUDA_VERSION").unwrap_or_default();
+    println!("cargo:rustc-env=DAVINCI_CUDA_TARGET_VERSION={target}");
     let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let mut table = String::from("/// Each kernel source's fatbin, by the source's file stem.\npub const FATBINS: &[(&str, &[u8])] = &[\n");

@@ -38,6 +38,9 @@ enum Command {
     /// Benchmarks: `bench step` times full training steps, `bench kernels` the fused kernels.
     #[command(subcommand)]
     Bench(commands::bench::Command),
+    /// Whether davinci works on this machine and how fast: the GPU, every kernel against
+    /// its CPU reference, training steps, NCCL, kernel speed; the emulation without a GPU.
+    Doctor(commands::doctor::Args),
     /// Data: prepare shards, plan a recipe's mixtures (stats), show rendered records, mine
     /// PRs from git, train a tokenizer.
     #[command(subcommand)]
@@ -61,5 +64,6 @@ fn main() -> Result<()> {
         Command::Prepare(args) => commands::data::prepare::run(args),
         Command::Data(command) => commands::data::run(command),
         Command::Bench(command) => commands::bench::run(command),
+        Command::Doctor(args) => commands::doctor::run(args),
     }
 }

@@ -237,3 +237,28 @@ impl Executor for Device<'_> {
         Ok(())
     }
 }
+
+/// The kernel sources compiled into the fatbins.
+pub fn fatbin_sources() -> Vec<&'static str> {
+    FATBINS.iter().map(|(stem, _)| *stem).collect()
+}
+
+/// Loads kernel `name` of `kernels/{source}.cu` on `device` (the fatbin on first use).
+pub fn load_kernel(device: &CudaDevice, source: &'static str, name: &str) -> Result<()> {
+    function(device, source, name).map(|_| ())
+}
+
+/// The CUDA version this build targets (cudarc's bindings, the toolkit's PTX), as
+/// `CUDARC_CUDA_VERSION` gave it at build time: the driver must support at least this.
+pub const TARGET_CUDA_VERSION: &str = env!("DAVINCI_CUDA_TARGET_VERSION");
+
+/// The CUDA version the driver supports, as the driver API gives it (13000 for 13.0).
+pub fn driver_version() -> Result<i32> {
+    let mut version = 0;
+    // SAFETY: cuDriverGetVersion writes one int and needs no initialised context.
+    let status = unsafe { candle_core::cuda_backend::cudarc::driver::sys::cuDriverGetVersion(&mut version) };
+    if status != candle_core::cuda_backend::cudarc::driver::sys::CUresult::CUDA_SUCCESS {
+        bail!("cuDriverGetVersion: {status:?}")
+    }
+    Ok(version)
+}

@@ -15,6 +15,8 @@ pub mod adamw;
 pub mod attention;
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(feature = "cuda")]
+pub use cuda::{driver_version, fatbin_sources, load_kernel, TARGET_CUDA_VERSION};
 #[cfg(feature = "emulation")]
 pub mod emulated;
 pub mod inputs;

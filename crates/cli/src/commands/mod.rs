@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod convert;
 pub mod data;
+pub mod doctor;
 pub mod info;
 pub mod launch;
 pub mod logits;

@@ -79,31 +79,87 @@ fn time(run: &mut Run<'_>, iters: usize, device: &Device) -> Result<Duration> {
     Ok(times[times.len() / 2])
 }
 
-pub fn run(args: KernelArgs) -> Result<()> {
-    let config = model_config(&args.model, None)?;
-    let device = parse_device(&args.device)?;
-    let dtype = parse_dtype(&args.dtype)?;
-    if args.tokens == 0 {
+/// One kernel's timing.
+pub struct Measured {
+    pub name: &'static str,
+    pub shape: String,
+    pub seconds: f64,
+    pub gbs: f64,
+    /// The bandwidth as a fraction of the device copy's.
+    pub of_copy: f64,
+    /// For the kernels that are about matrix flops (attention).
+    pub tflops: Option<f64>,
+    /// The unfused formula's time over the fused op's.
+    pub versus_unfused: Option<f64>,
+}
+
+/// What to time: a model's shapes on a device.
+pub struct Setup<'a> {
+    pub config: &'a Config,
+    pub tokens: usize,
+    pub docs: usize,
+    pub dtype: DType,
+    pub device: &'a Device,
+    pub iters: usize,
+}
+
+/// Times every kernel, and a device copy as the bandwidth reference (GB/s).
+pub fn measure(setup: &Setup<'_>) -> Result<(Vec<Measured>, f64)> {
+    let (config, t, device) = (setup.config, setup.tokens, setup.device);
+    if t == 0 {
         bail!("--tokens must be positive");
     }
-    let t = args.tokens;
-    let activations = Activations::new(&config, t, dtype, &device)?;
+    let activations = Activations::new(config, t, setup.dtype, device)?;
     let mut cases = norm_cases(&activations)?;
     cases.extend(swiglu_cases(&activations)?);
     cases.extend(rope_cases(&activations)?);
     cases.push(loss_case(&activations)?);
-    cases.extend(attention_cases(&config, t, args.docs, &device)?);
-    cases.push(adamw_case(&config, &device)?);
-    let copy_gbs = copy_bandwidth(args.iters, &device)?;
+    cases.extend(attention_cases(config, t, setup.docs, device)?);
+    cases.push(adamw_case(config, device)?);
+    let copy_gbs = copy_bandwidth(setup.iters, device)?;
+    let mut measured = Vec::with_capacity(cases.len());
+    for mut case in cases {
+        let seconds = time(&mut case.fused, setup.iters, device)?.as_secs_f64();
+        let gbs = case.bytes / seconds / 1e9;
+        let versus_unfused = match case.unfused.as_mut() {
+            Some(unfused) => Some(time(unfused, setup.iters, device)?.as_secs_f64() / seconds),
+            None => None,
+        };
+        measured.push(Measured {
+            name: case.name,
+            shape: case.shape,
+            seconds,
+            gbs,
+            of_copy: gbs / copy_gbs,
+            tflops: (case.flops > 0.0).then(|| case.flops / seconds / 1e12),
+            versus_unfused,
+        });
+    }
+    Ok((measured, copy_gbs))
+}
 
+pub fn run(args: KernelArgs) -> Result<()> {
+    let config = model_config(&args.model, None)?;
+    let device = parse_device(&args.device)?;
+    let dtype = parse_dtype(&args.dtype)?;
+    let setup = Setup {
+        config: &config,
+        tokens: args.tokens,
+        docs: args.docs,
+        dtype,
+        device: &device,
+        iters: args.iters,
+    };
+    let (measured, copy_gbs) = measure(&setup)?;
     println!(
-        "model {} (hidden {}, intermediate {}, {} heads of {}, vocab {}), {t} tokens, {} on {}",
+        "model {} (hidden {}, intermediate {}, {} heads of {}, vocab {}), {} tokens, {} on {}",
         args.model,
         config.hidden_size,
         config.intermediate_size,
         config.num_attention_heads,
         config.head_dim(),
         config.vocab_size,
+        args.tokens,
         args.dtype,
         args.device
     );
@@ -112,27 +168,16 @@ pub fn run(args: KernelArgs) -> Result<()> {
         "{:<20} {:<26} {:>11} {:>9} {:>9} {:>9} {:>11}",
         "kernel", "shape", "median", "GB/s", "of copy", "TFLOP/s", "vs unfused"
     );
-    for mut case in cases {
-        let fused = time(&mut case.fused, args.iters, &device)?;
-        let gbs = case.bytes / fused.as_secs_f64() / 1e9;
-        let tflops = if case.flops > 0.0 {
-            format!("{:.3}", case.flops / fused.as_secs_f64() / 1e12)
-        } else {
-            "-".into()
-        };
-        let versus = match case.unfused.as_mut() {
-            Some(unfused) => {
-                format!("{:.2}x", time(unfused, args.iters, &device)?.as_secs_f64() / fused.as_secs_f64())
-            }
-            None => "-".into(),
-        };
+    for m in measured {
+        let tflops = m.tflops.map_or("-".into(), |t| format!("{t:.3}"));
+        let versus = m.versus_unfused.map_or("-".into(), |v| format!("{v:.2}x"));
         println!(
             "{:<20} {:<26} {:>8.3} ms {:>9.1} {:>8.2}x {:>9} {:>11}",
-            case.name,
-            case.shape,
-            fused.as_secs_f64() * 1e3,
-            gbs,
-            gbs / copy_gbs,
+            m.name,
+            m.shape,
+            m.seconds * 1e3,
+            m.gbs,
+            m.of_copy,
             tflops,
             versus
         );

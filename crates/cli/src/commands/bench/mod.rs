@@ -1,13 +1,13 @@
 //! `davinci bench`: training steps and the fused kernels, timed on the chosen device.
 
-mod kernels;
+pub mod kernels;
 mod step;
 
 use davinci_model::Config;
 
 /// A preset's config, or the `config.json` of a checkpoint directory or Hub name, with the
 /// layer count overridden when asked (a big model's shape on a small machine).
-fn model_config(model: &str, layers: Option<usize>) -> anyhow::Result<Config> {
+pub fn model_config(model: &str, layers: Option<usize>) -> anyhow::Result<Config> {
     let mut config = Config::resolve(model)?;
     if let Some(layers) = layers {
         config.num_hidden_layers = layers;
