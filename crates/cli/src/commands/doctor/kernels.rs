@@ -352,3 +352,56 @@ fn flash_attention(target: &Target, s: &Shapes) -> Result<Check> {
     let shape = format!("{:?} tokens, {}/{} heads of {} bf16", s.documents, s.heads, s.kv_heads, s.head_dim);
     Ok(compare("flash_attention", shape, &outputs, 2e-2))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::doctor::Status;
+
+    fn all_pass(checks: &[Check]) {
+        for c in checks {
+            assert_eq!(c.status, Status::Pass, "{}: {}", c.name, c.note);
+        }
+    }
+
+    /// What `davinci doctor` runs on a machine without a GPU: every kernel under the
+    /// emulation against the CPU reference.
+    #[test]
+    fn every_kernel_under_the_emulation_matches_its_cpu_reference() {
+        let checks = run(&Target::Emulated, &Shapes::emulated());
+        assert_eq!(checks.len(), 7);
+        all_pass(&checks);
+    }
+
+    /// A wrong result is a failure, named: the reference compared with itself shifted.
+    #[test]
+    fn a_kernel_off_its_reference_fails_the_check() {
+        let want = vec![1.0f32, 2.0, 3.0];
+        let got = vec![1.0f32, 2.0, 3.1];
+        let check = compare("k", "3".into(), &[("y", got, want.clone()), ("z", want.clone(), want)], 1e-2);
+        assert_eq!(check.status, Status::Fail);
+        assert!(check.note.starts_with("y off by 2.7e-2"), "{}", check.note);
+        let nan = compare("k", "1".into(), &[("y", vec![f32::NAN], vec![1.0])], 1e-2);
+        assert_eq!(nan.status, Status::Fail);
+    }
+
+    /// On a GPU (a `cuda` build on a machine with one), the CUDA kernels through the ops
+    /// at Qwen2.5-7B's head sizes, against the CPU: `scripts/gpu_check.sh` runs this.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn every_kernel_on_the_gpu_matches_its_cpu_reference() {
+        let Ok(device) = Device::new_cuda(0) else {
+            eprintln!("no CUDA device: skipped");
+            return;
+        };
+        let shapes = Shapes {
+            rows: 512,
+            heads: 28,
+            kv_heads: 4,
+            head_dim: 128,
+            documents: vec![300, 212],
+            ..Shapes::emulated()
+        };
+        all_pass(&run(&Target::Device(device), &shapes));
+    }
+}
