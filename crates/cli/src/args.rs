@@ -8,14 +8,28 @@ use serde::de::DeserializeOwned;
 
 /// `cpu`, `cuda` or `cuda:N`.
 pub fn parse_device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(0)?),
+    let ordinal = match name {
+        "cpu" => return Ok(Device::Cpu),
+        "cuda" => 0,
         other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(ordinal) => Ok(Device::new_cuda(ordinal)?),
+            Some(ordinal) => ordinal,
             None => bail!("unknown device `{other}` (expected cpu, cuda or cuda:N)"),
         },
-    }
+    };
+    check_driver()?;
+    Device::new_cuda(ordinal).with_context(|| format!("opening cuda:{ordinal}"))
+}
+
+/// Refuses a driver older than the CUDA version the build targets, naming both, before
+/// anything fails deeper down for it (candle's PTX, a missing driver function).
+#[cfg(feature = "cuda")]
+fn check_driver() -> Result<()> {
+    davinci_kernels::driver_fits().map(|_| ()).map_err(anyhow::Error::msg)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn check_driver() -> Result<()> {
+    Ok(())
 }
 
 /// The GPU a rank uses under a launcher with `--device cuda`: its `LOCAL_RANK` among the

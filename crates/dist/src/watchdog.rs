@@ -129,24 +129,39 @@ impl Watchdog {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::AtomicUsize;
+/// Completions for tests, where no GPU gives events: a flag another thread sets, and one
+/// that reports a fault.
+pub mod fakes {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
 
-    struct Flag(Arc<AtomicBool>);
+    use super::Completion;
+
+    /// Done once the flag is set.
+    pub struct Flag(pub Arc<AtomicBool>);
+
     impl Completion for Flag {
         fn done(&self) -> Result<bool, String> {
             Ok(self.0.load(Ordering::SeqCst))
         }
     }
 
-    struct Broken;
+    /// A collective whose stream faulted.
+    pub struct Broken;
+
     impl Completion for Broken {
         fn done(&self) -> Result<bool, String> {
             Err("an illegal address".into())
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    use fakes::{Broken, Flag};
 
     fn watchdog(timeout_ms: u64) -> (Arc<Watchdog>, JoinHandle<()>, Arc<AtomicUsize>) {
         let aborts = Arc::new(AtomicUsize::new(0));

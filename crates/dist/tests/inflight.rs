@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use davinci_dist::inflight::{settle, KeptUntilDone, Progress, Settled, SharedHandle};
-use davinci_dist::watchdog::Completion;
+use davinci_dist::watchdog::fakes::{Broken, Flag};
 
 /// A grace no test reaches: an abort waits for the calls in progress.
 const LONG: Duration = Duration::from_secs(60);
@@ -146,22 +146,6 @@ fn an_abort_ends_the_wait_for_an_operation_being_posted_without_waiting_for_it()
     free(handle.take(LONG).expect("the abort gets the handle"));
     assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
     assert_eq!(wait.join().unwrap(), Settled::Gone);
-}
-
-struct Flag(Arc<AtomicBool>);
-
-impl Completion for Flag {
-    fn done(&self) -> Result<bool, String> {
-        Ok(self.0.load(Ordering::SeqCst))
-    }
-}
-
-struct Broken;
-
-impl Completion for Broken {
-    fn done(&self) -> Result<bool, String> {
-        Err("an illegal address".into())
-    }
 }
 
 #[test]

@@ -201,25 +201,7 @@ impl Executor for Device<'_> {
             )
             .w()?;
         }
-        // Each parameter's bytes in 8-byte words, so every parameter is aligned as the
-        // driver reads it.
-        let params: Vec<Vec<u64>> = launch
-            .args
-            .iter()
-            .map(|arg| {
-                let bytes = arg.bytes();
-                let mut words = vec![0u64; bytes.len().div_ceil(8).max(1)];
-                // SAFETY: `words` holds at least bytes.len() bytes.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        bytes.as_ptr(),
-                        words.as_mut_ptr().cast::<u8>(),
-                        bytes.len(),
-                    )
-                };
-                words
-            })
-            .collect();
+        let params = launch.packed_params();
         let mut builder = self.stream.launch_builder(&func);
         for words in &params {
             builder.arg(&words[0]);
@@ -261,4 +243,22 @@ pub fn driver_version() -> Result<i32> {
         bail!("cuDriverGetVersion: {status:?}")
     }
     Ok(version)
+}
+
+/// Whether the driver runs this build: a line naming the driver's CUDA version and the
+/// build's, as the error when the driver is older.
+pub fn driver_fits() -> std::result::Result<String, String> {
+    let version = |v: i32| format!("{}.{}", v / 1000, (v % 1000) / 10);
+    let target: i32 = TARGET_CUDA_VERSION.parse().unwrap_or(0);
+    let found = driver_version().map_err(|e| e.to_string())?;
+    if found < target {
+        return Err(format!(
+            "the NVIDIA driver supports CUDA {}, but this davinci was built for CUDA {}: update the driver \
+             (CUDA 13.0 needs R580 or newer), or build davinci with a CUDA toolkit as old as the driver \
+             (README, \"On a GPU machine\")",
+            version(found),
+            version(target)
+        ));
+    }
+    Ok(format!("the driver supports CUDA {}; this build targets CUDA {}", version(found), version(target)))
 }

@@ -148,6 +148,27 @@ impl Launch {
         self
     }
 
+    /// Each parameter's bytes in 8-byte words, in order, so that every parameter is
+    /// aligned as the driver (or the emulation) reads it.
+    pub fn packed_params(&self) -> Vec<Vec<u64>> {
+        self.args
+            .iter()
+            .map(|arg| {
+                let bytes = arg.bytes();
+                let mut words: Vec<u64> = bytes
+                    .chunks(8)
+                    .map(|chunk| {
+                        let mut word = [0u8; 8];
+                        word[..chunk.len()].copy_from_slice(chunk);
+                        u64::from_ne_bytes(word)
+                    })
+                    .collect();
+                words.resize(words.len().max(1), 0);
+                words
+            })
+            .collect()
+    }
+
     pub fn threads_per_block(&self) -> u64 {
         self.block.iter().map(|&d| d as u64).product()
     }

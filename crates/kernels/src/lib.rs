@@ -16,7 +16,7 @@ pub mod attention;
 #[cfg(feature = "cuda")]
 mod cuda;
 #[cfg(feature = "cuda")]
-pub use cuda::{driver_version, fatbin_sources, load_kernel, TARGET_CUDA_VERSION};
+pub use cuda::{driver_fits, driver_version, fatbin_sources, load_kernel, TARGET_CUDA_VERSION};
 #[cfg(feature = "emulation")]
 pub mod emulated;
 pub mod inputs;

@@ -129,24 +129,7 @@ impl Executor for Host {
         if DRY.with(|dry| dry.get()) {
             return Ok(());
         }
-        // Each parameter in 8-byte words, as the device path packs them.
-        let mut params: Vec<Vec<u64>> = launch
-            .args
-            .iter()
-            .map(|arg| {
-                let bytes = arg.bytes();
-                let mut words = vec![0u64; bytes.len().div_ceil(8).max(1)];
-                // SAFETY: the words hold at least bytes.len() bytes.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        bytes.as_ptr(),
-                        words.as_mut_ptr().cast::<u8>(),
-                        bytes.len(),
-                    )
-                };
-                words
-            })
-            .collect();
+        let mut params = launch.packed_params();
         let pointers: Vec<*mut c_void> = params.iter_mut().map(|w| w.as_mut_ptr().cast::<c_void>()).collect();
         let geometry =
             Geometry { grid: launch.grid, block: launch.block, shared_bytes: launch.shared_bytes as usize };

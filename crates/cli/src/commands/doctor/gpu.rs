@@ -68,25 +68,9 @@ fn model_shapes(config: &Config) -> Shapes {
 }
 
 fn driver() -> Check {
-    let target: i32 = davinci_kernels::TARGET_CUDA_VERSION.parse().unwrap_or(0);
-    let version = |v: i32| format!("{}.{}", v / 1000, (v % 1000) / 10);
-    match davinci_kernels::driver_version() {
-        Ok(found) if found >= target => Check::measured(
-            "driver",
-            String::new(),
-            true,
-            format!("supports CUDA {}; this build targets CUDA {}", version(found), version(target)),
-        ),
-        Ok(found) => Check::failed(
-            "driver",
-            format!(
-                "supports CUDA {} but this build targets CUDA {}: update the driver (CUDA 13.0 needs R580 \
-                 or newer), or build davinci with a CUDA toolkit as old as the driver (README, \"On a GPU\")",
-                version(found),
-                version(target)
-            ),
-        ),
-        Err(e) => Check::failed("driver", format!("{e}")),
+    match davinci_kernels::driver_fits() {
+        Ok(line) => Check::measured("driver", String::new(), true, line),
+        Err(line) => Check::failed("driver", line),
     }
 }
 

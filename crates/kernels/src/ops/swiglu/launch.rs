@@ -4,8 +4,6 @@ use candle_core::Result;
 
 use crate::launch::{grid_stride_blocks, Arg, Buffer, Element, Executor, Launch, ELEMENTWISE_THREADS};
 
-const SOURCE: &str = "swiglu";
-
 /// `y = silu(gate) * up` over `n` elements.
 pub(crate) fn forward(
     exec: &mut impl Executor,
@@ -13,21 +11,7 @@ pub(crate) fn forward(
     [gate, up, y]: [Buffer; 3],
     n: usize,
 ) -> Result<()> {
-    if n == 0 {
-        return Ok(());
-    }
-    let (size, bytes) = (element.size(), n * element.size());
-    let launch = Launch::new(
-        SOURCE,
-        format!("swiglu_fwd_{}", element.suffix()),
-        grid_stride_blocks(n),
-        ELEMENTWISE_THREADS,
-    )
-    .buffer("gate", gate, bytes, size)
-    .buffer("up", up, bytes, size)
-    .buffer("y", y, bytes, size)
-    .arg(Arg::U64(n as u64));
-    exec.run(&launch)
+    elementwise(exec, element, "swiglu_fwd", &[("gate", gate), ("up", up), ("y", y)], n)
 }
 
 /// `d_gate` and `d_up` from `gate`, `up` and `dy`, over `n` elements.
@@ -37,21 +21,25 @@ pub(crate) fn backward(
     [gate, up, dy, d_gate, d_up]: [Buffer; 5],
     n: usize,
 ) -> Result<()> {
+    let buffers = [("gate", gate), ("up", up), ("dy", dy), ("d_gate", d_gate), ("d_up", d_up)];
+    elementwise(exec, element, "swiglu_bwd", &buffers, n)
+}
+
+/// `kernel` over `n` elements of each buffer, then `n`.
+fn elementwise(
+    exec: &mut impl Executor,
+    element: Element,
+    kernel: &str,
+    buffers: &[(&'static str, Buffer)],
+    n: usize,
+) -> Result<()> {
     if n == 0 {
         return Ok(());
     }
-    let (size, bytes) = (element.size(), n * element.size());
-    let launch = Launch::new(
-        SOURCE,
-        format!("swiglu_bwd_{}", element.suffix()),
-        grid_stride_blocks(n),
-        ELEMENTWISE_THREADS,
-    )
-    .buffer("gate", gate, bytes, size)
-    .buffer("up", up, bytes, size)
-    .buffer("dy", dy, bytes, size)
-    .buffer("d_gate", d_gate, bytes, size)
-    .buffer("d_up", d_up, bytes, size)
-    .arg(Arg::U64(n as u64));
-    exec.run(&launch)
+    let name = format!("{kernel}_{}", element.suffix());
+    let launch = buffers.iter().fold(
+        Launch::new("swiglu", name, grid_stride_blocks(n), ELEMENTWISE_THREADS),
+        |launch, &(what, buffer)| launch.buffer(what, buffer, n * element.size(), element.size()),
+    );
+    exec.run(&launch.arg(Arg::U64(n as u64)))
 }
