@@ -14,7 +14,7 @@
 //             (54 KB, 102 KB).
 //   dK, dV    64 keys x 32-query tiles: K, V + 2 x (Q, dO), and each query's lse and D
 //             (36.5 KB, 68.5 KB).
-// Registers (ptxas, sm_90a; sm_80 within a few): forward 108 (D 64) and 126 (D 128), dQ 126
+// Registers (ptxas of CUDA 13.0, sm_90a; sm_80 within a few): forward 113 (D 64) and 126 (D 128), dQ 126
 // and 168, dK/dV 128 and 214, no spills. On an H100 that is 4 blocks (16 warps) per SM at
 // D = 64 and 2 blocks (8 warps) at D = 128, limited by shared memory in the forward and dQ
 // and by registers in dK/dV.
