@@ -81,12 +81,15 @@ const GENCODE: &[&str] =
 fn compile_fatbins(kernels: &Path, sources: &[PathBuf]) {
     println!("cargo:rerun-if-env-changed=NVCC");
     println!("cargo:rerun-if-env-changed=PATH");
+    let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
     // The CUDA version the build targets (cudarc's bindings and the toolkit's PTX): the
     // oldest driver that runs it supports this version. `davinci doctor` compares.
     println!("cargo:rerun-if-env-changed=CUDARC_CUDA_VERSION");
-    let target = std::env::var("CUDARC_CUDA_VERSION").unwrap_or_default();
+    let target = std::env::var("CUDARC_CUDA_VERSION")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| nvcc_version(&nvcc));
     println!("cargo:rustc-env=DAVINCI_CUDA_TARGET_VERSION={target}");
-    let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".into());
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let mut table = String::from("/// Each kernel source's fatbin, by the source's file stem.\npub const FATBINS: &[(&str, &[u8])] = &[\n");
     for source in sources {
@@ -109,4 +112,20 @@ fn compile_fatbins(kernels: &Path, sources: &[PathBuf]) {
     }
     table.push_str("];\n");
     std::fs::write(out.join("fatbins.rs"), table).expect("writing fatbins.rs");
+}
+
+/// nvcc's CUDA version as the driver API writes it (13000 for "release 13.0"), for a build
+/// that does not set `CUDARC_CUDA_VERSION`.
+fn nvcc_version(nvcc: &str) -> String {
+    let output =
+        Command::new(nvcc).arg("--version").output().unwrap_or_else(|e| panic!("{nvcc} --version: {e}"));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let release = text
+        .split("release ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .unwrap_or_else(|| panic!("no release in `{nvcc} --version`: {text}"));
+    let mut parts = release.trim().split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major * 1000 + minor * 10).to_string()
 }

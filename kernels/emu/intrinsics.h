@@ -49,7 +49,8 @@ inline float device_log2f(float x) {
 }
 inline float device_rsqrtf(float x) { return within_ulps(1.0f / std::sqrt(x), x, 2, 5); }
 inline float device_fast_expf(float x) {
-    return x == 0.0f ? 1.0f : within_ulps(std::exp(x), x, 2 + static_cast<unsigned>(std::fabs(1.173f * x)), 6);
+    if (x == 0.0f || !(std::fabs(x) < 1e6f)) return std::exp(x);  // exact, or no normal result to move
+    return within_ulps(std::exp(x), x, 2 + static_cast<unsigned>(std::fabs(1.173f * x)), 6);
 }
 
 }  // namespace emu

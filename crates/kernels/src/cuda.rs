@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute_enum;
+use candle_core::cuda_backend::cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute_enum};
 use candle_core::cuda_backend::cudarc::driver::{
     CudaFunction, CudaModule, CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, DeviceRepr,
     LaunchConfig, PushKernelArg, SyncOnDrop, ValidAsZeroBits,
@@ -163,8 +163,13 @@ impl Executor for Device<'_> {
     fn table(&mut self, bytes: &[u8]) -> Result<Buffer> {
         let key = (self.device.id(), bytes.to_vec());
         let mut tables = tables().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let slice = match tables.by_content.get(&key) {
-            Some(slice) => slice.clone(),
+        let slice = match tables.by_content.get(&key).cloned() {
+            Some(slice) => {
+                // The most recently used last, so a table every step uses is never evicted.
+                tables.order.retain(|k| k != &key);
+                tables.order.push_back(key);
+                slice
+            }
             None => {
                 let slice = Arc::new(self.device.clone_htod(&bytes.to_vec())?);
                 if tables.order.len() >= KEPT_TABLES {
@@ -195,6 +200,20 @@ impl Executor for Device<'_> {
         })?;
         let func = function(self.device, launch.source, &launch.kernel)?;
         if launch.opt_in_shared {
+            // `check` knows sm_80's limit; consumer and workstation chips of the same
+            // generation (sm_86, sm_89) allow less, and say so here.
+            let limit = self
+                .stream
+                .context()
+                .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+                .w()?;
+            if launch.shared_bytes as i64 > limit as i64 {
+                bail!(
+                    "{launch}: this GPU allows {limit} bytes of shared memory a block; the kernel needs {} \
+                     (the head_dim 128 attention backward needs an A100, H100 or H200)",
+                    launch.shared_bytes
+                )
+            }
             func.set_attribute(
                 CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
                 launch.shared_bytes as i32,

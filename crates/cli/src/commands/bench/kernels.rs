@@ -101,6 +101,9 @@ pub struct Setup<'a> {
     pub dtype: DType,
     pub device: &'a Device,
     pub iters: usize,
+    /// Also time the unfused formulas (`bench kernels` does; `doctor` does not need them,
+    /// and unfused attention at a big model's shapes may not fit in memory).
+    pub unfused: bool,
 }
 
 /// Times every kernel, and a device copy as the bandwidth reference (GB/s).
@@ -121,7 +124,7 @@ pub fn measure(setup: &Setup<'_>) -> Result<(Vec<Measured>, f64)> {
     for mut case in cases {
         let seconds = time(&mut case.fused, setup.iters, device)?.as_secs_f64();
         let gbs = case.bytes / seconds / 1e9;
-        let versus_unfused = match case.unfused.as_mut() {
+        let versus_unfused = match case.unfused.as_mut().filter(|_| setup.unfused) {
             Some(unfused) => Some(time(unfused, setup.iters, device)?.as_secs_f64() / seconds),
             None => None,
         };
@@ -149,6 +152,7 @@ pub fn run(args: KernelArgs) -> Result<()> {
         dtype,
         device: &device,
         iters: args.iters,
+        unfused: true,
     };
     let (measured, copy_gbs) = measure(&setup)?;
     println!(
@@ -185,12 +189,14 @@ pub fn run(args: KernelArgs) -> Result<()> {
     Ok(())
 }
 
-/// The roofline reference: GB/s of a device copy of 64 MiB (32 read, 32 written).
+/// The roofline reference: GB/s of a device copy of 64 MiB on the CPU (32 read, 32
+/// written), 1 GiB on a GPU, where a small copy would time the launch and not the memory.
 fn copy_bandwidth(iters: usize, device: &Device) -> Result<f64> {
-    let source = random(&[8 << 20], 9, DType::F32, device)?;
+    let floats = if device.is_cuda() { 128 << 20 } else { 8 << 20 };
+    let source = random(&[floats], 9, DType::F32, device)?;
     let mut copy: Run = Box::new(|| discard(source.copy()?));
     let seconds = time(&mut copy, iters, device)?.as_secs_f64();
-    Ok((64u64 << 20) as f64 / seconds / 1e9)
+    Ok((8 * floats) as f64 / seconds / 1e9)
 }
 
 /// What the elementwise and row kernels read, made once; their cases borrow it.
