@@ -102,9 +102,23 @@ impl AttentionShape {
         self.tokens * if kv { self.kv_heads } else { self.q_heads } * self.head_dim
     }
 
-    /// [`check_shapes`] for this shape.
+    /// Refuses shapes the kernels are not built for, and `cu_seqlens` that do not rise
+    /// from 0 within the row (a row may end in padding past the last document).
     pub fn check(&self, cu_seqlens: &[u32]) -> Result<(), String> {
-        check_shapes(self.tokens, self.q_heads, self.kv_heads, self.head_dim, cu_seqlens)
+        let Self { tokens, q_heads, kv_heads, head_dim } = *self;
+        if !HEAD_DIMS.contains(&head_dim) {
+            return Err(format!("flash attention is built for head_dim 64 and 128, not {head_dim}"));
+        }
+        if kv_heads == 0 || !q_heads.is_multiple_of(kv_heads) {
+            return Err(format!("{q_heads} query heads do not group over {kv_heads} key/value heads"));
+        }
+        if cu_seqlens.first() != Some(&0) || cu_seqlens.windows(2).any(|w| w[0] > w[1]) {
+            return Err(format!("cu_seqlens {cu_seqlens:?} must start at 0 and not decrease"));
+        }
+        if cu_seqlens.last().is_some_and(|&end| end as usize > tokens) || tokens > i32::MAX as usize {
+            return Err(format!("cu_seqlens {cu_seqlens:?} reach past the row's {tokens} tokens"));
+        }
+        Ok(())
     }
 
     /// The first row past the last document: the rest is padding, which the kernels never
@@ -112,28 +126,4 @@ impl AttentionShape {
     pub fn padding_start(&self, cu_seqlens: &[u32]) -> usize {
         cu_seqlens.last().map_or(0, |&e| e as usize)
     }
-}
-
-/// Refuses shapes the kernels are not built for, and `cu_seqlens` that do not rise from 0
-/// within the row (a row may end in padding past the last document).
-pub fn check_shapes(
-    tokens: usize,
-    q_heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    cu_seqlens: &[u32],
-) -> Result<(), String> {
-    if !HEAD_DIMS.contains(&head_dim) {
-        return Err(format!("flash attention is built for head_dim 64 and 128, not {head_dim}"));
-    }
-    if kv_heads == 0 || !q_heads.is_multiple_of(kv_heads) {
-        return Err(format!("{q_heads} query heads do not group over {kv_heads} key/value heads"));
-    }
-    if cu_seqlens.first() != Some(&0) || cu_seqlens.windows(2).any(|w| w[0] > w[1]) {
-        return Err(format!("cu_seqlens {cu_seqlens:?} must start at 0 and not decrease"));
-    }
-    if cu_seqlens.last().is_some_and(|&end| end as usize > tokens) || tokens > i32::MAX as usize {
-        return Err(format!("cu_seqlens {cu_seqlens:?} reach past the row's {tokens} tokens"));
-    }
-    Ok(())
 }

@@ -49,29 +49,33 @@ struct Entry {
 // `TABLES`: each kernel source's `emu_kernels_<stem>`, from the build script.
 include!(concat!(env!("OUT_DIR"), "/emulation_tables.rs"));
 
-/// The emulated kernel `kernel` of `kernels/{source}.cu`.
-fn entry(source: &str, kernel: &str) -> candle_core::Result<&'static Entry> {
-    let Some((_, table)) = TABLES.iter().find(|(stem, _)| *stem == source) else {
-        candle_core::bail!("no emulated kernel source {source}.cu")
-    };
+impl Entry {
+    fn name(&self) -> &'static CStr {
+        // SAFETY: each name is a static C string (the kernel's identifier).
+        unsafe { CStr::from_ptr(self.name) }
+    }
+}
+
+/// The emulated kernels of `kernels/{source}.cu`, or `None` for a source without a table.
+fn entries(source: &str) -> Option<&'static [Entry]> {
+    let (_, table) = TABLES.iter().find(|(stem, _)| *stem == source)?;
     let mut count = 0usize;
     // SAFETY: the table functions return a static array and its length.
-    let entries = unsafe { std::slice::from_raw_parts(table(&mut count), count) };
+    Some(unsafe { std::slice::from_raw_parts(table(&mut count), count) })
+}
+
+/// The emulated kernel `kernel` of `kernels/{source}.cu`.
+fn entry(source: &str, kernel: &str) -> candle_core::Result<&'static Entry> {
+    let Some(entries) = entries(source) else { candle_core::bail!("no emulated kernel source {source}.cu") };
     entries
         .iter()
-        // SAFETY: each name is a static C string (the kernel's identifier).
-        .find(|e| unsafe { CStr::from_ptr(e.name) }.to_bytes() == kernel.as_bytes())
+        .find(|e| e.name().to_bytes() == kernel.as_bytes())
         .ok_or_else(|| candle_core::Error::Msg(format!("{source}.cu has no emulated kernel {kernel}")))
 }
 
 /// The names of every emulated kernel of `source`.
 pub fn kernel_names(source: &str) -> Vec<String> {
-    let Some((_, table)) = TABLES.iter().find(|(stem, _)| *stem == source) else { return Vec::new() };
-    let mut count = 0usize;
-    // SAFETY: as in `entry`.
-    let entries = unsafe { std::slice::from_raw_parts(table(&mut count), count) };
-    // SAFETY: as in `entry`.
-    entries.iter().map(|e| unsafe { CStr::from_ptr(e.name) }.to_string_lossy().into_owned()).collect()
+    entries(source).unwrap_or_default().iter().map(|e| e.name().to_string_lossy().into_owned()).collect()
 }
 
 /// The emulation's executor. Scratch buffers and tables are host allocations, poisoned

@@ -32,14 +32,15 @@ pub fn checks(ordinal: usize, model: &str, nccl: bool) -> Result<Vec<Check>> {
     let mut checks = vec![driver()];
     let device = Device::new_cuda(ordinal).with_context(|| format!("opening cuda:{ordinal}"))?;
     let Device::Cuda(cuda) = &device else { bail!("cuda:{ordinal} is not a CUDA device") };
-    checks.push(describe(cuda));
+    let capability = compute_capability(cuda)?;
+    checks.push(describe(cuda, capability));
     checks.push(fatbins(cuda));
     let config = Config::resolve(model)?;
     checks.extend(kernels::run(&Target::Device(device.clone()), &model_shapes(&config)));
     checks
         .push(training_steps(&device).unwrap_or_else(|e| Check::failed("training steps", format!("{e:#}"))));
     checks.extend(
-        speed(&config, &device, cuda)
+        speed(&config, &device, capability.0 == 9)
             .unwrap_or_else(|e| vec![Check::failed("kernel speed", format!("{e:#}"))]),
     );
     // The ranks open every GPU of the node, this one included: let it go first.
@@ -76,13 +77,17 @@ fn driver() -> Check {
     }
 }
 
-fn describe(cuda: &CudaDevice) -> Check {
+/// The device's compute capability, (major, minor).
+fn compute_capability(cuda: &CudaDevice) -> Result<(i32, i32)> {
     let context = cuda.cuda_stream().context().clone();
-    let attribute = |a| context.attribute(a).unwrap_or(0);
-    let (major, minor) = (
-        attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR),
-        attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR),
-    );
+    Ok((
+        context.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
+        context.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?,
+    ))
+}
+
+fn describe(cuda: &CudaDevice, (major, minor): (i32, i32)) -> Check {
+    let context = cuda.cuda_stream().context().clone();
     let name = context.name().unwrap_or_else(|_| "?".into());
     let memory = context.total_mem().unwrap_or(0) as f64 / (1u64 << 30) as f64;
     let note = format!("{name}, compute capability {major}.{minor}, {memory:.0} GiB");
@@ -224,9 +229,7 @@ const OF_COPY: (f64, f64) = (0.5, 1.0);
 /// Each kernel timed at the model's shapes (`bench kernels`, without its unfused
 /// baselines), beside its predicted band. Below the band fails; above it passes with a
 /// note, since the bands are predictions nobody has measured yet.
-fn speed(config: &Config, device: &Device, cuda: &CudaDevice) -> Result<Vec<Check>> {
-    let context = cuda.cuda_stream().context().clone();
-    let hopper = context.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)? == 9;
+fn speed(config: &Config, device: &Device, hopper: bool) -> Result<Vec<Check>> {
     let predicted_attention = hopper && config.head_dim() == 128;
     let setup =
         Setup { config, tokens: 8192, docs: 1, dtype: DType::BF16, device, iters: 10, unfused: false };

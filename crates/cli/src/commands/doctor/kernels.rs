@@ -73,6 +73,11 @@ fn tensor(v: &[f32], shape: &[usize], dtype: DType, device: &Device) -> Result<T
     Ok(Tensor::from_slice(v, shape, &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?)
 }
 
+/// The reference's inputs: bf16 on the CPU.
+fn cpu_bf16(v: &[f32], shape: &[usize]) -> Result<Tensor> {
+    tensor(v, shape, DType::BF16, &Device::Cpu)
+}
+
 fn host(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
 }
@@ -121,8 +126,8 @@ pub fn run(target: &Target, s: &Shapes) -> Vec<Check> {
 fn rms_norm(target: &Target, s: &Shapes) -> Result<Check> {
     let (n, cols) = (s.rows * s.hidden, s.hidden);
     let (x, w, dy) = (bf16_values(n, 1, 2.0), bf16_values(cols, 2, 2.0), bf16_values(n, 3, 2.0));
-    let cpu = |v: &[f32], shape: &[usize]| tensor(v, shape, DType::BF16, &Device::Cpu);
-    let (xt, wt, dyt) = (cpu(&x, &[s.rows, cols])?, cpu(&w, &[cols])?, cpu(&dy, &[s.rows, cols])?);
+    let (xt, wt, dyt) =
+        (cpu_bf16(&x, &[s.rows, cols])?, cpu_bf16(&w, &[cols])?, cpu_bf16(&dy, &[s.rows, cols])?);
     let want_y = host(&ops::rms_norm(&xt, &wt, EPS)?)?;
     let (want_dx, want_dw) = ops::rms_norm_backward(&xt, &wt, &dyt, EPS)?;
     let (got_y, got_dx, got_dw) = match target {
@@ -145,8 +150,8 @@ fn rms_norm(target: &Target, s: &Shapes) -> Result<Check> {
 fn add_rms_norm(target: &Target, s: &Shapes) -> Result<Check> {
     let (n, cols) = (s.rows * s.hidden, s.hidden);
     let (x, r, w) = (bf16_values(n, 4, 2.0), bf16_values(n, 5, 2.0), bf16_values(cols, 6, 2.0));
-    let cpu = |v: &[f32], shape: &[usize]| tensor(v, shape, DType::BF16, &Device::Cpu);
-    let (xt, rt, wt) = (cpu(&x, &[s.rows, cols])?, cpu(&r, &[s.rows, cols])?, cpu(&w, &[cols])?);
+    let (xt, rt, wt) =
+        (cpu_bf16(&x, &[s.rows, cols])?, cpu_bf16(&r, &[s.rows, cols])?, cpu_bf16(&w, &[cols])?);
     let (want_sum, want_y) = ops::add_rms_norm(&xt, &rt, &wt, EPS)?;
     let (got_sum, got_y) = match target {
         Target::Emulated => {
@@ -166,8 +171,8 @@ fn add_rms_norm(target: &Target, s: &Shapes) -> Result<Check> {
 fn swiglu(target: &Target, s: &Shapes) -> Result<Check> {
     let n = s.rows * s.intermediate;
     let (gate, up, dy) = (bf16_values(n, 7, 6.0), bf16_values(n, 8, 6.0), bf16_values(n, 9, 2.0));
-    let cpu = |v: &[f32]| tensor(v, &[s.rows, s.intermediate], DType::BF16, &Device::Cpu);
-    let (gt, ut, dyt) = (cpu(&gate)?, cpu(&up)?, cpu(&dy)?);
+    let shape = [s.rows, s.intermediate];
+    let (gt, ut, dyt) = (cpu_bf16(&gate, &shape)?, cpu_bf16(&up, &shape)?, cpu_bf16(&dy, &shape)?);
     let want_y = host(&ops::swiglu(&gt, &ut)?)?;
     let (want_dg, want_du) = ops::swiglu_backward(&gt, &ut, &dyt)?;
     let (got_y, got_dg, got_du) = match target {
@@ -197,10 +202,7 @@ fn rope(target: &Target, s: &Shapes) -> Result<Check> {
     let (cos, sin): (Vec<f32>, Vec<f32>) = angles.iter().map(|a| (a.cos(), a.sin())).unzip();
     let table = |v: &[f32]| tensor(v, &[tokens, d], DType::F32, &Device::Cpu);
     let (ct, st) = (table(&cos)?, table(&sin)?);
-    let (xt, dyt) = (
-        tensor(&x, &[tokens, heads, d], DType::BF16, &Device::Cpu)?,
-        tensor(&dy, &[tokens, heads, d], DType::BF16, &Device::Cpu)?,
-    );
+    let (xt, dyt) = (cpu_bf16(&x, &[tokens, heads, d])?, cpu_bf16(&dy, &[tokens, heads, d])?);
     let (want_y, want_dx) = (host(&ops::rope(&xt, &ct, &st)?)?, host(&ops::rope_backward(&dyt, &ct, &st)?)?);
     let (got_y, got_dx) = match target {
         Target::Emulated => {
