@@ -34,6 +34,9 @@ pub enum ModelError {
     Hub { name: String, message: String },
     #[error("invalid packed input: {0}")]
     Packing(String),
+    /// A context group's exchange of keys and values failed (a collective).
+    #[error("context exchange: {0}")]
+    Exchange(String),
     #[error("invalid labels: {0}")]
     Labels(String),
     #[error(transparent)]

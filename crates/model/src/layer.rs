@@ -8,7 +8,7 @@ use candle_core::Tensor;
 use crate::config::Config;
 use crate::error::{ModelError, Result};
 use crate::names::LAYER_TENSORS;
-use crate::ops::{add_rms_norm, rms_norm, swiglu, varlen_causal_attention, Rotary};
+use crate::ops::{add_rms_norm, rms_norm, swiglu, Rotary};
 use crate::packing::PackedLayout;
 
 /// The weights of one decoder layer, named as in Hugging Face checkpoints (within
@@ -117,8 +117,7 @@ impl DecoderLayer {
         let v = heads(&self.v_proj, &self.v_bias, self.kv_heads)?;
         let (q, k) = (rotary.apply(&q)?, rotary.apply(&k)?);
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let attended = varlen_causal_attention(&q, &k, &v, layout.cu_seqlens(), scale)?
-            .reshape((tokens, self.heads * self.head_dim))?;
+        let attended = layout.attend(&q, &k, &v, scale)?.reshape((tokens, self.heads * self.head_dim))?;
         let attn_out = linear(&attended, &self.o_proj, None)?;
         let (hidden, x) = add_rms_norm(hidden, &attn_out, &self.post_attention_layernorm, self.eps)?;
         let gated = swiglu(&linear(&x, &self.gate_proj, None)?, &linear(&x, &self.up_proj, None)?)?;

@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod init;
 pub mod layer;
@@ -15,6 +16,7 @@ pub mod packing;
 
 pub use checkpoint::{load_checkpoint, resolve_model_dir, save_checkpoint, save_tensors, SaveOptions};
 pub use config::{Config, PRESETS};
+pub use context::{ContextSplit, KeyValueExchange};
 pub use error::{ModelError, Result};
 pub use layer::DecoderLayer;
 pub use layerwise::{Unit, WeightSource};

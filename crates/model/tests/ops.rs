@@ -6,7 +6,8 @@ mod common;
 use candle_core::{DType, Device, Tensor, Var, D};
 use common::assert_close;
 use davinci_model::ops::{
-    linear_cross_entropy, mean_cross_entropy_loss, softmax_last_dim, varlen_causal_attention,
+    attention, linear_cross_entropy, mean_cross_entropy_loss, softmax_last_dim, varlen_causal_attention,
+    Segments,
 };
 
 fn random(shape: (usize, usize), seed: u64) -> Tensor {
@@ -122,10 +123,10 @@ fn tiled_attention_matches_the_reference_forward_and_backward() {
         let (q, k, v) = (var(heads, 20), var(kv_heads, 21), var(kv_heads, 22));
         // A random cotangent, so that every output element's gradient matters.
         let cotangent = random((tokens, heads * head_dim), 23).reshape((tokens, heads, head_dim)).unwrap();
-        let want = reference::attention(&q, &k, &v, &cu, 0.35).unwrap();
+        let want = reference::attention(&q, &k, &v, &Segments::documents(&cu), 0.35).unwrap();
         let want_grads = (&want * &cotangent).unwrap().sum_all().unwrap().backward().unwrap();
         for rows in [Some(1), Some(4), None] {
-            let got = tiled::attention(&q, &k, &v, &cu, 0.35, rows).unwrap();
+            let got = tiled::attention(&q, &k, &v, &Segments::documents(&cu), 0.35, rows).unwrap();
             let what = format!("{heads}/{kv_heads} heads, block rows {rows:?}");
             assert_close(&format!("output, {what}"), &got, &want, 1e-5);
             let grads = (&got * &cotangent).unwrap().sum_all().unwrap().backward().unwrap();
@@ -139,4 +140,56 @@ fn tiled_attention_matches_the_reference_forward_and_backward() {
             }
         }
     }
+}
+
+/// A chunk of a document's queries with the document's keys up to the chunk's end (the
+/// segments context parallelism gives a rank) attends exactly as those rows do in the
+/// whole document; the tiled path matches the reference on such segments, forward and
+/// backward, with blocks that start mid-chunk.
+#[test]
+fn query_chunks_of_a_document_attend_as_in_the_whole_document() {
+    use davinci_model::ops::attention::{reference, tiled};
+    let (heads, kv_heads, head_dim, doc) = (6, 2, 8, 30);
+    let make = |h: usize, rows: usize, seed| random((rows, h * head_dim), seed).reshape((rows, h, head_dim)).unwrap();
+    let (q, k, v) = (make(heads, doc, 30), make(kv_heads, doc, 31), make(kv_heads, doc, 32));
+    let whole = varlen_causal_attention(&q, &k, &v, &[0, doc as u32], 0.3).unwrap();
+    // Queries 10..17 and 23..30 (a rank's early and late chunk), keys 0..17 and 0..30, plus
+    // a one-token document of its own.
+    let (chunks, keys) = ([10..17, 23..30], [0..17, 0..30]);
+    let pick = |x: &Tensor, ranges: &[std::ops::Range<usize>]| {
+        let parts: Vec<Tensor> = ranges.iter().map(|r| x.narrow(0, r.start, r.len()).unwrap()).collect();
+        Tensor::cat(&parts, 0).unwrap()
+    };
+    let lone = make(heads, 1, 33);
+    let lone_kv = make(kv_heads, 1, 34);
+    let q_cp = Var::from_tensor(&Tensor::cat(&[pick(&q, &chunks), lone.clone()], 0).unwrap()).unwrap();
+    let k_cp = Var::from_tensor(&Tensor::cat(&[pick(&k, &keys), lone_kv.clone()], 0).unwrap()).unwrap();
+    let v_cp = Var::from_tensor(&Tensor::cat(&[pick(&v, &keys), lone_kv], 0).unwrap()).unwrap();
+    let segments = Segments::new(vec![0, 7, 14, 15], vec![0, 17, 47, 48]).unwrap();
+    let got = attention(&q_cp, &k_cp, &v_cp, &segments, 0.3).unwrap();
+    assert_close("chunk rows", &got.narrow(0, 0, 14).unwrap(), &pick(&whole, &chunks), 1e-5);
+    let alone = varlen_causal_attention(&lone, &make(kv_heads, 1, 34), &make(kv_heads, 1, 34), &[0, 1], 0.3).unwrap();
+    assert_close("a one-token document", &got.narrow(0, 14, 1).unwrap(), &alone, 1e-6);
+
+    let cotangent = make(heads, 15, 35);
+    let want = reference::attention(&q_cp, &k_cp, &v_cp, &segments, 0.3).unwrap();
+    let want_grads = (&want * &cotangent).unwrap().sum_all().unwrap().backward().unwrap();
+    for rows in [Some(3), None] {
+        let got = tiled::attention(&q_cp, &k_cp, &v_cp, &segments, 0.3, rows).unwrap();
+        assert_close(&format!("output, block rows {rows:?}"), &got, &want, 1e-5);
+        let grads = (&got * &cotangent).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, x) in [("dq", &q_cp), ("dk", &k_cp), ("dv", &v_cp)] {
+            let what = format!("{name}, block rows {rows:?}");
+            assert_close(&what, grads.get(x).unwrap(), want_grads.get(x).unwrap(), 1e-5);
+        }
+    }
+}
+
+/// Segments with fewer keys than queries, or bounds that fall, are refused.
+#[test]
+fn segments_with_fewer_keys_than_queries_are_refused() {
+    let err = Segments::new(vec![0, 5], vec![0, 4]).unwrap_err().to_string();
+    assert!(err.contains("segment 0 has 5 queries but only 4 keys"), "{err}");
+    assert!(Segments::new(vec![0, 5, 3], vec![0, 5, 6]).is_err());
+    assert!(Segments::new(vec![0, 5], vec![0, 5, 6]).is_err());
 }

@@ -11,7 +11,7 @@ mod cross_entropy;
 mod rope;
 mod softmax;
 
-pub use attention::varlen_causal_attention;
+pub use attention::{attention, varlen_causal_attention, Segments};
 pub use cross_entropy::{
     default_chunk_tokens, linear_cross_entropy, mean_cross_entropy_loss, CrossEntropyOutput, IGNORE_INDEX,
 };

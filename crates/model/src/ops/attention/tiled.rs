@@ -1,7 +1,7 @@
 //! CPU attention a block of queries at a time, with an explicit backward.
 //!
-//! For each document and each block of its queries, the scores against the document's
-//! keys up to the block's end are formed, masked causally, and reduced to the output and
+//! For each segment and each block of its queries, the scores against the segment's keys
+//! up to the block's diagonal are formed, masked causally, and reduced to the output and
 //! the log-sum-exp of every query row. The backward recomputes the probabilities from
 //! that log-sum-exp and forms dQ, dK and dV block by block (dK and dV summed over the
 //! query heads of a group), with `D = rowsum(dO * O)`: the flash-attention recurrences,
@@ -11,40 +11,43 @@ use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor, D
 
 use davinci_kernels::attention::SavedLse;
 
+use super::Segments;
 use crate::error::Result;
 
 /// Bytes of f32 scores one block may hold: small enough to stay in cache, which measured
 /// 3.6x faster than a 64 MiB budget on the tiny model at 2048 tokens (`davinci bench step`).
 const BLOCK_SCORE_BYTES: usize = 8 << 20;
 
-/// Attention as [`super::varlen_causal_attention`] defines it, for f32 tensors on the CPU.
+/// Attention as [`super::attention`] defines it, for f32 tensors on the CPU.
 /// `max_block_rows` caps the queries of a block (the default follows an 8 MiB budget
 /// for one block's scores); tests lower it to exercise many blocks on small inputs.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    cu_seqlens: &[u32],
+    segments: &Segments,
     scale: f64,
     max_block_rows: Option<usize>,
 ) -> Result<Tensor> {
     let max_rows = max_block_rows.unwrap_or(usize::MAX);
-    let op = TiledAttention { cu_seqlens: cu_seqlens.to_vec(), scale, max_rows, lse: SavedLse::default() };
+    let op = TiledAttention { segments: segments.clone(), scale, max_rows, lse: SavedLse::default() };
     Ok(q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)?)
 }
 
 struct TiledAttention {
-    cu_seqlens: Vec<u32>,
+    segments: Segments,
     scale: f64,
     max_rows: usize,
     /// `[q_heads, tokens]` log-sum-exp of each query row, saved by the forward for the backward.
     lse: SavedLse,
 }
 
-/// One block of queries: tokens `start..end` of the document that begins at `doc_start`.
+/// One block of queries: rows `start..end` of a segment whose keys begin at `key_start`;
+/// the block's first row sees the keys up to `key_start + diagonal`.
 #[derive(Clone, Copy)]
 struct Block {
-    doc_start: usize,
+    key_start: usize,
+    diagonal: usize,
     start: usize,
     end: usize,
 }
@@ -53,15 +56,16 @@ impl Block {
     fn rows(&self) -> usize {
         self.end - self.start
     }
-    /// Keys the block can see: the document's tokens up to the block's end.
+    /// Keys the block can see: the segment's up to its last row's diagonal.
     fn keys(&self) -> usize {
-        self.end - self.doc_start
+        self.diagonal + self.rows()
     }
 }
 
 /// The sizes of a call, and the per-block tensor plumbing.
 struct Heads {
     tokens: usize,
+    key_tokens: usize,
     q_heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -70,7 +74,7 @@ struct Heads {
 impl Heads {
     fn of(q: &Tensor, k: &Tensor) -> Result<Self> {
         let (tokens, q_heads, head_dim) = q.dims3()?;
-        Ok(Self { tokens, q_heads, kv_heads: k.dim(1)?, head_dim })
+        Ok(Self { tokens, key_tokens: k.dim(0)?, q_heads, kv_heads: k.dim(1)?, head_dim })
     }
 
     fn group(&self) -> usize {
@@ -95,16 +99,15 @@ impl Heads {
         Ok(x.reshape((heads, len, self.head_dim))?.transpose(0, 1)?.flatten_all()?.to_vec1()?)
     }
 
-    fn blocks(&self, cu_seqlens: &[u32], max_rows: usize) -> Vec<Block> {
+    fn blocks(&self, segments: &Segments, max_rows: usize) -> Vec<Block> {
         let mut blocks = Vec::new();
-        for w in cu_seqlens.windows(2) {
-            let (doc_start, doc_end) = (w[0] as usize, w[1] as usize);
-            let len = doc_end - doc_start;
-            let rows = (BLOCK_SCORE_BYTES / (4 * self.q_heads * len)).clamp(1, len).min(max_rows);
-            let mut start = doc_start;
-            while start < doc_end {
-                let end = (start + rows).min(doc_end);
-                blocks.push(Block { doc_start, start, end });
+        for (queries, keys) in segments.iter().filter(|(q, _)| !q.is_empty()) {
+            let rows = (BLOCK_SCORE_BYTES / (4 * self.q_heads * keys.len())).clamp(1, queries.len()).min(max_rows);
+            let mut start = queries.start;
+            while start < queries.end {
+                let end = (start + rows).min(queries.end);
+                let diagonal = start - queries.start + keys.len() - queries.len();
+                blocks.push(Block { key_start: keys.start, diagonal, start, end });
                 start = end;
             }
         }
@@ -114,7 +117,7 @@ impl Heads {
     /// Scaled, causally masked scores of a block, `[kv_heads, group * rows, keys]`.
     fn scores(&self, q_block: &Tensor, k_ctx: &Tensor, block: Block, scale: f64) -> Result<Tensor> {
         let (rows, keys, group) = (block.rows(), block.keys(), self.group());
-        let first = block.start - block.doc_start;
+        let first = block.diagonal;
         let mask: Vec<f32> = (0..rows)
             .flat_map(|i| (0..keys).map(move |j| if j <= first + i { 0.0 } else { f32::NEG_INFINITY }))
             .collect();
@@ -164,8 +167,8 @@ impl CustomOp3 for TiledAttention {
         let mut lse = vec![0f32; heads.q_heads * heads.tokens];
         let run = |block: Block, out: &mut [f32], lse: &mut [f32]| -> Result<()> {
             let q_block = heads.by_kv_head(&q, block.start, block.rows())?;
-            let k_ctx = heads.by_kv_head(&k, block.doc_start, block.keys())?;
-            let v_ctx = heads.by_kv_head(&v, block.doc_start, block.keys())?;
+            let k_ctx = heads.by_kv_head(&k, block.key_start, block.keys())?;
+            let v_ctx = heads.by_kv_head(&v, block.key_start, block.keys())?;
             let scores = heads.scores(&q_block, &k_ctx, block, self.scale)?;
             // The diagonal is never masked, so every row maximum is finite.
             let max = scores.max_keepdim(D::Minus1)?;
@@ -180,7 +183,7 @@ impl CustomOp3 for TiledAttention {
             }
             Ok(())
         };
-        for block in heads.blocks(&self.cu_seqlens, self.max_rows) {
+        for block in heads.blocks(&self.segments, self.max_rows) {
             run(block, &mut out, &mut lse).map_err(candle_core::Error::wrap)?;
         }
         let lse = Tensor::from_vec(lse, (heads.q_heads, heads.tokens), &Device::Cpu)?;
@@ -215,14 +218,14 @@ impl TiledAttention {
         let heads = Heads::of(&q, &k)?;
         let (q_width, kv_width) = (heads.q_heads * heads.head_dim, heads.kv_heads * heads.head_dim);
         let mut dq = vec![0f32; heads.tokens * q_width];
-        let mut dk = vec![0f32; heads.tokens * kv_width];
-        let mut dv = vec![0f32; heads.tokens * kv_width];
-        for block in heads.blocks(&self.cu_seqlens, self.max_rows) {
+        let mut dk = vec![0f32; heads.key_tokens * kv_width];
+        let mut dv = vec![0f32; heads.key_tokens * kv_width];
+        for block in heads.blocks(&self.segments, self.max_rows) {
             let q_block = heads.by_kv_head(&q, block.start, block.rows())?;
             let o_block = heads.by_kv_head(&out, block.start, block.rows())?;
             let do_block = heads.by_kv_head(&grad_out, block.start, block.rows())?;
-            let k_ctx = heads.by_kv_head(&k, block.doc_start, block.keys())?;
-            let v_ctx = heads.by_kv_head(&v, block.doc_start, block.keys())?;
+            let k_ctx = heads.by_kv_head(&k, block.key_start, block.keys())?;
+            let v_ctx = heads.by_kv_head(&v, block.key_start, block.keys())?;
             let probs = heads
                 .scores(&q_block, &k_ctx, block, self.scale)?
                 .broadcast_sub(&heads.lse_block(lse, block)?)?
@@ -236,14 +239,14 @@ impl TiledAttention {
 
             let rows = heads.token_major(&dq_block, heads.q_heads, block.rows())?;
             dq[block.start * q_width..block.end * q_width].copy_from_slice(&rows);
-            let ctx = block.doc_start * kv_width..block.end * kv_width;
+            let ctx = block.key_start * kv_width..(block.key_start + block.keys()) * kv_width;
             for (grad, part) in [(&mut dk, dk_ctx), (&mut dv, dv_ctx)] {
                 let part = heads.token_major(&part, heads.kv_heads, block.keys())?;
                 grad[ctx.clone()].iter_mut().zip(part).for_each(|(g, p)| *g += p);
             }
         }
         let shape_q = (heads.tokens, heads.q_heads, heads.head_dim);
-        let shape_kv = (heads.tokens, heads.kv_heads, heads.head_dim);
+        let shape_kv = (heads.key_tokens, heads.kv_heads, heads.head_dim);
         Ok((
             Some(Tensor::from_vec(dq, shape_q, &Device::Cpu)?),
             Some(Tensor::from_vec(dk, shape_kv, &Device::Cpu)?),
