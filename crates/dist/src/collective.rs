@@ -3,6 +3,7 @@
 //! reply, summing in rank order.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Tensor};
@@ -20,55 +21,122 @@ pub enum Op {
     AllReduce,
     /// Bytes of `root`; every rank gets them.
     Broadcast { root: usize },
+    /// [`Op::AllGather`] within each group of `size` consecutive ranks (ranks
+    /// `g * size .. (g + 1) * size`): how a sub-group gathers through the world, every group
+    /// at once. Shards have one length within a group, not across groups.
+    GroupAllGather { size: usize },
+    /// [`Op::ReduceScatter`] within each group of `size` consecutive ranks.
+    GroupReduceScatter { size: usize },
+    /// [`Op::AllReduce`] within each group of `size` consecutive ranks (a sub-group's barrier).
+    GroupAllReduce { size: usize },
 }
 
 impl Op {
+    /// The op's kind and its one parameter (a broadcast's root, a group's size): what the
+    /// TCP backend's frames carry.
     pub fn code(self) -> (u8, u32) {
         match self {
             Op::AllGather => (1, 0),
             Op::ReduceScatter => (2, 0),
             Op::AllReduce => (3, 0),
             Op::Broadcast { root } => (4, root as u32),
+            Op::GroupAllGather { size } => (5, size as u32),
+            Op::GroupReduceScatter { size } => (6, size as u32),
+            Op::GroupAllReduce { size } => (7, size as u32),
         }
     }
 
-    pub fn from_code(kind: u8, root: u32) -> Option<Op> {
+    pub fn from_code(kind: u8, parameter: u32) -> Option<Op> {
+        let parameter = parameter as usize;
         Some(match kind {
             1 => Op::AllGather,
             2 => Op::ReduceScatter,
             3 => Op::AllReduce,
-            4 => Op::Broadcast { root: root as usize },
+            4 => Op::Broadcast { root: parameter },
+            5 => Op::GroupAllGather { size: parameter },
+            6 => Op::GroupReduceScatter { size: parameter },
+            7 => Op::GroupAllReduce { size: parameter },
             _ => return None,
         })
     }
+
+    /// This op run by every group of `size` consecutive ranks at once: what a sub-group asks
+    /// of the world. `None` for an op with no grouped form (a broadcast, an op already
+    /// grouped).
+    pub fn within_groups(self, size: usize) -> Option<Op> {
+        match self {
+            Op::AllGather => Some(Op::GroupAllGather { size }),
+            Op::ReduceScatter => Some(Op::GroupReduceScatter { size }),
+            Op::AllReduce => Some(Op::GroupAllReduce { size }),
+            _ => None,
+        }
+    }
+
+    /// The size of the groups a grouped op runs within; `None` for an op of the whole world.
+    pub fn group_size(self) -> Option<usize> {
+        match self {
+            Op::GroupAllGather { size } | Op::GroupReduceScatter { size } | Op::GroupAllReduce { size } => {
+                Some(size)
+            }
+            _ => None,
+        }
+    }
 }
 
-/// Each rank's reply, from every rank's contribution (index = rank).
+/// Each rank's reply, from every rank's contribution (index = rank). A grouped op combines
+/// each group of consecutive ranks on its own: lengths must agree within a group only.
 pub fn combine(op: Op, contributions: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
+    let Some(size) = op.group_size() else {
+        return combine_ranks(op, contributions, 0).map_err(DistError::Mismatch);
+    };
     let world = contributions.len();
-    let same_len = |what: &str| -> Result<usize> {
-        let len = contributions[0].len();
-        if let Some(r) = contributions.iter().position(|c| c.len() != len) {
-            return Err(DistError::Mismatch(format!(
-                "{what}: rank 0 gives {len} bytes, rank {r} {}",
+    if size == 0 || !world.is_multiple_of(size) {
+        return Err(DistError::Config(format!("groups of {size} ranks do not divide a world of {world}")));
+    }
+    let mut replies = Vec::with_capacity(world);
+    for (group, members) in contributions.chunks(size).enumerate() {
+        let first = group * size;
+        let within = combine_ranks(op, members, first).map_err(|why| {
+            DistError::Mismatch(format!("group {group} (ranks {first}..={}): {why}", first + size - 1))
+        })?;
+        replies.extend(within);
+    }
+    Ok(replies)
+}
+
+/// The replies of the ranks `first..first + contributions.len()`, which run `op` among
+/// themselves (a grouped op as its plain form); an error names the ranks by their number
+/// in the world.
+fn combine_ranks(
+    op: Op,
+    contributions: &[Vec<u8>],
+    first: usize,
+) -> std::result::Result<Vec<Vec<u8>>, String> {
+    let ranks = contributions.len();
+    let same_len = |what: &str| -> std::result::Result<usize, String> {
+        let len = contributions.first().map_or(0, Vec::len);
+        match contributions.iter().position(|c| c.len() != len) {
+            Some(r) => Err(format!(
+                "{what}: rank {first} gives {len} bytes, rank {} {}",
+                first + r,
                 contributions[r].len()
-            )));
+            )),
+            None => Ok(len),
         }
-        Ok(len)
     };
     Ok(match op {
-        Op::AllGather => {
+        Op::AllGather | Op::GroupAllGather { .. } => {
             same_len("all-gather")?;
-            vec![contributions.concat(); world]
+            vec![contributions.concat(); ranks]
         }
-        Op::ReduceScatter => {
+        Op::ReduceScatter | Op::GroupReduceScatter { .. } => {
             let len = same_len("reduce-scatter")?;
-            if len % (4 * world) != 0 {
-                return Err(DistError::Mismatch(format!("reduce-scatter of {len} bytes over {world} ranks")));
+            if len % (4 * ranks) != 0 {
+                return Err(format!("reduce-scatter of {len} bytes over {ranks} ranks"));
             }
-            let block = len / 4 / world;
+            let block = len / 4 / ranks;
             let inputs: Vec<&[f32]> = contributions.iter().map(|c| floats(c)).collect();
-            (0..world)
+            (0..ranks)
                 .map(|r| {
                     let mut sum = inputs[0][r * block..(r + 1) * block].to_vec();
                     for input in &inputs[1..] {
@@ -78,7 +146,7 @@ pub fn combine(op: Op, contributions: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
                 })
                 .collect()
         }
-        Op::AllReduce => {
+        Op::AllReduce | Op::GroupAllReduce { .. } => {
             let len = same_len("all-reduce")?;
             let mut sum = vec![0f64; len / 8];
             for c in contributions {
@@ -87,13 +155,12 @@ pub fn combine(op: Op, contributions: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
                 sum.iter_mut().zip(values).for_each(|(s, x)| *s += x);
             }
             let bytes: Vec<u8> = sum.iter().flat_map(|x| x.to_le_bytes()).collect();
-            vec![bytes; world]
+            vec![bytes; ranks]
         }
         Op::Broadcast { root } => {
-            let data = contributions
-                .get(root)
-                .ok_or_else(|| DistError::Mismatch(format!("broadcast from rank {root} of {world}")))?;
-            vec![data.clone(); world]
+            let data =
+                contributions.get(root).ok_or_else(|| format!("broadcast from rank {root} of {ranks}"))?;
+            vec![data.clone(); ranks]
         }
     })
 }
@@ -104,6 +171,7 @@ pub fn combine(op: Op, contributions: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
 pub fn logical_bytes(op: Op, contribution: usize, world: usize) -> u64 {
     match op {
         Op::AllGather => (contribution * world) as u64,
+        Op::GroupAllGather { size } => (contribution * size) as u64,
         _ => contribution as u64,
     }
 }
@@ -168,6 +236,14 @@ pub trait Collective: Send + Sync {
     /// How long a collective waits for the other ranks before it fails (none: no limit).
     /// Work that keeps the others waiting longer must send them something meanwhile.
     fn timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// A communicator of this rank's group of `size` consecutive ranks that the backend
+    /// makes itself (NCCL splits its communicator), or `None`: the group then runs through
+    /// this one's collectives. Call [`crate::group::subgroup`], which checks `size` and calls
+    /// this on every rank at once.
+    fn split(&self, _size: usize) -> Option<Result<Arc<dyn Collective>>> {
         None
     }
 

@@ -16,6 +16,9 @@ pub enum DistError {
     Mismatch(String),
     #[error("{0}")]
     Config(String),
+    /// A collective this group cannot run (a broadcast within a sub-group of the world).
+    #[error("not supported: {0}")]
+    Unsupported(String),
     /// A frame from `rank` failed its authentication tag: someone on the network path
     /// changed, replayed or reordered bytes, or is not this job's rank.
     #[error("rank {rank}: {what}: the frame was altered or the connection was tampered with")]

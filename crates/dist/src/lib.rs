@@ -4,11 +4,15 @@
 //! and rendezvous from torchrun's and SLURM's variables. How FSDP lays parameters out over
 //! the ranks is the trainer's business (`davinci_train::sharded`).
 //!
+//! Sub-groups of consecutive ranks (context parallelism's) run collectives among
+//! themselves ([`subgroup`]) while the world's keep running.
+//!
 //! Every backend sums in rank order, so a result does not depend on which rank computes
 //! it or on the backend: threads and processes give bit-identical runs.
 
 pub mod collective;
 pub mod error;
+pub mod group;
 pub mod inflight;
 #[cfg(feature = "nccl")]
 pub mod nccl;
@@ -20,4 +24,5 @@ mod wire;
 
 pub use collective::{Collective, Local, Membership};
 pub use error::{DistError, Result};
+pub use group::subgroup;
 pub use rendezvous::{connect_from_env, JobSecret, LaunchEnv};

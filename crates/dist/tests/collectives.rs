@@ -2,15 +2,17 @@
 //! flat sharding's ownership, and failures that name the rank: a rank that never arrives, a different job, a rank
 //! that dies.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
+use common::tcp_group;
 use davinci_dist::collective::Collective;
 use davinci_dist::rendezvous::first_host;
-use davinci_dist::tcp::TcpRank;
 use davinci_dist::threads::thread_group;
-use davinci_dist::{DistError, JobSecret, LaunchEnv};
+use davinci_dist::{DistError, LaunchEnv};
 
 /// Rank r's data: awkward values, so that a wrong order of summation would show.
 fn data(rank: usize, len: usize) -> Vec<f32> {
@@ -69,25 +71,6 @@ fn check(
     assert_eq!(reduced, &sum, "summed in rank order, bit for bit");
     assert_eq!(sums, &vec![(0..world).sum::<usize>() as f64, world as f64]);
     assert_eq!(message, b"from one");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn tcp_group(
-    world: usize,
-    fingerprints: Vec<String>,
-    timeout: Duration,
-) -> Vec<std::thread::JoinHandle<davinci_dist::Result<TcpRank>>> {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let secret = JobSecret::random().unwrap();
-    (0..world)
-        .map(|rank| {
-            let (addr, fp, secret) = (addr.clone(), fingerprints[rank].clone(), secret.clone());
-            std::thread::spawn(move || TcpRank::connect(&addr, rank, world, &fp, &secret, timeout))
-        })
-        .collect()
 }
 
 /// Runs `exercise` on every rank, a thread each, and checks each rank's results.
