@@ -47,7 +47,11 @@ impl PackedLayout {
 
     /// Rank `rank`'s share of the row `split` divides, attending across its group through
     /// `exchange`. Select the rank's tokens (ids, labels) with [`PackedLayout::row_indices`].
-    pub fn context_share(split: &ContextSplit, rank: usize, exchange: Arc<dyn KeyValueExchange>) -> Result<Self> {
+    pub fn context_share(
+        split: &ContextSplit,
+        rank: usize,
+        exchange: Arc<dyn KeyValueExchange>,
+    ) -> Result<Self> {
         check_cu_seqlens(split.cu_seqlens())?;
         if split.ranks() != exchange.ranks() || rank >= split.ranks() {
             return Err(ModelError::Packing(format!(

@@ -55,13 +55,21 @@ fn every_token_of_the_row_is_on_exactly_one_rank_at_its_position_in_its_document
                 let pieces = split.pieces(rank);
                 assert!(pieces.windows(2).all(|w| (w[0].doc, w[0].start) < (w[1].doc, w[1].start)));
                 for p in pieces {
-                    assert!(p.len > 0 && p.start + p.len <= lengths[p.doc], "{p:?} in a document of {}", lengths[p.doc]);
+                    assert!(
+                        p.len > 0 && p.start + p.len <= lengths[p.doc],
+                        "{p:?} in a document of {}",
+                        lengths[p.doc]
+                    );
                     for t in 0..p.len {
                         seen[(cu[p.doc] + p.start + t) as usize] += 1;
                     }
                 }
             }
-            assert!(seen.iter().all(|&n| n == 1), "{ranks} ranks: a token held {:?} times", seen.iter().max());
+            assert!(
+                seen.iter().all(|&n| n == 1),
+                "{ranks} ranks: a token held {:?} times",
+                seen.iter().max()
+            );
             let owners = split.owners();
             let held: usize = (0..ranks).map(|r| split.tokens(r)).sum();
             assert_eq!(held, owners.len());

@@ -150,7 +150,9 @@ fn tiled_attention_matches_the_reference_forward_and_backward() {
 fn query_chunks_of_a_document_attend_as_in_the_whole_document() {
     use davinci_model::ops::attention::{reference, tiled};
     let (heads, kv_heads, head_dim, doc) = (6, 2, 8, 30);
-    let make = |h: usize, rows: usize, seed| random((rows, h * head_dim), seed).reshape((rows, h, head_dim)).unwrap();
+    let make = |h: usize, rows: usize, seed| {
+        random((rows, h * head_dim), seed).reshape((rows, h, head_dim)).unwrap()
+    };
     let (q, k, v) = (make(heads, doc, 30), make(kv_heads, doc, 31), make(kv_heads, doc, 32));
     let whole = varlen_causal_attention(&q, &k, &v, &[0, doc as u32], 0.3).unwrap();
     // Queries 10..17 and 23..30 (a rank's early and late chunk), keys 0..17 and 0..30, plus
@@ -168,7 +170,8 @@ fn query_chunks_of_a_document_attend_as_in_the_whole_document() {
     let segments = Segments::new(vec![0, 7, 14, 15], vec![0, 17, 47, 48]).unwrap();
     let got = attention(&q_cp, &k_cp, &v_cp, &segments, 0.3).unwrap();
     assert_close("chunk rows", &got.narrow(0, 0, 14).unwrap(), &pick(&whole, &chunks), 1e-5);
-    let alone = varlen_causal_attention(&lone, &make(kv_heads, 1, 34), &make(kv_heads, 1, 34), &[0, 1], 0.3).unwrap();
+    let alone =
+        varlen_causal_attention(&lone, &make(kv_heads, 1, 34), &make(kv_heads, 1, 34), &[0, 1], 0.3).unwrap();
     assert_close("a one-token document", &got.narrow(0, 14, 1).unwrap(), &alone, 1e-6);
 
     let cotangent = make(heads, 15, 35);

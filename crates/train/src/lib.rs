@@ -3,6 +3,7 @@
 //! the runner that takes a recipe's stages in order.
 
 pub mod checkpoint;
+pub mod context;
 pub mod error;
 pub mod faults;
 pub mod human;

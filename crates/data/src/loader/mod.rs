@@ -193,6 +193,25 @@ impl Loader {
         Ok(&self.pieces)
     }
 
+    /// The document bounds (`cu_seqlens`, padding as a document of its own, as
+    /// [`Batch`] lays a row out) of every row of an epoch, from the shard indexes alone.
+    pub fn epoch_row_bounds(&self, epoch: u64) -> impl Iterator<Item = Vec<u32>> + '_ {
+        let (pieces, _) = plan_epoch(&self.entries, &self.config, epoch);
+        let seq_len = self.config.seq_len;
+        let rows: Vec<RowPlan> =
+            pieces.chunks(self.config.window).flat_map(|window| pack_window(window, seq_len)).collect();
+        rows.into_iter().map(move |row| {
+            let mut cu = vec![0u32];
+            for piece in &row.pieces {
+                cu.push(cu[cu.len() - 1] + piece.len);
+            }
+            if row.tokens < seq_len {
+                cu.push(seq_len);
+            }
+            cu
+        })
+    }
+
     /// The counts of an epoch's plan, from the shard indexes alone.
     pub fn epoch_stats(&self, epoch: u64) -> EpochStats {
         let (pieces, mut stats) = plan_epoch(&self.entries, &self.config, epoch);

@@ -80,7 +80,8 @@ pub(crate) fn share(split: &ContextSplit, rank: usize) -> (Vec<u32>, Vec<u32>, S
         cu_k.push(cu_k[cu_k.len() - 1] + keys.len() as u32);
     }
     // Bounds built from pieces rise and give each chunk at least its own keys.
-    let segments = Segments::new(cu_q, cu_k).unwrap_or_else(|_| unreachable!("a chunk's keys include itself"));
+    let segments =
+        Segments::new(cu_q, cu_k).unwrap_or_else(|_| unreachable!("a chunk's keys include itself"));
     (tokens, positions, segments, slots)
 }
 
@@ -115,8 +116,11 @@ impl ExchangedKeys {
             )));
         }
         // On a tape, the gathered rows stand for the local ones (a copy); without one, as they are.
-        let gathered =
-            if local.track_op() { local.apply_op2(&gathered, Gathered(self.exchange.clone()))? } else { gathered };
+        let gathered = if local.track_op() {
+            local.apply_op2(&gathered, Gathered(self.exchange.clone()))?
+        } else {
+            gathered
+        };
         let slots = Tensor::new(self.slots.as_slice(), k.device())?;
         let keys = gathered.index_select(&slots, 0)?;
         let shape = (self.slots.len(), kv_heads, head_dim);
@@ -134,7 +138,13 @@ impl CustomOp2 for Gathered {
         "context-all-gather"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, gathered: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        gathered: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         Ok((gathered.try_clone(layout)?, layout.shape().clone()))
     }
 
@@ -149,7 +159,13 @@ impl CustomOp2 for Gathered {
         Ok((gathered.try_clone(layout)?, layout.shape().clone()))
     }
 
-    fn bwd(&self, local: &Tensor, _: &Tensor, _: &Tensor, grad: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        local: &Tensor,
+        _: &Tensor,
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let mine = self.0.reduce_scatter(grad).map_err(candle_core::Error::wrap)?;
         Ok((Some(mine.to_dtype(local.dtype())?), None))
     }

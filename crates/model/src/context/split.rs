@@ -103,7 +103,10 @@ impl ContextSplit {
                 let w = (work[r] + cost) as f64 / total_work as f64;
                 (t.max(w), r)
             };
-            let rank = (0..ranks).map(load).min_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal)).map_or(0, |(_, r)| r);
+            let rank = (0..ranks)
+                .map(load)
+                .min_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal))
+                .map_or(0, |(_, r)| r);
             pieces[rank].push(Piece { doc, start: 0, len: lens[doc] });
             tokens[rank] += len;
             work[rank] += cost;
@@ -145,7 +148,8 @@ impl ContextSplit {
         };
         let total_tokens: usize = (0..self.ranks()).map(|r| self.tokens(r)).sum();
         let total_work: u64 = self.ranks.iter().map(|p| work_of(p)).sum();
-        let share = |part: f64, whole: f64| if whole > 0.0 { part / whole } else { 1.0 / self.ranks() as f64 };
+        let share =
+            |part: f64, whole: f64| if whole > 0.0 { part / whole } else { 1.0 / self.ranks() as f64 };
         Balance {
             tokens: (0..self.ranks())
                 .map(|r| share(self.tokens(r) as f64, total_tokens as f64))

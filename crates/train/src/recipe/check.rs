@@ -61,13 +61,26 @@ impl Recipe {
                     stage.tokens_per_step, stage.seq_len
                 )));
             }
-            let rows = stage.global_rows();
-            if !rows.is_multiple_of(world)
-                || stage.micro_batch == 0
-                || !(rows / world).is_multiple_of(stage.micro_batch)
-            {
+            let context = stage.context_parallel;
+            if !world.is_multiple_of(context) {
                 return Err(bad(format!(
-                    "{rows} rows per step must split evenly over {world} rank(s) in micro-batches of {}",
+                    "context_parallel = {context} must divide the world size ({world} ranks): the ranks form \
+                     groups of {context} that share each row"
+                )));
+            }
+            let (rows, data_ranks) = (stage.global_rows(), stage.data_ranks(world));
+            if !rows.is_multiple_of(data_ranks)
+                || stage.micro_batch == 0
+                || !(rows / data_ranks).is_multiple_of(stage.micro_batch)
+            {
+                let groups = if context > 1 {
+                    format!(" ({world} ranks in groups of {context})")
+                } else {
+                    String::new()
+                };
+                return Err(bad(format!(
+                    "{rows} rows per step must split evenly over {data_ranks} data-parallel rank(s){groups} in \
+                     micro-batches of {}",
                     stage.micro_batch
                 )));
             }

@@ -151,6 +151,10 @@ pub struct StageSpec {
     /// Rows per forward/backward on one rank; gradient accumulation covers the rest.
     #[serde(default = "default_micro_batch")]
     pub micro_batch: usize,
+    /// Ranks that share each packed row (context parallelism): consecutive ranks form a
+    /// group, each holding a balanced share of the row's tokens. 1: every rank its own rows.
+    #[serde(default = "default_context_parallel")]
+    pub context_parallel: usize,
     /// Length of the stage: optimizer steps, or passes over its mixture.
     pub steps: Option<u64>,
     pub epochs: Option<f64>,
@@ -181,6 +185,10 @@ fn default_micro_batch() -> usize {
     1
 }
 
+fn default_context_parallel() -> usize {
+    1
+}
+
 fn default_clip() -> f64 {
     1.0
 }
@@ -193,6 +201,11 @@ impl StageSpec {
     /// Rows of `seq_len` tokens per optimizer step.
     pub fn global_rows(&self) -> usize {
         (self.tokens_per_step / self.seq_len.max(1) as u64) as usize
+    }
+
+    /// Data-parallel ranks in a world of `world`: one per context group.
+    pub fn data_ranks(&self, world: usize) -> usize {
+        world / self.context_parallel.max(1)
     }
 
     /// The schedule over `total_steps` optimizer steps.

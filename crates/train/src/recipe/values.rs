@@ -89,6 +89,9 @@ fn check_stage(stage: &StageSpec) -> std::result::Result<(), String> {
             stage.micro_batch, rows
         ));
     }
+    if stage.context_parallel == 0 {
+        return Err("`context_parallel` must be at least 1".into());
+    }
     if stage.pack_window == 0 {
         return Err("`pack_window` must be at least 1".into());
     }

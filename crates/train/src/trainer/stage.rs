@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use candle_core::DType;
 use davinci_data::loader::{Loader, Prefetcher, IGNORE};
-use davinci_model::{Config, PackedLayout};
+use davinci_model::Config;
 
 use super::{StageOutcome, StagePlan, StopVote, TrainOptions};
 use crate::checkpoint::{self, TrainerState};
+use crate::context::ContextGroup;
 use crate::error::{Result, TrainError};
 use crate::metrics::{MetricsLog, StageProgress, StepMetrics};
 use crate::optimizer::ParamState;
@@ -50,10 +51,12 @@ pub fn run_stage(
     let spec = &plan.spec;
     let total = plan.total_steps;
     let schedule = spec.schedule(total);
-    let micro_batches = spec.global_rows() / world / spec.micro_batch;
+    // Each context group shares its rows; the loader deals rows to the groups.
+    let group = ContextGroup::new(&collective, spec.context_parallel)?;
+    let micro_batches = spec.global_rows() / group.data_ranks / spec.micro_batch;
     // Batches are packed on a thread of their own, two ahead, while the step computes.
     let loader = Loader::new(plan.entries, plan.loader, state.loader)?;
-    let batches = Prefetcher::spawn(loader, rank, world, 2);
+    let batches = Prefetcher::spawn(loader, group.data_rank, group.data_ranks, 2);
     let peak = throughput::peak_tflops(&options.device, model.dtype());
     if let (Err(why), 0) = (&peak, rank) {
         tracing::info!("stage {}: no MFU in the metrics ({why})", spec.name);
@@ -91,19 +94,28 @@ pub fn run_stage(
         let (mut loss_sum, mut count) = (0.0f64, 0usize);
         for m in 0..micro_batches {
             let micro = batch.rows(m * spec.micro_batch..(m + 1) * spec.micro_batch);
-            let layout = PackedLayout::new(micro.cu_seqlens.clone())?;
-            let stats = loss_and_grads(&model, &micro.input_ids, &micro.labels, &layout, &mut |unit| {
-                model.reduce_scatter(unit)
-            })?;
+            let share = group.share(&micro)?;
+            let stats =
+                loss_and_grads(&model, &share.input_ids, &share.labels, &share.layout, &mut |unit| {
+                    model.reduce_scatter(unit)
+                })?;
             loss_sum += stats.loss_sum;
             count += stats.count;
         }
-        // The global batch's totals: loss, loss tokens, real tokens and those with loss; and
-        // how many ranks were asked to stop, so that all of them stop after the same step.
+        // The global batch's totals: loss, loss tokens, real tokens and those with loss (a
+        // context group's rows counted once, by its first rank); and how many ranks were
+        // asked to stop, so that all of them stop after the same step.
         let loss_tokens = batch.labels.iter().filter(|&&l| l != IGNORE).count();
         let vote = StopVote::cast(options);
-        let mut totals =
-            [loss_sum, count as f64, batch.real_tokens() as f64, loss_tokens as f64, flops, vote.ballot()];
+        let once = if group.leads() { 1.0 } else { 0.0 };
+        let mut totals = [
+            loss_sum,
+            count as f64,
+            once * batch.real_tokens() as f64,
+            once * loss_tokens as f64,
+            once * flops,
+            vote.ballot(),
+        ];
         collective.all_reduce(&mut totals)?;
         let [loss_sum, count, tokens, loss_tokens, flops, votes] = totals;
         signal = signal.or(vote.outcome(votes));

@@ -400,7 +400,9 @@ fn attention_cases<'a>(
     let (q2, k2, v2, cu2) = (q.clone(), k.clone(), v.clone(), cu.clone());
     let forward: Run<'a> = Box::new(move || discard(varlen_causal_attention(&q2, &k2, &v2, &cu2, scale)?));
     let (q3, k3, v3, cu3) = (q.clone(), k.clone(), v.clone(), cu.clone());
-    let unfused: Run<'a> = Box::new(move || discard(reference::attention(&q3, &k3, &v3, &cu3, scale)?));
+    let unfused: Run<'a> = Box::new(move || {
+        discard(reference::attention(&q3, &k3, &v3, &davinci_model::ops::Segments::documents(&cu3), scale)?)
+    });
     let backward: Run<'a> = Box::new(move || {
         let vars = [&q, &k, &v].map(Var::from_tensor);
         let [qv, kv, vv] = vars;

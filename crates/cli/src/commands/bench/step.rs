@@ -1,14 +1,18 @@
 //! `davinci bench step`: full training steps (forward, backward with recompute, AdamW) on
-//! random tokens, with tokens/s, the share of time per phase and the peak heap.
+//! random tokens, with tokens/s, the share of time per phase and the peak heap. With
+//! `--context N`, groups of N ranks share each row (context parallelism), and the same row
+//! on one rank is measured too, as the baseline of the memory per rank.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use davinci_data::loader::{Batch, IGNORE};
 use davinci_dist::threads::thread_group;
 use davinci_dist::{Collective, Local};
 use davinci_model::layerwise::loss_and_grads;
-use davinci_model::PackedLayout;
+use davinci_model::Config;
+use davinci_train::context::ContextGroup;
 use davinci_train::human;
 use davinci_train::memory::{live_bytes, peak_bytes, reset_peak};
 use davinci_train::optimizer::AdamWConfig;
@@ -37,9 +41,13 @@ pub struct StepArgs {
     device: String,
     #[arg(long, default_value = "f32")]
     dtype: String,
-    /// Ranks (threads of this process, FSDP over the in-process backend), each with a row.
+    /// Ranks (threads of this process, FSDP over the in-process backend); each context
+    /// group of them has a row.
     #[arg(long, default_value_t = 1)]
     world: usize,
+    /// Ranks that share each row (context parallelism); must divide `--world`.
+    #[arg(long, default_value_t = 1)]
+    context: usize,
 }
 
 #[derive(Default)]
@@ -51,80 +59,30 @@ struct Phases {
     optimizer: Duration,
 }
 
+/// What one rank measured: time per phase, the heap held between steps, the step's peak
+/// above it, and the bytes its collectives moved.
+struct Measured {
+    phases: Phases,
+    held: usize,
+    step_peak: usize,
+    bytes: u64,
+}
+
 pub fn run(args: StepArgs) -> Result<()> {
     let config = model_config(&args.model, args.layers)?;
     if args.seq_len == 0 || args.docs == 0 || args.docs > args.seq_len {
         bail!("need 0 < docs <= seq_len");
     }
-    let device = parse_device(&args.device)?;
-    let dtype = parse_dtype(&args.dtype)?;
-    let vocab = config.vocab_size as u64;
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let ids: Vec<u32> = (0..args.seq_len)
-        .map(|_| {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((state >> 33) % vocab) as u32
-        })
-        .collect();
-    let labels: Vec<i64> = ids.iter().skip(1).map(|&t| t as i64).chain([-100]).collect();
-    let base = args.seq_len / args.docs;
-    let mut lengths = vec![base; args.docs];
-    lengths[0] += args.seq_len - base * args.docs;
-    let layout = PackedLayout::from_lengths(&lengths)?;
-
-    let run_rank = |collective: Arc<dyn Collective>| -> Result<(Phases, usize, usize, u64)> {
-        let owned = fresh_slices(&config, 0, collective.world(), collective.rank());
-        let mut model = ShardedModel::from_owned(
-            &config,
-            owned,
-            AdamWConfig::default(),
-            collective.clone(),
-            dtype,
-            &device,
-        )?;
-        let mut phases = Phases::default();
-        let (mut held, mut step_peak, mut bytes) = (0, 0, 0);
-        for step in 0..=args.steps {
-            model.zero_grads();
-            held = live_bytes();
-            reset_peak();
-            let moved = collective.bytes_moved();
-            let started = Instant::now();
-            let stats =
-                loss_and_grads(&model, &ids, &labels, &layout, &mut |unit| model.reduce_scatter(unit))?;
-            let step_time = started.elapsed();
-            step_peak = step_peak.max(peak_bytes().saturating_sub(held));
-            let started = Instant::now();
-            let norm = model.grad_norm()?;
-            model.apply(norm, stats.count, Some(1.0), 1e-4)?;
-            let optimizer_time = started.elapsed();
-            if step > 0 {
-                phases.forward += stats.forward;
-                phases.head += stats.head;
-                phases.backward += stats.backward;
-                phases.optimizer += optimizer_time;
-                phases.wall += step_time + optimizer_time;
-                bytes += collective.bytes_moved() - moved;
-            }
-        }
-        Ok((phases, held, step_peak, bytes))
-    };
-    let (phases, held, step_peak, bytes) = if args.world <= 1 {
-        run_rank(Arc::new(Local))?
-    } else {
-        let ranks = thread_group(args.world, Duration::from_secs(600));
-        let results: Vec<Result<(Phases, usize, usize, u64)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = ranks
-                .into_iter()
-                .map(|r| scope.spawn(|| run_rank(Arc::new(r) as Arc<dyn Collective>)))
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|_| bail!("a rank panicked"))).collect()
-        });
-        results.into_iter().next().unwrap_or_else(|| bail!("no ranks"))?
-    };
+    let world = args.world.max(1);
+    if args.context == 0 || !world.is_multiple_of(args.context) {
+        bail!("--context {} must divide --world {world}", args.context);
+    }
+    let row = random_row(&config, args.seq_len, args.docs);
+    let measured = measure(&args, &config, &row, world, args.context)?;
+    let phases = &measured.phases;
     let total = phases.forward + phases.head + phases.backward + phases.optimizer;
     let share = |d: Duration| 100.0 * d.as_secs_f64() / total.as_secs_f64().max(1e-12);
-    let tokens = (args.seq_len * args.steps * args.world.max(1)) as f64;
+    let tokens = (args.seq_len * args.steps * world / args.context) as f64;
     println!(
         "model {} ({} layers, {} parameters), seq_len {}, {} document(s), {} on {}, {} steps",
         args.model,
@@ -136,18 +94,18 @@ pub fn run(args: StepArgs) -> Result<()> {
         args.device,
         args.steps
     );
+    let grid = if args.context > 1 { format!(" ({} per row)", args.context) } else { String::new() };
     println!(
-        "{:.0} tokens/s over {} rank(s), {:.3} s/step",
+        "{:.0} tokens/s over {world} rank(s){grid}, {:.3} s/step",
         tokens / phases.wall.as_secs_f64().max(1e-12),
-        args.world.max(1),
         phases.wall.as_secs_f64() / args.steps.max(1) as f64
     );
-    if args.world > 1 {
+    if world > 1 {
         let param_bytes = 4 * config.num_parameters() as u64;
-        let per_step = bytes / args.steps.max(1) as u64;
+        let per_step = measured.bytes / args.steps.max(1) as u64;
         println!(
             "communication: {} per step gathered and reduced, {:.2}x the f32 parameter bytes \
-             (ZeRO-3: about 3x, two all-gathers and one reduce-scatter)",
+             (ZeRO-3: about 3x, two all-gathers and one reduce-scatter; context parallelism adds its keys and values)",
             human::bytes(per_step),
             per_step as f64 / param_bytes as f64
         );
@@ -159,11 +117,102 @@ pub fn run(args: StepArgs) -> Result<()> {
         share(phases.backward),
         share(phases.optimizer)
     );
+    // The ranks are threads of one process: the heap is theirs together, shared evenly.
     println!(
-        "heap: {} held between steps (fp32 master shards and moments); \
+        "heap per rank: {} held between steps (fp32 master shards and moments); \
          the step's peak adds {} (activations, saved layer inputs, gradients in flight)",
-        human::bytes(held as u64),
-        human::bytes(step_peak as u64)
+        human::bytes((measured.held / world) as u64),
+        human::bytes((measured.step_peak / world) as u64)
     );
+    if args.context > 1 {
+        let alone = measure(&args, &config, &row, 1, 1)?;
+        let ratio = measured.step_peak as f64 / world as f64 / alone.step_peak.max(1) as f64;
+        println!(
+            "context parallelism: the step's peak per rank is {ratio:.2}x that of one rank holding the whole row \
+             ({}; an even split would be 1/{} = {:.2}x)",
+            human::bytes(alone.step_peak as u64),
+            args.context,
+            1.0 / args.context as f64
+        );
+    }
     Ok(())
+}
+
+/// One row of `seq_len` random tokens in `docs` documents of equal length.
+fn random_row(config: &Config, seq_len: usize, docs: usize) -> Batch {
+    let vocab = config.vocab_size as u64;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let input_ids: Vec<u32> = (0..seq_len)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) % vocab) as u32
+        })
+        .collect();
+    let labels: Vec<i64> = input_ids.iter().skip(1).map(|&t| t as i64).chain([IGNORE]).collect();
+    let base = seq_len / docs;
+    let mut cu_seqlens = vec![0u32];
+    for d in 0..docs {
+        let len = if d == 0 { base + seq_len - base * docs } else { base };
+        cu_seqlens.push(cu_seqlens[d] + len as u32);
+    }
+    let position_ids = cu_seqlens.windows(2).flat_map(|w| 0..w[1] - w[0]).collect();
+    Batch { rows: 1, seq_len, input_ids, labels, position_ids, cu_seqlens, row_tokens: vec![seq_len] }
+}
+
+/// Runs the steps on `world` ranks in groups of `context` sharing `row`: rank 0's figures.
+fn measure(args: &StepArgs, config: &Config, row: &Batch, world: usize, context: usize) -> Result<Measured> {
+    let device = parse_device(&args.device)?;
+    let dtype = parse_dtype(&args.dtype)?;
+    let run_rank = |collective: Arc<dyn Collective>| -> Result<Measured> {
+        let owned = fresh_slices(config, 0, collective.world(), collective.rank());
+        let mut model = ShardedModel::from_owned(
+            config,
+            owned,
+            AdamWConfig::default(),
+            collective.clone(),
+            dtype,
+            &device,
+        )?;
+        let share = ContextGroup::new(&collective, context)?.share(row)?;
+        let mut out = Measured { phases: Phases::default(), held: 0, step_peak: 0, bytes: 0 };
+        for step in 0..=args.steps {
+            model.zero_grads();
+            out.held = live_bytes();
+            reset_peak();
+            let moved = collective.bytes_moved();
+            let started = Instant::now();
+            let stats =
+                loss_and_grads(&model, &share.input_ids, &share.labels, &share.layout, &mut |unit| {
+                    model.reduce_scatter(unit)
+                })?;
+            let step_time = started.elapsed();
+            out.step_peak = out.step_peak.max(peak_bytes().saturating_sub(out.held));
+            let started = Instant::now();
+            let norm = model.grad_norm()?;
+            let mut count = [stats.count as f64];
+            collective.all_reduce(&mut count)?;
+            model.apply(norm, count[0] as usize, Some(1.0), 1e-4)?;
+            let optimizer_time = started.elapsed();
+            if step > 0 {
+                let phases = &mut out.phases;
+                phases.forward += stats.forward;
+                phases.head += stats.head;
+                phases.backward += stats.backward;
+                phases.optimizer += optimizer_time;
+                phases.wall += step_time + optimizer_time;
+                out.bytes += collective.bytes_moved() - moved;
+            }
+        }
+        Ok(out)
+    };
+    if world == 1 {
+        return run_rank(Arc::new(Local));
+    }
+    let ranks = thread_group(world, Duration::from_secs(600));
+    let results: Vec<Result<Measured>> = std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            ranks.into_iter().map(|r| scope.spawn(|| run_rank(Arc::new(r) as Arc<dyn Collective>))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| bail!("a rank panicked"))).collect()
+    });
+    results.into_iter().next().unwrap_or_else(|| bail!("no ranks"))
 }

@@ -102,7 +102,8 @@ impl Heads {
     fn blocks(&self, segments: &Segments, max_rows: usize) -> Vec<Block> {
         let mut blocks = Vec::new();
         for (queries, keys) in segments.iter().filter(|(q, _)| !q.is_empty()) {
-            let rows = (BLOCK_SCORE_BYTES / (4 * self.q_heads * keys.len())).clamp(1, queries.len()).min(max_rows);
+            let rows =
+                (BLOCK_SCORE_BYTES / (4 * self.q_heads * keys.len())).clamp(1, queries.len()).min(max_rows);
             let mut start = queries.start;
             while start < queries.end {
                 let end = (start + rows).min(queries.end);
