@@ -16,7 +16,8 @@ use crate::error::{DistError, Result};
 /// This rank's group of `size` consecutive ranks, as a [`Collective`] whose rank is
 /// `world.rank() % size` and whose world is `size`. `size == world.world()` is the world
 /// itself, and `size == 1` a group of one whose collectives are copies. Every rank of the
-/// world must call this at once, with the same `size`.
+/// world must call this at once, with the same `size`. `world` may itself be a group: the
+/// groups within it are the whole world's groups of `size`.
 ///
 /// On the host backends (threads, TCP) every group's collectives are rounds of the world's,
 /// so every rank of the world must call the group collective at the same time (each in its
@@ -80,6 +81,12 @@ impl Collective for ThroughWorld {
     /// The world counts and times the group's collectives (see [`subgroup`]).
     fn exchange(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
         self.transfer(op, contribution)
+    }
+
+    /// `size` divides this group's size, so the groups within it are the world's groups of
+    /// `size`.
+    fn split(&self, size: usize) -> Option<Result<Arc<dyn Collective>>> {
+        Some(subgroup(&self.world, size))
     }
 
     fn confirm_outputs(&self) -> Result<()> {

@@ -34,7 +34,7 @@ fn worlds(world: usize) -> Vec<(&'static str, Vec<Arc<dyn Collective>>)> {
 fn on_every_rank<T: Send>(
     ranks: Vec<Arc<dyn Collective>>,
     size: usize,
-    f: impl Fn(&dyn Collective, &dyn Collective) -> T + Sync,
+    f: impl Fn(&Arc<dyn Collective>, &Arc<dyn Collective>) -> T + Sync,
 ) -> Vec<T> {
     std::thread::scope(|s| {
         let f = &f;
@@ -43,7 +43,7 @@ fn on_every_rank<T: Send>(
             .map(|world| {
                 s.spawn(move || {
                     let group = subgroup(&world, size).unwrap();
-                    f(world.as_ref(), group.as_ref())
+                    f(&world, &group)
                 })
             })
             .collect();
@@ -150,6 +150,22 @@ fn the_worlds_collectives_work_between_the_groups_and_count_their_traffic() {
 }
 
 #[test]
+fn a_group_within_a_group_is_the_worlds_group_of_that_size() {
+    for (backend, ranks) in worlds(8) {
+        on_every_rank(ranks, 4, |world, half| {
+            let rank = world.rank();
+            let pair = subgroup(half, 2).unwrap();
+            assert_eq!((pair.rank(), pair.world()), (rank % 2, 2), "{backend}, rank {rank}");
+            let mut gathered = vec![0.0; 2 * 3];
+            pair.all_gather(&data(rank, 3), &mut gathered).unwrap();
+            let expected: Vec<f32> = members(rank, 2).flat_map(|m| data(m, 3)).collect();
+            assert_eq!(gathered, expected, "{backend}, rank {rank}");
+            assert!(Arc::ptr_eq(&subgroup(half, 4).unwrap(), half), "a group's group of its size is itself");
+        });
+    }
+}
+
+#[test]
 fn a_length_mismatch_within_a_group_fails_on_every_rank_naming_the_group_and_its_ranks() {
     for (backend, ranks) in worlds(4) {
         // Group 0 gathers 3 values a rank and agrees; in group 1, rank 3 gives 4.
@@ -165,6 +181,18 @@ fn a_length_mismatch_within_a_group_fails_on_every_rank_naming_the_group_and_its
             );
         }
     }
+}
+
+#[test]
+fn a_rank_that_never_reaches_its_groups_collective_is_named_within_the_worlds_timeout() {
+    // A group's collective is a round of the world's: rank 3's absence holds up group 0 too.
+    let mut ranks: Vec<Arc<dyn Collective>> =
+        thread_group(4, Duration::from_millis(300)).into_iter().map(|r| Arc::new(r) as _).collect();
+    let _absent = ranks.pop();
+    let started = std::time::Instant::now();
+    let errors = on_every_rank(ranks, 2, |_, group| group.barrier().unwrap_err().to_string());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(errors.iter().all(|e| e.contains("rank(s) [3]")), "{errors:?}");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! stops saying so.
 
 use std::ffi::c_int;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use cudarc::nccl::sys;
@@ -74,13 +75,51 @@ impl Communicator {
         // NCCL_CONFIG_INITIALIZER makes it; the id came from rank 0.
         let status =
             unsafe { sys::ncclCommInitRankConfig(&mut comm, world as c_int, id, rank as c_int, &mut config) };
+        Self::adopt(comm, status, timeout, "NCCL init", None)
+    }
+
+    /// Splits this communicator (`ncclCommSplit`): the ranks that pass the same `color` make
+    /// one new communicator, ranked by `key`, non-blocking like this one. Every rank of this
+    /// one must call it at once, with nothing in flight on it (NCCL's condition); the wait is
+    /// [`Communicator::init`]'s.
+    pub(super) fn split(&self, color: usize, key: usize, timeout: Duration) -> Result<Self> {
+        let what = "NCCL split";
+        let number = |n: usize| {
+            c_int::try_from(n).map_err(|_| DistError::Config(format!("{what}: {n} is out of NCCL's range")))
+        };
+        let (color, key) = (number(color)?, number(key)?);
+        let mut config = non_blocking_config();
+        let mut comm: sys::ncclComm_t = std::ptr::null_mut();
+        let status = {
+            let lease = self.0.lease().ok_or_else(|| aborted(what))?;
+            // SAFETY: a live parent (the lease holds off its release); `comm` receives the
+            // new handle; `config` is complete, as in `init`.
+            unsafe { sys::ncclCommSplit(lease.get(), color, key, &mut comm, &mut config) }
+        };
+        Self::adopt(comm, status, timeout, what, Some(self))
+    }
+
+    /// Takes the handle a creation call (`what`) made and waits up to `timeout` for NCCL to
+    /// set it up in the background, and for a split, for the parent's part in it too (NCCL
+    /// runs the split as the parent's work). One that fails or is not done by then (a rank
+    /// died or stalls while joining) is aborted.
+    fn adopt(
+        comm: sys::ncclComm_t,
+        status: sys::ncclResult_t,
+        timeout: Duration,
+        what: &str,
+        parent: Option<&Communicator>,
+    ) -> Result<Self> {
         if comm.is_null() {
-            return Err(DistError::Config(format!("NCCL init: {status:?}")));
+            return Err(DistError::Config(format!("{what}: {status:?}")));
         }
         let made = Self(SharedHandle::new(comm));
         let settled = match status {
             sys::ncclResult_t::ncclSuccess | sys::ncclResult_t::ncclInProgress => {
-                settle(timeout, || made.look())
+                settle(timeout, || match (made.look()?, parent) {
+                    (Progress::Done, Some(parent)) => parent.look(),
+                    (mine, _) => Some(mine),
+                })
             }
             error => Settled::Failed(format!("{error:?}")),
         };
@@ -90,11 +129,11 @@ impl Communicator {
                 made.abort();
                 Err(match other {
                     Settled::TimedOut => DistError::Aborted(format!(
-                        "the NCCL communicator was not set up within {} s (a rank died or stalls \
-                         while joining)",
+                        "{what}: the NCCL communicator was not set up within {} s (a rank died or \
+                         stalls while joining)",
                         timeout.as_secs()
                     )),
-                    _ => DistError::Config(format!("NCCL init: {other:?}")),
+                    _ => DistError::Config(format!("{what}: {other:?}")),
                 })
             }
         }
@@ -213,4 +252,47 @@ impl Drop for Communicator {
 
 fn aborted(what: &str) -> DistError {
     DistError::Aborted(format!("the NCCL communicator was aborted before {what} was posted"))
+}
+
+/// The world's communicator and those split from it: one watchdog follows them all and
+/// aborts them all (a job that lost a rank has lost it for every group), and they end
+/// together.
+#[derive(Default)]
+pub(super) struct Family(Mutex<Vec<Arc<Communicator>>>);
+
+impl Family {
+    fn members(&self) -> MutexGuard<'_, Vec<Arc<Communicator>>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(super) fn add(&self, comm: Arc<Communicator>) {
+        self.members().push(comm);
+    }
+
+    /// The first error NCCL found in the background on any of them; never waits.
+    pub(super) fn async_error(&self) -> std::result::Result<(), String> {
+        self.members().iter().try_for_each(|comm| comm.async_error())
+    }
+
+    pub(super) fn is_aborted(&self) -> bool {
+        self.members().iter().any(|comm| comm.is_aborted())
+    }
+
+    pub(super) fn is_clean(&self) -> bool {
+        self.members().iter().all(|comm| comm.is_clean())
+    }
+
+    /// Aborts them all, without holding the list meanwhile: an abort may wait out its grace
+    /// for a call in progress, and the issuing thread's health checks read the list.
+    pub(super) fn abort(&self) {
+        let members = self.members().clone();
+        members.iter().for_each(|comm| comm.abort());
+    }
+
+    /// Closes them all, those split last first and the world's last: the same order on
+    /// every rank, since each close waits for the peers' (see [`Communicator::close`]).
+    pub(super) fn close(&self, timeout: Duration) {
+        let members = self.members().clone();
+        members.iter().rev().for_each(|comm| comm.close(timeout));
+    }
 }

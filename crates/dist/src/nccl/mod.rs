@@ -6,65 +6,51 @@
 //! own, so that FSDP's prefetched all-gather overlaps the compute stream's work; cudarc's
 //! event tracking makes a reader of a gathered tensor wait for the gather, and every
 //! collective first waits for the compute stream's work so far (its inputs). Each input is
-//! kept until its collective is done ([`KeptUntilDone`]), or freeing it would make the
+//! kept until its collective is done ([`KeptUntilDone`](crate::inflight::KeptUntilDone)), or freeing it would make the
 //! compute stream wait for the collective.
 //!
-//! NCCL blocks forever when a peer dies. A [`Watchdog`] thread therefore follows every
+//! NCCL blocks forever when a peer dies. A [`Watchdog`](crate::watchdog::Watchdog) thread therefore follows every
 //! collective through a CUDA event: one not complete within the timeout (or an error NCCL
 //! reports) aborts the communicator, and the next call fails, after asking the TCP group
 //! which rank is gone. The communicator is non-blocking (`communicator.rs`), so that the
 //! watchdog's probe and abort never wait for a call in progress. An aborted collective
 //! leaves partial output that a read returns all the same, so reads of collectives' outputs
 //! are confirmed ([`Collective::confirm_outputs`]) before they are used.
+//!
+//! A sub-group ([`crate::group::subgroup`]) is a communicator split from the world's
+//! (`ncclCommSplit`), non-blocking like it; it shares the world's stream, watchdog and TCP
+//! group (`engine.rs`), and its host collectives are the TCP group's grouped ones.
 
 mod communicator;
+mod engine;
 
 use std::cell::RefCell;
 use std::ffi::c_void;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use candle_core::backend::{BackendDevice, BackendStorage};
-use candle_core::cuda_backend::cudarc::driver::{
-    CudaEvent, CudaStream, DevicePtr, DevicePtrMut, DriverError,
-};
+use candle_core::cuda_backend::cudarc::driver::{DevicePtr, DevicePtrMut};
 use candle_core::cuda_backend::CudaDevice;
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Layout, Shape, Tensor};
-use cudarc::nccl::{result, sys};
+use cudarc::nccl::sys;
 use half::{bf16, f16};
 
 use crate::collective::{Collective, Membership, Op};
 use crate::error::{DistError, Result};
-use crate::inflight::KeptUntilDone;
+use crate::group::grouped;
 use crate::tcp::TcpRank;
-use crate::watchdog::{Completion, Watchdog};
 use communicator::Communicator;
+use engine::{Engine, EventDone};
 
-/// A CUDA event recorded after a collective: the watchdog's probe, and what tells when the
-/// collective's input may go.
-struct EventDone(CudaEvent);
-
-impl Completion for EventDone {
-    fn done(&self) -> std::result::Result<bool, String> {
-        self.0.try_is_complete().map_err(|e| format!("CUDA error {e:?}"))
-    }
-}
-
-/// One rank of an NCCL group.
+/// One rank of an NCCL group: the world's, or a group split from it.
 pub struct NcclRank {
-    control: TcpRank,
-    device: CudaDevice,
-    /// NCCL's stream; the compute stream is the device's own.
-    stream: Arc<CudaStream>,
+    engine: Arc<Engine>,
     comm: Arc<Communicator>,
-    watchdog: Arc<Watchdog>,
-    watchdog_thread: Option<std::thread::JoinHandle<()>>,
-    /// Each collective's input, until the collective is done.
-    inputs: KeptUntilDone<Tensor>,
-    /// The last collective issued, to name in an error found reading its output.
-    last: Mutex<&'static str>,
-    /// Counts the bytes NCCL moves; the TCP group counts its own.
+    /// This rank's place in this communicator; the bytes are counted in the engine's.
     member: Membership,
+    /// The size of the groups this communicator was split into; `None`: the world's.
+    group: Option<usize>,
 }
 
 impl NcclRank {
@@ -72,145 +58,33 @@ impl NcclRank {
     /// (see [`TcpRank::connect`]): rank 0's unique id travels through it, and its timeout
     /// bounds the setup and every collective.
     pub fn over(control: TcpRank, device: &CudaDevice) -> Result<Self> {
-        let (rank, world, timeout) = (control.rank(), control.world(), control.timeout());
-        if !device.is_event_tracking() {
-            return Err(DistError::Config(
-                "the CUDA device has event tracking off; NCCL's stream needs it to order its work".into(),
-            ));
-        }
-        let id = if rank == 0 {
-            result::get_uniqueid()
-                .map_err(|e| DistError::Config(format!("NCCL unique id: {:?}", e.0)))?
-                .internal
-        } else {
-            [0; 128]
-        };
-        let bytes: Vec<u8> = id.iter().map(|&c| c as u8).collect();
-        let bytes = control.broadcast(bytes, 0)?;
-        let mut internal = [0 as std::ffi::c_char; 128];
-        if bytes.len() != internal.len() {
-            return Err(DistError::Mismatch(format!("an NCCL unique id of {} bytes", bytes.len())));
-        }
-        internal.iter_mut().zip(&bytes).for_each(|(c, &b)| *c = b as std::ffi::c_char);
-        let context = device.cuda_stream().context().clone();
-        let cuda_error = |e: DriverError| DistError::Config(format!("{e:?}"));
-        let stream = context.new_stream().map_err(cuda_error)?;
-        // NCCL takes the calling thread's current device for the communicator's.
-        context.bind_to_thread().map_err(cuda_error)?;
-        // Every rank is alive just before NCCL's own rendezvous, which runs in the
-        // background and is bounded by the timeout (`Communicator::init`). Should NCCL
-        // block in a call all the same, this process ends rather than hang.
-        control.barrier()?;
-        let limit = timeout * 2;
-        let (joined, waiting) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = waiting.recv_timeout(limit) {
-                let message = format!(
-                    "rank {rank}: the NCCL communicator was not set up within {} s (a rank died or \
-                     stalls while joining); exiting",
-                    limit.as_secs()
-                );
-                tracing::error!("{message}");
-                eprintln!("error: {message}");
-                std::process::exit(1);
-            }
-        });
-        let comm = Communicator::init(world, rank, sys::ncclUniqueId { internal }, timeout);
-        let _ = joined.send(());
-        let comm = Arc::new(comm?);
-        let (probe, abort) = (comm.clone(), comm.clone());
-        let (watchdog, watchdog_thread) = Watchdog::start(
-            format!("nccl-watchdog-{rank}"),
-            timeout,
-            Duration::from_millis(100),
-            // Event queries need the device's context on the watchdog's thread too.
-            move || {
-                context.bind_to_thread().map_err(|e| format!("the NCCL watchdog cannot use the GPU: {e:?}"))
-            },
-            move || probe.async_error(),
-            move || abort.abort(),
-        )
-        .map_err(|e| DistError::Io { what: "starting the NCCL watchdog".into(), source: e })?;
-        tracing::info!(
-            "rank {rank} of {world}: NCCL communicator on cuda:{}",
-            device.cuda_stream().context().ordinal()
-        );
-        Ok(Self {
-            control,
-            device: device.clone(),
-            stream,
-            comm,
-            watchdog,
-            watchdog_thread: Some(watchdog_thread),
-            inputs: KeptUntilDone::default(),
-            last: Mutex::new("collective"),
-            member: Membership::new(rank, world),
-        })
+        let member = Membership::new(control.rank(), control.world());
+        let (engine, comm) = Engine::start(control, device)?;
+        Ok(Self { engine, comm, member, group: None })
     }
 
-    /// Fails once the collectives cannot be trusted: CUDA recorded an error, NCCL reports
-    /// one, or the communicator was aborted (each of which also aborts it, for good); an
-    /// abort names the lost rank if the TCP group can tell. `at`: where this looks, to
-    /// name in a CUDA error.
-    fn healthy(&self, at: &str) -> Result<()> {
-        self.cuda_ok(at)?;
-        if let Err(why) = self.comm.async_error() {
-            self.watchdog.fail(why);
+    /// `op` as the world sees it: the world's counters and its TCP group run a group's
+    /// collectives as grouped ones.
+    fn in_world(&self, op: Op) -> Result<Op> {
+        match self.group {
+            Some(size) => grouped(op, size),
+            None => Ok(op),
         }
-        if !self.watchdog.aborted() && !self.comm.is_aborted() {
-            return Ok(());
-        }
-        let why = self.watchdog.failure().unwrap_or_else(|| "the NCCL communicator was aborted".into());
-        let who = match self.control.barrier() {
-            Err(e) => e.to_string(),
-            Ok(()) => "every rank still answers over TCP".into(),
-        };
-        Err(DistError::Aborted(format!("{why}; asked over TCP: {who}")))
     }
 
-    /// Fails with the error cudarc recorded in the context where it could not return one
-    /// (an event recorded or waited for around a collective, a buffer freed): an ordering
-    /// NCCL's stream or the compute stream missed makes the collective's output unreliable,
-    /// and unchecked the fault would surface later as an unrelated NCCL error.
-    fn cuda_ok(&self, at: &str) -> Result<()> {
-        self.stream
-            .context()
-            .check_err()
-            .map_err(|e| self.fault(DistError::Cuda { what: at.to_string(), message: e.to_string() }))
-    }
-
-    /// Makes `error` the watchdog's verdict, which aborts the communicator and fails every
-    /// later call (`check_err` forgets the error it returns); returns it.
-    fn fault(&self, error: DistError) -> DistError {
-        self.watchdog.fail(error.to_string());
-        error
-    }
-
-    /// Orders a collective after the compute stream's work so far, launches it on NCCL's
-    /// stream with the communicator, and follows it.
-    fn issue(
-        &self,
-        what: &'static str,
-        launch: impl FnOnce(sys::ncclComm_t, sys::cudaStream_t) -> sys::ncclResult_t,
-    ) -> Result<()> {
-        let name = format!("NCCL {what}");
-        self.healthy(&name)?;
-        let cuda =
-            |e: DriverError| self.fault(DistError::Cuda { what: name.clone(), message: e.to_string() });
-        self.stream.context().bind_to_thread().map_err(cuda)?;
-        self.inputs.release_done();
-        self.stream.join(&self.device.cuda_stream()).map_err(cuda)?;
-        let stream = self.stream.cu_stream() as sys::cudaStream_t;
-        // Posted when this returns, so the events recorded below follow the collective.
-        self.comm
-            .call(&name, self.control.timeout(), |comm| launch(comm, stream))
-            .map_err(|e| self.fault(e))?;
-        let event = self.stream.record_event(None).map_err(cuda)?;
-        self.watchdog.follow(&name, Box::new(EventDone(event)));
-        if let Ok(mut last) = self.last.lock() {
-            *last = what;
-        }
+    /// Counts a collective of `tensor`'s bytes in the world's count.
+    fn count(&self, op: Op, tensor: &Tensor) -> Result<()> {
+        let bytes = tensor.elem_count() * tensor.dtype().size_in_bytes();
+        self.engine.counted.count(self.in_world(op)?, bytes);
         Ok(())
+    }
+
+    /// A collective's name in errors and the watchdog's messages.
+    fn name(&self, what: &str) -> String {
+        match self.group {
+            Some(size) => format!("NCCL {what} within groups of {size}"),
+            None => format!("NCCL {what}"),
+        }
     }
 
     /// Runs one collective from a tensor's `n` elements into a new buffer of `out_len`;
@@ -236,16 +110,20 @@ impl NcclRank {
         // to its kernels through the buffer's own stream, which must therefore wait for
         // NCCL's write (recorded in `issue` on NCCL's stream). SAFETY: each collective
         // writes every element of its output before anything reads it.
-        let mut output = unsafe { self.device.alloc::<T>(out_len) }?;
+        let engine = &self.engine;
+        let mut output = unsafe { engine.device.alloc::<T>(out_len) }?;
+        let name = self.name(what);
         {
-            let (src, _read) = input.device_ptr(&self.stream);
-            let (dst, _write) = output.device_ptr_mut(&self.stream);
-            self.issue(what, |comm, s| launch(src as *const c_void, dst as *mut c_void, n, comm, s))?;
+            let (src, _read) = input.device_ptr(&engine.stream);
+            let (dst, _write) = output.device_ptr_mut(&engine.stream);
+            engine.issue(&self.comm, &name, |comm, s| {
+                launch(src as *const c_void, dst as *mut c_void, n, comm, s)
+            })?;
         }
         // The input's read and the output's write (what the compute stream waits for) are
         // recorded as the two guards above end, and cudarc keeps an error there for later.
-        self.cuda_ok(&format!("NCCL {what}"))?;
-        Ok(CudaStorage::wrap_cuda_slice(output, self.device.clone()))
+        engine.cuda_ok(&name)?;
+        Ok(CudaStorage::wrap_cuda_slice(output, engine.device.clone()))
     }
 
     fn gather_slice<T: NcclElement>(&self, storage: &CudaStorage, layout: &Layout) -> Result<CudaStorage> {
@@ -283,7 +161,7 @@ impl NcclRank {
 
     fn on_device(&self, tensor: &Tensor, what: &str) -> Result<()> {
         match tensor.device() {
-            candle_core::Device::Cuda(d) if d.same_device(&self.device) => Ok(()),
+            candle_core::Device::Cuda(d) if d.same_device(&self.engine.device) => Ok(()),
             other => {
                 Err(DistError::Config(format!("NCCL {what} of a tensor on {other:?}, not this rank's GPU")))
             }
@@ -385,10 +263,11 @@ impl NcclRank {
         let op = TensorCollective { rank: self, kind, failed: RefCell::new(None) };
         let output =
             input.apply_op1_no_bwd(&op).map_err(|e| op.failed.take().unwrap_or(DistError::Tensor(e)))?;
-        let done = self.stream.record_event(None).map_err(|e| {
-            self.fault(DistError::Cuda { what: format!("NCCL {}", op.name()), message: e.to_string() })
+        let engine = &self.engine;
+        let done = engine.stream.record_event(None).map_err(|e| {
+            engine.fault(DistError::Cuda { what: format!("NCCL {}", op.name()), message: e.to_string() })
         })?;
-        self.inputs.keep(input, Box::new(EventDone(done)));
+        engine.inputs.keep(input, Box::new(EventDone(done)));
         Ok(output)
     }
 }
@@ -399,18 +278,31 @@ impl Collective for NcclRank {
     }
 
     fn timeout(&self) -> Option<Duration> {
-        Some(self.control.timeout())
+        Some(self.engine.control.timeout())
     }
 
-    /// Host collectives (small: loss totals, barriers, paths) go over TCP. A contribution
-    /// may have been read from a collective's output (the loss total, computed with
-    /// gathered weights): the check before refuses it if that collective may have been
-    /// aborted halfway, and the one after refuses a reply when a collective failed
-    /// meanwhile.
+    /// Splits into groups of `size` consecutive ranks. A group splits the same way: `size`
+    /// divides its size, so the groups within it are the world's groups of `size` (the
+    /// engine's color and key are world ranks).
+    fn split(&self, size: usize) -> Option<Result<Arc<dyn Collective>>> {
+        let split = self.engine.split(&self.comm, size).map(|comm| {
+            let member = Membership::new(self.rank() % size, size);
+            let group = NcclRank { engine: self.engine.clone(), comm, member, group: Some(size) };
+            Arc::new(group) as Arc<dyn Collective>
+        });
+        Some(split)
+    }
+
+    /// Host collectives (small: loss totals, barriers, paths) go over TCP, a group's as the
+    /// world's grouped ones. A contribution may have been read from a collective's output
+    /// (the loss total, computed with gathered weights): the check before refuses it if that
+    /// collective may have been aborted halfway, and the one after refuses a reply when a
+    /// collective failed meanwhile.
     fn transfer(&self, op: Op, contribution: Vec<u8>) -> Result<Vec<u8>> {
-        self.healthy("a host collective")?;
-        let reply = self.control.exchange(op, contribution)?;
-        self.healthy("a host collective")?;
+        let op = self.in_world(op)?;
+        self.engine.healthy("a host collective")?;
+        let reply = self.engine.control.exchange(op, contribution)?;
+        self.engine.healthy("a host collective")?;
         Ok(reply)
     }
 
@@ -419,17 +311,24 @@ impl Collective for NcclRank {
         self.transfer(op, contribution)
     }
 
+    /// The world's count holds its groups' (see [`crate::group::subgroup`]).
     fn bytes_moved(&self) -> u64 {
-        self.member.bytes_moved() + self.control.bytes_moved()
+        match self.group {
+            Some(_) => 0,
+            None => self.engine.counted.bytes_moved() + self.engine.control.bytes_moved(),
+        }
     }
 
     fn seconds_in_collectives(&self) -> f64 {
-        self.control.seconds_in_collectives()
+        match self.group {
+            Some(_) => 0.0,
+            None => self.engine.control.seconds_in_collectives(),
+        }
     }
 
     /// Host shards (a checkpoint's weights) travel through NCCL too.
     fn all_gather(&self, shard: &[f32], out: &mut [f32]) -> Result<()> {
-        let device = candle_core::Device::Cuda(self.device.clone());
+        let device = candle_core::Device::Cuda(self.engine.device.clone());
         let gathered = self.all_gather_tensor(&Tensor::from_slice(shard, shard.len(), &device)?)?;
         let gathered = gathered.to_vec1::<f32>()?;
         self.confirm_outputs()?;
@@ -438,7 +337,7 @@ impl Collective for NcclRank {
     }
 
     fn reduce_scatter(&self, input: &[f32], out: &mut [f32]) -> Result<()> {
-        let device = candle_core::Device::Cuda(self.device.clone());
+        let device = candle_core::Device::Cuda(self.engine.device.clone());
         let mine = self.reduce_scatter_tensor(&Tensor::from_slice(input, input.len(), &device)?)?;
         let mine = mine.to_vec1::<f32>()?;
         self.confirm_outputs()?;
@@ -448,66 +347,29 @@ impl Collective for NcclRank {
 
     fn all_gather_tensor(&self, shard: &Tensor) -> Result<Tensor> {
         self.on_device(shard, "all-gather")?;
-        let bytes = shard.elem_count() * shard.dtype().size_in_bytes();
-        self.member.count(Op::AllGather, bytes);
+        self.count(Op::AllGather, shard)?;
         self.run(shard.contiguous()?, Kind::AllGather)
     }
 
     fn reduce_scatter_tensor(&self, blocks: &Tensor) -> Result<Tensor> {
         self.on_device(blocks, "reduce-scatter")?;
-        let bytes = blocks.elem_count() * blocks.dtype().size_in_bytes();
-        self.member.count(Op::ReduceScatter, bytes);
+        self.count(Op::ReduceScatter, blocks)?;
         self.run(blocks.contiguous()?, Kind::ReduceScatter)
     }
 
     fn all_reduce_tensor(&self, values: &Tensor) -> Result<Tensor> {
         self.on_device(values, "all-reduce")?;
-        let bytes = values.elem_count() * values.dtype().size_in_bytes();
-        self.member.count(Op::AllReduce, bytes);
+        self.count(Op::AllReduce, values)?;
         self.run(values.contiguous()?, Kind::AllReduce)
     }
 
     /// A read that raced an abort returns partial data: the abort (or NCCL's or CUDA's
     /// error) is found here, before the data is used.
     fn confirm_outputs(&self) -> Result<()> {
-        if self.stream.context().bind_to_thread().is_ok() {
-            self.inputs.release_done();
+        let engine = &self.engine;
+        if engine.stream.context().bind_to_thread().is_ok() {
+            engine.inputs.release_done();
         }
-        let last = self.last.lock().map_or("collective", |last| *last);
-        self.healthy(&format!("the read of NCCL {last}'s output"))
-    }
-}
-
-impl Drop for NcclRank {
-    fn drop(&mut self) {
-        // Wait for what was issued while the watchdog still runs, so that a peer that
-        // died now cannot hang this wait past the timeout.
-        let idle = match self.stream.record_event(None) {
-            Ok(event) => loop {
-                match event.try_is_complete() {
-                    Ok(false) if !self.watchdog.aborted() => std::thread::sleep(Duration::from_millis(10)),
-                    Ok(done) => break done,
-                    Err(_) => break false,
-                }
-            },
-            Err(_) => false,
-        };
-        self.watchdog.stop();
-        if let Some(watchdog) = self.watchdog_thread.take() {
-            let _ = watchdog.join();
-        }
-        // Destroying a communicator waits for the peers, forever on one in trouble: only
-        // one known clean (never aborted, no error from NCCL or CUDA) and idle (nothing in
-        // flight) is closed; any other is aborted, which never waits.
-        let clean = idle
-            && !self.watchdog.aborted()
-            && self.comm.is_clean()
-            && self.stream.context().check_err().is_ok();
-        if clean {
-            self.comm.close(self.control.timeout());
-        } else {
-            self.comm.abort();
-        }
-        // The inputs still kept are freed with the fields, their collectives over or aborted.
+        engine.healthy(&format!("the read of {}'s output", engine.last()))
     }
 }
