@@ -147,6 +147,50 @@ fn two_and_four_processes_under_davinci_launch_train_the_same_model_as_one_and_p
     assert!(!refused.status.success() && stderr.contains(".svg"), "{stderr}");
 }
 
+/// The bundled tiny recipe with `context_parallel = 2` in every stage, written into `dir`
+/// with its paths made absolute.
+fn tiny_recipe_with_context_2(dir: &Path) -> PathBuf {
+    let recipes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
+    let text = std::fs::read_to_string(recipes.join("tiny.toml")).unwrap();
+    let absolute = |folder: &str| format!("\"{}/{folder}/", recipes.display());
+    let text = text
+        .replace("\"data/", &absolute("data"))
+        .replace("\"tokenizer/", &absolute("tokenizer"))
+        .replace("[[stages]]\n", "[[stages]]\ncontext_parallel = 2\n");
+    assert_eq!(text.matches("context_parallel = 2").count(), 3);
+    let path = dir.join("tiny-context-2.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_tiny_recipe_at_context_2_under_two_and_four_processes_matches_one_process_step_by_step() {
+    let root = tempfile::tempdir().unwrap();
+    let recipes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../recipes");
+    let run = |recipe: &Path, nproc: usize, name: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_davinci"));
+        if nproc > 1 {
+            command.args(["launch", "--nproc", &nproc.to_string(), "--"]);
+        }
+        command.arg("train").arg(recipe).arg("--no-progress");
+        command.arg("--output-dir").arg(root.path().join(name).join("run"));
+        command.arg("--data-dir").arg(root.path().join("data"));
+        check(command.output().unwrap());
+    };
+    run(&recipes.join("tiny.toml"), 1, "one");
+    let context = tiny_recipe_with_context_2(root.path());
+    for nproc in [2, 4] {
+        let name = format!("{nproc}-processes");
+        run(&context, nproc, &name);
+        let (reference, theirs) = (losses(&root.path().join("one")), losses(&root.path().join(&name)));
+        assert_eq!(reference.len(), 61, "the tiny recipe's steps");
+        assert_eq!(reference.len(), theirs.len(), "{nproc} processes: steps taken");
+        for (step, (x, y)) in reference.iter().zip(&theirs).enumerate() {
+            assert!((x - y).abs() <= 1e-5 * x.abs(), "{nproc} processes, step {}: loss {y} vs {x}", step + 1);
+        }
+    }
+}
+
 /// What `srun` gives each task and nothing more: no `MASTER_ADDR`, no `MASTER_PORT`.
 #[test]
 fn two_ranks_started_as_a_bare_srun_starts_them_find_each_other() {

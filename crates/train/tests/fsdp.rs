@@ -1,6 +1,8 @@
 //! FSDP on the CPU: the two-stage recipe at world size 1, 2 and 4 (ranks as threads)
 //! gives the same loss at every step and the same final weights, to f32 reduction-order
 //! tolerance; a run resumes at world size 2 from a checkpoint written at world size 4.
+//! With context parallelism (groups of 2 ranks sharing each row) likewise, and a run
+//! resumes at context degree 1 from a checkpoint written at degree 2.
 
 mod common;
 
@@ -121,6 +123,45 @@ fn a_checkpoint_written_at_world_size_4_resumes_at_2() {
     assert!(dir.join("optimizer-00003-of-00004.safetensors").is_file());
     run(resharded.path(), 2, None);
     assert_same_run(one.path(), resharded.path(), "4 ranks, then 2");
+}
+
+/// The two-stage recipe with `context_parallel = 2` in every stage.
+fn context_recipe(root: &Path) -> Recipe {
+    two_stage_recipe(root, |t| t.replace("[[stages]]\n", "[[stages]]\ncontext_parallel = 2\n"))
+}
+
+#[test]
+fn context_parallel_2_at_world_sizes_2_and_4_trains_the_same_model_as_one_rank() {
+    let one = tempfile::tempdir().unwrap();
+    run(one.path(), 1, None);
+    for world in [2, 4] {
+        let grouped = tempfile::tempdir().unwrap();
+        run_recipe(&context_recipe(grouped.path()), world, None);
+        assert_same_run(one.path(), grouped.path(), &format!("context 2 at world size {world}"));
+    }
+}
+
+#[test]
+fn a_checkpoint_written_by_4_ranks_at_context_2_resumes_on_2_ranks_at_context_1() {
+    let one = tempfile::tempdir().unwrap();
+    run(one.path(), 1, None);
+    let moved = tempfile::tempdir().unwrap();
+    run_recipe(&context_recipe(moved.path()), 4, Some(3));
+    assert!(latest(&moved.path().join("run"), "mt")
+        .unwrap()
+        .join("optimizer-00003-of-00004.safetensors")
+        .is_file());
+    run(moved.path(), 2, None);
+    assert_same_run(one.path(), moved.path(), "4 ranks at context 2, then 2 ranks at context 1");
+}
+
+#[test]
+fn a_context_degree_that_does_not_divide_the_world_is_refused_naming_the_stage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = context_recipe(tmp.path());
+    let options = |_rank: usize| TrainOptions { progress: false, ..TrainOptions::default() };
+    let error = run_ranks(&recipe, 3, Duration::from_secs(60), options).remove(0).err().unwrap().to_string();
+    assert!(error.contains("stage `mt`") && error.contains("context_parallel = 2 must divide"), "{error}");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use davinci_data::render::{LossScope, Template};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{LossMode, ModelSpec, Recipe};
+use super::{LossMode, ModelSpec, Recipe, StageSpec};
 use crate::error::{Result, TrainError};
 
 impl Recipe {
@@ -36,9 +36,19 @@ impl Recipe {
         Ok(())
     }
 
-    /// Checks what training needs beyond parsing: a model, stages with a length, batch
-    /// sizes that divide, a schedule that makes sense.
+    /// Checks what training on `world` ranks needs beyond parsing: a model, stages with a
+    /// length, batch sizes and context groups that divide, a schedule that makes sense.
     pub fn check_trainable(&self, world: usize) -> Result<&ModelSpec> {
+        let model = self.check_settings()?;
+        for stage in &self.stages {
+            self.check_world(stage, world)?;
+        }
+        Ok(model)
+    }
+
+    /// [`Recipe::check_trainable`]'s checks that do not depend on the world size (what the
+    /// rendezvous can check before it knows it).
+    pub fn check_settings(&self) -> Result<&ModelSpec> {
         let model =
             self.model.as_ref().ok_or_else(|| self.invalid("the recipe has no [model] table".into()))?;
         let sources = [model.preset.is_some(), model.config.is_some(), model.init_from.is_some()];
@@ -61,29 +71,6 @@ impl Recipe {
                     stage.tokens_per_step, stage.seq_len
                 )));
             }
-            let context = stage.context_parallel;
-            if !world.is_multiple_of(context) {
-                return Err(bad(format!(
-                    "context_parallel = {context} must divide the world size ({world} ranks): the ranks form \
-                     groups of {context} that share each row"
-                )));
-            }
-            let (rows, data_ranks) = (stage.global_rows(), stage.data_ranks(world));
-            if !rows.is_multiple_of(data_ranks)
-                || stage.micro_batch == 0
-                || !(rows / data_ranks).is_multiple_of(stage.micro_batch)
-            {
-                let groups = if context > 1 {
-                    format!(" ({world} ranks in groups of {context})")
-                } else {
-                    String::new()
-                };
-                return Err(bad(format!(
-                    "{rows} rows per step must split evenly over {data_ranks} data-parallel rank(s){groups} in \
-                     micro-batches of {}",
-                    stage.micro_batch
-                )));
-            }
             // The values themselves were checked when the recipe was read.
             if stage.steps.is_some() == stage.epochs.is_some() {
                 return Err(bad("give exactly one of `steps` or `epochs`".into()));
@@ -104,6 +91,32 @@ impl Recipe {
             }
         }
         Ok(model)
+    }
+
+    /// A stage's batch and context groups over `world` ranks.
+    fn check_world(&self, stage: &StageSpec, world: usize) -> Result<()> {
+        let bad = |m: String| self.invalid(format!("stage `{}`: {m}", stage.name));
+        let context = stage.context_parallel;
+        if !world.is_multiple_of(context) {
+            return Err(bad(format!(
+                "context_parallel = {context} must divide the world size ({world} ranks): the ranks form \
+                 groups of {context} that share each row"
+            )));
+        }
+        let (rows, data_ranks) = (stage.global_rows(), stage.data_ranks(world));
+        if !rows.is_multiple_of(data_ranks)
+            || stage.micro_batch == 0
+            || !(rows / data_ranks).is_multiple_of(stage.micro_batch)
+        {
+            let groups =
+                if context > 1 { format!(" ({world} ranks in groups of {context})") } else { String::new() };
+            return Err(bad(format!(
+                "{rows} rows per step must split evenly over {data_ranks} data-parallel rank(s){groups} in \
+                 micro-batches of {}",
+                stage.micro_batch
+            )));
+        }
+        Ok(())
     }
 
     /// What must not change across a resume, part by part (short hashes), so a refusal can

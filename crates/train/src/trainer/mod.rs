@@ -99,7 +99,7 @@ struct Start {
 /// A short hash of what every rank of a job must agree on (the recipe's fingerprint),
 /// for the rendezvous.
 pub fn job_fingerprint(recipe: &Recipe) -> Result<String> {
-    let model_spec = recipe.check_trainable(1)?;
+    let model_spec = recipe.check_settings()?;
     let tokenizer = davinci_data::tokenize::TextTokenizer::load(&recipe.tokenizer_source())?;
     let (config, _) = resolve_model(recipe, model_spec)?;
     let parts = recipe.fingerprint(&config.to_json(), tokenizer.hash(), &SourceDigests::new())?;
