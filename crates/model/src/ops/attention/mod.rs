@@ -44,7 +44,7 @@ pub fn varlen_causal_attention(
         return Err(ModelError::Packing(format!("cu_seqlens {cu_seqlens:?} do not cover {tokens} tokens")));
     }
     if q.device().is_cuda() && q.dtype() == DType::BF16 && HEAD_DIMS.contains(&head_dim) {
-        Ok(davinci_kernels::ops::flash_attention(q, k, v, cu_seqlens, scale)?)
+        Ok(davinci_kernels::ops::flash_attention(q, k, v, cu_seqlens, cu_seqlens, scale)?)
     } else if q.device().is_cpu() && q.dtype() == DType::F32 {
         tiled::attention(q, k, v, cu_seqlens, scale, None)
     } else {
