@@ -34,7 +34,8 @@
 // its first query, so the diagonal may cross a tile anywhere: every score is masked by
 // its own row and column (key <= query + k_end - q_end), never by tile. Key tiles past a
 // query tile's diagonal, and query steps before a key tile's, are never visited; partial
-// tiles at a segment's end load zeros past it and mask them.
+// tiles at a segment's end load zeros past it, and what those rows give is masked or never
+// stored.
 //
 // The backward is two kernels so that nothing is summed with atomics and the result is
 // the same on every run: dK and dV (a block per key tile and kv head, looping over the
@@ -56,6 +57,9 @@ static_assert(kRows == 16 * (kThreads / 32), "each warp owns 16 rows of the bloc
 /// `first`: a query row (forward, dQ) or a key row (dK/dV); the segment's rows follow.
 struct Tile {
     int first, q_start, q_end, k_start, k_end;
+    /// How far key rows run ahead of query rows on the causal diagonal: query row r sees
+    /// the keys k_start..=r + diagonal().
+    __device__ int diagonal() const { return k_end - q_end; }
 };
 
 /// Elements per shared row of a head of D.
@@ -173,7 +177,7 @@ struct QueryPlace {
     /// for a row past the segment's end.
     __device__ int last_key(int half) const {
         const int r = row(half);
-        return r < tile.q_end ? r + (tile.k_end - tile.q_end) : -1;
+        return r < tile.q_end ? r + tile.diagonal() : -1;
     }
 };
 
@@ -197,8 +201,7 @@ struct KeyStream {
                          const QueryPlace& at)
         : buffers(buffers_), k(k_), v(v_), kv_heads(kv_heads_), kv_head(at.kv_head), k_start(at.tile.k_start),
           k_end(at.tile.k_end),
-          count((min(at.tile.first + kRows, at.tile.q_end) + (at.tile.k_end - at.tile.q_end) - at.tile.k_start +
-                 kKeys - 1) /
+          count((min(at.tile.first + kRows, at.tile.q_end) + at.tile.diagonal() - at.tile.k_start + kKeys - 1) /
                 kKeys) {}
 
     __device__ __nv_bfloat16* k_tile(int j) const { return buffers + (2 * (j % 2)) * kKeys * kStride<D>; }
@@ -367,7 +370,7 @@ __device__ void backward_dkdv(const __nv_bfloat16* __restrict__ q, const __nv_bf
     const int kv_head = blockIdx.y, group = q_heads / kv_heads;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
     // The first query that sees the tile's first key; none in a segment without queries.
-    const int diagonal = tile.k_end - tile.q_end, q_from = max(tile.q_start, tile.first - diagonal);
+    const int diagonal = tile.diagonal(), q_from = max(tile.q_start, tile.first - diagonal);
     const int query_tiles = (tile.q_end - q_from + kQueries - 1) / kQueries;
     const int steps = group * query_tiles;
     // Step s: query head kv_head * group + s / query_tiles, queries from q0(s).
