@@ -1,8 +1,14 @@
-// Flash attention for packed variable-length rows: causal, never across documents
-// (`cu_seqlens`), grouped-query heads, bf16 inputs with f32 accumulation, head_dim 64 or
-// 128. q: [tokens, q_heads, D], k and v: [tokens, kv_heads, D]; query head h reads kv head
-// h / (q_heads / kv_heads). The forward writes o and the log-sum-exp of every query row
-// (natural log, [q_heads, tokens]); the backward recomputes the probabilities from it.
+// Flash attention for packed variable-length rows: causal, never across segments,
+// grouped-query heads, bf16 inputs with f32 accumulation, head_dim 64 or 128.
+// q: [q_tokens, q_heads, D], k and v: [k_tokens, kv_heads, D]; query head h reads kv head
+// h / (q_heads / kv_heads). Segment i holds the query rows cu_q[i]..cu_q[i+1] and the key
+// rows cu_k[i]..cu_k[i+1], at least as many keys as queries, and its causal mask is
+// aligned at the bottom right (as flash-attn's varlen functions): the query at offset t
+// sees the keys at offsets 0..=t + (k_len - q_len). With cu_q == cu_k that is plain causal
+// attention within each document; with a longer key side it is a chunk of a document's
+// queries against the keys of its whole prefix (context parallelism). The forward writes o
+// and the log-sum-exp of every query row (natural log, [q_heads, q_tokens]); the backward
+// recomputes the probabilities from it.
 //
 // Tiles. Every kernel runs 4 warps (128 threads), each warp owning 16 rows of the block's
 // tile, and works on tensor cores: mma.sync m16n8k16 (bf16 in, f32 accumulate) with its
@@ -14,18 +20,22 @@
 //             (54 KB, 102 KB).
 //   dK, dV    64 keys x 32-query tiles: K, V + 2 x (Q, dO), and each query's lse and D
 //             (36.5 KB, 68.5 KB).
-// Registers (ptxas of CUDA 13.0, sm_90a; sm_80 within a few): forward 113 (D 64) and 126 (D 128), dQ 126
-// and 168, dK/dV 128 and 214, no spills. On an H100 that is 4 blocks (16 warps) per SM at
-// D = 64 and 2 blocks (8 warps) at D = 128, limited by shared memory in the forward and dQ
-// and by registers in dK/dV.
+// Registers (ptxas of CUDA 13.0, sm_90a): forward 112 (D 64) and 127 (D 128), dQ 127 and
+// 177, dK/dV 127 and 216, no spills. On an H100 that is 4 blocks (16 warps) per SM at
+// D = 64 and 2 blocks (8 warps) at D = 128, limited at D = 128 by shared memory in the
+// forward, by shared memory and registers in dQ, and by registers in dK/dV.
 // Rows are padded by 8 elements so that ldmatrix's eight row addresses fall in different
 // banks and stay 16-byte aligned. docs/kernels.md tabulates both targets.
 //
-// Work lists. The host gives each kernel a table of tiles {first row, document start,
-// document end}: query tiles for the forward and dQ, key tiles for dK/dV, sorted so the
-// tiles with the most work start first (the causal triangle and short documents leave
-// later blocks little to do). Key tiles above the diagonal or outside the document are
-// never visited; partial tiles at a document's end load zeros past it and mask them.
+// Work lists. The host gives each kernel a table of tiles {first row, the segment's query
+// rows, its key rows}: query tiles for the forward and dQ, key tiles for dK/dV, sorted so
+// the tiles with the most work start first (the causal triangle and short segments leave
+// later blocks little to do). Key tiles start at the segment's first key and query tiles at
+// its first query, so the diagonal may cross a tile anywhere: every score is masked by
+// its own row and column (key <= query + k_end - q_end), never by tile. Key tiles past a
+// query tile's diagonal, and query steps before a key tile's, are never visited; partial
+// tiles at a segment's end load zeros past it, and what those rows give is masked or never
+// stored.
 //
 // The backward is two kernels so that nothing is summed with atomics and the result is
 // the same on every run: dK and dV (a block per key tile and kv head, looping over the
@@ -44,8 +54,12 @@ constexpr int kPad = 8;         // bf16 padding per shared row
 constexpr float kLn2 = 0.6931471805599453f;
 static_assert(kRows == 16 * (kThreads / 32), "each warp owns 16 rows of the block's tile");
 
+/// `first`: a query row (forward, dQ) or a key row (dK/dV); the segment's rows follow.
 struct Tile {
-    int first, doc_start, doc_end;
+    int first, q_start, q_end, k_start, k_end;
+    /// How far key rows run ahead of query rows on the causal diagonal: query row r sees
+    /// the keys k_start..=r + diagonal().
+    __device__ int diagonal() const { return k_end - q_end; }
 };
 
 /// Elements per shared row of a head of D.
@@ -159,6 +173,12 @@ struct QueryPlace {
     int head, kv_head, warp, g, t;
     /// The row of fragment half `half` (0: rows g, 1: rows g + 8) of this thread's warp.
     __device__ int row(int half) const { return tile.first + warp * 16 + g + 8 * half; }
+    /// The last key that row sees (on the bottom-right diagonal), or -1, below every key,
+    /// for a row past the segment's end.
+    __device__ int last_key(int half) const {
+        const int r = row(half);
+        return r < tile.q_end ? r + tile.diagonal() : -1;
+    }
 };
 
 __device__ __forceinline__ QueryPlace query_place(const Tile* tiles, int q_heads, int kv_heads) {
@@ -167,29 +187,31 @@ __device__ __forceinline__ QueryPlace query_place(const Tile* tiles, int q_heads
             lane % 4};
 }
 
-/// The K/V tiles a query tile visits, from its document's start to its own last row,
-/// double-buffered in shared memory (`buffers`: 2 x (K, V) tiles of kKeys rows).
+/// The K/V tiles a query tile visits, from its segment's first key to the last key its
+/// last row sees, double-buffered in shared memory (`buffers`: 2 x (K, V) tiles of kKeys
+/// rows).
 template <int D>
 struct KeyStream {
     __nv_bfloat16* buffers;
     const __nv_bfloat16* k;
     const __nv_bfloat16* v;
-    int kv_heads, kv_head, doc_start, doc_end, count;
+    int kv_heads, kv_head, k_start, k_end, count;
 
     __device__ KeyStream(__nv_bfloat16* buffers_, const __nv_bfloat16* k_, const __nv_bfloat16* v_, int kv_heads_,
                          const QueryPlace& at)
-        : buffers(buffers_), k(k_), v(v_), kv_heads(kv_heads_), kv_head(at.kv_head), doc_start(at.tile.doc_start),
-          doc_end(at.tile.doc_end),
-          count((min(at.tile.first + kRows, at.tile.doc_end) - at.tile.doc_start + kKeys - 1) / kKeys) {}
+        : buffers(buffers_), k(k_), v(v_), kv_heads(kv_heads_), kv_head(at.kv_head), k_start(at.tile.k_start),
+          k_end(at.tile.k_end),
+          count((min(at.tile.first + kRows, at.tile.q_end) + at.tile.diagonal() - at.tile.k_start + kKeys - 1) /
+                kKeys) {}
 
     __device__ __nv_bfloat16* k_tile(int j) const { return buffers + (2 * (j % 2)) * kKeys * kStride<D>; }
     __device__ __nv_bfloat16* v_tile(int j) const { return buffers + (2 * (j % 2) + 1) * kKeys * kStride<D>; }
-    __device__ int first_key(int j) const { return doc_start + j * kKeys; }
+    __device__ int first_key(int j) const { return k_start + j * kKeys; }
 
     /// Starts copying tile j; the caller commits.
     __device__ void load(int j) const {
-        load_rows<D>(k_tile(j), k, kv_heads, kv_head, first_key(j), kKeys, doc_end);
-        load_rows<D>(v_tile(j), v, kv_heads, kv_head, first_key(j), kKeys, doc_end);
+        load_rows<D>(k_tile(j), k, kv_heads, kv_head, first_key(j), kKeys, k_end);
+        load_rows<D>(v_tile(j), v, kv_heads, kv_head, first_key(j), kKeys, k_end);
     }
 
     /// Makes tile j ready for every thread, with tile j + 1's copy started behind it.
@@ -208,7 +230,7 @@ struct KeyStream {
 template <int D>
 __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
                         const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ out, float* __restrict__ lse,
-                        const Tile* __restrict__ tiles, int tokens, int q_heads, int kv_heads, float scale_log2) {
+                        const Tile* __restrict__ tiles, int q_tokens, int q_heads, int kv_heads, float scale_log2) {
     DV_DYNAMIC_SHARED(__nv_bfloat16, shared);
     __nv_bfloat16* q_tile = shared;
     const QueryPlace at = query_place(tiles, q_heads, kv_heads);
@@ -216,7 +238,7 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
     const Tile tile = at.tile;
     const int warp = at.warp, t = at.t;
 
-    load_rows<D>(q_tile, q, q_heads, at.head, tile.first, kRows, tile.doc_end);
+    load_rows<D>(q_tile, q, q_heads, at.head, tile.first, kRows, tile.q_end);
     keys.load(0);
     dv::cp_async_commit();
 
@@ -229,13 +251,13 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
         float s[kKeys / 8][4] = {};
         rows_times_rows<D, kKeys>(s, q_tile, warp * 16, keys.k_tile(j), 0);
         for (int half = 0; half < 2; ++half) {
-            const int row = at.row(half);
+            const int last_key = at.last_key(half);
             float tile_max = -INFINITY;
             for (int nn = 0; nn < kKeys / 8; ++nn) {
                 for (int i = 0; i < 2; ++i) {
                     const int key = key0 + nn * 8 + 2 * t + i;
                     float& x = s[nn][2 * half + i];
-                    x = (key <= row && key < tile.doc_end && row < tile.doc_end) ? x * scale_log2 : -INFINITY;
+                    x = key <= last_key ? x * scale_log2 : -INFINITY;
                     tile_max = fmaxf(tile_max, x);
                 }
             }
@@ -268,11 +290,11 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
             acc[dd][2 * half] *= inv;
             acc[dd][2 * half + 1] *= inv;
         }
-        if (t == 0 && row < tile.doc_end) {
-            lse[static_cast<size_t>(at.head) * tokens + row] = (row_max[half] + log2f(row_sum[half])) * kLn2;
+        if (t == 0 && row < tile.q_end) {
+            lse[static_cast<size_t>(at.head) * q_tokens + row] = (row_max[half] + log2f(row_sum[half])) * kLn2;
         }
     }
-    store_rows<D>(out, acc, q_heads, at.head, tile.first + warp * 16, tile.doc_end, 1.0f);
+    store_rows<D>(out, acc, q_heads, at.head, tile.first + warp * 16, tile.q_end, 1.0f);
 }
 
 }  // namespace fa
@@ -285,7 +307,7 @@ template <int D>
 __device__ void backward_dq(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
                             const __nv_bfloat16* __restrict__ v, const __nv_bfloat16* __restrict__ d_o,
                             const float* __restrict__ lse, const float* __restrict__ delta,
-                            __nv_bfloat16* __restrict__ dq, const Tile* __restrict__ tiles, int tokens, int q_heads,
+                            __nv_bfloat16* __restrict__ dq, const Tile* __restrict__ tiles, int q_tokens, int q_heads,
                             int kv_heads, float scale_log2, float scale) {
     DV_DYNAMIC_SHARED(__nv_bfloat16, shared);
     __nv_bfloat16* q_tile = shared;
@@ -295,17 +317,17 @@ __device__ void backward_dq(const __nv_bfloat16* __restrict__ q, const __nv_bflo
     const Tile tile = at.tile;
     const int warp = at.warp, t = at.t;
 
-    load_rows<D>(q_tile, q, q_heads, at.head, tile.first, kRows, tile.doc_end);
-    load_rows<D>(do_tile, d_o, q_heads, at.head, tile.first, kRows, tile.doc_end);
+    load_rows<D>(q_tile, q, q_heads, at.head, tile.first, kRows, tile.q_end);
+    load_rows<D>(do_tile, d_o, q_heads, at.head, tile.first, kRows, tile.q_end);
     keys.load(0);
     dv::cp_async_commit();
 
     float row_lse[2], row_delta[2];
     for (int half = 0; half < 2; ++half) {
         const int row = at.row(half);
-        const bool valid = row < tile.doc_end;
-        row_lse[half] = valid ? lse[static_cast<size_t>(at.head) * tokens + row] * kLog2e : 0.0f;
-        row_delta[half] = valid ? delta[static_cast<size_t>(at.head) * tokens + row] : 0.0f;
+        const bool valid = row < tile.q_end;
+        row_lse[half] = valid ? lse[static_cast<size_t>(at.head) * q_tokens + row] * kLog2e : 0.0f;
+        row_delta[half] = valid ? delta[static_cast<size_t>(at.head) * q_tokens + row] : 0.0f;
     }
     float acc[D / 8][4] = {};
     for (int j = 0; j < keys.count; ++j) {
@@ -317,17 +339,15 @@ __device__ void backward_dq(const __nv_bfloat16* __restrict__ q, const __nv_bflo
         rows_times_rows<D, kKeys>(dp, do_tile, warp * 16, keys.v_tile(j), 0);
         for (int nn = 0; nn < kKeys / 8; ++nn) {
             for (int e = 0; e < 4; ++e) {
-                const int half = e / 2, row = at.row(half);
-                const int key = key0 + nn * 8 + 2 * t + e % 2;
-                const bool valid = key <= row && key < tile.doc_end && row < tile.doc_end;
-                const float prob = valid ? exp2f(p[nn][e] * scale_log2 - row_lse[half]) : 0.0f;
+                const int half = e / 2, key = key0 + nn * 8 + 2 * t + e % 2;
+                const float prob = key <= at.last_key(half) ? exp2f(p[nn][e] * scale_log2 - row_lse[half]) : 0.0f;
                 p[nn][e] = prob * (dp[nn][e] - row_delta[half]);  // dS
             }
         }
         probs_times_rows<D, kKeys>(acc, p, keys.k_tile(j));
         __syncthreads();
     }
-    store_rows<D>(dq, acc, q_heads, at.head, tile.first + warp * 16, tile.doc_end, scale);
+    store_rows<D>(dq, acc, q_heads, at.head, tile.first + warp * 16, tile.q_end, scale);
 }
 
 template <int D>
@@ -335,7 +355,7 @@ __device__ void backward_dkdv(const __nv_bfloat16* __restrict__ q, const __nv_bf
                               const __nv_bfloat16* __restrict__ v, const __nv_bfloat16* __restrict__ d_o,
                               const float* __restrict__ lse, const float* __restrict__ delta,
                               __nv_bfloat16* __restrict__ dk, __nv_bfloat16* __restrict__ dv_out,
-                              const Tile* __restrict__ tiles, int tokens, int q_heads, int kv_heads, float scale_log2,
+                              const Tile* __restrict__ tiles, int q_tokens, int q_heads, int kv_heads, float scale_log2,
                               float scale) {
     DV_DYNAMIC_SHARED(__nv_bfloat16, shared);
     __nv_bfloat16* k_tile = shared;
@@ -349,31 +369,38 @@ __device__ void backward_dkdv(const __nv_bfloat16* __restrict__ q, const __nv_bf
     const Tile tile = tiles[blockIdx.x];
     const int kv_head = blockIdx.y, group = q_heads / kv_heads;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int query_tiles = (tile.doc_end - tile.first + kQueries - 1) / kQueries;
+    // The first query that sees the tile's first key; none in a segment without queries.
+    const int diagonal = tile.diagonal(), q_from = max(tile.q_start, tile.first - diagonal);
+    const int query_tiles = (tile.q_end - q_from + kQueries - 1) / kQueries;
     const int steps = group * query_tiles;
     // Step s: query head kv_head * group + s / query_tiles, queries from q0(s).
-    auto q0 = [&](int s) { return tile.first + (s % query_tiles) * kQueries; };
+    auto q0 = [&](int s) { return q_from + (s % query_tiles) * kQueries; };
     auto head_of = [&](int s) { return kv_head * group + s / query_tiles; };
     auto prefetch = [&](int s, int buffer) {
-        load_rows<D>(q_tile(buffer), q, q_heads, head_of(s), q0(s), kQueries, tile.doc_end);
-        load_rows<D>(do_tile(buffer), d_o, q_heads, head_of(s), q0(s), kQueries, tile.doc_end);
+        load_rows<D>(q_tile(buffer), q, q_heads, head_of(s), q0(s), kQueries, tile.q_end);
+        load_rows<D>(do_tile(buffer), d_o, q_heads, head_of(s), q0(s), kQueries, tile.q_end);
         for (int i = threadIdx.x; i < kQueries; i += blockDim.x) {
             const int row = q0(s) + i;
-            const bool valid = row < tile.doc_end;
-            const size_t at = static_cast<size_t>(head_of(s)) * tokens + row;
+            const bool valid = row < tile.q_end;
+            const size_t at = static_cast<size_t>(head_of(s)) * q_tokens + row;
             row_stats[buffer * 2 * kQueries + i] = valid ? lse[at] * kLog2e : 0.0f;
             row_stats[buffer * 2 * kQueries + kQueries + i] = valid ? delta[at] : 0.0f;
         }
     };
 
-    load_rows<D>(k_tile, k, kv_heads, kv_head, tile.first, kRows, tile.doc_end);
-    load_rows<D>(v_tile, v, kv_heads, kv_head, tile.first, kRows, tile.doc_end);
-    prefetch(0, 0);
+    if (steps > 0) {  // else a segment without queries: its keys' gradients are zeros
+        load_rows<D>(k_tile, k, kv_heads, kv_head, tile.first, kRows, tile.k_end);
+        load_rows<D>(v_tile, v, kv_heads, kv_head, tile.first, kRows, tile.k_end);
+        prefetch(0, 0);
+    }
     dv::cp_async_commit();
+    // The first query that sees this thread's key row g (row g + 8's is 8 later). Rows
+    // past the segment's keys need no mask: their K and V are zeros and never stored.
+    const int first_query = tile.first + warp * 16 + g - diagonal;
 
     float acc_dk[D / 8][4] = {}, acc_dv[D / 8][4] = {};
     for (int s = 0; s < steps; ++s) {
-        const int buffer = s % 2, first_query = q0(s);
+        const int buffer = s % 2, step_first = q0(s);
         if (s + 1 < steps) {
             prefetch(s + 1, 1 - buffer);
             dv::cp_async_commit();
@@ -389,9 +416,8 @@ __device__ void backward_dkdv(const __nv_bfloat16* __restrict__ q, const __nv_bf
         rows_times_rows<D, kQueries>(dp, v_tile, warp * 16, do_tile(buffer), 0);    // dP^T
         for (int nn = 0; nn < kQueries / 8; ++nn) {
             for (int e = 0; e < 4; ++e) {
-                const int key = tile.first + warp * 16 + g + 8 * (e / 2);
-                const int column = nn * 8 + 2 * t + e % 2, query = first_query + column;
-                const bool valid = query >= key && query < tile.doc_end && key < tile.doc_end;
+                const int column = nn * 8 + 2 * t + e % 2, query = step_first + column;
+                const bool valid = query >= first_query + 8 * (e / 2) && query < tile.q_end;
                 p[nn][e] = valid ? exp2f(p[nn][e] * scale_log2 - stats[column]) : 0.0f;
                 dp[nn][e] = p[nn][e] * (dp[nn][e] - stats[kQueries + column]);  // dS^T
             }
@@ -400,8 +426,8 @@ __device__ void backward_dkdv(const __nv_bfloat16* __restrict__ q, const __nv_bf
         probs_times_rows<D, kQueries>(acc_dk, dp, q_tile(buffer));
         __syncthreads();
     }
-    store_rows<D>(dk, acc_dk, kv_heads, kv_head, tile.first + warp * 16, tile.doc_end, scale);
-    store_rows<D>(dv_out, acc_dv, kv_heads, kv_head, tile.first + warp * 16, tile.doc_end, 1.0f);
+    store_rows<D>(dk, acc_dk, kv_heads, kv_head, tile.first + warp * 16, tile.k_end, scale);
+    store_rows<D>(dv_out, acc_dv, kv_heads, kv_head, tile.first + warp * 16, tile.k_end, 1.0f);
 }
 
 }  // namespace fa
@@ -427,21 +453,22 @@ extern "C" __global__ void flash_attention_delta(const __nv_bfloat16* o, const _
 #define FLASH_ATTENTION_KERNELS(D)                                                                              \
     extern "C" __global__ void flash_attention_fwd_d##D(const __nv_bfloat16* q, const __nv_bfloat16* k,         \
                                                         const __nv_bfloat16* v, __nv_bfloat16* out, float* lse, \
-                                                        const fa::Tile* tiles, int tokens, int q_heads,        \
+                                                        const fa::Tile* tiles, int q_tokens, int q_heads,      \
                                                         int kv_heads, float scale_log2) {                      \
-        fa::forward<D>(q, k, v, out, lse, tiles, tokens, q_heads, kv_heads, scale_log2);                       \
+        fa::forward<D>(q, k, v, out, lse, tiles, q_tokens, q_heads, kv_heads, scale_log2);                     \
     }                                                                                                           \
     extern "C" __global__ void flash_attention_dq_d##D(                                                        \
         const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, const __nv_bfloat16* d_o,      \
-        const float* lse, const float* delta, __nv_bfloat16* dq, const fa::Tile* tiles, int tokens,            \
+        const float* lse, const float* delta, __nv_bfloat16* dq, const fa::Tile* tiles, int q_tokens,          \
         int q_heads, int kv_heads, float scale_log2, float scale) {                                            \
-        fa::backward_dq<D>(q, k, v, d_o, lse, delta, dq, tiles, tokens, q_heads, kv_heads, scale_log2, scale); \
+        fa::backward_dq<D>(q, k, v, d_o, lse, delta, dq, tiles, q_tokens, q_heads, kv_heads, scale_log2,       \
+                           scale);                                                                              \
     }                                                                                                           \
     extern "C" __global__ void flash_attention_dkdv_d##D(                                                      \
         const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, const __nv_bfloat16* d_o,      \
         const float* lse, const float* delta, __nv_bfloat16* dk, __nv_bfloat16* dv, const fa::Tile* tiles,     \
-        int tokens, int q_heads, int kv_heads, float scale_log2, float scale) {                                \
-        fa::backward_dkdv<D>(q, k, v, d_o, lse, delta, dk, dv, tiles, tokens, q_heads, kv_heads, scale_log2,   \
+        int q_tokens, int q_heads, int kv_heads, float scale_log2, float scale) {                              \
+        fa::backward_dkdv<D>(q, k, v, d_o, lse, delta, dk, dv, tiles, q_tokens, q_heads, kv_heads, scale_log2, \
                              scale);                                                                            \
     }
 FLASH_ATTENTION_KERNELS(64)

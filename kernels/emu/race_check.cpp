@@ -25,7 +25,7 @@ void emu_ldmatrix_dump(const void*, uint32_t*);
 void emu_mma_fragments(const uint32_t*, const uint32_t*, const float*, float*);
 void emu_gemm_16x8(const void*, const void*, float*, int);
 struct Tile {
-    int first, doc_start, doc_end;
+    int first, q_start, q_end, k_start, k_end;
 };
 void flash_attention_fwd_d64(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*, float*,
                              const Tile*, int, int, int, float);
@@ -83,16 +83,17 @@ int main(int argc, char** argv) {
     std::vector<uint32_t> frag_a(32 * 4, 0x3f803f80u), frag_b(32 * 2, 0x3f803f80u);
     emu_mma_fragments(frag_a.data(), frag_b.data(), c.data(), d.data());
     emu_gemm_16x8(bf.data(), bf.data(), d.data(), 32);
-    // Flash attention: one document of 70 tokens (two query tiles, a partial key tile)
-    // over two query heads sharing one kv head, head_dim 64.
+    // Flash attention: 70 queries (two query tiles) against 100 keys (two key tiles, the
+    // second partial, the diagonal 30 keys in), two query heads sharing one kv head,
+    // head_dim 64.
     {
-        const int tokens = 70, dim = 64;
+        const int tokens = 70, keys = 100, dim = 64;
         using B = __nv_bfloat16;
-        std::vector<B> q(tokens * 2 * dim, B{0x3c00}), kv(tokens * dim, B{0x3c00}), o(tokens * 2 * dim);
-        std::vector<B> g(tokens * 2 * dim, B{0x3c00}), dq(tokens * 2 * dim), dk(tokens * dim), dvv(tokens * dim);
+        std::vector<B> q(tokens * 2 * dim, B{0x3c00}), kv(keys * dim, B{0x3c00}), o(tokens * 2 * dim);
+        std::vector<B> g(tokens * 2 * dim, B{0x3c00}), dq(tokens * 2 * dim), dk(keys * dim), dvv(keys * dim);
         std::vector<float> lse(2 * tokens), delta(2 * tokens);
-        const Tile query_tiles[] = {{64, 0, 70}, {0, 0, 70}};
-        const Tile key_tiles[] = {{0, 0, 70}, {64, 0, 70}};
+        const Tile query_tiles[] = {{64, 0, 70, 0, 100}, {0, 0, 70, 0, 100}};
+        const Tile key_tiles[] = {{0, 0, 70, 0, 100}, {64, 0, 70, 0, 100}};
         const size_t row = (dim + 8) * 2;
         emu::launch(dim3(2, 2), dim3(128), 5 * 64 * row, flash_attention_fwd_d64, q.data(), kv.data(), kv.data(),
                     o.data(), lse.data(), query_tiles, tokens, 2, 1, 0.125f);

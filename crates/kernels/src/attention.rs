@@ -1,6 +1,12 @@
 //! The work lists of the flash-attention kernels (`kernels/flash_attention.cu`): one entry
-//! per tile of a document's queries (forward, dQ) or keys (dK/dV), longest work first so
+//! per tile of a segment's queries (forward, dQ) or keys (dK/dV), longest work first so
 //! that the causal triangle's short tiles fill in at the end.
+//!
+//! Queries and keys come from separate packed buffers with their own boundaries
+//! (`cu_seqlens_q`, `cu_seqlens_k`), so that a rank of context parallelism can hold a
+//! chunk of a document's queries against the keys of the whole prefix. The causal mask is
+//! aligned at the bottom right, as flash-attn's varlen functions align it: a segment's
+//! last query sees its last key.
 
 use std::sync::Mutex;
 
@@ -26,14 +32,59 @@ impl SavedLse {
     }
 }
 
-/// A tile as the kernels read it (`fa::Tile`): rows `first..first + tile` of the document
-/// `doc_start..doc_end`.
+/// The segments' boundaries in the query rows and in the key rows (`cu_seqlens_q`,
+/// `cu_seqlens_k`; the same slice twice for self-attention over packed documents).
+#[derive(Debug, Clone, Copy)]
+pub struct Segments<'a> {
+    pub q: &'a [u32],
+    pub k: &'a [u32],
+}
+
+impl<'a> Segments<'a> {
+    /// Documents packed in one row, each its own queries and keys.
+    pub fn packed(cu_seqlens: &'a [u32]) -> Self {
+        Self { q: cu_seqlens, k: cu_seqlens }
+    }
+
+    /// The first query row and the first key row past the last segment: the rest of each
+    /// buffer is padding, which the kernels never visit.
+    pub fn padding_start(&self) -> (usize, usize) {
+        let last = |cu: &[u32]| cu.last().map_or(0, |&e| e as usize);
+        (last(self.q), last(self.k))
+    }
+}
+
+/// A tile as the kernels read it (`fa::Tile`): rows `first..first + tile` (query rows for
+/// the forward and dQ, key rows for dK/dV) of the segment whose queries are
+/// `q_start..q_end` and keys `k_start..k_end`. Query row `r` sees the keys
+/// `k_start..=r + (k_end - q_end)`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tile {
     pub first: i32,
-    pub doc_start: i32,
-    pub doc_end: i32,
+    pub q_start: i32,
+    pub q_end: i32,
+    pub k_start: i32,
+    pub k_end: i32,
+}
+
+impl Tile {
+    /// How far the key rows run ahead of the query rows on the causal diagonal.
+    fn diagonal(&self) -> i32 {
+        self.k_end - self.q_end
+    }
+
+    /// The keys a query tile visits: from its segment's first key to the one its last
+    /// row sees.
+    pub fn keys_seen(&self) -> i32 {
+        (self.first + QUERY_TILE as i32).min(self.q_end) + self.diagonal() - self.k_start
+    }
+
+    /// The queries a key tile is seen by: from the first that sees its first key to the
+    /// segment's end (none in a segment without queries).
+    pub fn queries_seeing(&self) -> i32 {
+        self.q_end - self.q_start.max(self.first - self.diagonal())
+    }
 }
 
 /// Query rows per block of the forward and dQ kernels.
@@ -45,32 +96,37 @@ const DKDV_QUERIES: usize = 32;
 /// Head sizes the kernels are built for.
 pub const HEAD_DIMS: [usize; 2] = [64, 128];
 
-/// Query tiles: each sees the keys from its document's start to its own end, so more rows
-/// further into a document mean more work.
-pub fn query_tiles(cu_seqlens: &[u32]) -> Vec<Tile> {
-    let mut tiles = tiles(cu_seqlens, QUERY_TILE);
-    tiles.sort_by_key(|t| {
-        std::cmp::Reverse(((t.first + QUERY_TILE as i32).min(t.doc_end) - t.doc_start, t.first))
-    });
+/// Query tiles of segments [`AttentionShape::check`] accepts: each sees the keys from its
+/// segment's start to its own diagonal, so rows further into a segment mean more work.
+pub fn query_tiles(cu: Segments<'_>) -> Vec<Tile> {
+    let mut tiles = tiles(cu, QUERY_TILE, false);
+    tiles.sort_by_key(|t| std::cmp::Reverse((t.keys_seen(), t.first)));
     tiles
 }
 
-/// Key tiles: each is seen by the queries from its own start to its document's end.
-pub fn key_tiles(cu_seqlens: &[u32]) -> Vec<Tile> {
-    let mut tiles = tiles(cu_seqlens, KEY_TILE);
-    tiles.sort_by_key(|t| std::cmp::Reverse((t.doc_end - t.first, t.first)));
+/// Key tiles: each is seen by the queries from the first that reaches it to its segment's
+/// end. Keys of a segment without queries get a tile too, so that their gradient is
+/// written (as zeros).
+pub fn key_tiles(cu: Segments<'_>) -> Vec<Tile> {
+    let mut tiles = tiles(cu, KEY_TILE, true);
+    tiles.sort_by_key(|t| std::cmp::Reverse((t.queries_seeing(), t.first)));
     tiles
 }
 
-fn tiles(cu_seqlens: &[u32], rows: usize) -> Vec<Tile> {
+/// Tiles of `rows` over each segment's keys (`over_keys`) or queries.
+fn tiles(cu: Segments<'_>, rows: usize, over_keys: bool) -> Vec<Tile> {
     let mut tiles = Vec::new();
-    for w in cu_seqlens.windows(2) {
-        let (start, end) = (w[0] as i32, w[1] as i32);
-        let mut first = start;
-        while first < end {
-            tiles.push(Tile { first, doc_start: start, doc_end: end });
-            first += rows as i32;
-        }
+    for (q, k) in cu.q.windows(2).zip(cu.k.windows(2)) {
+        let segment = Tile {
+            first: 0,
+            q_start: q[0] as i32,
+            q_end: q[1] as i32,
+            k_start: k[0] as i32,
+            k_end: k[1] as i32,
+        };
+        let (start, end) =
+            if over_keys { (segment.k_start, segment.k_end) } else { (segment.q_start, segment.q_end) };
+        tiles.extend((start..end).step_by(rows).map(|first| Tile { first, ..segment }));
     }
     tiles
 }
@@ -86,44 +142,74 @@ pub fn shared_bytes(head_dim: usize) -> [usize; 3] {
     ]
 }
 
-/// The shape of one attention call over a packed row: q `[tokens, q_heads, head_dim]`, k
-/// and v `[tokens, kv_heads, head_dim]`.
+/// The shape of one attention call: q `[q_tokens, q_heads, head_dim]`, k and v
+/// `[k_tokens, kv_heads, head_dim]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttentionShape {
-    pub tokens: usize,
+    pub q_tokens: usize,
+    pub k_tokens: usize,
     pub q_heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
 }
 
 impl AttentionShape {
-    /// Elements of q (or of k and v with `kv`).
-    pub fn elements(&self, kv: bool) -> usize {
-        self.tokens * if kv { self.kv_heads } else { self.q_heads } * self.head_dim
+    /// The shape of self-attention over one packed row (`cu_seqlens` the same for queries
+    /// and keys).
+    pub fn packed(tokens: usize, q_heads: usize, kv_heads: usize, head_dim: usize) -> Self {
+        Self { q_tokens: tokens, k_tokens: tokens, q_heads, kv_heads, head_dim }
     }
 
-    /// Refuses shapes the kernels are not built for, and `cu_seqlens` that do not rise
-    /// from 0 within the row (a row may end in padding past the last document).
-    pub fn check(&self, cu_seqlens: &[u32]) -> Result<(), String> {
-        let Self { tokens, q_heads, kv_heads, head_dim } = *self;
+    /// Elements of q (or of k and v with `kv`).
+    pub fn elements(&self, kv: bool) -> usize {
+        if kv {
+            self.k_tokens * self.kv_heads * self.head_dim
+        } else {
+            self.q_tokens * self.q_heads * self.head_dim
+        }
+    }
+
+    /// Refuses shapes the kernels are not built for, and segment boundaries that are not
+    /// two lists of one length rising from 0 within their buffers (each may end in padding
+    /// past its last segment), or a segment with fewer keys than queries (the bottom-right
+    /// diagonal would leave its first queries without a key).
+    pub fn check(&self, cu: Segments<'_>) -> Result<(), String> {
+        let Self { q_tokens, k_tokens, q_heads, kv_heads, head_dim } = *self;
+        let Segments { q: cu_q, k: cu_k } = cu;
         if !HEAD_DIMS.contains(&head_dim) {
             return Err(format!("flash attention is built for head_dim 64 and 128, not {head_dim}"));
         }
         if kv_heads == 0 || !q_heads.is_multiple_of(kv_heads) {
             return Err(format!("{q_heads} query heads do not group over {kv_heads} key/value heads"));
         }
-        if cu_seqlens.first() != Some(&0) || cu_seqlens.windows(2).any(|w| w[0] > w[1]) {
-            return Err(format!("cu_seqlens {cu_seqlens:?} must start at 0 and not decrease"));
+        if cu_q.len() != cu_k.len() {
+            return Err(format!(
+                "cu_seqlens_q has {} entries and cu_seqlens_k {}: one segment each",
+                cu_q.len(),
+                cu_k.len()
+            ));
         }
-        if cu_seqlens.last().is_some_and(|&end| end as usize > tokens) || tokens > i32::MAX as usize {
-            return Err(format!("cu_seqlens {cu_seqlens:?} reach past the row's {tokens} tokens"));
+        for (what, cu, tokens) in [("cu_seqlens_q", cu_q, q_tokens), ("cu_seqlens_k", cu_k, k_tokens)] {
+            if cu.first() != Some(&0) || cu.windows(2).any(|w| w[0] > w[1]) {
+                return Err(format!("{what} {cu:?} must start at 0 and not decrease"));
+            }
+            if cu.last().is_some_and(|&end| end as usize > tokens) {
+                return Err(format!("{what} {cu:?} reach past the buffer's {tokens} rows"));
+            }
+        }
+        // The kernels number rows in i32, up to a tile past the last.
+        if q_tokens.max(k_tokens) > i32::MAX as usize - QUERY_TILE {
+            return Err(format!("{q_tokens} query and {k_tokens} key rows are more than the kernels number"));
+        }
+        let lengths = |cu: &[u32], i: usize| cu[i + 1] - cu[i];
+        if let Some(i) = (0..cu_q.len() - 1).find(|&i| lengths(cu_k, i) < lengths(cu_q, i)) {
+            return Err(format!(
+                "segment {i} has {} queries but only {} keys: a segment's queries see the end of its keys, so \
+                 it needs at least as many keys as queries",
+                lengths(cu_q, i),
+                lengths(cu_k, i)
+            ));
         }
         Ok(())
-    }
-
-    /// The first row past the last document: the rest is padding, which the kernels never
-    /// visit.
-    pub fn padding_start(&self, cu_seqlens: &[u32]) -> usize {
-        cu_seqlens.last().map_or(0, |&e| e as usize)
     }
 }

@@ -7,7 +7,7 @@ use common::{to_bits, values};
 use davinci_kernels::adamw::Scalars;
 use davinci_kernels::emulated::{
     adamw_step, cross_entropy_rows, flash_attention_bwd, flash_attention_fwd, rms_norm_bwd, rms_norm_fwd,
-    rope, swiglu_bwd, swiglu_fwd, AdamwState, AttentionGrads, AttentionShape, Bf16,
+    rope, swiglu_bwd, swiglu_fwd, AdamwState, AttentionGrads, AttentionShape, Bf16, Segments,
 };
 
 mod common;
@@ -66,10 +66,13 @@ fn the_elementwise_and_row_kernels_repeat_bit_for_bit() {
     });
 }
 
+/// Queries and keys in segments of their own, the last query chunk 30 keys behind the
+/// key side's end (as context parallelism gives), and padding after both.
 #[test]
 fn flash_attention_forward_and_backward_repeat_bit_for_bit() {
-    let cu = [0, 5, 75, 90];
-    let s = AttentionShape { tokens: 96, q_heads: 4, kv_heads: 2, head_dim: 64 };
+    let (cu_q, cu_k) = ([0, 5, 45, 60], [0, 5, 75, 90]);
+    let s = AttentionShape { q_tokens: 64, k_tokens: 96, q_heads: 4, kv_heads: 2, head_dim: 64 };
+    let cu = Segments { q: &cu_q, k: &cu_k };
     let (q, k, v) = (
         to_bits(&values(s.elements(false), 1, 2.0)),
         to_bits(&values(s.elements(true), 2, 2.0)),
@@ -77,12 +80,12 @@ fn flash_attention_forward_and_backward_repeat_bit_for_bit() {
     );
     let d_out = to_bits(&values(s.elements(false), 4, 1.0));
     twice("flash attention", || {
-        let (mut out, mut lse) = (vec![0 as Bf16; q.len()], vec![0f32; s.q_heads * s.tokens]);
-        flash_attention_fwd(s, &q, &k, &v, &cu, 0.125, &mut out, &mut lse).unwrap();
+        let (mut out, mut lse) = (vec![0 as Bf16; q.len()], vec![0f32; s.q_heads * s.q_tokens]);
+        flash_attention_fwd(s, &q, &k, &v, cu, 0.125, &mut out, &mut lse).unwrap();
         let (mut dq, mut dk, mut dv) =
             (vec![0 as Bf16; q.len()], vec![0 as Bf16; k.len()], vec![0 as Bf16; v.len()]);
         let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
-        flash_attention_bwd(s, &q, &k, &v, &out, &d_out, &lse, &cu, 0.125, grads).unwrap();
+        flash_attention_bwd(s, &q, &k, &v, &out, &d_out, &lse, cu, 0.125, grads).unwrap();
         (out, bits(&lse), dq, dk, dv)
     });
 }

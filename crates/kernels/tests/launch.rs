@@ -4,7 +4,7 @@
 
 use davinci_kernels::emulated::{
     flash_attention_bwd, kernel_names, launches_ran, rms_norm_fwd, without_running, AttentionGrads,
-    AttentionShape, Host,
+    AttentionShape, Host, Segments,
 };
 use davinci_kernels::launch::{Arg, Buffer, Executor, Launch};
 
@@ -79,13 +79,16 @@ fn the_emulation_runs_the_geometry_the_device_gets() {
 /// and kv head, with the shared memory each needs (opted in past 48 KB).
 #[test]
 fn the_attention_backward_launches_as_the_device_would() {
-    let s = AttentionShape { tokens: 130, q_heads: 40, kv_heads: 8, head_dim: 128 };
+    let s = AttentionShape::packed(130, 40, 8, 128);
     let (q, kv) = (vec![0u16; 130 * 40 * 128], vec![0u16; 130 * 8 * 128]);
     let lse = vec![0.0f32; 40 * 130];
     let (mut dq, mut dk, mut dv) = (q.clone(), kv.clone(), kv.clone());
     let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
     launches_ran();
-    without_running(|| flash_attention_bwd(s, &q, &kv, &kv, &q, &q, &lse, &[0, 130], 0.1, grads)).unwrap();
+    without_running(|| {
+        flash_attention_bwd(s, &q, &kv, &kv, &q, &q, &lse, Segments::packed(&[0, 130]), 0.1, grads)
+    })
+    .unwrap();
     let launches = launches_ran();
     let shapes: Vec<_> =
         launches.iter().map(|l| (l.kernel.as_str(), l.grid, l.block[0], l.shared_bytes)).collect();

@@ -149,7 +149,7 @@ impl Executor for Host {
 mod warp_matrix;
 pub use warp_matrix::{gemm_16x8, ldmatrix_dump, mma_fragments, LdmatrixDump};
 
-pub use crate::attention::AttentionShape;
+pub use crate::attention::{AttentionShape, Segments};
 pub use crate::ops::adamw_step::emulated::{adamw_step, AdamwState};
 pub use crate::ops::cross_entropy::emulated::cross_entropy_rows;
 pub use crate::ops::flash_attention::emulated::{flash_attention_bwd, flash_attention_fwd, AttentionGrads};

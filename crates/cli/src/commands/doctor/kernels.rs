@@ -322,11 +322,11 @@ fn flash_attention(target: &Target, s: &Shapes) -> Result<Check> {
     let [want_out, want_dq, want_dk, want_dv] = attend(&Device::Cpu, DType::F32)?;
     let [got_out, got_dq, got_dk, got_dv] = match target {
         Target::Emulated => {
-            let shape =
-                emu::AttentionShape { tokens, q_heads: s.heads, kv_heads: s.kv_heads, head_dim: s.head_dim };
+            let shape = emu::AttentionShape::packed(tokens, s.heads, s.kv_heads, s.head_dim);
+            let segments = emu::Segments::packed(&cu);
             let (qb, kb, vb) = (bits(&q), bits(&k), bits(&v));
             let (mut out, mut lse) = (vec![0u16; qn], vec![0f32; s.heads * tokens]);
-            emu::flash_attention_fwd(shape, &qb, &kb, &vb, &cu, scale as f32, &mut out, &mut lse)?;
+            emu::flash_attention_fwd(shape, &qb, &kb, &vb, segments, scale as f32, &mut out, &mut lse)?;
             let (mut dq, mut dk, mut dv) = (vec![0u16; qn], vec![0u16; kvn], vec![0u16; kvn]);
             let grads = emu::AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
             emu::flash_attention_bwd(
@@ -337,7 +337,7 @@ fn flash_attention(target: &Target, s: &Shapes) -> Result<Check> {
                 &out,
                 &bits(&d_out),
                 &lse,
-                &cu,
+                segments,
                 scale as f32,
                 grads,
             )?;

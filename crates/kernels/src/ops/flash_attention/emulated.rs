@@ -1,17 +1,17 @@
 //! Flash attention under the emulation, over host slices of bf16 bits laid out as the
 //! trainer's packed rows (`[tokens, heads, head_dim]`), through the same launches as the
-//! device. Padding rows past the last document are zeroed here, as the device path's
-//! zeroed outputs leave them.
+//! device. Padding rows past the last segment are zeroed here, as the device path's zeroed
+//! outputs leave them.
 
 use candle_core::{bail, Result};
 
 use super::launch::{self, BackwardBuffers, ForwardBuffers};
-use crate::attention::AttentionShape;
+use crate::attention::{AttentionShape, Segments};
 use crate::emulated::{check, Bf16, Host};
 use crate::launch::Buffer;
 
-fn check_shape(s: &AttentionShape, cu_seqlens: &[u32], buffers: &[(&str, usize, bool)]) -> Result<()> {
-    if let Err(e) = s.check(cu_seqlens) {
+fn check_shape(s: &AttentionShape, cu: Segments<'_>, buffers: &[(&str, usize, bool)]) -> Result<()> {
+    if let Err(e) = s.check(cu) {
         bail!("{e}")
     }
     for &(what, len, kv) in buffers {
@@ -20,7 +20,7 @@ fn check_shape(s: &AttentionShape, cu_seqlens: &[u32], buffers: &[(&str, usize, 
     Ok(())
 }
 
-/// The forward: `out` (`[tokens, q_heads, head_dim]`) and `lse` (`[q_heads, tokens]`,
+/// The forward: `out` (`[q_tokens, q_heads, head_dim]`) and `lse` (`[q_heads, q_tokens]`,
 /// natural log). Padding rows get zeros in both.
 #[allow(clippy::too_many_arguments)]
 pub fn flash_attention_fwd(
@@ -28,19 +28,19 @@ pub fn flash_attention_fwd(
     q: &[Bf16],
     k: &[Bf16],
     v: &[Bf16],
-    cu_seqlens: &[u32],
+    cu: Segments<'_>,
     scale: f32,
     out: &mut [Bf16],
     lse: &mut [f32],
 ) -> Result<()> {
     let buffers =
         [("q", q.len(), false), ("k", k.len(), true), ("v", v.len(), true), ("out", out.len(), false)];
-    check_shape(&s, cu_seqlens, &buffers)?;
-    check("lse", lse.len(), s.q_heads * s.tokens)?;
-    let pad = s.padding_start(cu_seqlens);
+    check_shape(&s, cu, &buffers)?;
+    check("lse", lse.len(), s.q_heads * s.q_tokens)?;
+    let (pad, _) = cu.padding_start();
     out[pad * s.q_heads * s.head_dim..].fill(0);
     for h in 0..s.q_heads {
-        lse[h * s.tokens + pad..(h + 1) * s.tokens].fill(0.0);
+        lse[h * s.q_tokens + pad..(h + 1) * s.q_tokens].fill(0.0);
     }
     let buffers = ForwardBuffers {
         q: Buffer::host(q),
@@ -49,7 +49,7 @@ pub fn flash_attention_fwd(
         out: Buffer::host_mut(out),
         lse: Buffer::host_mut(lse),
     };
-    launch::forward(&mut Host::default(), s, buffers, cu_seqlens, scale)
+    launch::forward(&mut Host::default(), s, buffers, cu, scale)
 }
 
 /// The gradients of q, k and v (dK and dV summed over each group's query heads).
@@ -70,7 +70,7 @@ pub fn flash_attention_bwd(
     out: &[Bf16],
     d_out: &[Bf16],
     lse: &[f32],
-    cu_seqlens: &[u32],
+    cu: Segments<'_>,
     scale: f32,
     grads: AttentionGrads<'_>,
 ) -> Result<()> {
@@ -84,12 +84,14 @@ pub fn flash_attention_bwd(
         ("dk", grads.dk.len(), true),
         ("dv", grads.dv.len(), true),
     ];
-    check_shape(&s, cu_seqlens, &buffers)?;
-    check("lse", lse.len(), s.q_heads * s.tokens)?;
-    let pad = s.padding_start(cu_seqlens);
-    grads.dq[pad * s.q_heads * s.head_dim..].fill(0);
-    grads.dk[pad * s.kv_heads * s.head_dim..].fill(0);
-    grads.dv[pad * s.kv_heads * s.head_dim..].fill(0);
+    check_shape(&s, cu, &buffers)?;
+    check("lse", lse.len(), s.q_heads * s.q_tokens)?;
+    let (q_pad, k_pad) = cu.padding_start();
+    // Without a single query no kernel runs, and no key has a gradient.
+    let k_pad = if q_pad == 0 { 0 } else { k_pad };
+    grads.dq[q_pad * s.q_heads * s.head_dim..].fill(0);
+    grads.dk[k_pad * s.kv_heads * s.head_dim..].fill(0);
+    grads.dv[k_pad * s.kv_heads * s.head_dim..].fill(0);
     let buffers = BackwardBuffers {
         q: Buffer::host(q),
         k: Buffer::host(k),
@@ -101,5 +103,5 @@ pub fn flash_attention_bwd(
         dk: Buffer::host_mut(grads.dk),
         dv: Buffer::host_mut(grads.dv),
     };
-    launch::backward(&mut Host::default(), s, buffers, cu_seqlens, scale)
+    launch::backward(&mut Host::default(), s, buffers, cu, scale)
 }

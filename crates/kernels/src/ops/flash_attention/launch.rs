@@ -1,10 +1,11 @@
 //! The launches of `kernels/flash_attention.cu`: the forward over query tiles, and the
 //! backward's three kernels (D = rowsum(dO * O), dQ over query tiles, dK and dV over key
-//! tiles). The work lists are tables the kernels index by block.
+//! tiles). The work lists are tables the kernels index by block; the kernels reach query
+//! rows through `cu_seqlens_q`'s segments and key rows through `cu_seqlens_k`'s.
 
 use candle_core::Result;
 
-use crate::attention::{key_tiles, query_tiles, shared_bytes, AttentionShape, Tile};
+use crate::attention::{key_tiles, query_tiles, shared_bytes, AttentionShape, Segments, Tile};
 use crate::launch::{plain_bytes, Arg, Buffer, Executor, Launch};
 
 const SOURCE: &str = "flash_attention";
@@ -30,7 +31,7 @@ fn table(exec: &mut impl Executor, tiles: &[Tile]) -> Result<(Buffer, usize)> {
 /// also take the plain scale).
 fn shape_args(launch: Launch, s: &AttentionShape, scale: f32) -> Launch {
     launch
-        .arg(Arg::I32(s.tokens as i32))
+        .arg(Arg::I32(s.q_tokens as i32))
         .arg(Arg::I32(s.q_heads as i32))
         .arg(Arg::I32(s.kv_heads as i32))
         .arg(Arg::F32(scale * std::f32::consts::LOG2_E))
@@ -44,15 +45,15 @@ pub(crate) struct ForwardBuffers {
     pub lse: Buffer,
 }
 
-/// A block per (query tile, query head). Rows outside every document are not written.
+/// A block per (query tile, query head). Rows outside every segment are not written.
 pub(crate) fn forward(
     exec: &mut impl Executor,
     s: AttentionShape,
     b: ForwardBuffers,
-    cu_seqlens: &[u32],
+    cu: Segments<'_>,
     scale: f32,
 ) -> Result<()> {
-    let tiles = query_tiles(cu_seqlens);
+    let tiles = query_tiles(cu);
     if tiles.is_empty() {
         return Ok(());
     }
@@ -65,7 +66,7 @@ pub(crate) fn forward(
             .buffer("k", b.k, bytes(&s, true), COPY_ALIGN)
             .buffer("v", b.v, bytes(&s, true), COPY_ALIGN)
             .buffer("out", b.out, bytes(&s, false), 2)
-            .buffer("lse", b.lse, s.q_heads * s.tokens * 4, 4)
+            .buffer("lse", b.lse, s.q_heads * s.q_tokens * 4, 4)
             .buffer("tiles", tiles_at, tiles_bytes, 4);
     exec.run(&shape_args(launch, &s, scale))
 }
@@ -89,16 +90,17 @@ pub(crate) fn backward(
     exec: &mut impl Executor,
     s: AttentionShape,
     b: BackwardBuffers,
-    cu_seqlens: &[u32],
+    cu: Segments<'_>,
     scale: f32,
 ) -> Result<()> {
-    let (queries, keys) = (query_tiles(cu_seqlens), key_tiles(cu_seqlens));
+    let (queries, keys) = (query_tiles(cu), key_tiles(cu));
     if queries.is_empty() {
+        // No query: every gradient is zero, as the callers' outputs start.
         return Ok(());
     }
-    let (q_bytes, kv_bytes, stats) = (bytes(&s, false), bytes(&s, true), s.q_heads * s.tokens * 4);
+    let (q_bytes, kv_bytes, stats) = (bytes(&s, false), bytes(&s, true), s.q_heads * s.q_tokens * 4);
     let delta = exec.scratch(stats)?;
-    let rows = s.tokens * s.q_heads;
+    let rows = s.q_tokens * s.q_heads;
     let warps = (DELTA_THREADS / 32) as usize;
     let delta_launch = Launch::new(
         SOURCE,
@@ -111,7 +113,7 @@ pub(crate) fn backward(
     // d_out stops the backward before any kernel runs.
     .buffer("d_out", b.d_out, q_bytes, COPY_ALIGN)
     .buffer("delta", delta, stats, 4)
-    .arg(Arg::I32(s.tokens as i32))
+    .arg(Arg::I32(s.q_tokens as i32))
     .arg(Arg::I32(s.q_heads as i32))
     .arg(Arg::I32(s.head_dim as i32));
     exec.run(&delta_launch)?;

@@ -1,10 +1,11 @@
 //! Flash attention as a candle op for bf16 tensors on a GPU (`kernels/flash_attention.cu`):
-//! packed rows of documents (`cu_seqlens`), causal, grouped-query heads. The forward keeps
+//! packed segments of queries and of keys (`cu_seqlens_q`, `cu_seqlens_k`), causal with
+//! flash-attn's bottom-right alignment, grouped-query heads. The forward keeps
 //! the log-sum-exp of every query row for the backward, which recomputes the probabilities
 //! from it. On the CPU the model uses its own tiled attention (`davinci-model`), so this
 //! op's CPU body only says so.
 
-use crate::attention::SavedLse;
+use crate::attention::{SavedLse, Segments};
 
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -17,12 +18,30 @@ mod launch;
 
 const NAME: &str = "flash-attention";
 
-/// Causal attention within each document of a packed row: `q` `[tokens, q_heads, D]`,
-/// `k` and `v` `[tokens, kv_heads, D]` (bf16, on a CUDA device, D 64 or 128). Rows past
-/// `cu_seqlens`' last entry are padding and get zeros.
-pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, cu_seqlens: &[u32], scale: f64) -> Result<Tensor> {
-    let op =
-        FlashAttention { cu_seqlens: cu_seqlens.to_vec(), scale: scale as f32, lse: SavedLse::default() };
+/// Causal attention within each segment: `q` `[q_tokens, q_heads, D]`, `k` and `v`
+/// `[k_tokens, kv_heads, D]` (bf16, on a CUDA device, D 64 or 128). Segment i is the query
+/// rows `cu_seqlens_q[i]..cu_seqlens_q[i + 1]` against the key rows
+/// `cu_seqlens_k[i]..cu_seqlens_k[i + 1]`, at least as many keys as queries; its mask is
+/// aligned at the bottom right, as `flash_attn_varlen_func(.., causal=True)` aligns it, so
+/// that the query at offset t sees the keys at offsets `0..=t + (k_len - q_len)`. The
+/// same boundaries on both sides give plain causal attention over packed documents; a
+/// longer key side lets a chunk of a document's queries (context parallelism) see the keys
+/// of the whole prefix. Query rows past the last segment are padding and get zeros, as do
+/// the gradients of padding rows and of keys no query sees.
+pub fn flash_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu_seqlens_q: &[u32],
+    cu_seqlens_k: &[u32],
+    scale: f64,
+) -> Result<Tensor> {
+    let op = FlashAttention {
+        cu_q: cu_seqlens_q.to_vec(),
+        cu_k: cu_seqlens_k.to_vec(),
+        scale: scale as f32,
+        lse: SavedLse::default(),
+    };
     aligned(q)?.apply_op3(&aligned(k)?, &aligned(v)?, op)
 }
 
@@ -38,10 +57,17 @@ fn aligned(t: &Tensor) -> Result<Tensor> {
 }
 
 struct FlashAttention {
-    cu_seqlens: Vec<u32>,
+    cu_q: Vec<u32>,
+    cu_k: Vec<u32>,
     scale: f32,
-    /// `[q_heads, tokens]` f32, from the forward, for the backward.
+    /// `[q_heads, q_tokens]` f32, from the forward, for the backward.
     lse: SavedLse,
+}
+
+impl FlashAttention {
+    fn segments(&self) -> Segments<'_> {
+        Segments { q: &self.cu_q, k: &self.cu_k }
+    }
 }
 
 impl CustomOp3 for FlashAttention {
@@ -71,7 +97,7 @@ impl CustomOp3 for FlashAttention {
         vs: &candle_core::CudaStorage,
         vl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (out, lse) = cuda::forward(&self.cu_seqlens, self.scale, (qs, ql), (ks, kl), (vs, vl))?;
+        let (out, lse) = cuda::forward(self.segments(), self.scale, (qs, ql), (ks, kl), (vs, vl))?;
         self.lse.store(lse)?;
         Ok((out, ql.shape().clone()))
     }
@@ -88,12 +114,12 @@ impl CustomOp3 for FlashAttention {
         #[cfg(feature = "cuda")]
         {
             let (dq, dk, dv) =
-                cuda::backward(&self.cu_seqlens, self.scale, [q, k, v, out, &aligned(d_out)?], &lse)?;
+                cuda::backward(self.segments(), self.scale, [q, k, v, out, &aligned(d_out)?], &lse)?;
             Ok((Some(dq), Some(dk), Some(dv)))
         }
         #[cfg(not(feature = "cuda"))]
         {
-            let _ = (q, k, v, out, d_out, lse, &self.cu_seqlens, self.scale);
+            let _ = (q, k, v, out, d_out, lse, self.segments(), self.scale);
             bail!("{NAME}: built without the cuda feature")
         }
     }

@@ -112,10 +112,8 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, segments: &Segments, scale:
             segments.ends()
         )));
     }
-    // (Until the kernels take key bounds of their own.)
-    let kernel_fits = segments.cu_q == segments.cu_k;
-    if q.device().is_cuda() && q.dtype() == DType::BF16 && HEAD_DIMS.contains(&head_dim) && kernel_fits {
-        Ok(davinci_kernels::ops::flash_attention(q, k, v, segments.cu_q(), scale)?)
+    if q.device().is_cuda() && q.dtype() == DType::BF16 && HEAD_DIMS.contains(&head_dim) {
+        Ok(davinci_kernels::ops::flash_attention(q, k, v, segments.cu_q(), segments.cu_k(), scale)?)
     } else if q.device().is_cpu() && q.dtype() == DType::F32 {
         tiled::attention(q, k, v, segments, scale, None)
     } else {
