@@ -1,7 +1,7 @@
 //! Context parallelism against one rank: rows of 8K tokens (one document over a whole row;
 //! documents that cross chunk borders; 1-token documents) give the loss and every
 //! parameter's gradient of a single rank at data x context = 1x2, 2x2 and 1x4, over the
-//! thread and TCP backends.
+//! thread and the TCP backends.
 
 mod common;
 
@@ -144,25 +144,28 @@ fn context_degrees_2_and_4_over_threads_give_the_gradients_of_one_rank() {
     }
 }
 
-#[test]
-fn context_degree_2_over_tcp_gives_the_gradients_of_one_rank() {
-    let model = model();
-    let batches = rows(model.config().vocab_size as u32);
-    let reference = single_rank(&model, &batches);
-    let world = 4;
+/// `world` TCP ranks on this host, connected.
+fn tcp_world(world: usize) -> Vec<Arc<dyn Collective>> {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
     let secret = JobSecret::random().unwrap();
+    let timeout = Duration::from_secs(300);
     let connecting: Vec<_> = (0..world)
         .map(|rank| {
             let (addr, secret) = (addr.clone(), secret.clone());
-            std::thread::spawn(move || {
-                TcpRank::connect(&addr, rank, world, "fingerprint", &secret, Duration::from_secs(300))
-            })
+            std::thread::spawn(move || TcpRank::connect(&addr, rank, world, "fingerprint", &secret, timeout))
         })
         .collect();
-    let ranks =
-        connecting.into_iter().map(|h| Arc::new(h.join().unwrap().unwrap()) as Arc<dyn Collective>).collect();
-    let got = run_world(&model, ranks, 2, &batches);
-    assert_same(&reference, &got, "TCP, data x context = 2x2");
+    connecting.into_iter().map(|h| Arc::new(h.join().unwrap().unwrap()) as Arc<dyn Collective>).collect()
+}
+
+#[test]
+fn context_degrees_2_and_4_over_tcp_give_the_gradients_of_one_rank() {
+    let model = model();
+    let batches = rows(model.config().vocab_size as u32);
+    let reference = single_rank(&model, &batches);
+    for (data, context) in [(1, 2), (2, 2), (1, 4)] {
+        let got = run_world(&model, tcp_world(data * context), context, &batches);
+        assert_same(&reference, &got, &format!("TCP, data x context = {data}x{context}"));
+    }
 }
