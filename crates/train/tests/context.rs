@@ -129,19 +129,12 @@ fn model() -> Qwen2 {
         .unwrap()
 }
 
-#[test]
-fn context_degrees_2_and_4_over_threads_give_the_gradients_of_one_rank() {
-    let model = model();
-    let batches = rows(model.config().vocab_size as u32);
-    let reference = single_rank(&model, &batches);
-    for (data, context) in [(1, 2), (2, 2), (1, 4)] {
-        let ranks = thread_group(data * context, Duration::from_secs(300))
-            .into_iter()
-            .map(|r| Arc::new(r) as Arc<dyn Collective>)
-            .collect();
-        let got = run_world(&model, ranks, context, &batches);
-        assert_same(&reference, &got, &format!("threads, data x context = {data}x{context}"));
-    }
+/// `world` thread ranks.
+fn thread_world(world: usize) -> Vec<Arc<dyn Collective>> {
+    thread_group(world, Duration::from_secs(300))
+        .into_iter()
+        .map(|r| Arc::new(r) as Arc<dyn Collective>)
+        .collect()
 }
 
 /// `world` TCP ranks on this host, connected.
@@ -159,13 +152,23 @@ fn tcp_world(world: usize) -> Vec<Arc<dyn Collective>> {
     connecting.into_iter().map(|h| Arc::new(h.join().unwrap().unwrap()) as Arc<dyn Collective>).collect()
 }
 
-#[test]
-fn context_degrees_2_and_4_over_tcp_give_the_gradients_of_one_rank() {
+/// Data x context = 1x2, 2x2 and 1x4 on worlds from `world_of`, against one rank.
+fn every_grid_matches_one_rank(backend: &str, world_of: fn(usize) -> Vec<Arc<dyn Collective>>) {
     let model = model();
     let batches = rows(model.config().vocab_size as u32);
     let reference = single_rank(&model, &batches);
     for (data, context) in [(1, 2), (2, 2), (1, 4)] {
-        let got = run_world(&model, tcp_world(data * context), context, &batches);
-        assert_same(&reference, &got, &format!("TCP, data x context = {data}x{context}"));
+        let got = run_world(&model, world_of(data * context), context, &batches);
+        assert_same(&reference, &got, &format!("{backend}, data x context = {data}x{context}"));
     }
+}
+
+#[test]
+fn context_degrees_2_and_4_over_threads_give_the_gradients_of_one_rank() {
+    every_grid_matches_one_rank("threads", thread_world);
+}
+
+#[test]
+fn context_degrees_2_and_4_over_tcp_give_the_gradients_of_one_rank() {
+    every_grid_matches_one_rank("TCP", tcp_world);
 }
