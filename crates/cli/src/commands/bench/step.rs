@@ -48,6 +48,10 @@ pub struct StepArgs {
     /// Ranks that share each row (context parallelism); must divide `--world`.
     #[arg(long, default_value_t = 1)]
     context: usize,
+    /// Print the figures as JSON (with `peak_bytes`, the measured peak heap per rank,
+    /// which `davinci plan --model ...` predicts), without the one-rank baseline.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Default)]
@@ -83,6 +87,22 @@ pub fn run(args: StepArgs) -> Result<()> {
     let total = phases.forward + phases.head + phases.backward + phases.optimizer;
     let share = |d: Duration| 100.0 * d.as_secs_f64() / total.as_secs_f64().max(1e-12);
     let tokens = (args.seq_len * args.steps * world / args.context) as f64;
+    // The ranks are threads of one process: the heap is theirs together, shared evenly.
+    let (held, step_peak) = (measured.held / world, measured.step_peak / world);
+    if args.json {
+        let report = serde_json::json!({
+            "world": world,
+            "context": args.context,
+            "seq_len": args.seq_len,
+            "layers": config.num_hidden_layers,
+            "tokens_per_s": tokens / phases.wall.as_secs_f64().max(1e-12),
+            "held_bytes": held,
+            "step_peak_bytes": step_peak,
+            "peak_bytes": held + step_peak,
+        });
+        println!("{report}");
+        return Ok(());
+    }
     println!(
         "model {} ({} layers, {} parameters), seq_len {}, {} document(s), {} on {}, {} steps",
         args.model,
@@ -117,12 +137,12 @@ pub fn run(args: StepArgs) -> Result<()> {
         share(phases.backward),
         share(phases.optimizer)
     );
-    // The ranks are threads of one process: the heap is theirs together, shared evenly.
     println!(
-        "heap per rank: {} held between steps (fp32 master shards and moments); \
-         the step's peak adds {} (activations, saved layer inputs, gradients in flight)",
-        human::bytes((measured.held / world) as u64),
-        human::bytes((measured.step_peak / world) as u64)
+        "heap per rank (the ranks are threads of this process; their heap divided evenly): {} held \
+         between steps (fp32 master shards and moments); the step's peak adds {} (activations, \
+         saved layer inputs, gradients in flight)",
+        human::bytes(held as u64),
+        human::bytes(step_peak as u64)
     );
     if args.context > 1 {
         let alone = measure(&args, &config, &row, 1, 1)?;
