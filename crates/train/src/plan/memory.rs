@@ -102,8 +102,11 @@ pub fn per_rank(shape: &StepShape) -> MemoryPlan {
         });
     }
     let phases = [head(&s, shape), backward(&s, shape, s.layers.saturating_sub(1)), backward(&s, shape, 0)];
-    let totals: Vec<(&'static str, u64)> =
-        phases.iter().map(|(name, items)| (*name, items.iter().map(|i| i.bytes).sum::<u64>())).collect();
+    let base: u64 = held.iter().map(|i| i.bytes).sum();
+    let totals: Vec<(&'static str, u64)> = phases
+        .iter()
+        .map(|(name, items)| (*name, base + items.iter().map(|i| i.bytes).sum::<u64>()))
+        .collect();
     let (phase, items) = phases
         .into_iter()
         .max_by_key(|(_, items)| items.iter().map(|i| i.bytes).sum::<u64>())
@@ -170,8 +173,8 @@ fn head(s: &Sizes, shape: &StepShape) -> (&'static str, Vec<Item>) {
         },
         Item {
             name: "head: last hidden state",
-            bytes: 3 * th * s.b,
-            detail: "the output, its copy on the norm's tape, the normed states".into(),
+            bytes: 2 * th * s.b,
+            detail: "the output's copy on the norm's tape, the normed states".into(),
         },
         Item {
             name: "loss chunk (fp32)",
@@ -205,10 +208,15 @@ fn backward(s: &Sizes, shape: &StepShape, layer: u64) -> (&'static str, Vec<Item
         tape += b * 2 * s.kv_width * (t + gather_rows + 2 * keys);
         exchange = b * 2 * s.kv_width * 2 * n * gather_rows;
     }
-    // The gradients in flight: through the MLP (the gradient of the product, of gate and
-    // up, each summed into a fresh zero tensor), or through attention (dQ, dK, dV and
+    // The gradients in flight: through the MLP, or through attention (dQ, dK, dV and
     // their sums, the CPU's blocks of scores, the exchange's reduce-scatter in f32).
-    let mlp = 5 * t * s.inter * b;
+    // Through the MLP, counting candle's backward: down's input gradient (summed into a
+    // fresh zero tensor), the SwiGLU backward's packed pair, gate's and up's sums (each
+    // from zeros), the transposed operand of the weight-gradient matmul: eight
+    // tokens x intermediate, and four of the hidden size around them, as measured on one
+    // layer recomputed alone (intermediate 1024 and 2048 at 4096 tokens: 8.0 per token and
+    // intermediate value).
+    let mlp = (8 * t * s.inter + 4 * t * s.hidden) * b;
     let blocks = if shape.backend == Backend::Cpu { cpu_attention_blocks(shape) } else { 0 };
     let attention = 2 * b * (t * s.q_width + 2 * keys * s.kv_width) + blocks + exchange * 2;
     let layer_unit = layer as usize + 1;

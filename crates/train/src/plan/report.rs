@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use super::Plan;
-use crate::human::{bytes, count};
+use crate::human::bytes;
 
 impl Plan {
     /// The stage's table: one line per item of a rank's memory at the peak, the total
@@ -49,10 +49,10 @@ impl Plan {
         }
         if let Some(t) = &self.time {
             out += &format!(
-                "  predicted step: {} FLOPs ({} per GPU with the recompute) in {:.2} s of compute; \
+                "  predicted step: {:.3e} FLOPs ({:.3e} per GPU with the recompute) in {:.1} s of compute; \
                  FSDP moves {} all-gathered + {} reduce-scattered per rank at {:.0} GB/s; context exchange {} at {:.0} GB/s\n",
-                count(t.model_flops as u64),
-                count(t.gpu_flops as u64),
+                t.model_flops,
+                t.gpu_flops,
                 t.compute_s,
                 bytes(t.all_gather_bytes as u64),
                 bytes(t.reduce_scatter_bytes as u64),

@@ -14,7 +14,9 @@ use davinci_model::layerwise::loss_and_grads;
 use davinci_model::Config;
 use davinci_train::context::ContextGroup;
 use davinci_train::human;
-use davinci_train::memory::{live_bytes, peak_bytes, reset_peak};
+use davinci_train::memory::{
+    live_bytes, peak_bytes, reset_peak, reset_thread_peak, thread_live_bytes, thread_peak_bytes,
+};
 use davinci_train::optimizer::AdamWConfig;
 use davinci_train::sharded::{fresh_slices, ShardedModel};
 
@@ -69,6 +71,9 @@ struct Measured {
     phases: Phases,
     held: usize,
     step_peak: usize,
+    /// The same counted on the rank's own thread.
+    rank_held: isize,
+    rank_step_peak: isize,
     bytes: u64,
 }
 
@@ -98,7 +103,10 @@ pub fn run(args: StepArgs) -> Result<()> {
             "tokens_per_s": tokens / phases.wall.as_secs_f64().max(1e-12),
             "held_bytes": held,
             "step_peak_bytes": step_peak,
-            "peak_bytes": held + step_peak,
+            // Rank 0's own: what it held between steps and the most above it during one,
+            // counted on its thread (the process's peak divided among the ranks is lower:
+            // their peaks do not coincide).
+            "peak_bytes": measured.rank_held + measured.rank_step_peak,
         });
         println!("{report}");
         return Ok(());
@@ -194,11 +202,20 @@ fn measure(args: &StepArgs, config: &Config, row: &Batch, world: usize, context:
             &device,
         )?;
         let share = ContextGroup::new(&collective, context)?.share(row)?;
-        let mut out = Measured { phases: Phases::default(), held: 0, step_peak: 0, bytes: 0 };
+        let mut out = Measured {
+            phases: Phases::default(),
+            held: 0,
+            step_peak: 0,
+            rank_held: 0,
+            rank_step_peak: 0,
+            bytes: 0,
+        };
         for step in 0..=args.steps {
             model.zero_grads();
             out.held = live_bytes();
+            out.rank_held = thread_live_bytes();
             reset_peak();
+            reset_thread_peak();
             let moved = collective.bytes_moved();
             let started = Instant::now();
             let stats =
@@ -207,6 +224,7 @@ fn measure(args: &StepArgs, config: &Config, row: &Batch, world: usize, context:
                 })?;
             let step_time = started.elapsed();
             out.step_peak = out.step_peak.max(peak_bytes().saturating_sub(out.held));
+            out.rank_step_peak = out.rank_step_peak.max(thread_peak_bytes() - out.rank_held);
             let started = Instant::now();
             let norm = model.grad_norm()?;
             let mut count = [stats.count as f64];
