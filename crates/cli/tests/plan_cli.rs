@@ -34,7 +34,7 @@ fn the_predicted_peak_heap_per_rank_is_within_15_percent_of_bench_step() {
         ("tiny", "4096", "2", "1", "1"),
         (&wide, "1024", "8", "1", "1"),
         (&wide, "4096", "2", "1", "1"),
-        (&wide, "4096", "2", "2", "1"),
+        (&wide, "2048", "2", "2", "1"),
         (&wide, "4096", "2", "2", "2"),
     ];
     let mut report = Vec::new();
