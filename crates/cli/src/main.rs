@@ -28,6 +28,9 @@ enum Command {
     Info(commands::info::Args),
     /// Draw a run's loss, learning rate, gradient norm and tokens/s (SVG), or several runs'.
     Plot(commands::plot::Args),
+    /// Predict each rank's memory and the step's time of a recipe on a cluster, before
+    /// launching it (or of one `bench step` shape, to check against its measurement).
+    Plan(commands::plan::Args),
     /// Run a recipe: its stages in order, with checkpoints; run again to resume.
     Train(commands::train::Args),
     /// Start N local ranks of a command, as torchrun does: `launch --nproc 2 -- train R.toml`.
@@ -59,6 +62,7 @@ fn main() -> Result<()> {
         Command::Convert(args) => commands::convert::run(args),
         Command::Info(args) => commands::info::run(args),
         Command::Plot(args) => commands::plot::run(args),
+        Command::Plan(args) => commands::plan::run(args),
         Command::Train(args) => commands::train::run(args),
         Command::Launch(args) => commands::launch::run(args),
         Command::Prepare(args) => commands::data::prepare::run(args),

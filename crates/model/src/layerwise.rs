@@ -183,28 +183,33 @@ pub fn loss_and_grads<S: WeightSource + ?Sized>(
         forward(model, input_ids, layout, Tape::Recompute)?;
     lap(&mut stats.forward);
 
-    // Head: final norm on a small tape, then the chunked loss with its gradients.
+    // Head: final norm on a small tape, then the chunked loss with its gradients. In a
+    // block, so that the last hidden state, its copies and the loss's gradients are freed
+    // before the backward (five tokens x hidden tensors it would otherwise carry through).
     let layers = config.num_hidden_layers;
-    let (norm, head_weight) = model.head()?;
-    if layers > 0 {
-        model.prefetch(Unit::Layer(layers - 1))?;
-    }
-    let last = Var::from_tensor(&hidden)?;
-    let norm_weight = Var::from_tensor(&norm)?;
-    let normed = rms_norm(last.as_tensor(), norm_weight.as_tensor(), config.rms_norm_eps)?;
-    let head = linear_cross_entropy(&normed.detach(), &head_weight, labels, None, true)?;
-    drop(head_weight);
-    let (Some(d_normed), Some(d_head)) = (head.d_hidden, head.d_weight) else {
-        unreachable!("gradients were asked for")
+    let (head_sums, mut cotangent) = {
+        let (norm, head_weight) = model.head()?;
+        if layers > 0 {
+            model.prefetch(Unit::Layer(layers - 1))?;
+        }
+        let last = Var::from_tensor(&hidden)?;
+        drop(hidden);
+        let norm_weight = Var::from_tensor(&norm)?;
+        let normed = rms_norm(last.as_tensor(), norm_weight.as_tensor(), config.rms_norm_eps)?;
+        let head = linear_cross_entropy(&normed.detach(), &head_weight, labels, None, true)?;
+        drop(head_weight);
+        let (Some(d_normed), Some(d_head)) = (head.d_hidden, head.d_weight) else {
+            unreachable!("gradients were asked for")
+        };
+        let store = vjp(&normed, &d_normed.to_dtype(normed.dtype())?)?;
+        let head_name = if config.tie_word_embeddings { EMBED } else { LM_HEAD };
+        let mut head_grads = vec![(head_name.to_string(), d_head)];
+        if let Some(g) = store.get(norm_weight.as_tensor()) {
+            head_grads.push((FINAL_NORM.to_string(), g.clone()));
+        }
+        sink(head_grads)?;
+        ((head.loss_sum, head.count), grad_of(&store, &last)?)
     };
-    let store = vjp(&normed, &d_normed.to_dtype(normed.dtype())?)?;
-    let head_name = if config.tie_word_embeddings { EMBED } else { LM_HEAD };
-    let mut head_grads = vec![(head_name.to_string(), d_head)];
-    if let Some(g) = store.get(norm_weight.as_tensor()) {
-        head_grads.push((FINAL_NORM.to_string(), g.clone()));
-    }
-    sink(head_grads)?;
-    let mut cotangent = grad_of(&store, &last)?;
     lap(&mut stats.head);
 
     // Backward, a layer at a time, recomputed on a tape.
@@ -239,8 +244,7 @@ pub fn loss_and_grads<S: WeightSource + ?Sized>(
     )?;
     sink(vec![(EMBED.to_string(), d_embed)])?;
     lap(&mut stats.backward);
-    stats.loss_sum = head.loss_sum;
-    stats.count = head.count;
+    (stats.loss_sum, stats.count) = head_sums;
     Ok(stats)
 }
 

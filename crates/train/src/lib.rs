@@ -11,6 +11,7 @@ pub mod lock;
 pub mod memory;
 pub mod metrics;
 pub mod optimizer;
+pub mod plan;
 pub mod recipe;
 pub mod schedule;
 pub mod sharded;

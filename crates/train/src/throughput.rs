@@ -46,14 +46,28 @@ pub fn peak_tflops(device: &Device, dtype: DType) -> std::result::Result<f64, St
     }
 }
 
-/// Dense bf16/f16 tensor-core TFLOP/s by compute capability (and form factor).
-pub fn gpu_peak(capability: (i32, i32), name: &str) -> Option<f64> {
-    match capability {
-        (8, 0) => Some(312.0),                          // A100
-        (9, 0) if name.contains("PCIe") => Some(756.0), // H100 PCIe
-        (9, 0) => Some(989.0),                          // H100 SXM, H200
-        _ => None,
+/// The table's entry for a CUDA device, with the memory the driver reports in place of
+/// the table's (`None` on the CPU or for a GPU not in the table).
+pub fn device_gpu(device: &Device) -> Option<crate::plan::Gpu> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = device {
+        let context = cuda.cuda_stream().context().clone();
+        let capability = context.compute_capability().ok()?;
+        let name = context.name().unwrap_or_default();
+        let mut gpu = crate::plan::hardware::detect(capability, &name)?;
+        if let Ok((_, total)) = context.mem_get_info() {
+            gpu.memory_bytes = total as u64;
+        }
+        return Some(gpu);
     }
+    let _ = device;
+    None
+}
+
+/// Dense bf16/f16 tensor-core TFLOP/s by compute capability and name, from the one
+/// hardware table ([`crate::plan::hardware`]).
+pub fn gpu_peak(capability: (i32, i32), name: &str) -> Option<f64> {
+    crate::plan::hardware::detect(capability, name).map(|gpu| gpu.peak_tflops)
 }
 
 /// The memory a step held, in bytes: on the CPU the heap's peak since

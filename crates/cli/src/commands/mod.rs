@@ -5,5 +5,6 @@ pub mod doctor;
 pub mod info;
 pub mod launch;
 pub mod logits;
+pub mod plan;
 pub mod plot;
 pub mod train;

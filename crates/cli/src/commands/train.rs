@@ -30,7 +30,8 @@ pub struct Args {
     /// through NCCL.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Resume even though the recipe changed in a way that matters (model, data, seq_len).
+    /// Resume even though the recipe changed in a way that matters (model, data, seq_len),
+    /// and train on a GPU a stage that `davinci plan` predicts will not fit.
     #[arg(long)]
     force: bool,
     /// Stop after this many optimizer steps, with a checkpoint; run again to continue.

@@ -122,6 +122,17 @@ pub fn train(recipe: &Recipe, options: &TrainOptions) -> Result<RunSummary> {
             config.vocab_size
         )));
     }
+    // On a GPU, a stage the planner says will not fit stops here, before any data is read.
+    if let Some(gpu) = crate::throughput::device_gpu(&options.device) {
+        let cluster = crate::plan::Cluster { gpu, gpus: world, gpus_per_node: 8 };
+        let bytes = model_spec.dtype.dtype().size_in_bytes();
+        let plans: Vec<_> = recipe
+            .stages
+            .iter()
+            .map(|stage| crate::plan::plan_stage(&config, stage, &cluster, bytes))
+            .collect();
+        crate::plan::refuse_unless_fits(&plans, options.force)?;
+    }
     // Rank 0 locks the output directory, checks that a resume sees the same recipe and
     // data, and prepares what is stale (the data directory is shared); the others wait.
     let gate = match gate::pass(recipe, &tokenizer, &config.to_json(), options)? {

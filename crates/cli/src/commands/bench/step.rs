@@ -14,7 +14,9 @@ use davinci_model::layerwise::loss_and_grads;
 use davinci_model::Config;
 use davinci_train::context::ContextGroup;
 use davinci_train::human;
-use davinci_train::memory::{live_bytes, peak_bytes, reset_peak};
+use davinci_train::memory::{
+    live_bytes, peak_bytes, reset_peak, reset_thread_peak, thread_live_bytes, thread_peak_bytes,
+};
 use davinci_train::optimizer::AdamWConfig;
 use davinci_train::sharded::{fresh_slices, ShardedModel};
 
@@ -48,6 +50,10 @@ pub struct StepArgs {
     /// Ranks that share each row (context parallelism); must divide `--world`.
     #[arg(long, default_value_t = 1)]
     context: usize,
+    /// Print the figures as JSON (with `peak_bytes`, the measured peak heap per rank,
+    /// which `davinci plan --model ...` predicts), without the one-rank baseline.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Default)]
@@ -65,6 +71,9 @@ struct Measured {
     phases: Phases,
     held: usize,
     step_peak: usize,
+    /// The same counted on the rank's own thread.
+    rank_held: isize,
+    rank_step_peak: isize,
     bytes: u64,
 }
 
@@ -83,6 +92,25 @@ pub fn run(args: StepArgs) -> Result<()> {
     let total = phases.forward + phases.head + phases.backward + phases.optimizer;
     let share = |d: Duration| 100.0 * d.as_secs_f64() / total.as_secs_f64().max(1e-12);
     let tokens = (args.seq_len * args.steps * world / args.context) as f64;
+    // The ranks are threads of one process: the heap is theirs together, shared evenly.
+    let (held, step_peak) = (measured.held / world, measured.step_peak / world);
+    if args.json {
+        let report = serde_json::json!({
+            "world": world,
+            "context": args.context,
+            "seq_len": args.seq_len,
+            "layers": config.num_hidden_layers,
+            "tokens_per_s": tokens / phases.wall.as_secs_f64().max(1e-12),
+            "held_bytes": held,
+            "step_peak_bytes": step_peak,
+            // Rank 0's own: what it held between steps and the most above it during one,
+            // counted on its thread (the process's peak divided among the ranks is lower:
+            // their peaks do not coincide).
+            "peak_bytes": measured.rank_held + measured.rank_step_peak,
+        });
+        println!("{report}");
+        return Ok(());
+    }
     println!(
         "model {} ({} layers, {} parameters), seq_len {}, {} document(s), {} on {}, {} steps",
         args.model,
@@ -117,12 +145,12 @@ pub fn run(args: StepArgs) -> Result<()> {
         share(phases.backward),
         share(phases.optimizer)
     );
-    // The ranks are threads of one process: the heap is theirs together, shared evenly.
     println!(
-        "heap per rank: {} held between steps (fp32 master shards and moments); \
-         the step's peak adds {} (activations, saved layer inputs, gradients in flight)",
-        human::bytes((measured.held / world) as u64),
-        human::bytes((measured.step_peak / world) as u64)
+        "heap per rank (the ranks are threads of this process; their heap divided evenly): {} held \
+         between steps (fp32 master shards and moments); the step's peak adds {} (activations, \
+         saved layer inputs, gradients in flight)",
+        human::bytes(held as u64),
+        human::bytes(step_peak as u64)
     );
     if args.context > 1 {
         let alone = measure(&args, &config, &row, 1, 1)?;
@@ -174,11 +202,20 @@ fn measure(args: &StepArgs, config: &Config, row: &Batch, world: usize, context:
             &device,
         )?;
         let share = ContextGroup::new(&collective, context)?.share(row)?;
-        let mut out = Measured { phases: Phases::default(), held: 0, step_peak: 0, bytes: 0 };
+        let mut out = Measured {
+            phases: Phases::default(),
+            held: 0,
+            step_peak: 0,
+            rank_held: 0,
+            rank_step_peak: 0,
+            bytes: 0,
+        };
         for step in 0..=args.steps {
             model.zero_grads();
             out.held = live_bytes();
+            out.rank_held = thread_live_bytes();
             reset_peak();
+            reset_thread_peak();
             let moved = collective.bytes_moved();
             let started = Instant::now();
             let stats =
@@ -187,6 +224,7 @@ fn measure(args: &StepArgs, config: &Config, row: &Batch, world: usize, context:
                 })?;
             let step_time = started.elapsed();
             out.step_peak = out.step_peak.max(peak_bytes().saturating_sub(out.held));
+            out.rank_step_peak = out.rank_step_peak.max(thread_peak_bytes() - out.rank_held);
             let started = Instant::now();
             let norm = model.grad_norm()?;
             let mut count = [stats.count as f64];

@@ -64,7 +64,9 @@ fn rows_cpu(logits: &[f32], targets: &[u32], with_grad: bool) -> Result<Vec<f32>
         bail!("{NAME}: target {t} outside a vocabulary of {vocab}")
     }
     let mut losses = vec![0f32; rows];
-    let mut d_logits = vec![0f32; if with_grad { logits.len() } else { 0 }];
+    // Room for the losses appended below: growing the vector would double it.
+    let mut d_logits = Vec::with_capacity(if with_grad { logits.len() + rows } else { 0 });
+    d_logits.resize(if with_grad { logits.len() } else { 0 }, 0f32);
     let row_loss = |x: &[f32], target: u32, d: Option<&mut [f32]>| {
         // Exponentials in f32 (each within an ulp), their sum and the log in f64.
         let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
