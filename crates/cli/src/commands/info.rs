@@ -5,7 +5,6 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use davinci_model::checkpoint::checksums::verify_dir;
-use davinci_model::Config;
 use davinci_train::human;
 
 #[derive(clap::Args)]
@@ -15,13 +14,24 @@ pub struct Args {
     /// Check every file of the checkpoint directory against its `checksums.sha256`.
     #[arg(long)]
     verify: bool,
+    /// Print the model's `config.json` as transformers reads it (what a comparison with
+    /// another framework builds its model from) instead of the summary.
+    #[arg(long)]
+    config_json: bool,
+    /// With `--config-json`: override the number of layers, as `bench step --layers` does.
+    #[arg(long, requires = "config_json")]
+    layers: Option<usize>,
 }
 
 pub fn run(args: Args) -> Result<()> {
     if args.verify {
         verify(Path::new(&args.model))?;
     }
-    let config = Config::resolve(&args.model)?;
+    let config = super::bench::model_config(&args.model, args.layers)?;
+    if args.config_json {
+        println!("{}", config.to_json());
+        return Ok(());
+    }
     let params = config.num_parameters();
     println!(
         "layers {}, hidden {}, intermediate {}",
