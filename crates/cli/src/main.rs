@@ -2,6 +2,7 @@
 
 mod args;
 mod commands;
+mod runtime;
 mod signals;
 
 use anyhow::Result;
@@ -51,6 +52,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    runtime::tune_for_cpu();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

@@ -3,6 +3,7 @@
 //! - [`ops`]: candle custom ops (RMSNorm, RoPE, SwiGLU) whose CPU bodies are the reference
 //!   implementations and whose CUDA bodies launch the kernels of `kernels/`.
 //! - [`adamw`]: the multi-tensor AdamW step over flat fp32 shards, with its CPU reference.
+//! - [`matmul`]: f32 products over plain slices on the CPU, into a buffer or added to it.
 //! - [`launch`]: a kernel launch as data; each op describes its launches once, and the
 //!   device and the emulation run the same descriptions.
 //! - `emulated` (feature `emulation`): the same kernel sources compiled as host C++ with
@@ -21,4 +22,5 @@ pub use cuda::{driver_fits, driver_version, fatbin_sources, load_kernel, TARGET_
 pub mod emulated;
 pub mod inputs;
 pub mod launch;
+pub mod matmul;
 pub mod ops;

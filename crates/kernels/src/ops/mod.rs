@@ -11,13 +11,15 @@ pub(crate) mod cross_entropy;
 pub(crate) mod flash_attention;
 pub(crate) mod rms_norm;
 pub(crate) mod rope;
+pub(crate) mod squares;
 pub(crate) mod swiglu;
 
 pub use adamw_step::{adamw_step, CHUNK_LEN as ADAMW_CHUNK_LEN};
-pub use cross_entropy::{cross_entropy_rows, RowLosses};
+pub use cross_entropy::{cross_entropy_rows, cross_entropy_rows_in_place, RowLosses};
 pub use flash_attention::flash_attention;
 pub use rms_norm::{add_rms_norm, rms_norm, rms_norm_backward};
 pub use rope::{rope, rope_backward};
+pub use squares::sum_of_squares;
 pub use swiglu::{swiglu, swiglu_backward};
 
 use candle_core::{bail, CpuStorage, DType, Layout, Result, WithDType};

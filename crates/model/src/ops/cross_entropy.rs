@@ -11,6 +11,7 @@
 use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
 use davinci_kernels::ops::cross_entropy_rows;
 
+use super::head_cpu::linear_cross_entropy_cpu;
 use crate::error::{ModelError, Result};
 
 /// The label of a position that carries no loss, as in transformers.
@@ -83,10 +84,17 @@ pub fn linear_cross_entropy(
     let weight = weight.detach().to_dtype(DType::F32)?;
     let mut output =
         CrossEntropyOutput { loss_sum: 0.0, count: counted.len(), d_hidden: None, d_weight: None };
+    let chunk = chunk_tokens.unwrap_or_else(|| default_chunk_tokens(vocab)).max(1);
+    if device.is_cpu() {
+        let (loss_sum, grads) =
+            linear_cross_entropy_cpu(&hidden, &weight, &counted, &targets, chunk, with_grads)?;
+        output.loss_sum = loss_sum;
+        (output.d_hidden, output.d_weight) = grads.unzip();
+        return Ok(output);
+    }
     let mut d_hidden_rows = Vec::new();
     let mut d_weight =
         with_grads.then(|| Tensor::zeros((vocab, hidden_size), DType::F32, device)).transpose()?;
-    let chunk = chunk_tokens.unwrap_or_else(|| default_chunk_tokens(vocab)).max(1);
     for (rows, row_targets) in counted.chunks(chunk).zip(targets.chunks(chunk)) {
         let rows = Tensor::new(rows, device)?;
         let h = hidden.index_select(&rows, 0)?;
@@ -123,17 +131,19 @@ pub fn mean_cross_entropy_loss(
     let scale = if out.count == 0 { 0.0 } else { 1.0 / out.count as f64 };
     let mean = out.mean() as f32;
     match (out.d_hidden, out.d_weight) {
-        (Some(d_hidden), Some(d_weight)) => Ok(hidden.apply_op2(
-            weight,
-            PrecomputedLoss { value: mean, d_hidden: (d_hidden * scale)?, d_weight: (d_weight * scale)? },
-        )?),
+        (Some(d_hidden), Some(d_weight)) => {
+            Ok(hidden.apply_op2(weight, PrecomputedLoss { value: mean, scale, d_hidden, d_weight })?)
+        }
         _ => Ok(Tensor::new(mean, hidden.device())?),
     }
 }
 
-/// A scalar whose value and gradients were computed ahead, in the chunked pass.
+/// A scalar whose value and gradients were computed ahead, in the chunked pass: the
+/// gradients of the loss sum, which the backward scales to the mean's (and by the
+/// incoming gradient) in one pass over each.
 struct PrecomputedLoss {
     value: f32,
+    scale: f64,
     d_hidden: Tensor,
     d_weight: Tensor,
 }
@@ -173,7 +183,7 @@ impl candle_core::CustomOp2 for PrecomputedLoss {
         _loss: &Tensor,
         grad_loss: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad_loss.to_dtype(DType::F32)?;
+        let grad = (grad_loss.to_dtype(DType::F32)? * self.scale)?;
         let d_hidden = self.d_hidden.broadcast_mul(&grad)?.to_dtype(hidden.dtype())?;
         let d_weight = self.d_weight.broadcast_mul(&grad)?.to_dtype(weight.dtype())?;
         Ok((Some(d_hidden), Some(d_weight)))

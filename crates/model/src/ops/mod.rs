@@ -8,6 +8,7 @@
 
 pub mod attention;
 mod cross_entropy;
+mod head_cpu;
 mod rope;
 mod softmax;
 

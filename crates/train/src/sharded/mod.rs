@@ -240,7 +240,7 @@ impl ShardedModel {
         let mut squares = Tensor::zeros(1, DType::F64, &self.device)?;
         for grad in self.grads.borrow_mut().iter_mut() {
             if let Some(grad) = grad.total()? {
-                squares = (squares + grad.to_dtype(DType::F64)?.sqr()?.sum_keepdim(0)?)?;
+                squares = (squares + davinci_kernels::ops::sum_of_squares(&grad)?)?;
             }
         }
         let total = self.collective.all_reduce_tensor(&squares)?.to_vec1::<f64>()?;

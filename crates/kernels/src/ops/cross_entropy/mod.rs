@@ -58,40 +58,83 @@ struct CrossEntropy {
 
 /// `[d_logits..., loss...]` with the gradient, `[loss...]` without.
 fn rows_cpu(logits: &[f32], targets: &[u32], with_grad: bool) -> Result<Vec<f32>> {
+    if !with_grad {
+        return rows_of(logits, targets, row_loss);
+    }
     let rows = targets.len();
-    let vocab = logits.len() / rows.max(1);
+    // Room for the losses appended below: growing the vector would double it.
+    let mut d_logits = Vec::with_capacity(logits.len() + rows);
+    d_logits.extend_from_slice(logits);
+    let losses = cross_entropy_rows_in_place(&mut d_logits, targets, true)?;
+    d_logits.extend_from_slice(&losses);
+    Ok(d_logits)
+}
+
+/// The losses of the rows of `logits` (`[rows, vocab]` row-major f32), with `with_grad`
+/// each row then overwritten with its gradient `softmax - one_hot(target)`: the CPU head's
+/// middle step, which needs no second `[rows, vocab]` buffer. The same arithmetic as the
+/// op's CPU body.
+pub fn cross_entropy_rows_in_place(logits: &mut [f32], targets: &[u32], with_grad: bool) -> Result<Vec<f32>> {
+    if !with_grad {
+        return rows_of(logits, targets, row_loss);
+    }
+    let vocab = vocab_of(logits, targets)?;
+    let mut losses = vec![0f32; targets.len()];
+    losses.par_iter_mut().zip(logits.par_chunks_mut(vocab)).zip(targets.par_iter()).for_each(
+        |((loss, x), &target)| {
+            *loss = row_loss_in_place(x, target);
+        },
+    );
+    Ok(losses)
+}
+
+/// The vocabulary of `[rows, vocab]` logits, with every target inside it.
+fn vocab_of(logits: &[f32], targets: &[u32]) -> Result<usize> {
+    let vocab = logits.len() / targets.len().max(1);
+    if vocab * targets.len() != logits.len() {
+        bail!("{NAME}: {} logits do not split into {} rows", logits.len(), targets.len())
+    }
     if let Some(t) = targets.iter().find(|&&t| t as usize >= vocab) {
         bail!("{NAME}: target {t} outside a vocabulary of {vocab}")
     }
-    let mut losses = vec![0f32; rows];
-    // Room for the losses appended below: growing the vector would double it.
-    let mut d_logits = Vec::with_capacity(if with_grad { logits.len() + rows } else { 0 });
-    d_logits.resize(if with_grad { logits.len() } else { 0 }, 0f32);
-    let row_loss = |x: &[f32], target: u32, d: Option<&mut [f32]>| {
-        // Exponentials in f32 (each within an ulp), their sum and the log in f64.
-        let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let sum: f64 = x.iter().map(|&v| (v - max).exp() as f64).sum();
-        let log_sum = sum.ln();
-        if let Some(d) = d {
-            for (d, &v) in d.iter_mut().zip(x) {
-                *d = ((v - max) - log_sum as f32).exp();
-            }
-            d[target as usize] -= 1.0;
-        }
-        (log_sum - (x[target as usize] - max) as f64) as f32
-    };
-    if with_grad {
-        losses.par_iter_mut().zip(d_logits.par_chunks_mut(vocab)).enumerate().for_each(|(r, (loss, d))| {
-            *loss = row_loss(&logits[r * vocab..(r + 1) * vocab], targets[r], Some(d));
-        });
-        d_logits.extend_from_slice(&losses);
-        Ok(d_logits)
-    } else {
-        losses.par_iter_mut().enumerate().for_each(|(r, loss)| {
-            *loss = row_loss(&logits[r * vocab..(r + 1) * vocab], targets[r], None);
-        });
-        Ok(losses)
+    Ok(vocab)
+}
+
+/// `loss(row, target)` of each row, on rayon's threads.
+fn rows_of(logits: &[f32], targets: &[u32], loss: impl Fn(&[f32], u32) -> f32 + Sync) -> Result<Vec<f32>> {
+    let vocab = vocab_of(logits, targets)?;
+    let mut losses = vec![0f32; targets.len()];
+    losses.par_iter_mut().zip(logits.par_chunks(vocab)).zip(targets.par_iter()).for_each(|((l, x), &t)| {
+        *l = loss(x, t);
+    });
+    Ok(losses)
+}
+
+/// The row's maximum and the log of its exponentials' sum (shifted by the maximum).
+/// Exponentials in f32 (each within an ulp), their sum and the log in f64.
+fn row_log_sum(x: &[f32]) -> (f32, f64) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let sum: f64 = x.iter().map(|&v| (v - max).exp() as f64).sum();
+    (max, sum.ln())
+}
+
+/// `logsumexp(x) - x[target]`, from [`row_log_sum`]'s figures.
+fn loss_of(x: &[f32], target: u32, (max, log_sum): (f32, f64)) -> f32 {
+    (log_sum - (x[target as usize] - max) as f64) as f32
+}
+
+fn row_loss(x: &[f32], target: u32) -> f32 {
+    loss_of(x, target, row_log_sum(x))
+}
+
+fn row_loss_in_place(x: &mut [f32], target: u32) -> f32 {
+    let (max, log_sum) = row_log_sum(x);
+    let loss = loss_of(x, target, (max, log_sum));
+    for v in x.iter_mut() {
+        *v = ((*v - max) - log_sum as f32).exp();
     }
+    x[target as usize] -= 1.0;
+    loss
 }
 
 impl CustomOp2 for CrossEntropy {
