@@ -15,14 +15,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 
 use crate::config::Config;
 use crate::error::ModelError;
 use crate::layer::DecoderLayer;
 use crate::model::Qwen2;
 use crate::names::{layer_prefix, EMBED, FINAL_NORM, LM_HEAD};
-use crate::ops::{linear_cross_entropy, rms_norm, Rotary};
+use crate::ops::{embedding_backward, linear_cross_entropy, rms_norm, Rotary};
 use crate::packing::PackedLayout;
 
 /// A unit of weights, as the driver asks for them.
@@ -171,7 +171,6 @@ pub fn loss_and_grads<S: WeightSource + ?Sized>(
     sink: &mut GradSink<S::Error>,
 ) -> Result<StepStats, S::Error> {
     let config = model.config();
-    let device = model.device();
     let mut stats = StepStats::default();
     let mut clock = Instant::now();
     let mut lap = |phase: &mut Duration| {
@@ -237,11 +236,7 @@ pub fn loss_and_grads<S: WeightSource + ?Sized>(
 
     // Embedding: the rows of the token ids receive the input gradient.
     // (Shaped from the config: under FSDP, asking for the weight would gather it again.)
-    let d_embed = Tensor::zeros((config.vocab_size, config.hidden_size), DType::F32, device)?.index_add(
-        &ids,
-        &cotangent.to_dtype(DType::F32)?,
-        0,
-    )?;
+    let d_embed = embedding_backward(&ids, &cotangent, config.vocab_size)?;
     sink(vec![(EMBED.to_string(), d_embed)])?;
     lap(&mut stats.backward);
     (stats.loss_sum, stats.count) = head_sums;

@@ -8,6 +8,7 @@
 
 pub mod attention;
 mod cross_entropy;
+mod embedding;
 mod head_cpu;
 mod rope;
 mod softmax;
@@ -20,5 +21,6 @@ pub use cross_entropy::{
 /// add before it), and Qwen2.5's gated activation `silu(gate) * up`: the fused ops of
 /// `davinci-kernels`.
 pub use davinci_kernels::ops::{add_rms_norm, rms_norm, swiglu};
+pub use embedding::embedding_backward;
 pub use rope::Rotary;
 pub use softmax::softmax_last_dim;
