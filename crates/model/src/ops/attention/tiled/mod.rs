@@ -269,3 +269,55 @@ impl TiledAttention {
         Ok((dq, dk, dv))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::kernel::{self, Dims, Inputs, Saved, Segment, Tile};
+    use super::simd::{self, Isa};
+
+    /// Every instruction set this machine has runs the kernels to the same values, up to
+    /// the rounding of fused multiply-adds (the plain path is otherwise untested here).
+    #[test]
+    fn every_instruction_set_computes_the_same_tiles() {
+        let dims = Dims { q_heads: 4, kv_heads: 2, head_dim: 24 };
+        let (tokens, d) = (150, dims.head_dim);
+        let mut state = 7u32;
+        let mut random = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (state >> 8) as f32 / (1 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        let (q, k, v) = (random(tokens * 4 * d), random(tokens * 2 * d), random(tokens * 2 * d));
+        let (grad_out, delta) = (random(tokens * 4 * d), random(tokens * 4));
+        let lse2 = vec![3.0; tokens * 4];
+        let x = Inputs { dims, q: &q, k: &k, v: &v, scale: 0.9 };
+        let saved = Saved { grad_out: &grad_out, lse2: &lse2, delta: &delta, tokens };
+        let segment = Segment { q_start: 10, q_len: 100, k_start: 0, k_len: 150 };
+        let (query, key) =
+            (Tile { head: 3, segment, first: 40, end: 90 }, Tile { head: 1, segment, first: 64, end: 128 });
+        let run = |isa| {
+            let (mut out, mut lse, mut dq) = (vec![0f32; 50 * d], vec![0f32; 50], vec![0f32; 50 * d]);
+            let (mut dk, mut dv) = (vec![0f32; 64 * d], vec![0f32; 64 * d]);
+            kernel::forward(isa, &x, query, &mut out, &mut lse);
+            kernel::backward_q(isa, &x, &saved, query, &mut dq);
+            kernel::backward_kv(isa, &x, &saved, key, &mut dk, &mut dv);
+            [out, lse, dq, dk, dv]
+        };
+        let plain = run(Isa::Plain);
+        let others = match simd::isa() {
+            Isa::Avx512 => vec![Isa::Avx2, Isa::Avx512],
+            Isa::Avx2 => vec![Isa::Avx2],
+            Isa::Plain => vec![],
+        };
+        for isa in others {
+            for (got, want) in run(isa).iter().zip(&plain) {
+                let scale = want.iter().fold(0f32, |m, w| m.max(w.abs()));
+                let worst = got.iter().zip(want).fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+                assert!(worst <= 1e-5 * scale, "{isa:?}: {worst:e} off, of {scale:e}");
+            }
+        }
+    }
+}

@@ -84,13 +84,7 @@ pub fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 pub fn exp2<const FMA: bool>(x: f32) -> f32 {
     // Adding 1.5 * 2^23 rounds to an integer, which lands in the low mantissa bits.
     const MAGIC: f32 = 12_582_912.0;
-    let clamped = if x > 126.0 {
-        126.0
-    } else if x < -126.0 {
-        -126.0
-    } else {
-        x
-    };
+    let clamped = x.clamp(-126.0, 126.0);
     let shifted = clamped + MAGIC;
     let n = shifted - MAGIC;
     let f = clamped - n;
@@ -243,8 +237,8 @@ pub fn load_transposed(
 ) {
     let d = dst.len();
     dst.iter_mut().for_each(|row| *row = [0.0; BC]);
-    for j in 0..n {
-        let at = ((first + j) * heads + head) * d;
+    for (j, token) in (first..first + n).enumerate() {
+        let at = (token * heads + head) * d;
         for (x, &value) in src[at..at + d].iter().enumerate() {
             dst[x][j] = value;
         }
