@@ -185,17 +185,17 @@ fn backward_kv_body<const FMA: bool>(x: &Inputs, saved: &Saved, tile: Tile, dk: 
     // The first query that sees key `tile.first`: `visible(t) > tile.first`.
     let first_row = (tile.first + seg.q_len).saturating_sub(seg.k_len);
     for head in tile.head * group..(tile.head + 1) * group {
-        for t in first_row..seg.q_len {
-            let token = seg.q_start + t;
-            let limit = (seg.visible(t) - tile.first).min(n);
-            x.query(token, head, &mut query);
-            let row = head * saved.tokens + token;
-            let at = (token * x.dims.q_heads + head) * d;
-            let grad_out = &saved.grad_out[at..at + d];
-            let s = scores::<FMA>(&query, &kt, limit);
-            let (p, ds) = probs_and_grad::<FMA>(&s, saved.lse2[row], grad_out, &vt, saved.delta[row]);
-            simd::add_outer::<FMA>(&mut dvt, grad_out, &p);
-            simd::add_outer::<FMA>(&mut dkt, &x.q[at..at + d], &ds);
+        let mut t = first_row;
+        while t < seg.q_len {
+            let mut rows =
+                RowsKv { x, saved, seg, head, first: tile.first, n, kt: &kt, vt: &vt, query: &mut query };
+            if seg.q_len - t >= KV_ROWS {
+                rows.add::<FMA, KV_ROWS>(t, &mut dkt, &mut dvt);
+                t += KV_ROWS;
+            } else {
+                rows.add::<FMA, 1>(t, &mut dkt, &mut dvt);
+                t += 1;
+            }
         }
     }
     for j in 0..n {
@@ -203,6 +203,51 @@ fn backward_kv_body<const FMA: bool>(x: &Inputs, saved: &Saved, tile: Tile, dk: 
             dk[j * d + c] = dkt[c][j] * x.scale;
             dv[j * d + c] = dvt[c][j];
         }
+    }
+}
+
+/// Query rows [`backward_kv`] takes at a time.
+const KV_ROWS: usize = 4;
+
+/// One key tile's view of the backward, for [`RowsKv::add`].
+struct RowsKv<'a, 'b> {
+    x: &'a Inputs<'a>,
+    saved: &'a Saved<'a>,
+    seg: Segment,
+    head: usize,
+    first: usize,
+    n: usize,
+    kt: &'b [[f32; BC]],
+    vt: &'b [[f32; BC]],
+    query: &'b mut [f32],
+}
+
+impl RowsKv<'_, '_> {
+    /// Adds query rows `t..t + R` of the head to the transposed dK and dV of the tile.
+    #[inline(always)]
+    fn add<const FMA: bool, const R: usize>(
+        &mut self,
+        t: usize,
+        dkt: &mut [[f32; BC]],
+        dvt: &mut [[f32; BC]],
+    ) {
+        let (x, saved, d) = (self.x, self.saved, self.x.dims.head_dim);
+        let (mut probs, mut grads) = ([[0f32; BC]; R], [[0f32; BC]; R]);
+        let (mut queries, mut grads_out): ([&[f32]; R], [&[f32]; R]) = ([&[]; R], [&[]; R]);
+        for r in 0..R {
+            let token = self.seg.q_start + t + r;
+            let limit = (self.seg.visible(t + r) - self.first).min(self.n);
+            x.query(token, self.head, self.query);
+            let row = self.head * saved.tokens + token;
+            let at = (token * x.dims.q_heads + self.head) * d;
+            grads_out[r] = &saved.grad_out[at..at + d];
+            queries[r] = &x.q[at..at + d];
+            let s = scores::<FMA>(self.query, self.kt, limit);
+            (probs[r], grads[r]) =
+                probs_and_grad::<FMA>(&s, saved.lse2[row], grads_out[r], self.vt, saved.delta[row]);
+        }
+        simd::add_outer::<FMA, R>(dvt, grads_out, &probs);
+        simd::add_outer::<FMA, R>(dkt, queries, &grads);
     }
 }
 

@@ -152,12 +152,24 @@ pub fn row_times<const FMA: bool>(x: &[f32], rows: &[[f32; BC]]) -> [f32; BC] {
     out
 }
 
-/// `rows[x] += a[x] * p` for every `x`: a rank-one update of a transposed tile.
+/// `rows[x] += a[0][x] * p[0] + a[1][x] * p[1] + ..` in that order for every `x`: rank-one
+/// updates of a transposed tile, `R` at a time so that each element is loaded and stored
+/// once per `R` (the same bits as `R` single updates).
 #[inline(always)]
-pub fn add_outer<const FMA: bool>(rows: &mut [[f32; BC]], a: &[f32], p: &[f32; BC]) {
-    for (row, &a) in rows.iter_mut().zip(a) {
+pub fn add_outer<const FMA: bool, const R: usize>(
+    rows: &mut [[f32; BC]],
+    a: [&[f32]; R],
+    p: &[[f32; BC]; R],
+) {
+    let d = rows.len();
+    let a = a.map(|a| &a[..d]);
+    for (x, row) in rows.iter_mut().enumerate() {
         for j in 0..BC {
-            row[j] = madd::<FMA>(a, p[j], row[j]);
+            let mut acc = row[j];
+            for r in 0..R {
+                acc = madd::<FMA>(a[r][x], p[r][j], acc);
+            }
+            row[j] = acc;
         }
     }
 }
