@@ -17,7 +17,8 @@
 //! buffer, summing in an order fixed by the item alone: the forward and dQ over
 //! (query head, query tile), each visiting its key tiles in order; dK and dV over
 //! (key/value head, key tile), each visiting its group's query heads and rows in order.
-//! No sum is split across threads, so every run gives the same bits whatever the pool.
+//! No sum is split across threads, so every run gives the same bits whatever the pool
+//! (on one machine: fused multiply-adds, where the CPU has them, round differently).
 
 mod kernel;
 mod simd;

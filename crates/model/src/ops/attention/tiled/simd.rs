@@ -1,7 +1,7 @@
 //! The arithmetic of the attention kernels in forms LLVM vectorizes: fixed-width rows of
 //! [`BC`] keys, reductions over explicit lanes (float addition is not associative, so the
-//! compiler may not reorder a plain running sum; the lanes fix one order, the same on
-//! every instruction set), and a polynomial `exp2`.
+//! compiler may not reorder a plain running sum; the lanes fix one order, so that a
+//! sum runs the same way every time), and a polynomial `exp2`.
 //!
 //! The workspace builds for generic x86-64 (SSE2), so [`dispatch!`] compiles each kernel
 //! body three times, for AVX-512, for AVX2+FMA and plain, and picks one at run time.
