@@ -196,3 +196,61 @@ fn segments_with_fewer_keys_than_queries_are_refused() {
     assert!(Segments::new(vec![0, 5, 3], vec![0, 5, 6]).is_err());
     assert!(Segments::new(vec![0, 5], vec![0, 5, 6]).is_err());
 }
+
+/// Documents longer than a key tile (64), head sizes that are and are not a multiple of
+/// the SIMD width, GQA, and query tiles that straddle the diagonal: output and dQ, dK, dV
+/// of the tiled attention against the reference on the tape.
+#[test]
+fn tiled_attention_over_many_tiles_matches_the_reference() {
+    use davinci_model::ops::attention::{reference, tiled};
+    let cu = [0u32, 70, 75, 200, 330];
+    let tokens = 330;
+    for (heads, kv_heads, head_dim) in [(4, 2, 16), (6, 2, 20), (2, 1, 64)] {
+        let make =
+            |h: usize, seed| random((tokens, h * head_dim), seed).reshape((tokens, h, head_dim)).unwrap();
+        let (q, k, v) = (make(heads, 40), make(kv_heads, 41), make(kv_heads, 42));
+        let (q, k, v) =
+            (Var::from_tensor(&q).unwrap(), Var::from_tensor(&k).unwrap(), Var::from_tensor(&v).unwrap());
+        let cotangent = make(heads, 43);
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let want = reference::attention(&q, &k, &v, &Segments::documents(&cu), scale).unwrap();
+        let want_grads = (&want * &cotangent).unwrap().sum_all().unwrap().backward().unwrap();
+        for rows in [Some(13), None] {
+            let got = tiled::attention(&q, &k, &v, &Segments::documents(&cu), scale, rows).unwrap();
+            let what = format!("{heads}/{kv_heads} heads of {head_dim}, block rows {rows:?}");
+            assert_close(&format!("output, {what}"), &got, &want, 1e-5);
+            let grads = (&got * &cotangent).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, x) in [("dq", &q), ("dk", &k), ("dv", &v)] {
+                let (got, want) = (grads.get(x).unwrap(), want_grads.get(x).unwrap());
+                assert_close(&format!("{name}, {what}"), got, want, 1e-5);
+            }
+        }
+    }
+}
+
+/// The backward sums in an order fixed by the tiles alone, never by the threads: the
+/// same bits on one thread, on several, and twice in a row.
+#[test]
+fn tiled_attention_backward_is_bitwise_the_same_on_any_number_of_threads() {
+    use davinci_model::ops::attention::tiled;
+    let (tokens, heads, kv_heads, head_dim) = (300, 6, 2, 16);
+    let cu = [0u32, 130, 131, 300];
+    let make = |h: usize, seed| random((tokens, h * head_dim), seed).reshape((tokens, h, head_dim)).unwrap();
+    let (q, k, v) = (make(heads, 50), make(kv_heads, 51), make(kv_heads, 52));
+    let (q, k, v) =
+        (Var::from_tensor(&q).unwrap(), Var::from_tensor(&k).unwrap(), Var::from_tensor(&v).unwrap());
+    let cotangent = make(heads, 53);
+    let run = || {
+        let out = tiled::attention(&q, &k, &v, &Segments::documents(&cu), 0.25, None).unwrap();
+        let grads = (&out * &cotangent).unwrap().sum_all().unwrap().backward().unwrap();
+        let bits = |t: &Tensor| -> Vec<u32> {
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
+        };
+        [bits(&out), bits(grads.get(&q).unwrap()), bits(grads.get(&k).unwrap()), bits(grads.get(&v).unwrap())]
+    };
+    let on = |threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(run);
+    let once = on(1);
+    for threads in [1, 2, 3, 8] {
+        assert!(on(threads) == once, "{threads} threads give other bits than one");
+    }
+}

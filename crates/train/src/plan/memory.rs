@@ -10,7 +10,7 @@
 //!   shards of every other unit (with one micro-batch; with more, every unit's shards
 //!   exist from the start: the sum of the earlier micro-batches and the last one landing).
 
-use davinci_model::ops::attention::tiled::BLOCK_SCORE_BYTES;
+use davinci_model::ops::attention::tiled;
 use davinci_model::ops::default_chunk_tokens;
 
 use super::{Backend, StepShape};
@@ -247,20 +247,11 @@ fn backward(s: &Sizes, shape: &StepShape, layer: u64) -> (&'static str, Vec<Item
     (name, items)
 }
 
-/// The CPU attention's backward over its largest block: four blocks of f32 scores at once
-/// (the probabilities, their gradient, the gradient of the scores and the temporary
-/// between the two; measured: 4.25-4.5 blocks with the causal mask) and the mask.
+/// The CPU attention's backward besides its inputs and gradients: the per-row statistics
+/// and the tiles' gradients before they are placed (`tiled::backward_scratch_bytes`).
 fn cpu_attention_blocks(shape: &StepShape) -> u64 {
-    let heads = shape.config.num_attention_heads;
-    let largest = shape
-        .segments()
-        .into_iter()
-        .filter(|&(q, _)| q > 0)
-        .map(|(q, k)| {
-            let rows = (BLOCK_SCORE_BYTES / (4 * heads * k.max(1))).clamp(1, q);
-            (4 * heads * rows * k, 4 * rows * k)
-        })
-        .max()
-        .unwrap_or((0, 0));
-    (4 * largest.0 + largest.1) as u64
+    let c = &shape.config;
+    let dims = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
+    let (tokens, keys) = shape.segments().into_iter().fold((0, 0), |(t, k), (q, kk)| (t + q, k + kk));
+    tiled::backward_scratch_bytes(tokens, keys, dims) as u64
 }
