@@ -24,3 +24,4 @@ pub mod inputs;
 pub mod launch;
 pub mod matmul;
 pub mod ops;
+pub mod simd;

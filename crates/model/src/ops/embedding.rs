@@ -25,7 +25,9 @@ pub fn embedding_backward(ids: &Tensor, d_hidden: &Tensor, vocab: usize) -> Resu
     for (&id, row) in ids.iter().zip(rows.chunks(width)) {
         let id = id as usize;
         if id >= vocab {
-            return Err(candle_core::Error::Msg(format!("token id {id} outside a vocabulary of {vocab}")).into());
+            return Err(
+                candle_core::Error::Msg(format!("token id {id} outside a vocabulary of {vocab}")).into()
+            );
         }
         grad[id * width..(id + 1) * width].iter_mut().zip(row).for_each(|(g, &d)| *g += d);
     }

@@ -8,6 +8,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Ten
 use rayon::prelude::*;
 
 use super::cpu_slice;
+use crate::simd::{exp, isa, Isa};
 
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -59,7 +60,7 @@ struct CrossEntropy {
 /// `[d_logits..., loss...]` with the gradient, `[loss...]` without.
 fn rows_cpu(logits: &[f32], targets: &[u32], with_grad: bool) -> Result<Vec<f32>> {
     if !with_grad {
-        return rows_of(logits, targets, row_loss);
+        return row_losses(logits, targets);
     }
     let rows = targets.len();
     // Room for the losses appended below: growing the vector would double it.
@@ -76,13 +77,14 @@ fn rows_cpu(logits: &[f32], targets: &[u32], with_grad: bool) -> Result<Vec<f32>
 /// op's CPU body.
 pub fn cross_entropy_rows_in_place(logits: &mut [f32], targets: &[u32], with_grad: bool) -> Result<Vec<f32>> {
     if !with_grad {
-        return rows_of(logits, targets, row_loss);
+        return row_losses(logits, targets);
     }
     let vocab = vocab_of(logits, targets)?;
+    let isa = isa();
     let mut losses = vec![0f32; targets.len()];
     losses.par_iter_mut().zip(logits.par_chunks_mut(vocab)).zip(targets.par_iter()).for_each(
         |((loss, x), &target)| {
-            *loss = row_loss_in_place(x, target);
+            *loss = row_loss_in_place(isa, x, target);
         },
     );
     Ok(losses)
@@ -100,22 +102,58 @@ fn vocab_of(logits: &[f32], targets: &[u32]) -> Result<usize> {
     Ok(vocab)
 }
 
-/// `loss(row, target)` of each row, on rayon's threads.
-fn rows_of(logits: &[f32], targets: &[u32], loss: impl Fn(&[f32], u32) -> f32 + Sync) -> Result<Vec<f32>> {
+/// The loss of each row, on rayon's threads.
+fn row_losses(logits: &[f32], targets: &[u32]) -> Result<Vec<f32>> {
     let vocab = vocab_of(logits, targets)?;
+    let isa = isa();
     let mut losses = vec![0f32; targets.len()];
     losses.par_iter_mut().zip(logits.par_chunks(vocab)).zip(targets.par_iter()).for_each(|((l, x), &t)| {
-        *l = loss(x, t);
+        *l = row_loss(isa, x, t);
     });
     Ok(losses)
 }
 
-/// The row's maximum and the log of its exponentials' sum (shifted by the maximum).
-/// Exponentials in f32 (each within an ulp), their sum and the log in f64.
-fn row_log_sum(x: &[f32]) -> (f32, f64) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let sum: f64 = x.iter().map(|&v| (v - max).exp() as f64).sum();
-    (max, sum.ln())
+/// Accumulators of a row's reductions: their fixed order makes a row's sum the same
+/// every run, and lets LLVM keep them in vector registers.
+const LANES: usize = 16;
+
+crate::dispatch! {
+    /// The row's maximum and the log of its exponentials' sum (shifted by the maximum):
+    /// the exponentials in f32 (each within about an ulp), their sum and the log in f64.
+    row_log_sum => row_log_sum_body(x: &[f32], out: &mut (f32, f64))
+}
+
+#[inline(always)]
+fn row_log_sum_body<const FMA: bool>(x: &[f32], out: &mut (f32, f64)) {
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    for chunk in chunks.clone() {
+        for (m, &v) in lanes.iter_mut().zip(chunk) {
+            *m = m.max(v);
+        }
+    }
+    let max = lanes.iter().chain(tail).fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sums = [0f64; LANES];
+    for chunk in chunks {
+        for (s, &v) in sums.iter_mut().zip(chunk) {
+            *s += f64::from(exp::<FMA>(v - max));
+        }
+    }
+    let tail_sum: f64 = tail.iter().map(|&v| f64::from(exp::<FMA>(v - max))).sum();
+    *out = (max, (sums.iter().sum::<f64>() + tail_sum).ln());
+}
+
+crate::dispatch! {
+    /// Each value `v` of the row replaced by `e^(v - shift)`.
+    exp_shifted => exp_shifted_body(x: &mut [f32], shift: f32)
+}
+
+#[inline(always)]
+fn exp_shifted_body<const FMA: bool>(x: &mut [f32], shift: f32) {
+    for v in x.iter_mut() {
+        *v = exp::<FMA>(*v - shift);
+    }
 }
 
 /// `logsumexp(x) - x[target]`, from [`row_log_sum`]'s figures.
@@ -123,16 +161,21 @@ fn loss_of(x: &[f32], target: u32, (max, log_sum): (f32, f64)) -> f32 {
     (log_sum - (x[target as usize] - max) as f64) as f32
 }
 
-fn row_loss(x: &[f32], target: u32) -> f32 {
-    loss_of(x, target, row_log_sum(x))
+fn log_sum_of(isa: Isa, x: &[f32]) -> (f32, f64) {
+    let mut out = (0.0, 0.0);
+    row_log_sum(isa, x, &mut out);
+    out
 }
 
-fn row_loss_in_place(x: &mut [f32], target: u32) -> f32 {
-    let (max, log_sum) = row_log_sum(x);
+fn row_loss(isa: Isa, x: &[f32], target: u32) -> f32 {
+    loss_of(x, target, log_sum_of(isa, x))
+}
+
+fn row_loss_in_place(isa: Isa, x: &mut [f32], target: u32) -> f32 {
+    let (max, log_sum) = log_sum_of(isa, x);
     let loss = loss_of(x, target, (max, log_sum));
-    for v in x.iter_mut() {
-        *v = ((*v - max) - log_sum as f32).exp();
-    }
+    // `(v - max) - log_sum` as one shift: the same within an ulp of the exponent's argument.
+    exp_shifted(isa, x, max + log_sum as f32);
     x[target as usize] -= 1.0;
     loss
 }

@@ -274,7 +274,8 @@ impl TiledAttention {
 #[cfg(test)]
 mod tests {
     use super::kernel::{self, Dims, Inputs, Saved, Segment, Tile};
-    use super::simd::{self, Isa};
+    use super::simd;
+    use davinci_kernels::simd::Isa;
 
     /// Every instruction set this machine has runs the kernels to the same values, up to
     /// the rounding of fused multiply-adds (the plain path is otherwise untested here).
