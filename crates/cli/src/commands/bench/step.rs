@@ -1,4 +1,5 @@
-//! `davinci bench step`: full training steps (forward, backward with recompute, AdamW) on
+//! `davinci bench step`: full training steps (forward, backward with recompute unless
+//! `--keep-activations`, AdamW) on
 //! random tokens, with tokens/s, the share of time per phase and the peak heap. With
 //! `--context N`, groups of N ranks share each row (context parallelism), and the same row
 //! on one rank is measured too, as the baseline of the memory per rank.
@@ -10,7 +11,7 @@ use anyhow::{bail, Result};
 use davinci_data::loader::{Batch, IGNORE};
 use davinci_dist::threads::thread_group;
 use davinci_dist::{Collective, Local};
-use davinci_model::layerwise::loss_and_grads;
+use davinci_model::layerwise::{loss_and_grads_with, Activations};
 use davinci_model::Config;
 use davinci_train::context::ContextGroup;
 use davinci_train::human;
@@ -54,6 +55,11 @@ pub struct StepArgs {
     /// which `davinci plan --model ...` predicts), without the one-rank baseline.
     #[arg(long)]
     json: bool,
+    /// Keep every layer's activations from the forward instead of recomputing each layer
+    /// in the backward (no activation checkpointing, as PyTorch eager trains): a third
+    /// less work for the activations of every layer at once.
+    #[arg(long)]
+    keep_activations: bool,
 }
 
 #[derive(Default)]
@@ -139,9 +145,10 @@ pub fn run(args: StepArgs) -> Result<()> {
         );
     }
     println!(
-        "time: forward {:.1}%, head (norm + loss) {:.1}%, backward with recompute {:.1}%, optimizer {:.1}%",
+        "time: forward {:.1}%, head (norm + loss) {:.1}%, backward{} {:.1}%, optimizer {:.1}%",
         share(phases.forward),
         share(phases.head),
+        if args.keep_activations { "" } else { " with recompute" },
         share(phases.backward),
         share(phases.optimizer)
     );
@@ -218,10 +225,15 @@ fn measure(args: &StepArgs, config: &Config, row: &Batch, world: usize, context:
             reset_thread_peak();
             let moved = collective.bytes_moved();
             let started = Instant::now();
-            let stats =
-                loss_and_grads(&model, &share.input_ids, &share.labels, &share.layout, &mut |unit| {
-                    model.reduce_scatter(unit)
-                })?;
+            let activations = if args.keep_activations { Activations::Keep } else { Activations::Recompute };
+            let stats = loss_and_grads_with(
+                &model,
+                &share.input_ids,
+                &share.labels,
+                &share.layout,
+                activations,
+                &mut |unit| model.reduce_scatter(unit),
+            )?;
             let step_time = started.elapsed();
             out.step_peak = out.step_peak.max(peak_bytes().saturating_sub(out.held));
             out.rank_step_peak = out.rank_step_peak.max(thread_peak_bytes() - out.rank_held);
