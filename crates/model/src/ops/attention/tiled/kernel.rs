@@ -93,6 +93,9 @@ pub struct Saved<'a> {
     pub tokens: usize,
 }
 
+/// Query rows whose scores are formed together.
+const SCORE_ROWS: usize = 4;
+
 /// Scores of a base-2 query row against a transposed key tile, `-inf` from key `limit`.
 #[inline(always)]
 fn scores<const FMA: bool>(query: &[f32], kt: &[[f32; BC]], limit: usize) -> [f32; BC] {
@@ -111,8 +114,18 @@ fn probs_and_grad<const FMA: bool>(
     vt: &[[f32; BC]],
     delta: f32,
 ) -> ([f32; BC], [f32; BC]) {
+    probs_and_grad_of::<FMA>(s, lse2, &simd::row_times::<FMA>(grad_out, vt), delta)
+}
+
+/// [`probs_and_grad`] with `dP` already formed.
+#[inline(always)]
+fn probs_and_grad_of<const FMA: bool>(
+    s: &[f32; BC],
+    lse2: f32,
+    dp: &[f32; BC],
+    delta: f32,
+) -> ([f32; BC], [f32; BC]) {
     let p = s.map(|x| simd::exp2::<FMA>(x - lse2));
-    let dp = simd::row_times::<FMA>(grad_out, vt);
     let mut ds = [0f32; BC];
     for j in 0..BC {
         ds[j] = p[j] * (dp[j] - delta);
@@ -140,23 +153,43 @@ fn forward_body<const FMA: bool>(x: &Inputs, tile: Tile, out: &mut [f32], lse: &
         let n = BC.min(seg.k_len - first);
         simd::load_transposed(x.k, x.dims.kv_heads, kv_head, seg.k_start + first, n, &mut kt);
         simd::load_rows(x.v, x.dims.kv_heads, kv_head, seg.k_start + first, n, d, &mut values);
-        for i in 0..rows {
-            let limit = seg.visible(tile.first + i).saturating_sub(first).min(n);
-            if limit == 0 {
-                probs[i] = [0.0; BC];
-                continue;
+        // Scores of four rows at a time (each key row loaded once for the four), the same
+        // sums in the same order as one row at a time.
+        let mut i = 0;
+        while i < rows {
+            let block = SCORE_ROWS.min(rows - i);
+            let s: [[f32; BC]; SCORE_ROWS] = if block == SCORE_ROWS {
+                let row = |r: usize| &queries[(i + r) * d..(i + r + 1) * d];
+                simd::rows_times::<FMA, SCORE_ROWS>([row(0), row(1), row(2), row(3)], &kt)
+            } else {
+                std::array::from_fn(|r| {
+                    if r < block {
+                        simd::row_times::<FMA>(&queries[(i + r) * d..(i + r + 1) * d], &kt)
+                    } else {
+                        [0.0; BC]
+                    }
+                })
+            };
+            for (r, mut s) in s.into_iter().take(block).enumerate() {
+                let row = i + r;
+                let limit = seg.visible(tile.first + row).saturating_sub(first).min(n);
+                if limit == 0 {
+                    probs[row] = [0.0; BC];
+                    continue;
+                }
+                s[limit..].iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
+                let new_max = max[row].max(simd::max(&s));
+                probs[row] = s.map(|s| simd::exp2::<FMA>(s - new_max));
+                // The first tile always has a visible key, so `max` is finite after it;
+                // before it `exp2(-inf) = 0` empties the accumulators.
+                let alpha = simd::exp2::<FMA>(max[row] - new_max);
+                norm[row] = madd::<FMA>(norm[row], alpha, simd::sum(&probs[row]));
+                max[row] = new_max;
+                if alpha != 1.0 {
+                    acc[row * dp..(row + 1) * dp].iter_mut().for_each(|o| *o *= alpha);
+                }
             }
-            let s = scores::<FMA>(&queries[i * d..(i + 1) * d], &kt, limit);
-            let new_max = max[i].max(simd::max(&s));
-            probs[i] = s.map(|s| simd::exp2::<FMA>(s - new_max));
-            // The first tile always has a visible key, so `max` is finite after it;
-            // before it `exp2(-inf) = 0` empties the accumulators.
-            let alpha = simd::exp2::<FMA>(max[i] - new_max);
-            norm[i] = madd::<FMA>(norm[i], alpha, simd::sum(&probs[i]));
-            max[i] = new_max;
-            if alpha != 1.0 {
-                acc[i * dp..(i + 1) * dp].iter_mut().for_each(|o| *o *= alpha);
-            }
+            i += block;
         }
         simd::add_product::<FMA>(&probs, n, &values, dp, &mut acc);
     }
@@ -270,18 +303,40 @@ fn backward_q_body<const FMA: bool>(x: &Inputs, saved: &Saved, tile: Tile, dq: &
         let n = BC.min(seg.k_len - first);
         x.load(kv_head, seg.k_start + first, n, &mut kt, &mut vt);
         simd::load_rows(x.k, x.dims.kv_heads, kv_head, seg.k_start + first, n, d, &mut keys_by_row);
-        for i in 0..rows {
-            let limit = seg.visible(tile.first + i).saturating_sub(first).min(n);
-            if limit == 0 {
-                grads[i] = [0.0; BC];
-                continue;
+        let query = |i: usize| &queries[i * d..(i + 1) * d];
+        let grad_out = |i: usize| {
+            let at = ((seg.q_start + tile.first + i) * x.dims.q_heads + tile.head) * d;
+            &saved.grad_out[at..at + d]
+        };
+        let mut i = 0;
+        while i < rows {
+            // Four rows at a time where they all see the whole tile (each key row loaded
+            // once for the four; the same sums in the same order as one at a time). Keys
+            // past the tile's end then go unmasked: `add_product` reads only the first `n`.
+            let whole = (0..SCORE_ROWS).all(|r| i + r < rows && seg.visible(tile.first + i + r) >= first + n);
+            let block = if whole { SCORE_ROWS } else { 1 };
+            let (s, dp): ([[f32; BC]; SCORE_ROWS], [[f32; BC]; SCORE_ROWS]) = if whole {
+                (
+                    simd::rows_times::<FMA, SCORE_ROWS>(std::array::from_fn(|r| query(i + r)), &kt),
+                    simd::rows_times::<FMA, SCORE_ROWS>(std::array::from_fn(|r| grad_out(i + r)), &vt),
+                )
+            } else {
+                let limit = seg.visible(tile.first + i).saturating_sub(first).min(n);
+                if limit == 0 {
+                    grads[i] = [0.0; BC];
+                    i += 1;
+                    continue;
+                }
+                let mut one = ([[0f32; BC]; SCORE_ROWS], [[0f32; BC]; SCORE_ROWS]);
+                one.0[0] = scores::<FMA>(query(i), &kt, limit);
+                one.1[0] = simd::row_times::<FMA>(grad_out(i), &vt);
+                one
+            };
+            for r in 0..block {
+                let row = tile.head * saved.tokens + seg.q_start + tile.first + i + r;
+                grads[i + r] = probs_and_grad_of::<FMA>(&s[r], saved.lse2[row], &dp[r], saved.delta[row]).1;
             }
-            let token = seg.q_start + tile.first + i;
-            let row = tile.head * saved.tokens + token;
-            let at = (token * x.dims.q_heads + tile.head) * d;
-            let s = scores::<FMA>(&queries[i * d..(i + 1) * d], &kt, limit);
-            let grad_out = &saved.grad_out[at..at + d];
-            grads[i] = probs_and_grad::<FMA>(&s, saved.lse2[row], grad_out, &vt, saved.delta[row]).1;
+            i += block;
         }
         simd::add_product::<FMA>(&grads, n, &keys_by_row, dp, &mut acc);
     }

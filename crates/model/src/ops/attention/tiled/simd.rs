@@ -64,6 +64,22 @@ pub fn row_times<const FMA: bool>(x: &[f32], rows: &[[f32; BC]]) -> [f32; BC] {
     out
 }
 
+/// [`row_times`] of `R` rows at once: each element of `rows` is loaded once for all `R`
+/// (the same sums, in the same order, as `R` calls).
+#[inline(always)]
+pub fn rows_times<const FMA: bool, const R: usize>(xs: [&[f32]; R], rows: &[[f32; BC]]) -> [[f32; BC]; R] {
+    let mut out = [[0f32; BC]; R];
+    for (k, row) in rows.iter().enumerate() {
+        let a = xs.map(|x| x[k]);
+        for j in 0..BC {
+            for r in 0..R {
+                out[r][j] = madd::<FMA>(a[r], row[j], out[r][j]);
+            }
+        }
+    }
+    out
+}
+
 /// `rows[x] += a[0][x] * p[0] + a[1][x] * p[1] + ..` in that order for every `x`: rank-one
 /// updates of a transposed tile, `R` at a time so that each element is loaded and stored
 /// once per `R` (the same bits as `R` single updates).
