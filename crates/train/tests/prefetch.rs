@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use common::{collect_grads, model_fixture as fixture};
+use common::{collect_grads, collect_grads_with, model_fixture as fixture};
 use davinci_dist::collective::{Membership, Op};
 use davinci_dist::threads::thread_group;
 use davinci_dist::{Collective, Local};
 use davinci_model::checkpoint::load_slices;
-use davinci_model::layerwise::{loss_and_grads, Unit, WeightSource};
+use davinci_model::layerwise::{loss_and_grads, Activations, Unit, WeightSource};
 use davinci_model::{load_checkpoint, Config, DecoderLayer, PackedLayout, Qwen2};
 use davinci_train::optimizer::AdamWConfig;
 use davinci_train::sharded::{owned_range, ShardedModel};
@@ -131,6 +131,51 @@ fn each_unit_is_announced_then_gathered_once_per_pass() {
                 .to_scalar()
                 .unwrap();
             assert_eq!(diff, 0.0, "{name} {param}: the same weights give the same gradient");
+        }
+    }
+}
+
+/// Keeping each layer's tape from the forward instead of recomputing it: the step asks
+/// for each unit once (and announces no layer it will not ask for again), and the loss
+/// and gradients are the recomputing step's, bit for bit, on a whole model and on shards.
+#[test]
+fn kept_activations_give_the_recomputed_gradients_and_gather_each_layer_once() {
+    for name in ["gqa-untied", "tied"] {
+        let model = load_checkpoint(&fixture(name), &Device::Cpu, Some(DType::F32)).unwrap();
+        let config = model.config().clone();
+        let layers = config.num_hidden_layers;
+        let (ids, labels, layout) = batch(config.vocab_size as u32);
+
+        let recording = Recording { model: &model, log: RefCell::new(Vec::new()) };
+        collect_grads_with(&recording, &ids, &labels, &layout, Activations::Keep).unwrap();
+        let mut expected = vec!["get Embed".to_string()];
+        for unit in (0..layers).map(Unit::Layer).chain([Unit::Head]) {
+            expected.extend([format!("prefetch {unit:?}"), format!("get {unit:?}")]);
+        }
+        assert_eq!(recording.log.into_inner(), expected, "{name}: the order the step asks in");
+
+        let counting = Arc::new(Counting::default());
+        let owned = load_slices(&fixture(name), &config, owned_range(1, 0)).unwrap();
+        let sharded = ShardedModel::from_owned(
+            &config,
+            owned,
+            AdamWConfig::default(),
+            counting.clone(),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let (kept, kept_grads) =
+            collect_grads_with(&sharded, &ids, &labels, &layout, Activations::Keep).unwrap();
+        let tied = usize::from(config.tie_word_embeddings);
+        assert_eq!(counting.gathers.load(Ordering::SeqCst), layers + 2 + tied, "{name}: gathers per step");
+
+        let (recomputed, recomputed_grads) = collect_grads(&model, &ids, &labels, &layout).unwrap();
+        assert_eq!(kept.loss_sum, recomputed.loss_sum, "{name}: the loss");
+        assert_eq!(kept_grads.len(), recomputed_grads.len());
+        for (param, grad) in &recomputed_grads {
+            let (a, b) = (grad.flatten_all().unwrap(), kept_grads[param].flatten_all().unwrap());
+            assert_eq!(a.to_vec1::<f32>().unwrap(), b.to_vec1::<f32>().unwrap(), "{name} {param}");
         }
     }
 }

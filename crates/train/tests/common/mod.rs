@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Tensor};
-use davinci_model::layerwise::{loss_and_grads, StepStats, WeightSource};
+use davinci_model::layerwise::{loss_and_grads_with, Activations, StepStats, WeightSource};
 use davinci_model::PackedLayout;
 use davinci_train::Recipe;
 
@@ -34,8 +34,19 @@ pub fn collect_grads<S: WeightSource + ?Sized>(
     labels: &[i64],
     layout: &PackedLayout,
 ) -> Result<(StepStats, HashMap<String, Tensor>), S::Error> {
+    collect_grads_with(model, input_ids, labels, layout, Activations::Recompute)
+}
+
+/// [`collect_grads`] with each layer's tape from where `activations` says.
+pub fn collect_grads_with<S: WeightSource + ?Sized>(
+    model: &S,
+    input_ids: &[u32],
+    labels: &[i64],
+    layout: &PackedLayout,
+    activations: Activations,
+) -> Result<(StepStats, HashMap<String, Tensor>), S::Error> {
     let mut grads: HashMap<String, Tensor> = HashMap::new();
-    let stats = loss_and_grads(model, input_ids, labels, layout, &mut |unit| {
+    let stats = loss_and_grads_with(model, input_ids, labels, layout, activations, &mut |unit| {
         for (name, grad) in unit {
             let grad = grad.to_dtype(DType::F32)?;
             let sum = match grads.remove(&name) {
