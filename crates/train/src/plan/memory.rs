@@ -21,6 +21,11 @@ use crate::sharded::units;
 /// process); an estimate, not derived from the code.
 const CUDA_RUNTIME_BYTES: u64 = 1 << 30;
 
+/// What each CPU thread holds while it takes part in a matrix product: `gemm` packs its
+/// operands into a buffer the size of the L2 cache (1 MiB a core on the machines measured,
+/// where the step's peak grew by about that much per rayon thread); an estimate.
+const CPU_SCRATCH_PER_THREAD: u64 = 1 << 20;
+
 /// One line of a rank's memory.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
@@ -100,6 +105,15 @@ pub fn per_rank(shape: &StepShape) -> MemoryPlan {
             bytes: CUDA_RUNTIME_BYTES,
             detail: "context, cuBLAS and NCCL workspaces (estimate)".into(),
         });
+    } else if shape.world == 1 {
+        // Counted for one rank only: ranks that are threads of one process share the pool,
+        // and `bench step` counts each on its own thread.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        held.push(Item {
+            name: "CPU threads' scratch",
+            bytes: threads * CPU_SCRATCH_PER_THREAD,
+            detail: format!("{threads} thread(s): the matrix products' packed operands (estimate)"),
+        });
     }
     let phases = [head(&s, shape), backward(&s, shape, s.layers.saturating_sub(1)), backward(&s, shape, 0)];
     let base: u64 = held.iter().map(|i| i.bytes).sum();
@@ -157,12 +171,19 @@ fn head(s: &Sizes, shape: &StepShape) -> (&'static str, Vec<Item>) {
     let (vh, th) = (s.vocab * s.hidden, s.tokens * s.hidden);
     // The loss computes in f32: on a GPU the bf16 head weight and hidden states are cast.
     let cast = if shape.backend == Backend::Cpu { 0 } else { 4 * (vh + th) };
-    // The last chunk: its rows, logits, the logits' gradient (with the loss), every
-    // chunk's hidden-state gradient so far, and the weight gradient's sum being replaced
-    // (the old sum, the chunk's product, the new sum).
-    let in_loop = 4 * (chunk * s.hidden + chunk * s.vocab + chunk * (s.vocab + 1) + th + 3 * vh);
-    // After the loop: the rows' gradients, their concatenation, zeros and the index-add.
-    let after = 4 * (4 * th + vh);
+    let (in_loop, after) = if shape.backend == Backend::Cpu {
+        // `head_cpu`'s buffers, made once: the chunk's rows and their gradient, its logits
+        // (overwritten by their gradient) and losses, the hidden states' gradient and the
+        // weight's, which become the returned tensors.
+        let buffers = 4 * (2 * chunk * s.hidden + chunk * s.vocab + chunk + th + vh);
+        (buffers, buffers)
+    } else {
+        // The last chunk: its rows, logits, the logits' gradient (with the loss), every
+        // chunk's hidden-state gradient so far, and the weight gradient's sum being
+        // replaced (the old sum, the chunk's product, the new sum). After the loop: the
+        // rows' gradients, their concatenation, zeros and the index-add.
+        (4 * (chunk * s.hidden + chunk * s.vocab + chunk * (s.vocab + 1) + th + 3 * vh), 4 * (4 * th + vh))
+    };
     let items = vec![
         grad_shards(s, shape, std::iter::empty()),
         saved_inputs(s, s.layers),

@@ -109,10 +109,15 @@ pub fn run(args: StepArgs) -> Result<()> {
             "tokens_per_s": tokens / phases.wall.as_secs_f64().max(1e-12),
             "held_bytes": held,
             "step_peak_bytes": step_peak,
-            // Rank 0's own: what it held between steps and the most above it during one,
-            // counted on its thread (the process's peak divided among the ranks is lower:
-            // their peaks do not coincide).
-            "peak_bytes": measured.rank_held + measured.rank_step_peak,
+            // Rank 0's own: what it held between steps and the most above it during one.
+            // One rank: the process's. Several: counted on the rank's thread (the process's
+            // peak divided among the ranks is lower: their peaks do not coincide), which
+            // misses what rayon's workers hold on the rank's behalf while they run its ops.
+            "peak_bytes": if world == 1 {
+                (held + step_peak) as isize
+            } else {
+                measured.rank_held + measured.rank_step_peak
+            },
         });
         println!("{report}");
         return Ok(());

@@ -157,15 +157,11 @@ impl CustomOp3 for TiledAttention {
         };
         let isa = simd::isa();
         let tiles = self.query_tiles(dims);
-        let parts: Vec<(Vec<f32>, Vec<f32>)> = tiles
-            .par_iter()
-            .map(|&tile| {
-                let rows = tile.end - tile.first;
-                let (mut out, mut lse) = (vec![0f32; rows * d], vec![0f32; rows]);
-                kernel::forward(isa, &x, tile, &mut out, &mut lse);
-                (out, lse)
-            })
-            .collect();
+        let mut parts = parts_for(&tiles, |rows| (vec![0f32; rows * d], vec![0f32; rows]));
+        parts
+            .par_iter_mut()
+            .zip(&tiles)
+            .for_each(|((out, lse), &tile)| kernel::forward(isa, &x, tile, out, lse));
         let mut out = vec![0f32; tokens * dims.q_heads * d];
         let mut lse = vec![0f32; dims.q_heads * tokens];
         for (tile, (_, part)) in tiles.iter().zip(&parts) {
@@ -213,6 +209,13 @@ impl CustomOp3 for TiledAttention {
     }
 }
 
+/// Each tile's output buffers, made by `make` from its row count on the calling thread:
+/// the heap accounting of `davinci_train::memory` counts per thread, and a buffer made on
+/// a rayon worker and freed here would leave the rank's own count short by its size.
+fn parts_for<T: Send>(tiles: &[Tile], make: impl Fn(usize) -> T) -> Vec<T> {
+    tiles.iter().map(|tile| make(tile.end - tile.first)).collect()
+}
+
 impl TiledAttention {
     /// dQ, dK, dV from the slices of `[q, k, v, out, grad_out, lse]`.
     fn backward(
@@ -241,15 +244,11 @@ impl TiledAttention {
         let isa = simd::isa();
 
         let key_tiles = self.key_tiles(dims);
-        let kv_parts: Vec<(Vec<f32>, Vec<f32>)> = key_tiles
-            .par_iter()
-            .map(|&tile| {
-                let n = (tile.end - tile.first) * d;
-                let (mut dk, mut dv) = (vec![0f32; n], vec![0f32; n]);
-                kernel::backward_kv(isa, &x, &saved, tile, &mut dk, &mut dv);
-                (dk, dv)
-            })
-            .collect();
+        let mut kv_parts = parts_for(&key_tiles, |rows| (vec![0f32; rows * d], vec![0f32; rows * d]));
+        kv_parts
+            .par_iter_mut()
+            .zip(&key_tiles)
+            .for_each(|((dk, dv), &tile)| kernel::backward_kv(isa, &x, &saved, tile, dk, dv));
         let (dk_parts, dv_parts): (Vec<_>, Vec<_>) = kv_parts.into_iter().unzip();
         let mut dk = vec![0f32; key_tokens * dims.kv_heads * d];
         let mut dv = vec![0f32; key_tokens * dims.kv_heads * d];
@@ -257,14 +256,11 @@ impl TiledAttention {
         place(&mut dv, dims.kv_heads, d, &key_tiles, &dv_parts, true);
 
         let query_tiles = self.query_tiles(dims);
-        let dq_parts: Vec<Vec<f32>> = query_tiles
-            .par_iter()
-            .map(|&tile| {
-                let mut dq = vec![0f32; (tile.end - tile.first) * d];
-                kernel::backward_q(isa, &x, &saved, tile, &mut dq);
-                dq
-            })
-            .collect();
+        let mut dq_parts = parts_for(&query_tiles, |rows| vec![0f32; rows * d]);
+        dq_parts
+            .par_iter_mut()
+            .zip(&query_tiles)
+            .for_each(|(dq, &tile)| kernel::backward_q(isa, &x, &saved, tile, dq));
         let mut dq = vec![0f32; tokens * dims.q_heads * d];
         place(&mut dq, dims.q_heads, d, &query_tiles, &dq_parts, false);
         Ok((dq, dk, dv))
