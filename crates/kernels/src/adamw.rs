@@ -4,6 +4,8 @@
 //! operation and without fused multiply-adds, so both take bit-identical steps. The
 //! kernel updates every segment of a shard in one launch from a table of [`Chunk`]s.
 
+use rayon::prelude::*;
+
 /// The step's scalars, as the kernel takes them (`AdamwScalars` in `kernels/adamw.cu`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -63,8 +65,13 @@ pub fn plan_chunks(segments: &[(usize, bool)], chunk_len: usize) -> Vec<Chunk> {
     chunks
 }
 
+/// Elements one CPU thread updates at a time: large enough that the split costs nothing,
+/// small enough that both cores share a small tensor's segment too.
+const CPU_CHUNK_LEN: usize = 1 << 16;
+
 /// One step over segments `(len, decays)` laid out one after another in the flat state:
-/// [`update_cpu`] on each.
+/// [`update_cpu`] on each, its chunks spread over rayon's threads. Each element is updated
+/// on its own, so the result does not depend on how the chunks are shared out.
 pub fn update_segments_cpu(
     master: &mut [f32],
     m: &mut [f32],
@@ -76,7 +83,12 @@ pub fn update_segments_cpu(
     let mut at = 0;
     for &(len, decays) in segments {
         let r = at..at + len;
-        update_cpu(&mut master[r.clone()], &mut m[r.clone()], &mut v[r.clone()], &grad[r], decays, s);
+        master[r.clone()]
+            .par_chunks_mut(CPU_CHUNK_LEN)
+            .zip(m[r.clone()].par_chunks_mut(CPU_CHUNK_LEN))
+            .zip(v[r.clone()].par_chunks_mut(CPU_CHUNK_LEN))
+            .zip(grad[r].par_chunks(CPU_CHUNK_LEN))
+            .for_each(|(((w, m), v), g)| update_cpu(w, m, v, g, decays, s));
         at += len;
     }
 }

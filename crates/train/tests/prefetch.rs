@@ -71,6 +71,22 @@ impl Collective for Counting {
     }
 }
 
+/// The fixture `name` as a sharded model in a group of one that counts its gathers.
+fn counted_shards(name: &str, config: &Config) -> (Arc<Counting>, ShardedModel) {
+    let counting = Arc::new(Counting::default());
+    let owned = load_slices(&fixture(name), config, owned_range(1, 0)).unwrap();
+    let sharded = ShardedModel::from_owned(
+        config,
+        owned,
+        AdamWConfig::default(),
+        counting.clone(),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    (counting, sharded)
+}
+
 fn batch(vocab: u32) -> (Vec<u32>, Vec<i64>, PackedLayout) {
     let ids: Vec<u32> = (0..20u32).map(|i| (i * 29 + 3) % vocab).collect();
     let labels: Vec<i64> =
@@ -99,17 +115,7 @@ fn each_unit_is_announced_then_gathered_once_per_pass() {
         assert_eq!(recording.log.into_inner(), expected, "{name}: the order the step asks in");
 
         // The sharded model (a group of one) gathers each announced unit once, early.
-        let counting = Arc::new(Counting::default());
-        let owned = load_slices(&fixture(name), &config, owned_range(1, 0)).unwrap();
-        let sharded = ShardedModel::from_owned(
-            &config,
-            owned,
-            AdamWConfig::default(),
-            counting.clone(),
-            DType::F32,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let (counting, sharded) = counted_shards(name, &config);
         let (from_shards, sharded_grads) = collect_grads(&sharded, &ids, &labels, &layout).unwrap();
         // Embedding, each layer twice, the head (and a tied head's embedding once more).
         let tied = usize::from(config.tie_word_embeddings);
@@ -154,17 +160,7 @@ fn kept_activations_give_the_recomputed_gradients_and_gather_each_layer_once() {
         }
         assert_eq!(recording.log.into_inner(), expected, "{name}: the order the step asks in");
 
-        let counting = Arc::new(Counting::default());
-        let owned = load_slices(&fixture(name), &config, owned_range(1, 0)).unwrap();
-        let sharded = ShardedModel::from_owned(
-            &config,
-            owned,
-            AdamWConfig::default(),
-            counting.clone(),
-            DType::F32,
-            &Device::Cpu,
-        )
-        .unwrap();
+        let (counting, sharded) = counted_shards(name, &config);
         let (kept, kept_grads) =
             collect_grads_with(&sharded, &ids, &labels, &layout, Activations::Keep).unwrap();
         let tied = usize::from(config.tie_word_embeddings);

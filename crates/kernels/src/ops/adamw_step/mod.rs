@@ -1,13 +1,11 @@
 //! One AdamW step in place on a shard's state tensor, `[3, n]` f32 holding the master
 //! weights, the first and the second moments, so that FSDP's optimizer state lives on the
-//! training device: the CPU body runs [`update_cpu`] over chunks on rayon's threads, the CUDA body
+//! training device: the CPU body runs [`update_segments_cpu`], the CUDA body
 //! launches `kernels/adamw.cu` once over the whole shard.
 
 use candle_core::{bail, CpuStorage, DType, InplaceOp2, Layout, Result, Tensor};
 
-use rayon::prelude::*;
-
-use crate::adamw::{update_cpu, Scalars};
+use crate::adamw::{update_segments_cpu, Scalars};
 
 #[cfg(feature = "cuda")]
 mod cuda;
@@ -42,33 +40,6 @@ pub fn adamw_step(state: &Tensor, grad: &Tensor, segments: &[(usize, bool)], sca
     state.inplace_op2(&grad.contiguous()?, &AdamwStep { segments, scalars })
 }
 
-/// Elements one CPU thread updates at a time: large enough that the split costs nothing,
-/// small enough that both cores share a small tensor's segment too.
-const CPU_CHUNK_LEN: usize = 1 << 16;
-
-/// [`update_cpu`] over the segments, their chunks spread over rayon's threads. Each element
-/// is updated on its own, so the result does not depend on how the chunks are shared out.
-fn update_segments_parallel(
-    master: &mut [f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    grad: &[f32],
-    segments: &[(usize, bool)],
-    s: &Scalars,
-) {
-    let mut at = 0;
-    for &(len, decays) in segments {
-        let r = at..at + len;
-        master[r.clone()]
-            .par_chunks_mut(CPU_CHUNK_LEN)
-            .zip(m[r.clone()].par_chunks_mut(CPU_CHUNK_LEN))
-            .zip(v[r.clone()].par_chunks_mut(CPU_CHUNK_LEN))
-            .zip(grad[r].par_chunks(CPU_CHUNK_LEN))
-            .for_each(|(((w, m), v), g)| update_cpu(w, m, v, g, decays, s));
-        at += len;
-    }
-}
-
 struct AdamwStep<'a> {
     segments: &'a [(usize, bool)],
     scalars: Scalars,
@@ -88,7 +59,7 @@ impl InplaceOp2 for AdamwStep<'_> {
         let grad = &grad[l2.start_offset()..l2.start_offset() + n];
         let (master, moments) = state.split_at_mut(n);
         let (m, v) = moments.split_at_mut(n);
-        update_segments_parallel(master, m, v, grad, self.segments, &self.scalars);
+        update_segments_cpu(master, m, v, grad, self.segments, &self.scalars);
         Ok(())
     }
 
