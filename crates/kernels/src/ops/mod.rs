@@ -22,7 +22,7 @@ pub use rope::{rope, rope_backward};
 pub use squares::sum_of_squares;
 pub use swiglu::{swiglu, swiglu_backward};
 
-use candle_core::{bail, CpuStorage, DType, Layout, Result, WithDType};
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Storage, WithDType};
 use half::{bf16, f16};
 
 /// Floating-point element types the CPU bodies compute on, through f32.
@@ -62,16 +62,25 @@ impl CpuFloat for f16 {
     }
 }
 
-/// The elements of a contiguous CPU input.
-pub(crate) fn cpu_slice<'a, T: WithDType>(
-    op: &str,
-    storage: &'a CpuStorage,
-    layout: &Layout,
-) -> Result<&'a [T]> {
+/// The elements of a contiguous CPU input (for the CPU bodies of ops, here and in
+/// `davinci-model`).
+pub fn cpu_slice<'a, T: WithDType>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]> {
     let data = storage.as_slice::<T>()?;
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => bail!("{op}: the input must be contiguous"),
+    }
+}
+
+/// The elements of a contiguous tensor on the CPU, from its `storage_and_layout()`.
+pub fn cpu_storage_slice<'a, T: WithDType>(
+    op: &str,
+    storage: &'a Storage,
+    layout: &Layout,
+) -> Result<&'a [T]> {
+    match storage {
+        Storage::Cpu(cpu) => cpu_slice(op, cpu, layout),
+        _ => bail!("{op}: the input must be on the CPU"),
     }
 }
 

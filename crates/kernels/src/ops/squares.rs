@@ -3,8 +3,10 @@
 //! order, so the result does not depend on how rayon shares the chunks out; elsewhere (and
 //! for other dtypes) candle's ops, which convert and square in full-size temporaries.
 
-use candle_core::{DType, Device, Result, Storage, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
+
+use super::cpu_storage_slice;
 
 /// Values one partial sum covers.
 const CHUNK_LEN: usize = 1 << 16;
@@ -14,11 +16,9 @@ pub fn sum_of_squares(x: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 {
         let x = x.contiguous()?;
         let (storage, layout) = x.storage_and_layout();
-        if let (Storage::Cpu(cpu), Some((from, to))) = (&*storage, layout.contiguous_offsets()) {
-            let values = &cpu.as_slice::<f32>()?[from..to];
-            let total: f64 = chunked_sum_of_squares(values).into_iter().sum();
-            return Tensor::new(&[total], &Device::Cpu);
-        }
+        let values = cpu_storage_slice::<f32>("sum of squares", &storage, layout)?;
+        let total: f64 = chunked_sum_of_squares(values).into_iter().sum();
+        return Tensor::new(&[total], &Device::Cpu);
     }
     x.flatten_all()?.to_dtype(DType::F64)?.sqr()?.sum_keepdim(0)
 }

@@ -5,11 +5,13 @@
 //! 1.6 GB a chunk at Qwen's 152K vocabulary), which on a CPU costs page faults and memory
 //! passes comparable to the products.
 
-use candle_core::{Storage, Tensor};
+use candle_core::Tensor;
 use davinci_kernels::matmul::{matmul_into, Matrix};
-use davinci_kernels::ops::cross_entropy_rows_in_place;
+use davinci_kernels::ops::{cpu_storage_slice, cross_entropy_rows_in_place};
 
 use crate::error::Result;
+
+const NAME: &str = "CPU LM head";
 
 /// The loss sum and, with `with_grads`, the gradients `(d_hidden, d_weight)` as the
 /// tensor version computes them. `hidden` `[tokens, H]` and `weight` `[V, H]` are f32 on
@@ -28,8 +30,8 @@ pub(super) fn linear_cross_entropy_cpu(
     let weight = weight.contiguous()?;
     let (h_storage, h_layout) = hidden.storage_and_layout();
     let (w_storage, w_layout) = weight.storage_and_layout();
-    let h = cpu_values(&h_storage, h_layout.contiguous_offsets())?;
-    let w = cpu_values(&w_storage, w_layout.contiguous_offsets())?;
+    let h = cpu_storage_slice::<f32>(NAME, &h_storage, h_layout)?;
+    let w = cpu_storage_slice::<f32>(NAME, &w_storage, w_layout)?;
 
     let chunk = chunk.min(counted.len()).max(1);
     let mut logits = vec![0f32; chunk * vocab];
@@ -69,12 +71,4 @@ pub(super) fn linear_cross_entropy_cpu(
         None
     };
     Ok((loss_sum, grads))
-}
-
-/// The f32 values of a contiguous CPU tensor's storage.
-fn cpu_values(storage: &Storage, offsets: Option<(usize, usize)>) -> Result<&[f32]> {
-    match (storage, offsets) {
-        (Storage::Cpu(cpu), Some((from, to))) => Ok(&cpu.as_slice::<f32>()?[from..to]),
-        _ => Err(candle_core::Error::Msg("the CPU head needs contiguous tensors on the CPU".into()).into()),
-    }
 }

@@ -23,10 +23,11 @@
 mod kernel;
 mod simd;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use davinci_kernels::attention::SavedLse;
+use davinci_kernels::ops::{cpu_slice, cpu_storage_slice};
 
 use self::kernel::{Dims, Inputs, Saved, Segment, Tile};
 use super::Segments;
@@ -59,6 +60,9 @@ pub fn backward_scratch_bytes(tokens: usize, key_tokens: usize, dims: (usize, us
     let (q_heads, kv_heads, head_dim) = dims;
     4 * (2 * q_heads * tokens + tokens * q_heads * head_dim + 2 * key_tokens * kv_heads * head_dim)
 }
+
+/// The op's name, in its errors too.
+const NAME: &str = "varlen-causal-attention";
 
 struct TiledAttention {
     segments: Segments,
@@ -106,14 +110,6 @@ impl TiledAttention {
     }
 }
 
-/// The f32 slice of a contiguous CPU tensor's storage.
-fn slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
-    match layout.contiguous_offsets() {
-        Some((from, to)) => Ok(&storage.as_slice::<f32>()?[from..to]),
-        None => candle_core::bail!("tiled attention needs contiguous inputs"),
-    }
-}
-
 fn dims_of(q: &Layout, k: &Layout) -> candle_core::Result<(usize, usize, Dims)> {
     let (tokens, q_heads, head_dim) = q.shape().dims3()?;
     let (key_tokens, kv_heads, _) = k.shape().dims3()?;
@@ -134,7 +130,7 @@ fn place(dst: &mut [f32], heads: usize, d: usize, tiles: &[Tile], parts: &[Vec<f
 
 impl CustomOp3 for TiledAttention {
     fn name(&self) -> &'static str {
-        "varlen-causal-attention"
+        NAME
     }
 
     fn cpu_fwd(
@@ -150,9 +146,9 @@ impl CustomOp3 for TiledAttention {
         let d = dims.head_dim;
         let x = Inputs {
             dims,
-            q: slice(sq, lq)?,
-            k: slice(sk, lk)?,
-            v: slice(sv, lv)?,
+            q: cpu_slice(NAME, sq, lq)?,
+            k: cpu_slice(NAME, sk, lk)?,
+            v: cpu_slice(NAME, sv, lv)?,
             scale: self.scale as f32,
         };
         let isa = simd::isa();
@@ -191,10 +187,7 @@ impl CustomOp3 for TiledAttention {
         let guards = tensors.each_ref().map(|t| t.storage_and_layout());
         let mut slices = Vec::with_capacity(guards.len());
         for (storage, layout) in &guards {
-            match &**storage {
-                Storage::Cpu(cpu) => slices.push(slice(cpu, layout)?),
-                _ => candle_core::bail!("tiled attention runs on the CPU"),
-            }
+            slices.push(cpu_storage_slice(NAME, storage, layout)?);
         }
         let (lq, lk) = (guards[0].1, guards[1].1);
         let (tokens, key_tokens, dims) = dims_of(lq, lk)?;
