@@ -4,13 +4,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use davinci_model::{Config, PRESETS};
 use davinci_train::plan::{hardware, plan_stage, plan_step, Backend, Cluster, Gpu, Plan, StepShape};
 use davinci_train::trainer::resolve_model;
 use davinci_train::Recipe;
 
-use super::bench::model_config;
+use super::bench::{model_config, StepShapeArgs};
 use crate::args::parse_dtype;
 
 #[derive(clap::Args)]
@@ -44,20 +44,9 @@ pub struct Args {
     /// A preset, a checkpoint directory or a Hub name: plan one `bench step` of it.
     #[arg(long, conflicts_with = "recipe")]
     model: Option<String>,
-    #[arg(long, default_value_t = 2048)]
-    seq_len: usize,
-    #[arg(long)]
-    layers: Option<usize>,
-    #[arg(long, default_value_t = 1)]
-    docs: usize,
-    #[arg(long, default_value_t = 1)]
-    world: usize,
-    #[arg(long, default_value_t = 1)]
-    context: usize,
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    /// With `--model`: the step's shape, as `bench step` takes it.
+    #[command(flatten)]
+    shape: StepShapeArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -76,27 +65,20 @@ pub fn run(args: Args) -> Result<()> {
 
 /// One step of `bench step`'s shape: one row of `--docs` equal documents.
 fn bench_step(args: &Args, model: &str) -> Result<Plan> {
-    let config = model_config(model, args.layers)?;
-    if args.seq_len == 0 || args.docs == 0 || args.docs > args.seq_len {
-        bail!("need 0 < docs <= seq_len");
-    }
-    if args.context == 0 || !args.world.max(1).is_multiple_of(args.context) {
-        bail!("--context {} must divide --world {}", args.context, args.world);
-    }
-    let backend = match args.device.as_str() {
+    let shape = &args.shape;
+    shape.check()?;
+    let config = model_config(model, shape.layers)?;
+    let backend = match shape.device.as_str() {
         "cpu" => Backend::Cpu,
         _ => Backend::Cuda,
     };
-    let base = args.seq_len / args.docs;
-    let mut docs = vec![base; args.docs];
-    docs[0] += args.seq_len - base * args.docs;
     Ok(plan_step(StepShape {
         config,
-        world: args.world.max(1),
-        context: args.context,
-        docs,
+        world: shape.world(),
+        context: shape.context,
+        docs: shape.doc_lengths(),
         accumulation: 1,
-        dtype_bytes: parse_dtype(&args.dtype)?.size_in_bytes(),
+        dtype_bytes: parse_dtype(&shape.dtype)?.size_in_bytes(),
         backend,
     }))
 }

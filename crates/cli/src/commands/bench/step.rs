@@ -21,7 +21,7 @@ use davinci_train::memory::{
 use davinci_train::optimizer::AdamWConfig;
 use davinci_train::sharded::{fresh_slices, ShardedModel};
 
-use super::model_config;
+use super::{model_config, StepShapeArgs};
 use crate::args::{parse_device, parse_dtype};
 
 #[derive(clap::Args)]
@@ -29,28 +29,11 @@ pub struct StepArgs {
     /// A preset, a checkpoint directory or a Hub name (its config; weights are random).
     #[arg(long)]
     model: String,
-    #[arg(long, default_value_t = 2048)]
-    seq_len: usize,
-    /// Override the number of layers (to fit a big model's shape on a small machine).
-    #[arg(long)]
-    layers: Option<usize>,
-    /// Documents packed into the row (equal lengths).
-    #[arg(long, default_value_t = 1)]
-    docs: usize,
+    #[command(flatten)]
+    shape: StepShapeArgs,
     /// Timed steps, after one untimed warmup step.
     #[arg(long, default_value_t = 3)]
     steps: usize,
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    #[arg(long, default_value = "f32")]
-    dtype: String,
-    /// Ranks (threads of this process, FSDP over the in-process backend); each context
-    /// group of them has a row.
-    #[arg(long, default_value_t = 1)]
-    world: usize,
-    /// Ranks that share each row (context parallelism); must divide `--world`.
-    #[arg(long, default_value_t = 1)]
-    context: usize,
     /// Print the figures as JSON (with `peak_bytes`, the measured peak heap per rank,
     /// which `davinci plan --model ...` predicts), without the one-rank baseline.
     #[arg(long)]
@@ -84,27 +67,22 @@ struct Measured {
 }
 
 pub fn run(args: StepArgs) -> Result<()> {
-    let config = model_config(&args.model, args.layers)?;
-    if args.seq_len == 0 || args.docs == 0 || args.docs > args.seq_len {
-        bail!("need 0 < docs <= seq_len");
-    }
-    let world = args.world.max(1);
-    if args.context == 0 || !world.is_multiple_of(args.context) {
-        bail!("--context {} must divide --world {world}", args.context);
-    }
-    let row = random_row(&config, args.seq_len, args.docs);
-    let measured = measure(&args, &config, &row, world, args.context)?;
+    let config = model_config(&args.model, args.shape.layers)?;
+    args.shape.check()?;
+    let world = args.shape.world();
+    let row = random_row(&config, &args.shape.doc_lengths());
+    let measured = measure(&args, &config, &row, world, args.shape.context)?;
     let phases = &measured.phases;
     let total = phases.forward + phases.head + phases.backward + phases.optimizer;
     let share = |d: Duration| 100.0 * d.as_secs_f64() / total.as_secs_f64().max(1e-12);
-    let tokens = (args.seq_len * args.steps * world / args.context) as f64;
+    let tokens = (args.shape.seq_len * args.steps * world / args.shape.context) as f64;
     // The ranks are threads of one process: the heap is theirs together, shared evenly.
     let (held, step_peak) = (measured.held / world, measured.step_peak / world);
     if args.json {
         let report = serde_json::json!({
             "world": world,
-            "context": args.context,
-            "seq_len": args.seq_len,
+            "context": args.shape.context,
+            "seq_len": args.shape.seq_len,
             "layers": config.num_hidden_layers,
             "tokens_per_s": tokens / phases.wall.as_secs_f64().max(1e-12),
             "held_bytes": held,
@@ -127,13 +105,14 @@ pub fn run(args: StepArgs) -> Result<()> {
         args.model,
         config.num_hidden_layers,
         human::count(config.num_parameters() as u64),
-        args.seq_len,
-        args.docs,
-        args.dtype,
-        args.device,
+        args.shape.seq_len,
+        args.shape.docs,
+        args.shape.dtype,
+        args.shape.device,
         args.steps
     );
-    let grid = if args.context > 1 { format!(" ({} per row)", args.context) } else { String::new() };
+    let grid =
+        if args.shape.context > 1 { format!(" ({} per row)", args.shape.context) } else { String::new() };
     println!(
         "{:.0} tokens/s over {world} rank(s){grid}, {:.3} s/step",
         tokens / phases.wall.as_secs_f64().max(1e-12),
@@ -164,22 +143,23 @@ pub fn run(args: StepArgs) -> Result<()> {
         human::bytes(held as u64),
         human::bytes(step_peak as u64)
     );
-    if args.context > 1 {
+    if args.shape.context > 1 {
         let alone = measure(&args, &config, &row, 1, 1)?;
         let ratio = measured.step_peak as f64 / world as f64 / alone.step_peak.max(1) as f64;
         println!(
             "context parallelism: the step's peak per rank is {ratio:.2}x that of one rank holding the whole row \
              ({}; an even split would be 1/{} = {:.2}x)",
             human::bytes(alone.step_peak as u64),
-            args.context,
-            1.0 / args.context as f64
+            args.shape.context,
+            1.0 / args.shape.context as f64
         );
     }
     Ok(())
 }
 
-/// One row of `seq_len` random tokens in `docs` documents of equal length.
-fn random_row(config: &Config, seq_len: usize, docs: usize) -> Batch {
+/// One row of random tokens in documents of the given lengths.
+fn random_row(config: &Config, docs: &[usize]) -> Batch {
+    let seq_len = docs.iter().sum();
     let vocab = config.vocab_size as u64;
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let input_ids: Vec<u32> = (0..seq_len)
@@ -189,10 +169,8 @@ fn random_row(config: &Config, seq_len: usize, docs: usize) -> Batch {
         })
         .collect();
     let labels: Vec<i64> = input_ids.iter().skip(1).map(|&t| t as i64).chain([IGNORE]).collect();
-    let base = seq_len / docs;
     let mut cu_seqlens = vec![0u32];
-    for d in 0..docs {
-        let len = if d == 0 { base + seq_len - base * docs } else { base };
+    for (d, &len) in docs.iter().enumerate() {
         cu_seqlens.push(cu_seqlens[d] + len as u32);
     }
     let position_ids = cu_seqlens.windows(2).flat_map(|w| 0..w[1] - w[0]).collect();
@@ -201,8 +179,8 @@ fn random_row(config: &Config, seq_len: usize, docs: usize) -> Batch {
 
 /// Runs the steps on `world` ranks in groups of `context` sharing `row`: rank 0's figures.
 fn measure(args: &StepArgs, config: &Config, row: &Batch, world: usize, context: usize) -> Result<Measured> {
-    let device = parse_device(&args.device)?;
-    let dtype = parse_dtype(&args.dtype)?;
+    let device = parse_device(&args.shape.device)?;
+    let dtype = parse_dtype(&args.shape.dtype)?;
     let run_rank = |collective: Arc<dyn Collective>| -> Result<Measured> {
         let owned = fresh_slices(config, 0, collective.world(), collective.rank());
         let mut model = ShardedModel::from_owned(
