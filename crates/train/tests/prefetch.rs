@@ -52,6 +52,26 @@ impl WeightSource for Recording<'_> {
     }
 }
 
+/// What one step asks of `model`, in order.
+fn requests(
+    model: &Qwen2,
+    (ids, labels, layout): (&[u32], &[i64], &PackedLayout),
+    activations: Activations,
+) -> Vec<String> {
+    let recording = Recording { model, log: RefCell::new(Vec::new()) };
+    collect_grads_with(&recording, ids, labels, layout, activations).unwrap();
+    recording.log.into_inner()
+}
+
+/// The embedding asked for, then each of `units` announced and asked for.
+fn announced(units: impl IntoIterator<Item = Unit>) -> Vec<String> {
+    let mut expected = vec!["get Embed".to_string()];
+    for unit in units {
+        expected.extend([format!("prefetch {unit:?}"), format!("get {unit:?}")]);
+    }
+    expected
+}
+
 /// A group of one that counts the all-gathers of tensors it is asked for.
 #[derive(Default)]
 struct Counting {
@@ -102,17 +122,10 @@ fn each_unit_is_announced_then_gathered_once_per_pass() {
         let layers = config.num_hidden_layers;
         let (ids, labels, layout) = batch(config.vocab_size as u32);
 
-        let recording = Recording { model: &model, log: RefCell::new(Vec::new()) };
-        collect_grads(&recording, &ids, &labels, &layout).unwrap();
-        let mut expected = vec!["get Embed".to_string()];
-        let mut announce = |unit: Unit| {
-            let get = format!("get {unit:?}");
-            expected.extend([format!("prefetch {unit:?}"), get]);
-        };
-        (0..layers).for_each(|i| announce(Unit::Layer(i)));
-        announce(Unit::Head);
-        (0..layers).rev().for_each(|i| announce(Unit::Layer(i)));
-        assert_eq!(recording.log.into_inner(), expected, "{name}: the order the step asks in");
+        let log = requests(&model, (&ids, &labels, &layout), Activations::Recompute);
+        let units =
+            (0..layers).map(Unit::Layer).chain([Unit::Head]).chain((0..layers).rev().map(Unit::Layer));
+        assert_eq!(log, announced(units), "{name}: the order the step asks in");
 
         // The sharded model (a group of one) gathers each announced unit once, early.
         let (counting, sharded) = counted_shards(name, &config);
@@ -152,13 +165,12 @@ fn kept_activations_give_the_recomputed_gradients_and_gather_each_layer_once() {
         let layers = config.num_hidden_layers;
         let (ids, labels, layout) = batch(config.vocab_size as u32);
 
-        let recording = Recording { model: &model, log: RefCell::new(Vec::new()) };
-        collect_grads_with(&recording, &ids, &labels, &layout, Activations::Keep).unwrap();
-        let mut expected = vec!["get Embed".to_string()];
-        for unit in (0..layers).map(Unit::Layer).chain([Unit::Head]) {
-            expected.extend([format!("prefetch {unit:?}"), format!("get {unit:?}")]);
-        }
-        assert_eq!(recording.log.into_inner(), expected, "{name}: the order the step asks in");
+        let log = requests(&model, (&ids, &labels, &layout), Activations::Keep);
+        assert_eq!(
+            log,
+            announced((0..layers).map(Unit::Layer).chain([Unit::Head])),
+            "{name}: the order the step asks in"
+        );
 
         let (counting, sharded) = counted_shards(name, &config);
         let (kept, kept_grads) =
