@@ -38,6 +38,19 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
     return __float2bfloat16(x);
 }
 
+/// 2^x by the MUFU instruction alone (`ex2.approx.ftz.f32`): exp2f wraps the same
+/// instruction in a few more to keep subnormal results, which softmax does not need. Within
+/// exp2f's 2 ulp otherwise; results below the normal range flush to zero, and 2^-inf = 0.
+__device__ __forceinline__ float fast_exp2(float x) {
+#ifdef DAVINCI_EMULATE
+    return emu::device_fast_exp2(x);
+#else
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+#endif
+}
+
 /// Sum over a warp; every lane gets it.
 __device__ __forceinline__ float warp_sum(float v) {
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);

@@ -47,12 +47,14 @@
 namespace fa {
 
 constexpr int kThreads = 128;
-constexpr int kRows = 64;       // rows per block: queries (forward, dQ) or keys (dK/dV)
-constexpr int kKeys = 64;       // keys per tile in the forward and dQ
-constexpr int kQueries = 32;    // queries per tile in dK/dV
-constexpr int kPad = 8;         // bf16 padding per shared row
+constexpr int kForwardRows = 128;  // query rows per forward block: 32 per warp
+constexpr int kRows = 64;          // rows per block of dQ (queries) and dK/dV (keys): 16 per warp
+constexpr int kKeys = 64;          // keys per tile in the forward and dQ
+constexpr int kQueries = 32;       // queries per tile in dK/dV
 constexpr float kLn2 = 0.6931471805599453f;
-static_assert(kRows == 16 * (kThreads / 32), "each warp owns 16 rows of the block's tile");
+constexpr float kLog2e = 1.4426950408889634f;
+static_assert(kRows == 16 * (kThreads / 32), "each warp owns 16 rows of a dQ or dK/dV tile");
+static_assert(kForwardRows == 32 * (kThreads / 32), "each warp owns 32 rows of a forward tile");
 
 /// `first`: a query row (forward, dQ) or a key row (dK/dV); the segment's rows follow.
 struct Tile {
@@ -62,21 +64,40 @@ struct Tile {
     __device__ int diagonal() const { return k_end - q_end; }
 };
 
-/// Elements per shared row of a head of D.
+/// The element (row, col) of a shared tile of rows of D bf16, swizzled: the row's 16-byte
+/// chunks are permuted by XOR with row % 8. The eight rows one ldmatrix matrix reads (or a
+/// warp's cp.async writes) then fall in eight different bank quads, without the padding
+/// that would cost D = 128 its second block per SM on an A100.
 template <int D>
-constexpr int kStride = D + kPad;
+__device__ __forceinline__ int swizzled(int row, int col) {
+    static_assert(D >= 64, "the XOR spans 8 chunks of 16 bytes");
+    return row * D + ((((col >> 3) ^ (row & 7)) << 3) | (col & 7));
+}
 
-/// Starts copying rows first..first+rows of one head of a [tokens, heads, D] tensor into
-/// shared memory; rows at or past `end` are zeros.
-template <int D>
+/// Starts copying rows first..first+N of one head of a [tokens, heads, D] tensor into a
+/// swizzled shared tile; rows at or past `end` are zeros. Unrolled over the block's
+/// compile-time thread count, so each 16-byte copy is a few instructions; the end is
+/// checked only when the rows run past it.
+template <int D, int N>
 __device__ __forceinline__ void load_rows(__nv_bfloat16* shared, const __nv_bfloat16* global, int heads, int head,
-                                          int first, int rows, int end) {
-    constexpr int kChunks = D / 8;
-    for (int c = threadIdx.x; c < rows * kChunks; c += blockDim.x) {
-        const int r = c / kChunks, part = c % kChunks, token = first + r;
-        const bool valid = token < end;
-        const __nv_bfloat16* from = valid ? global + (static_cast<size_t>(token) * heads + head) * D + part * 8 : global;
-        dv::cp_async_16_or_zero(shared + r * kStride<D> + part * 8, from, valid);
+                                          int first, int end) {
+    constexpr int kChunks = D / 8, kRowStep = kThreads / kChunks, kCopies = N / kRowStep;
+    static_assert(kThreads % kChunks == 0 && N % kRowStep == 0, "whole rows per pass");
+    const int part = threadIdx.x % kChunks, row0 = threadIdx.x / kChunks;
+    const size_t stride = static_cast<size_t>(heads) * D;
+    const size_t at = (static_cast<size_t>(first + row0) * heads + head) * D + part * 8;
+    if (first + N <= end) {
+#pragma unroll
+        for (int i = 0; i < kCopies; ++i) {
+            dv::cp_async_16(shared + swizzled<D>(row0 + i * kRowStep, part * 8), global + at + i * kRowStep * stride);
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < kCopies; ++i) {
+            const bool valid = first + row0 + i * kRowStep < end;
+            dv::cp_async_16_or_zero(shared + swizzled<D>(row0 + i * kRowStep, part * 8),
+                                    valid ? global + at + i * kRowStep * stride : global, valid);
+        }
     }
 }
 
@@ -84,21 +105,23 @@ __device__ __forceinline__ void load_rows(__nv_bfloat16* shared, const __nv_bflo
 template <int D>
 __device__ __forceinline__ void a_fragment(uint32_t a[4], const __nv_bfloat16* tile, int row0, int col0) {
     const int lane = threadIdx.x % 32, m = lane / 8;
-    dv::ldmatrix<4, false>(a, tile + (row0 + (m % 2) * 8 + lane % 8) * kStride<D> + col0 + (m / 2) * 8);
+    dv::ldmatrix<4, false>(a, tile + swizzled<D>(row0 + (m % 2) * 8 + lane % 8, col0 + (m / 2) * 8));
 }
 
-/// The B fragment (16 x 8) of B = T^T for a tile T stored [n][k]: n rows n0..n0+8, k cols k0...
+/// The B fragments of two adjacent 16 x 8 tiles (b[0..2]: n0.., b[2..4]: n0 + 8..) of
+/// B = T^T for a tile T stored [n][k]: one ldmatrix.x4 over rows n0..n0+16, cols k0..k0+16.
 template <int D>
-__device__ __forceinline__ void b_fragment_nk(uint32_t b[2], const __nv_bfloat16* tile, int n0, int k0) {
-    const int lane = threadIdx.x % 32;
-    dv::ldmatrix<2, false>(b, tile + (n0 + lane % 8) * kStride<D> + k0 + ((lane / 8) % 2) * 8);
+__device__ __forceinline__ void b_fragments_nk(uint32_t b[4], const __nv_bfloat16* tile, int n0, int k0) {
+    const int lane = threadIdx.x % 32, m = lane / 8;
+    dv::ldmatrix<4, false>(b, tile + swizzled<D>(n0 + (m / 2) * 8 + lane % 8, k0 + (m % 2) * 8));
 }
 
-/// The B fragment (16 x 8) of a tile stored [k][n]: k rows k0..k0+16, n cols n0..n0+8.
+/// The B fragments of two adjacent 16 x 8 tiles (cols n0.. and n0 + 8..) of a tile stored
+/// [k][n], k rows k0..k0+16: one ldmatrix.x4.trans.
 template <int D>
-__device__ __forceinline__ void b_fragment_kn(uint32_t b[2], const __nv_bfloat16* tile, int k0, int n0) {
-    const int lane = threadIdx.x % 32;
-    dv::ldmatrix<2, true>(b, tile + (k0 + lane % 8 + ((lane / 8) % 2) * 8) * kStride<D> + n0);
+__device__ __forceinline__ void b_fragments_kn(uint32_t b[4], const __nv_bfloat16* tile, int k0, int n0) {
+    const int lane = threadIdx.x % 32, m = lane / 8;
+    dv::ldmatrix<4, true>(b, tile + swizzled<D>(k0 + (m % 2) * 8 + lane % 8, n0 + (m / 2) * 8));
 }
 
 /// C fragments of two adjacent 16x8 tiles as the A fragment of one 16x16 k-step.
@@ -109,35 +132,61 @@ __device__ __forceinline__ void c_to_a(uint32_t a[4], const float left[4], const
     a[3] = dv::pack_bf16(right[2], right[3]);
 }
 
-/// acc[N/8] (16 x N) += A (16 x D, rows row0.. of `a_tile`) times B^T where B is stored
-/// [n][d] (`b_tile` rows n0..n0+N): scores from queries and keys.
-template <int D, int N>
-__device__ __forceinline__ void rows_times_rows(float acc[][4], const __nv_bfloat16* a_tile, int row0,
-                                                const __nv_bfloat16* b_tile, int n0) {
+/// acc[m] (M tiles of 16 x N) += A_m (16 x D) times B^T, B stored [n][d] in the shared
+/// `b_tile` rows 0..N: scores from queries and keys. `load_a(a, m, kk)` gives A_m's
+/// fragment for d = 16 kk.. (from shared memory or registers). Each B fragment pair serves
+/// all M tiles, and consecutive HMMAs write different accumulators, so none waits on the
+/// one before.
+template <int D, int N, int M, class LoadA>
+__device__ __forceinline__ void times_rows(float (&acc)[M][N / 8][4], LoadA load_a, const __nv_bfloat16* b_tile) {
+#pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-        uint32_t a[4];
-        a_fragment<D>(a, a_tile, row0, kk * 16);
-        for (int nn = 0; nn < N / 8; ++nn) {
-            uint32_t b[2];
-            b_fragment_nk<D>(b, b_tile, n0 + nn * 8, kk * 16);
-            dv::mma_bf16_16x8x16(acc[nn], a, b, acc[nn]);
+        uint32_t a[M][4];
+#pragma unroll
+        for (int m = 0; m < M; ++m) load_a(a[m], m, kk);
+#pragma unroll
+        for (int nn = 0; nn < N / 16; ++nn) {
+            uint32_t b[4];
+            b_fragments_nk<D>(b, b_tile, nn * 16, kk * 16);
+#pragma unroll
+            for (int m = 0; m < M; ++m) {
+                dv::mma_bf16_16x8x16(acc[m][2 * nn], a[m], b, acc[m][2 * nn]);
+                dv::mma_bf16_16x8x16(acc[m][2 * nn + 1], a[m], b + 2, acc[m][2 * nn + 1]);
+            }
         }
     }
 }
 
-/// acc[D/8] (16 x D) += P (16 x K, in C fragments p[K/8]) times B (K x D, stored [k][d]).
-template <int D, int K>
-__device__ __forceinline__ void probs_times_rows(float acc[][4], const float p[][4], const __nv_bfloat16* b_tile) {
+/// acc[m] (M tiles of 16 x D) += P_m (16 x K, in C fragments) times B (K x D, stored
+/// [k][d] in the shared `b_tile`).
+template <int D, int K, int M>
+__device__ __forceinline__ void probs_times_rows(float (&acc)[M][D / 8][4], const float (&p)[M][K / 8][4],
+                                                 const __nv_bfloat16* b_tile) {
+#pragma unroll
     for (int kk = 0; kk < K / 16; ++kk) {
-        uint32_t a[4];
-        c_to_a(a, p[2 * kk], p[2 * kk + 1]);
-        for (int dd = 0; dd < D / 8; ++dd) {
-            uint32_t b[2];
-            b_fragment_kn<D>(b, b_tile, kk * 16, dd * 8);
-            dv::mma_bf16_16x8x16(acc[dd], a, b, acc[dd]);
+        uint32_t a[M][4];
+#pragma unroll
+        for (int m = 0; m < M; ++m) c_to_a(a[m], p[m][2 * kk], p[m][2 * kk + 1]);
+#pragma unroll
+        for (int dd = 0; dd < D / 16; ++dd) {
+            uint32_t b[4];
+            b_fragments_kn<D>(b, b_tile, kk * 16, dd * 16);
+#pragma unroll
+            for (int m = 0; m < M; ++m) {
+                dv::mma_bf16_16x8x16(acc[m][2 * dd], a[m], b, acc[m][2 * dd]);
+                dv::mma_bf16_16x8x16(acc[m][2 * dd + 1], a[m], b + 2, acc[m][2 * dd + 1]);
+            }
         }
     }
 }
+
+/// The A operand read from a shared tile: rows row0 + 16 m.., for `times_rows`.
+template <int D>
+struct SharedRows {
+    const __nv_bfloat16* tile;
+    int row0;
+    __device__ void operator()(uint32_t a[4], int m, int kk) const { a_fragment<D>(a, tile, row0 + 16 * m, kk * 16); }
+};
 
 /// Sum (or max) over the four lanes of a quad, which hold one fragment row between them.
 __device__ __forceinline__ float quad_max(float v) {
@@ -150,18 +199,19 @@ __device__ __forceinline__ float quad_sum(float v) {
 }
 
 /// Stores a 16 x D block of f32 C fragments as bf16 rows row0 + (0..16) of one head,
-/// scaled, skipping rows at or past `end`.
+/// scaled, skipping rows at or past `end`: each lane's pair of columns as one 4-byte store.
 template <int D>
-__device__ __forceinline__ void store_rows(__nv_bfloat16* out, const float acc[][4], int heads, int head, int row0,
-                                           int end, float scale) {
+__device__ __forceinline__ void store_rows(__nv_bfloat16* out, const float (&acc)[D / 8][4], int heads, int head,
+                                           int row0, int end, float scale) {
     const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
     for (int half = 0; half < 2; ++half) {
         const int row = row0 + g + 8 * half;
         if (row >= end) continue;
-        __nv_bfloat16* dst = out + (static_cast<size_t>(row) * heads + head) * D;
+        uint32_t* dst = reinterpret_cast<uint32_t*>(out + (static_cast<size_t>(row) * heads + head) * D + 2 * t);
+#pragma unroll
         for (int dd = 0; dd < D / 8; ++dd) {
-            dst[dd * 8 + 2 * t] = __float2bfloat16(acc[dd][2 * half] * scale);
-            dst[dd * 8 + 2 * t + 1] = __float2bfloat16(acc[dd][2 * half + 1] * scale);
+            dst[dd * 4] = dv::pack_bf16(acc[dd][2 * half] * scale, acc[dd][2 * half + 1] * scale);
         }
     }
 }
@@ -170,139 +220,138 @@ __device__ __forceinline__ void store_rows(__nv_bfloat16* out, const float acc[]
 /// fragments (g = lane / 4, t = lane % 4), for the kernels that own query rows.
 struct QueryPlace {
     Tile tile;
-    int head, kv_head, warp, g, t;
-    /// The row of fragment half `half` (0: rows g, 1: rows g + 8) of this thread's warp.
-    __device__ int row(int half) const { return tile.first + warp * 16 + g + 8 * half; }
+    int head, kv_head, warp, g, t, row0;  // row0: the warp's first row
+    /// The row of fragment m's half `half` (0: rows g, 1: rows g + 8).
+    __device__ int row(int m, int half) const { return row0 + 16 * m + g + 8 * half; }
     /// The last key that row sees (on the bottom-right diagonal), or -1, below every key,
     /// for a row past the segment's end.
-    __device__ int last_key(int half) const {
-        const int r = row(half);
+    __device__ int last_key(int m, int half) const {
+        const int r = row(m, half);
         return r < tile.q_end ? r + tile.diagonal() : -1;
     }
+    /// Key tiles of kKeys from the segment's first key to the last one the tile's last row
+    /// sees.
+    __device__ int key_tiles(int rows) const {
+        return (min(tile.first + rows, tile.q_end) + tile.diagonal() - tile.k_start + kKeys - 1) / kKeys;
+    }
+    /// Whether some row of the tile must not see some key of the tile from key0: only
+    /// tiles crossing the diagonal (the tile's first row sees up to first + diagonal) are
+    /// masked, and every key past the segment's end lies beyond it.
+    __device__ bool crosses_diagonal(int key0) const { return key0 + kKeys - 1 > tile.first + tile.diagonal(); }
 };
 
-__device__ __forceinline__ QueryPlace query_place(const Tile* tiles, int q_heads, int kv_heads) {
-    const int head = blockIdx.y, lane = threadIdx.x % 32;
-    return {tiles[blockIdx.x], head, head / (q_heads / kv_heads), static_cast<int>(threadIdx.x / 32), lane / 4,
-            lane % 4};
+__device__ __forceinline__ QueryPlace query_place(const Tile* tiles, int q_heads, int kv_heads, int rows_per_warp) {
+    const int head = blockIdx.y, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const Tile tile = tiles[blockIdx.x];
+    return {tile, head, head / (q_heads / kv_heads), warp, lane / 4, lane % 4, tile.first + warp * rows_per_warp};
 }
 
-/// The K/V tiles a query tile visits, from its segment's first key to the last key its
-/// last row sees, double-buffered in shared memory (`buffers`: 2 x (K, V) tiles of kKeys
-/// rows).
-template <int D>
-struct KeyStream {
-    __nv_bfloat16* buffers;
-    const __nv_bfloat16* k;
-    const __nv_bfloat16* v;
-    int kv_heads, kv_head, k_start, k_end, count;
-
-    __device__ KeyStream(__nv_bfloat16* buffers_, const __nv_bfloat16* k_, const __nv_bfloat16* v_, int kv_heads_,
-                         const QueryPlace& at)
-        : buffers(buffers_), k(k_), v(v_), kv_heads(kv_heads_), kv_head(at.kv_head), k_start(at.tile.k_start),
-          k_end(at.tile.k_end),
-          count((min(at.tile.first + kRows, at.tile.q_end) + at.tile.diagonal() - at.tile.k_start + kKeys - 1) /
-                kKeys) {}
-
-    __device__ __nv_bfloat16* k_tile(int j) const { return buffers + (2 * (j % 2)) * kKeys * kStride<D>; }
-    __device__ __nv_bfloat16* v_tile(int j) const { return buffers + (2 * (j % 2) + 1) * kKeys * kStride<D>; }
-    __device__ int first_key(int j) const { return k_start + j * kKeys; }
-
-    /// Starts copying tile j; the caller commits.
-    __device__ void load(int j) const {
-        load_rows<D>(k_tile(j), k, kv_heads, kv_head, first_key(j), kKeys, k_end);
-        load_rows<D>(v_tile(j), v, kv_heads, kv_head, first_key(j), kKeys, k_end);
-    }
-
-    /// Makes tile j ready for every thread, with tile j + 1's copy started behind it.
-    __device__ void wait_for(int j) const {
-        if (j + 1 < count) {
-            load(j + 1);
-            dv::cp_async_commit();
-            dv::cp_async_wait<1>();
-        } else {
-            dv::cp_async_wait<0>();
-        }
-        __syncthreads();
-    }
-};
-
+/// The forward: a block per (128 query rows, head), 32 rows a warp. K and V have a buffer
+/// each: V_j is copied while S = Q K_j^T and its softmax are computed, K_{j+1} while
+/// O += P V_j (FlashAttention-2's order), so every copy overlaps a matrix product and
+/// D = 128 fits two blocks on an A100. The scale is folded into one FFMA before ex2, and
+/// only tiles crossing the diagonal are masked.
 template <int D>
 __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
                         const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ out, float* __restrict__ lse,
                         const Tile* __restrict__ tiles, int q_tokens, int q_heads, int kv_heads, float scale_log2) {
+    constexpr int M = kForwardRows / kThreads * 32 / 16;  // 16-row fragments per warp
     DV_DYNAMIC_SHARED(__nv_bfloat16, shared);
     __nv_bfloat16* q_tile = shared;
-    const QueryPlace at = query_place(tiles, q_heads, kv_heads);
-    const KeyStream<D> keys(shared + kRows * kStride<D>, k, v, kv_heads, at);
+    __nv_bfloat16* k_tile = shared + kForwardRows * D;
+    __nv_bfloat16* v_tile = k_tile + kKeys * D;
+    const QueryPlace at = query_place(tiles, q_heads, kv_heads, 16 * M);
     const Tile tile = at.tile;
-    const int warp = at.warp, t = at.t;
+    const int count = at.key_tiles(kForwardRows);
 
-    load_rows<D>(q_tile, q, q_heads, at.head, tile.first, kRows, tile.q_end);
-    keys.load(0);
+    load_rows<D, kForwardRows>(q_tile, q, q_heads, at.head, tile.first, tile.q_end);
+    load_rows<D, kKeys>(k_tile, k, kv_heads, at.kv_head, tile.k_start, tile.k_end);
     dv::cp_async_commit();
 
-    float acc[D / 8][4] = {};
-    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
-    for (int j = 0; j < keys.count; ++j) {
-        const int key0 = keys.first_key(j);
-        keys.wait_for(j);
+    float acc[M][D / 8][4] = {};
+    float row_max[M][2], row_sum[M][2];
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+        row_max[m][0] = row_max[m][1] = -INFINITY;
+        row_sum[m][0] = row_sum[m][1] = 0.0f;
+    }
+    const SharedRows<D> queries{q_tile, at.warp * 16 * M};
+    for (int j = 0; j < count; ++j) {
+        const int key0 = tile.k_start + j * kKeys;
+        dv::cp_async_wait<0>();
+        __syncthreads();  // K_j is in, and every warp is done with V_{j-1}
+        load_rows<D, kKeys>(v_tile, v, kv_heads, at.kv_head, key0, tile.k_end);
+        dv::cp_async_commit();
 
-        float s[kKeys / 8][4] = {};
-        rows_times_rows<D, kKeys>(s, q_tile, warp * 16, keys.k_tile(j), 0);
+        float s[M][kKeys / 8][4] = {};
+        times_rows<D, kKeys, M>(s, queries, k_tile);
+        const bool masked = at.crosses_diagonal(key0);
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int last_key = at.last_key(m, half);
+                float tile_max = -INFINITY;
+#pragma unroll
+                for (int nn = 0; nn < kKeys / 8; ++nn) {
+#pragma unroll
+                    for (int i = 0; i < 2; ++i) {
+                        float& x = s[m][nn][2 * half + i];
+                        if (masked && key0 + nn * 8 + 2 * at.t + i > last_key) x = -INFINITY;
+                        tile_max = fmaxf(tile_max, x);
+                    }
+                }
+                // Maxima stay in raw score units; the scale enters with the FFMA below.
+                const float new_max = fmaxf(row_max[m][half], quad_max(tile_max));
+                const float base = new_max == -INFINITY ? 0.0f : new_max * scale_log2;  // a row with nothing yet
+                const float rescale = dv::fast_exp2(fmaf(row_max[m][half], scale_log2, -base));
+                float sum = 0.0f;
+#pragma unroll
+                for (int nn = 0; nn < kKeys / 8; ++nn) {
+#pragma unroll
+                    for (int i = 0; i < 2; ++i) {
+                        float& x = s[m][nn][2 * half + i];
+                        x = dv::fast_exp2(fmaf(x, scale_log2, -base));
+                        sum += x;
+                    }
+                }
+                row_sum[m][half] = row_sum[m][half] * rescale + quad_sum(sum);
+                row_max[m][half] = new_max;
+#pragma unroll
+                for (int dd = 0; dd < D / 8; ++dd) {
+                    acc[m][dd][2 * half] *= rescale;
+                    acc[m][dd][2 * half + 1] *= rescale;
+                }
+            }
+        }
+        dv::cp_async_wait<0>();
+        __syncthreads();  // V_j is in, and every warp is done with K_j
+        if (j + 1 < count) load_rows<D, kKeys>(k_tile, k, kv_heads, at.kv_head, key0 + kKeys, tile.k_end);
+        dv::cp_async_commit();
+        probs_times_rows<D, kKeys, M>(acc, s, v_tile);
+    }
+
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+#pragma unroll
         for (int half = 0; half < 2; ++half) {
-            const int last_key = at.last_key(half);
-            float tile_max = -INFINITY;
-            for (int nn = 0; nn < kKeys / 8; ++nn) {
-                for (int i = 0; i < 2; ++i) {
-                    const int key = key0 + nn * 8 + 2 * t + i;
-                    float& x = s[nn][2 * half + i];
-                    x = key <= last_key ? x * scale_log2 : -INFINITY;
-                    tile_max = fmaxf(tile_max, x);
-                }
-            }
-            const float new_max = fmaxf(row_max[half], quad_max(tile_max));
-            const float base = new_max == -INFINITY ? 0.0f : new_max;  // a row with nothing yet
-            const float rescale = exp2f(row_max[half] - base);
-            float sum = 0.0f;
-            for (int nn = 0; nn < kKeys / 8; ++nn) {
-                for (int i = 0; i < 2; ++i) {
-                    float& x = s[nn][2 * half + i];
-                    x = exp2f(x - base);
-                    sum += x;
-                }
-            }
-            row_sum[half] = row_sum[half] * rescale + quad_sum(sum);
-            row_max[half] = new_max;
+            const int row = at.row(m, half);
+            const float inv = row_sum[m][half] > 0.0f ? 1.0f / row_sum[m][half] : 0.0f;
+#pragma unroll
             for (int dd = 0; dd < D / 8; ++dd) {
-                acc[dd][2 * half] *= rescale;
-                acc[dd][2 * half + 1] *= rescale;
+                acc[m][dd][2 * half] *= inv;
+                acc[m][dd][2 * half + 1] *= inv;
+            }
+            if (at.t == 0 && row < tile.q_end) {
+                lse[static_cast<size_t>(at.head) * q_tokens + row] =
+                    (row_max[m][half] * scale_log2 + log2f(row_sum[m][half])) * kLn2;
             }
         }
-        probs_times_rows<D, kKeys>(acc, s, keys.v_tile(j));
-        __syncthreads();  // every warp is done with this buffer before it is refilled
+        store_rows<D>(out, acc[m], q_heads, at.head, at.row0 + 16 * m, tile.q_end, 1.0f);
     }
-
-    for (int half = 0; half < 2; ++half) {
-        const int row = at.row(half);
-        const float inv = row_sum[half] > 0.0f ? 1.0f / row_sum[half] : 0.0f;
-        for (int dd = 0; dd < D / 8; ++dd) {
-            acc[dd][2 * half] *= inv;
-            acc[dd][2 * half + 1] *= inv;
-        }
-        if (t == 0 && row < tile.q_end) {
-            lse[static_cast<size_t>(at.head) * q_tokens + row] = (row_max[half] + log2f(row_sum[half])) * kLn2;
-        }
-    }
-    store_rows<D>(out, acc, q_heads, at.head, tile.first + warp * 16, tile.q_end, 1.0f);
 }
 
-}  // namespace fa
-
-namespace fa {
-
-constexpr float kLog2e = 1.4426950408889634f;
-
+/// dQ: a block per (64 query rows, head), 16 rows a warp, K and V double-buffered.
 template <int D>
 __device__ void backward_dq(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
                             const __nv_bfloat16* __restrict__ v, const __nv_bfloat16* __restrict__ d_o,
@@ -311,45 +360,66 @@ __device__ void backward_dq(const __nv_bfloat16* __restrict__ q, const __nv_bflo
                             int kv_heads, float scale_log2, float scale) {
     DV_DYNAMIC_SHARED(__nv_bfloat16, shared);
     __nv_bfloat16* q_tile = shared;
-    __nv_bfloat16* do_tile = shared + kRows * kStride<D>;
-    const QueryPlace at = query_place(tiles, q_heads, kv_heads);
-    const KeyStream<D> keys(shared + 2 * kRows * kStride<D>, k, v, kv_heads, at);
+    __nv_bfloat16* do_tile = shared + kRows * D;
+    __nv_bfloat16* buffers = shared + 2 * kRows * D;
+    auto k_tile = [&](int j) { return buffers + (2 * (j % 2)) * kKeys * D; };
+    auto v_tile = [&](int j) { return buffers + (2 * (j % 2) + 1) * kKeys * D; };
+    const QueryPlace at = query_place(tiles, q_heads, kv_heads, 16);
     const Tile tile = at.tile;
-    const int warp = at.warp, t = at.t;
+    const int count = at.key_tiles(kRows);
+    auto load_keys = [&](int j) {
+        load_rows<D, kKeys>(k_tile(j), k, kv_heads, at.kv_head, tile.k_start + j * kKeys, tile.k_end);
+        load_rows<D, kKeys>(v_tile(j), v, kv_heads, at.kv_head, tile.k_start + j * kKeys, tile.k_end);
+    };
 
-    load_rows<D>(q_tile, q, q_heads, at.head, tile.first, kRows, tile.q_end);
-    load_rows<D>(do_tile, d_o, q_heads, at.head, tile.first, kRows, tile.q_end);
-    keys.load(0);
+    load_rows<D, kRows>(q_tile, q, q_heads, at.head, tile.first, tile.q_end);
+    load_rows<D, kRows>(do_tile, d_o, q_heads, at.head, tile.first, tile.q_end);
+    load_keys(0);
     dv::cp_async_commit();
 
+    // Rows past the segment get an infinite lse, so their probabilities are zeros unmasked.
     float row_lse[2], row_delta[2];
     for (int half = 0; half < 2; ++half) {
-        const int row = at.row(half);
+        const int row = at.row(0, half);
         const bool valid = row < tile.q_end;
-        row_lse[half] = valid ? lse[static_cast<size_t>(at.head) * q_tokens + row] * kLog2e : 0.0f;
+        row_lse[half] = valid ? lse[static_cast<size_t>(at.head) * q_tokens + row] * kLog2e : INFINITY;
         row_delta[half] = valid ? delta[static_cast<size_t>(at.head) * q_tokens + row] : 0.0f;
     }
-    float acc[D / 8][4] = {};
-    for (int j = 0; j < keys.count; ++j) {
-        const int key0 = keys.first_key(j);
-        keys.wait_for(j);
+    float acc[1][D / 8][4] = {};
+    for (int j = 0; j < count; ++j) {
+        const int key0 = tile.k_start + j * kKeys;
+        if (j + 1 < count) {
+            load_keys(j + 1);
+            dv::cp_async_commit();
+            dv::cp_async_wait<1>();
+        } else {
+            dv::cp_async_wait<0>();
+        }
+        __syncthreads();
 
-        float p[kKeys / 8][4] = {}, dp[kKeys / 8][4] = {};
-        rows_times_rows<D, kKeys>(p, q_tile, warp * 16, keys.k_tile(j), 0);
-        rows_times_rows<D, kKeys>(dp, do_tile, warp * 16, keys.v_tile(j), 0);
+        float p[1][kKeys / 8][4] = {}, dp[1][kKeys / 8][4] = {};
+        times_rows<D, kKeys, 1>(p, SharedRows<D>{q_tile, at.row0 - tile.first}, k_tile(j));
+        times_rows<D, kKeys, 1>(dp, SharedRows<D>{do_tile, at.row0 - tile.first}, v_tile(j));
+        const bool masked = at.crosses_diagonal(key0);
+#pragma unroll
         for (int nn = 0; nn < kKeys / 8; ++nn) {
+#pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const int half = e / 2, key = key0 + nn * 8 + 2 * t + e % 2;
-                const float prob = key <= at.last_key(half) ? exp2f(p[nn][e] * scale_log2 - row_lse[half]) : 0.0f;
-                p[nn][e] = prob * (dp[nn][e] - row_delta[half]);  // dS
+                const int half = e / 2, key = key0 + nn * 8 + 2 * at.t + e % 2;
+                float prob = dv::fast_exp2(fmaf(p[0][nn][e], scale_log2, -row_lse[half]));
+                if (masked && key > at.last_key(0, half)) prob = 0.0f;
+                p[0][nn][e] = prob * (dp[0][nn][e] - row_delta[half]);  // dS
             }
         }
-        probs_times_rows<D, kKeys>(acc, p, keys.k_tile(j));
+        probs_times_rows<D, kKeys, 1>(acc, p, k_tile(j));
         __syncthreads();
     }
-    store_rows<D>(dq, acc, q_heads, at.head, tile.first + warp * 16, tile.q_end, scale);
+    store_rows<D>(dq, acc[0], q_heads, at.head, at.row0, tile.q_end, scale);
 }
 
+/// dK and dV: a block per (64 key rows, kv head), 16 rows a warp, looping over the group's
+/// query heads and their query tiles of 32, double-buffered with each query's lse and D
+/// (brought by cp.async too, so no step waits on a plain load).
 template <int D>
 __device__ void backward_dkdv(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
                               const __nv_bfloat16* __restrict__ v, const __nv_bfloat16* __restrict__ d_o,
@@ -359,12 +429,12 @@ __device__ void backward_dkdv(const __nv_bfloat16* __restrict__ q, const __nv_bf
                               float scale) {
     DV_DYNAMIC_SHARED(__nv_bfloat16, shared);
     __nv_bfloat16* k_tile = shared;
-    __nv_bfloat16* v_tile = shared + kRows * kStride<D>;
-    __nv_bfloat16* qdo_tiles = shared + 2 * kRows * kStride<D>;
-    auto q_tile = [&](int buffer) { return qdo_tiles + (2 * buffer) * kQueries * kStride<D>; };
-    auto do_tile = [&](int buffer) { return qdo_tiles + (2 * buffer + 1) * kQueries * kStride<D>; };
-    // Per buffer: the tile's queries' lse (log2 units) then their D.
-    float* row_stats = reinterpret_cast<float*>(qdo_tiles + 4 * kQueries * kStride<D>);
+    __nv_bfloat16* v_tile = shared + kRows * D;
+    __nv_bfloat16* qdo_tiles = shared + 2 * kRows * D;
+    auto q_tile = [&](int buffer) { return qdo_tiles + (2 * buffer) * kQueries * D; };
+    auto do_tile = [&](int buffer) { return qdo_tiles + (2 * buffer + 1) * kQueries * D; };
+    // Per buffer: the tile's queries' lse (natural log) then their D.
+    float* row_stats = reinterpret_cast<float*>(qdo_tiles + 4 * kQueries * D);
 
     const Tile tile = tiles[blockIdx.x];
     const int kv_head = blockIdx.y, group = q_heads / kv_heads;
@@ -377,28 +447,30 @@ __device__ void backward_dkdv(const __nv_bfloat16* __restrict__ q, const __nv_bf
     auto q0 = [&](int s) { return q_from + (s % query_tiles) * kQueries; };
     auto head_of = [&](int s) { return kv_head * group + s / query_tiles; };
     auto prefetch = [&](int s, int buffer) {
-        load_rows<D>(q_tile(buffer), q, q_heads, head_of(s), q0(s), kQueries, tile.q_end);
-        load_rows<D>(do_tile(buffer), d_o, q_heads, head_of(s), q0(s), kQueries, tile.q_end);
-        for (int i = threadIdx.x; i < kQueries; i += blockDim.x) {
-            const int row = q0(s) + i;
+        load_rows<D, kQueries>(q_tile(buffer), q, q_heads, head_of(s), q0(s), tile.q_end);
+        load_rows<D, kQueries>(do_tile(buffer), d_o, q_heads, head_of(s), q0(s), tile.q_end);
+        if (threadIdx.x < 2 * kQueries) {
+            const int i = threadIdx.x % kQueries, row = q0(s) + i;
+            const float* from = threadIdx.x < kQueries ? lse : delta;
             const bool valid = row < tile.q_end;
-            const size_t at = static_cast<size_t>(head_of(s)) * q_tokens + row;
-            row_stats[buffer * 2 * kQueries + i] = valid ? lse[at] * kLog2e : 0.0f;
-            row_stats[buffer * 2 * kQueries + kQueries + i] = valid ? delta[at] : 0.0f;
+            dv::cp_async_4_or_zero(row_stats + buffer * 2 * kQueries + threadIdx.x,
+                                   valid ? from + static_cast<size_t>(head_of(s)) * q_tokens + row : from, valid);
         }
     };
 
     if (steps > 0) {  // else a segment without queries: its keys' gradients are zeros
-        load_rows<D>(k_tile, k, kv_heads, kv_head, tile.first, kRows, tile.k_end);
-        load_rows<D>(v_tile, v, kv_heads, kv_head, tile.first, kRows, tile.k_end);
+        load_rows<D, kRows>(k_tile, k, kv_heads, kv_head, tile.first, tile.k_end);
+        load_rows<D, kRows>(v_tile, v, kv_heads, kv_head, tile.first, tile.k_end);
         prefetch(0, 0);
     }
     dv::cp_async_commit();
     // The first query that sees this thread's key row g (row g + 8's is 8 later). Rows
-    // past the segment's keys need no mask: their K and V are zeros and never stored.
+    // past the segment's keys need no mask: their K and V are zeros and never stored;
+    // queries past the segment's end have zero Q and dO, so they add nothing unmasked.
     const int first_query = tile.first + warp * 16 + g - diagonal;
+    const SharedRows<D> keys{k_tile, warp * 16}, values{v_tile, warp * 16};
 
-    float acc_dk[D / 8][4] = {}, acc_dv[D / 8][4] = {};
+    float acc_dk[1][D / 8][4] = {}, acc_dv[1][D / 8][4] = {};
     for (int s = 0; s < steps; ++s) {
         const int buffer = s % 2, step_first = q0(s);
         if (s + 1 < steps) {
@@ -411,23 +483,33 @@ __device__ void backward_dkdv(const __nv_bfloat16* __restrict__ q, const __nv_bf
         __syncthreads();
 
         const float* stats = row_stats + buffer * 2 * kQueries;
-        float p[kQueries / 8][4] = {}, dp[kQueries / 8][4] = {};
-        rows_times_rows<D, kQueries>(p, k_tile, warp * 16, q_tile(buffer), 0);      // S^T
-        rows_times_rows<D, kQueries>(dp, v_tile, warp * 16, do_tile(buffer), 0);    // dP^T
+        float p[1][kQueries / 8][4] = {}, dp[1][kQueries / 8][4] = {};
+        times_rows<D, kQueries, 1>(p, keys, q_tile(buffer));     // S^T
+        times_rows<D, kQueries, 1>(dp, values, do_tile(buffer));  // dP^T
+        // Masked only where some key row of the tile does not see the step's first query.
+        const bool masked = step_first < tile.first + kRows - 1 - diagonal;
+#pragma unroll
         for (int nn = 0; nn < kQueries / 8; ++nn) {
-            for (int e = 0; e < 4; ++e) {
-                const int column = nn * 8 + 2 * t + e % 2, query = step_first + column;
-                const bool valid = query >= first_query + 8 * (e / 2) && query < tile.q_end;
-                p[nn][e] = valid ? exp2f(p[nn][e] * scale_log2 - stats[column]) : 0.0f;
-                dp[nn][e] = p[nn][e] * (dp[nn][e] - stats[kQueries + column]);  // dS^T
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                const int column = nn * 8 + 2 * t + i, query = step_first + column;
+                const float column_lse = stats[column] * kLog2e, column_delta = stats[kQueries + column];
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const int e = 2 * half + i;
+                    float prob = dv::fast_exp2(fmaf(p[0][nn][e], scale_log2, -column_lse));
+                    if (masked && query < first_query + 8 * half) prob = 0.0f;
+                    p[0][nn][e] = prob;
+                    dp[0][nn][e] = prob * (dp[0][nn][e] - column_delta);  // dS^T
+                }
             }
         }
-        probs_times_rows<D, kQueries>(acc_dv, p, do_tile(buffer));
-        probs_times_rows<D, kQueries>(acc_dk, dp, q_tile(buffer));
+        probs_times_rows<D, kQueries, 1>(acc_dv, p, do_tile(buffer));
+        probs_times_rows<D, kQueries, 1>(acc_dk, dp, q_tile(buffer));
         __syncthreads();
     }
-    store_rows<D>(dk, acc_dk, kv_heads, kv_head, tile.first + warp * 16, tile.k_end, scale);
-    store_rows<D>(dv_out, acc_dv, kv_heads, kv_head, tile.first + warp * 16, tile.k_end, 1.0f);
+    store_rows<D>(dk, acc_dk[0], kv_heads, kv_head, tile.first + warp * 16, tile.k_end, scale);
+    store_rows<D>(dv_out, acc_dv[0], kv_heads, kv_head, tile.first + warp * 16, tile.k_end, 1.0f);
 }
 
 }  // namespace fa
@@ -451,20 +533,20 @@ extern "C" __global__ void flash_attention_delta(const __nv_bfloat16* o, const _
 }
 
 #define FLASH_ATTENTION_KERNELS(D)                                                                              \
-    extern "C" __global__ void flash_attention_fwd_d##D(const __nv_bfloat16* q, const __nv_bfloat16* k,         \
+    extern "C" __global__ void __launch_bounds__(fa::kThreads, 2) flash_attention_fwd_d##D(const __nv_bfloat16* q, const __nv_bfloat16* k,         \
                                                         const __nv_bfloat16* v, __nv_bfloat16* out, float* lse, \
                                                         const fa::Tile* tiles, int q_tokens, int q_heads,      \
                                                         int kv_heads, float scale_log2) {                      \
         fa::forward<D>(q, k, v, out, lse, tiles, q_tokens, q_heads, kv_heads, scale_log2);                     \
     }                                                                                                           \
-    extern "C" __global__ void flash_attention_dq_d##D(                                                        \
+    extern "C" __global__ void __launch_bounds__(fa::kThreads, 2) flash_attention_dq_d##D(                                                        \
         const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, const __nv_bfloat16* d_o,      \
         const float* lse, const float* delta, __nv_bfloat16* dq, const fa::Tile* tiles, int q_tokens,          \
         int q_heads, int kv_heads, float scale_log2, float scale) {                                            \
         fa::backward_dq<D>(q, k, v, d_o, lse, delta, dq, tiles, q_tokens, q_heads, kv_heads, scale_log2,       \
                            scale);                                                                              \
     }                                                                                                           \
-    extern "C" __global__ void flash_attention_dkdv_d##D(                                                      \
+    extern "C" __global__ void __launch_bounds__(fa::kThreads, 2) flash_attention_dkdv_d##D(                                                      \
         const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, const __nv_bfloat16* d_o,      \
         const float* lse, const float* delta, __nv_bfloat16* dk, __nv_bfloat16* dv, const fa::Tile* tiles,     \
         int q_tokens, int q_heads, int kv_heads, float scale_log2, float scale) {                              \

@@ -6,7 +6,8 @@
 //     SM80_16x8x16_F32BF16BF16F32_TN atom);
 //   ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{,.trans}.shared.b16  (section 9.7.14.5.15;
 //     CUTLASS's SM75_U32x{1,2,4}_LDSM_N and _T atoms);
-//   cp.async.cg.shared.global 16 bytes with commit_group / wait_group (section 9.7.9.25).
+//   cp.async.cg.shared.global 16 bytes (and .ca 4 bytes) with commit_group / wait_group
+//     (section 9.7.9.25).
 // With g = lane / 4 and t = lane % 4, a lane holds
 //   A (16x16, row-major): a[j] packs elements (row g + 8 (j % 2), cols 2t, 2t + 1 + 8 (j / 2)),
 //   B (16x8, "col": k x n): b[j] packs (rows k = 2t, 2t + 1 + 8 j, col n = g),
@@ -98,6 +99,23 @@ __device__ __forceinline__ void cp_async_16_or_zero(void* shared, const void* gl
     const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
     const int bytes = valid ? 16 : 0;
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(global), "r"(bytes)
+                 : "memory");
+#endif
+}
+
+/// As `cp_async_16_or_zero` for 4 bytes (both 4-byte aligned), through L1 (`.ca`: the
+/// 4-byte form has no `.cg`).
+__device__ __forceinline__ void cp_async_4_or_zero(void* shared, const void* global, bool valid) {
+#ifdef DAVINCI_EMULATE
+    if (valid) {
+        std::memcpy(shared, global, 4);
+    } else {
+        std::memset(shared, 0, 4);
+    }
+#else
+    const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
+    const int bytes = valid ? 4 : 0;
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(address), "l"(global), "r"(bytes)
                  : "memory");
 #endif
 }

@@ -43,6 +43,8 @@ fn compile_emulated(kernels: &Path, sources: &[PathBuf]) {
         .flag("c++")
         .flag("-pthread")
         .flag("-ffp-contract=off")
+        // `#pragma unroll` is for nvcc.
+        .flag("-Wno-unknown-pragmas")
         .warnings(true)
         .opt_level(2);
     for source in sources {

@@ -5,7 +5,7 @@
 // that passes here passes for any device result within the bound, and a run repeated on
 // the same inputs gives the same bits, as it does on the device.
 //
-//   expf, exp2f, rsqrtf: 2 ulp;  logf, log2f: 1 ulp;  __expf: 2 + floor(|1.173 x|) ulp.
+//   expf, exp2f, rsqrtf, ex2.approx.ftz (dv::fast_exp2): 2 ulp;  logf, log2f: 1 ulp;  __expf: 2 + floor(|1.173 x|) ulp.
 // Points where a function is exact in every implementation (exp(0) = 1, exp2 of an integer,
 // log of 1, log2 of a power of two) are left exact. Included last, after every standard
 // header, because the names below become macros.
@@ -51,6 +51,14 @@ inline float device_rsqrtf(float x) { return within_ulps(1.0f / std::sqrt(x), x,
 inline float device_fast_expf(float x) {
     if (x == 0.0f || !(std::fabs(x) < 1e6f)) return std::exp(x);  // exact, or no normal result to move
     return within_ulps(std::exp(x), x, 2 + static_cast<unsigned>(std::fabs(1.173f * x)), 6);
+}
+
+/// ex2.approx.ftz.f32: exp2f's bound, with subnormal inputs read as zero and subnormal
+/// results flushed to zero, as `.ftz` does.
+inline float device_fast_exp2(float x) {
+    if (x != 0.0f && std::fabs(x) < 1.17549435e-38f) x = 0.0f;
+    const float y = device_exp2f(x);
+    return std::fabs(y) < 1.17549435e-38f ? 0.0f : y;
 }
 
 }  // namespace emu
