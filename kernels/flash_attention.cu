@@ -10,22 +10,22 @@
 // and the log-sum-exp of every query row (natural log, [q_heads, q_tokens]); the backward
 // recomputes the probabilities from it.
 //
-// Tiles. Every kernel runs 4 warps (128 threads), each warp owning 16 rows of the block's
-// tile, and works on tensor cores: mma.sync m16n8k16 (bf16 in, f32 accumulate) with its
-// operands loaded by ldmatrix from shared memory, and K/V (or Q/dO) tiles brought in by
-// cp.async, the next tile's copy in flight while the current one is used (double buffer).
-//   forward   64 queries x 64-key tiles: shared Q + 2 x (K, V) = 5 x 64 x (D + 8) bf16
-//             (45 KB at D = 64, 85 KB at D = 128).
-//   dQ        64 queries x 64-key tiles: Q, dO + 2 x (K, V): 6 x 64 x (D + 8) bf16
-//             (54 KB, 102 KB).
-//   dK, dV    64 keys x 32-query tiles: K, V + 2 x (Q, dO), and each query's lse and D
-//             (36.5 KB, 68.5 KB).
-// Registers (ptxas of CUDA 13.0, sm_90a): forward 112 (D 64) and 127 (D 128), dQ 127 and
-// 177, dK/dV 127 and 216, no spills. On an H100 that is 4 blocks (16 warps) per SM at
-// D = 64 and 2 blocks (8 warps) at D = 128, limited at D = 128 by shared memory in the
-// forward, by shared memory and registers in dQ, and by registers in dK/dV.
-// Rows are padded by 8 elements so that ldmatrix's eight row addresses fall in different
-// banks and stay 16-byte aligned. docs/kernels.md tabulates both targets.
+// Tiles. Every kernel runs 4 warps (128 threads) on tensor cores: mma.sync m16n8k16 (bf16
+// in, f32 accumulate), operands by ldmatrix (x4: each B load gives two 8-column fragments,
+// which serve every 16-row fragment of the warp), tiles brought by 16-byte cp.async.
+//   forward   128 queries (32 a warp, two fragments) x 64-key tiles (32 at D = 128, so the
+//             scores and the 32 x 128 accumulators fit 255 registers); shared Q, one K and
+//             one V tile (32 KB at D = 64, 48 KB at D = 128). V_j is copied while
+//             S = Q K_j^T and its softmax run, K_{j+1} while O += P V_j.
+//   dQ        64 queries (16 a warp) x 64-key tiles: Q, dO + 2 x (K, V) (48 KB, 96 KB).
+//   dK, dV    64 keys (16 a warp) x 32-query tiles: K, V + 2 x (Q, dO), and each query's
+//             lse and D by 4-byte cp.async (32.5 KB, 64.5 KB).
+// Registers (ptxas of CUDA 13.0, __launch_bounds__(128, 2)): about 170-250, no spills; two
+// blocks (8 warps) per SM. Shared rows are swizzled, not padded: their 16-byte chunks are
+// XORed with the row's low 3 bits, so ldmatrix's eight row addresses hit eight bank quads.
+// The softmax runs in base 2 with the scale folded into one FFMA before ex2.approx, and only
+// tiles crossing the diagonal are masked. docs/kernels.md has the static performance
+// model's figures for each kernel.
 //
 // Work lists. The host gives each kernel a table of tiles {first row, the segment's query
 // rows, its key rows}: query tiles for the forward and dQ, key tiles for dK/dV, sorted so
@@ -49,8 +49,12 @@ namespace fa {
 constexpr int kThreads = 128;
 constexpr int kForwardRows = 128;  // query rows per forward block: 32 per warp
 constexpr int kRows = 64;          // rows per block of dQ (queries) and dK/dV (keys): 16 per warp
-constexpr int kKeys = 64;          // keys per tile in the forward and dQ
+constexpr int kKeys = 64;          // keys per tile in dQ (and the forward at D = 64)
 constexpr int kQueries = 32;       // queries per tile in dK/dV
+/// Keys per tile in the forward: 32 at D = 128, where 64 keys' scores on top of the 32 x 128
+/// accumulators a warp holds would not fit the 255 registers a thread can have.
+template <int D>
+constexpr int kForwardKeys = D == 128 ? 32 : 64;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kLog2e = 1.4426950408889634f;
 static_assert(kRows == 16 * (kThreads / 32), "each warp owns 16 rows of a dQ or dK/dV tile");
@@ -229,15 +233,17 @@ struct QueryPlace {
         const int r = row(m, half);
         return r < tile.q_end ? r + tile.diagonal() : -1;
     }
-    /// Key tiles of kKeys from the segment's first key to the last one the tile's last row
-    /// sees.
-    __device__ int key_tiles(int rows) const {
-        return (min(tile.first + rows, tile.q_end) + tile.diagonal() - tile.k_start + kKeys - 1) / kKeys;
+    /// Key tiles of `keys` from the segment's first key to the last one the block's `rows`
+    /// rows see.
+    __device__ int key_tiles(int rows, int keys) const {
+        return (min(tile.first + rows, tile.q_end) + tile.diagonal() - tile.k_start + keys - 1) / keys;
     }
-    /// Whether some row of the tile must not see some key of the tile from key0: only
+    /// Whether some row of the tile must not see some key of the `keys` from key0: only
     /// tiles crossing the diagonal (the tile's first row sees up to first + diagonal) are
     /// masked, and every key past the segment's end lies beyond it.
-    __device__ bool crosses_diagonal(int key0) const { return key0 + kKeys - 1 > tile.first + tile.diagonal(); }
+    __device__ bool crosses_diagonal(int key0, int keys) const {
+        return key0 + keys - 1 > tile.first + tile.diagonal();
+    }
 };
 
 __device__ __forceinline__ QueryPlace query_place(const Tile* tiles, int q_heads, int kv_heads, int rows_per_warp) {
@@ -256,16 +262,17 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
                         const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ out, float* __restrict__ lse,
                         const Tile* __restrict__ tiles, int q_tokens, int q_heads, int kv_heads, float scale_log2) {
     constexpr int M = kForwardRows / kThreads * 32 / 16;  // 16-row fragments per warp
+    constexpr int N = kForwardKeys<D>;
     DV_DYNAMIC_SHARED(__nv_bfloat16, shared);
     __nv_bfloat16* q_tile = shared;
     __nv_bfloat16* k_tile = shared + kForwardRows * D;
-    __nv_bfloat16* v_tile = k_tile + kKeys * D;
+    __nv_bfloat16* v_tile = k_tile + N * D;
     const QueryPlace at = query_place(tiles, q_heads, kv_heads, 16 * M);
     const Tile tile = at.tile;
-    const int count = at.key_tiles(kForwardRows);
+    const int count = at.key_tiles(kForwardRows, N);
 
     load_rows<D, kForwardRows>(q_tile, q, q_heads, at.head, tile.first, tile.q_end);
-    load_rows<D, kKeys>(k_tile, k, kv_heads, at.kv_head, tile.k_start, tile.k_end);
+    load_rows<D, N>(k_tile, k, kv_heads, at.kv_head, tile.k_start, tile.k_end);
     dv::cp_async_commit();
 
     float acc[M][D / 8][4] = {};
@@ -277,15 +284,15 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
     }
     const SharedRows<D> queries{q_tile, at.warp * 16 * M};
     for (int j = 0; j < count; ++j) {
-        const int key0 = tile.k_start + j * kKeys;
+        const int key0 = tile.k_start + j * N;
         dv::cp_async_wait<0>();
         __syncthreads();  // K_j is in, and every warp is done with V_{j-1}
-        load_rows<D, kKeys>(v_tile, v, kv_heads, at.kv_head, key0, tile.k_end);
+        load_rows<D, N>(v_tile, v, kv_heads, at.kv_head, key0, tile.k_end);
         dv::cp_async_commit();
 
-        float s[M][kKeys / 8][4] = {};
-        times_rows<D, kKeys, M>(s, queries, k_tile);
-        const bool masked = at.crosses_diagonal(key0);
+        float s[M][N / 8][4] = {};
+        times_rows<D, N, M>(s, queries, k_tile);
+        const bool masked = at.crosses_diagonal(key0, N);
 #pragma unroll
         for (int m = 0; m < M; ++m) {
 #pragma unroll
@@ -293,7 +300,7 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
                 const int last_key = at.last_key(m, half);
                 float tile_max = -INFINITY;
 #pragma unroll
-                for (int nn = 0; nn < kKeys / 8; ++nn) {
+                for (int nn = 0; nn < N / 8; ++nn) {
 #pragma unroll
                     for (int i = 0; i < 2; ++i) {
                         float& x = s[m][nn][2 * half + i];
@@ -307,7 +314,7 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
                 const float rescale = dv::fast_exp2(fmaf(row_max[m][half], scale_log2, -base));
                 float sum = 0.0f;
 #pragma unroll
-                for (int nn = 0; nn < kKeys / 8; ++nn) {
+                for (int nn = 0; nn < N / 8; ++nn) {
 #pragma unroll
                     for (int i = 0; i < 2; ++i) {
                         float& x = s[m][nn][2 * half + i];
@@ -326,9 +333,9 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
         }
         dv::cp_async_wait<0>();
         __syncthreads();  // V_j is in, and every warp is done with K_j
-        if (j + 1 < count) load_rows<D, kKeys>(k_tile, k, kv_heads, at.kv_head, key0 + kKeys, tile.k_end);
+        if (j + 1 < count) load_rows<D, N>(k_tile, k, kv_heads, at.kv_head, key0 + N, tile.k_end);
         dv::cp_async_commit();
-        probs_times_rows<D, kKeys, M>(acc, s, v_tile);
+        probs_times_rows<D, N, M>(acc, s, v_tile);
     }
 
 #pragma unroll
@@ -366,7 +373,7 @@ __device__ void backward_dq(const __nv_bfloat16* __restrict__ q, const __nv_bflo
     auto v_tile = [&](int j) { return buffers + (2 * (j % 2) + 1) * kKeys * D; };
     const QueryPlace at = query_place(tiles, q_heads, kv_heads, 16);
     const Tile tile = at.tile;
-    const int count = at.key_tiles(kRows);
+    const int count = at.key_tiles(kRows, kKeys);
     auto load_keys = [&](int j) {
         load_rows<D, kKeys>(k_tile(j), k, kv_heads, at.kv_head, tile.k_start + j * kKeys, tile.k_end);
         load_rows<D, kKeys>(v_tile(j), v, kv_heads, at.kv_head, tile.k_start + j * kKeys, tile.k_end);
@@ -400,7 +407,7 @@ __device__ void backward_dq(const __nv_bfloat16* __restrict__ q, const __nv_bflo
         float p[1][kKeys / 8][4] = {}, dp[1][kKeys / 8][4] = {};
         times_rows<D, kKeys, 1>(p, SharedRows<D>{q_tile, at.row0 - tile.first}, k_tile(j));
         times_rows<D, kKeys, 1>(dp, SharedRows<D>{do_tile, at.row0 - tile.first}, v_tile(j));
-        const bool masked = at.crosses_diagonal(key0);
+        const bool masked = at.crosses_diagonal(key0, kKeys);
 #pragma unroll
         for (int nn = 0; nn < kKeys / 8; ++nn) {
 #pragma unroll

@@ -3,7 +3,8 @@
 # report, prints registers, shared memory, stack and spills per kernel, and fails on a
 # spill or a local-memory stack frame unless the kernel is in kernels/allow-spills.txt
 # (one `name reason...` per line). Then checks with cuobjdump that every kernel listed in
-# kernels/tensor-core.txt has tensor-core instructions (HMMA) in its SASS.
+# kernels/tensor-core.txt has tensor-core instructions (HMMA) in its SASS, and runs the
+# static performance model (scripts/perf_model.py) against its bands.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(scripts/cuda_toolchain.sh)"
@@ -45,4 +46,8 @@ while read -r source kernel; do
         fi
     done
 done < kernels/tensor-core.txt
+# The static performance model on the SASS just built: every kernel's prediction inside its
+# band (kernels/perf-bands.toml), and docs/kernels.md and kernels/perf-predicted.tsv current.
+python3 scripts/test_perf_model.py
+python3 scripts/perf_model.py --check-docs || status=1
 exit $status

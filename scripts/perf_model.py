@@ -36,6 +36,9 @@ BUILT = ROOT / "target" / "kernels"
 DOCS = ROOT / "docs" / "kernels.md"
 DOCS_BEGIN = "<!-- perf-model:begin (scripts/perf_model.py --write-docs) -->"
 DOCS_END = "<!-- perf-model:end -->"
+# The predictions as data, embedded by `davinci` (crates/kernels/src/predicted.rs) so that
+# every GPU measurement is printed beside its prediction.
+PREDICTED = ROOT / "kernels" / "perf-predicted.tsv"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +97,7 @@ class Instruction:
     address: int
     opcode: str
     operands: list[str]
+    guarded: bool = False  # under a predicate (@P0 ...): a branch that may fall through
 
     @property
     def base(self) -> str:
@@ -117,7 +121,7 @@ def parse_sass(text: str) -> list[Instruction]:
     out = []
     for match in INSTRUCTION.finditer(text):
         operands = [o.strip() for o in match["operands"].split(",") if o.strip()]
-        out.append(Instruction(int(match["address"], 16), match["opcode"], operands))
+        out.append(Instruction(int(match["address"], 16), match["opcode"], operands, match["guard"] is not None))
     return out
 
 
@@ -143,6 +147,56 @@ def main_loop(code: list[Instruction], weight) -> tuple[int, int] | None:
         if best_key is None or key > best_key:
             best, best_key = (first, last), key
     return best
+
+
+def steady_path(code: list[Instruction], span: tuple[int, int], work) -> list[Instruction]:
+    """One pass of the loop in its steady state: of the paths from the loop's head to its
+    back branch (forward edges only, so an inner loop's body counts once), the one that
+    does the most `work` (a tuple per instruction, summed) with the fewest instructions.
+    Boundary code a long sequence rarely runs (a segment's last rows, the diagonal's mask)
+    sits on branches this path skips, while every matrix product and copy stays on it."""
+    first, last = span
+    leaders = {first}
+    for i in range(first, last + 1):
+        target = code[i].branch_target()
+        if target is not None or code[i].base == "EXIT":
+            leaders.add(i + 1)
+        if target is not None:
+            leaders.update(j for j in range(first, last + 1) if code[j].address == target)
+    starts = sorted(x for x in leaders if first <= x <= last)
+    blocks = [(a, (starts[n + 1] if n + 1 < len(starts) else last + 1)) for n, a in enumerate(starts)]
+    block_of = {a: n for n, (a, _) in enumerate(blocks)}
+    zero = tuple(0 for _ in work(code[first]))
+    best: dict[int, tuple] = {0: (zero, 0, [])}  # block -> (work, -instructions, path)
+    for n, (a, end) in enumerate(blocks):
+        if n not in best:
+            continue
+        done, fewer, path = best[n]
+        body = [ins for ins in code[a:end] if ins.base != "NOP"]
+        done = tuple(x + sum(work(ins)[k] for ins in body) for k, x in enumerate(done))
+        fewer -= len(body)
+        path = path + body
+        if end - 1 == last:
+            final = (done, fewer, path)
+            best.setdefault("end", final)
+            if final[:2] > best["end"][:2]:
+                best["end"] = final
+            continue
+        tail = code[end - 1]
+        successors = []
+        target = tail.branch_target()
+        if target is not None and target > tail.address:
+            successors += [block_of[j] for j in block_of if code[j].address == target]
+        # A predicated branch, or one with a condition of its own (BRA.DIV), may fall through.
+        falls_through = tail.guarded or tail.base not in ("BRA", "EXIT") or bool(tail.modifiers)
+        if falls_through and end <= last:
+            successors.append(block_of[end])
+        for s in successors:
+            if s not in best or (done, fewer) > best[s][:2]:
+                best[s] = (done, fewer, path)
+    if "end" not in best:
+        raise ModelError("no path through the main loop")
+    return best["end"][2]
 
 
 def register(operand: str) -> int | None:
@@ -281,7 +335,7 @@ def tensor_model(arch: Arch, code: list[Instruction], res: Resources, threads: i
     span = main_loop(code, lambda ins: ins.base == "HMMA")
     if span is None:
         raise ModelError("no loop with HMMA instructions")
-    body = [ins for ins in code[span[0]:span[1] + 1] if ins.base != "NOP"]
+    body = steady_path(code, span, lambda ins: (ins.base == "HMMA", global_load_bytes(ins)))
     hmmas = [ins for ins in body if ins.base == "HMMA"]
     dependent, previous = 0, None
     for ins in hmmas:
@@ -324,7 +378,7 @@ class MemoryFigures:
 def memory_model(arch: Arch, code: list[Instruction], res: Resources, threads: int, shared: int,
                  reads: float, min_reads: float) -> MemoryFigures:
     span = main_loop(code, global_load_bytes)
-    body = code[span[0]:span[1] + 1] if span else code
+    body = steady_path(code, span, lambda ins: (global_load_bytes(ins),)) if span else code
     per_warp = sum(global_load_bytes(ins) for ins in body)
     blocks, limit = blocks_per_sm(arch, threads, res.registers, shared + res.static_shared)
     warps = blocks * -(-threads // 32)
@@ -368,13 +422,16 @@ def evaluate(bands: dict, built: Path) -> tuple[list[dict], list[str]]:
             res = logs[key][kernel]
             code = sass(built / f"{spec['source']}.{arch_name}.cubin", kernel)
             shared = int(spec.get("shared", 0))
-            if spec["kind"] == "tensor":
-                figures = tensor_model(arch, code, res, int(spec["threads"]), shared)
-            elif spec["kind"] == "memory":
-                figures = memory_model(arch, code, res, int(spec["threads"]), shared,
-                                       float(spec.get("reads", 1)), float(spec.get("min_reads", 1)))
-            else:
-                raise ModelError(f"{BANDS.name} [kernel.{kernel}]: kind must be \"tensor\" or \"memory\"")
+            try:
+                if spec["kind"] == "tensor":
+                    figures = tensor_model(arch, code, res, int(spec["threads"]), shared)
+                elif spec["kind"] == "memory":
+                    figures = memory_model(arch, code, res, int(spec["threads"]), shared,
+                                           float(spec.get("reads", 1)), float(spec.get("min_reads", 1)))
+                else:
+                    raise ModelError("kind must be \"tensor\" or \"memory\"")
+            except ModelError as error:
+                raise ModelError(f"{BANDS.name} [kernel.{kernel}] on {arch_name}: {error}") from error
             predictions[(kernel, arch_name)] = figures.predicted
             band = spec.get(arch_name)
             rows.append({"kernel": kernel, "arch": arch, "spec": spec, "res": res, "figures": figures,
@@ -433,6 +490,15 @@ def tables(rows: list[dict]) -> str:
     return "\n".join(tensor) + "\n\n" + "\n".join(combined) + "\n\n" + "\n".join(memory) + "\n"
 
 
+def predicted_tsv(rows: list[dict]) -> str:
+    lines = ["# kernel\tarch\tpredicted fraction of peak (tensor kernels, sums) or of HBM bandwidth (memory kernels)",
+             "# written by scripts/perf_model.py --write-docs; CI checks it is current"]
+    for row in rows:
+        value = row["combined"] if "combined" in row else row["figures"].predicted
+        lines.append(f"{row['kernel']}\t{row['arch'].name}\t{value:.4f}")
+    return "\n".join(lines) + "\n"
+
+
 def replace_docs(text: str, generated: str) -> str:
     start, end = text.find(DOCS_BEGIN), text.find(DOCS_END)
     if start < 0 or end < start:
@@ -453,10 +519,15 @@ def main() -> int:
         generated = tables(rows)
         print(generated)
         (args.built / "perf-model.md").write_text(generated)
+        tsv = predicted_tsv(rows)
         if args.write_docs:
             DOCS.write_text(replace_docs(DOCS.read_text(), generated))
-        elif args.check_docs and replace_docs(DOCS.read_text(), generated) != DOCS.read_text():
-            failures.append(f"{DOCS}: its model tables differ from these; run scripts/perf_model.py --write-docs")
+            PREDICTED.write_text(tsv)
+        elif args.check_docs:
+            if replace_docs(DOCS.read_text(), generated) != DOCS.read_text():
+                failures.append(f"{DOCS}: its model tables differ from these; run scripts/perf_model.py --write-docs")
+            if not PREDICTED.exists() or PREDICTED.read_text() != tsv:
+                failures.append(f"{PREDICTED}: differs from these predictions; run scripts/perf_model.py --write-docs")
     except (ModelError, OSError, KeyError, subprocess.CalledProcessError) as error:
         print(f"perf_model: {error}", file=sys.stderr)
         return 2

@@ -91,8 +91,12 @@ impl Tile {
 pub const FORWARD_QUERY_TILE: usize = 128;
 /// Query rows per block of the dQ kernel (`fa::kRows`: 16 a warp).
 pub const QUERY_TILE: usize = 64;
-/// Keys per tile of the forward and dQ kernels (`fa::kKeys`).
+/// Keys per tile of the dQ kernel (`fa::kKeys`).
 const KEYS_PER_STEP: usize = 64;
+/// Keys per tile of the forward (`fa::kForwardKeys`): 32 at head_dim 128, for registers.
+fn forward_keys(head_dim: usize) -> usize {
+    if head_dim == 128 { 32 } else { 64 }
+}
 /// Key rows per block of the dK/dV kernel.
 pub const KEY_TILE: usize = 64;
 /// Query rows per step of the dK/dV kernel (`fa::kQueries`).
@@ -143,7 +147,7 @@ fn tiles(cu: Segments<'_>, rows: usize, over_keys: bool) -> Vec<Tile> {
 pub fn shared_bytes(head_dim: usize) -> [usize; 3] {
     let row = head_dim * 2;
     [
-        (FORWARD_QUERY_TILE + 2 * KEYS_PER_STEP) * row,
+        (FORWARD_QUERY_TILE + 2 * forward_keys(head_dim)) * row,
         (2 * QUERY_TILE + 4 * KEYS_PER_STEP) * row,
         (2 * KEY_TILE + 4 * DKDV_QUERIES) * row + 4 * DKDV_QUERIES * 4,
     ]

@@ -4,6 +4,8 @@
 //!   implementations and whose CUDA bodies launch the kernels of `kernels/`.
 //! - [`adamw`]: the multi-tensor AdamW step over flat fp32 shards, with its CPU reference.
 //! - [`matmul`]: f32 products over plain slices on the CPU, into a buffer or added to it.
+//! - [`predicted`]: the static performance model's predictions, printed beside a GPU's
+//!   measurements.
 //! - [`launch`]: a kernel launch as data; each op describes its launches once, and the
 //!   device and the emulation run the same descriptions.
 //! - `emulated` (feature `emulation`): the same kernel sources compiled as host C++ with
@@ -24,4 +26,5 @@ pub mod inputs;
 pub mod launch;
 pub mod matmul;
 pub mod ops;
+pub mod predicted;
 pub mod simd;

@@ -4,7 +4,9 @@
 //! Per kernel: the median time, the bytes it must move (inputs read once, outputs written
 //! once), the achieved GB/s, that bandwidth as a fraction of a plain device copy timed in
 //! the same run (the memory roofline these elementwise and row kernels live under), and
-//! the speedup over the same formula written with unfused candle primitives.
+//! the speedup over the same formula written with unfused candle primitives. On a GPU the
+//! static performance model knows (A100, H100), each kernel's measured fraction of peak (or
+//! of the copy) is printed beside the model's prediction for it.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,7 @@ use candle_core::Var;
 use candle_core::{DType, Device, Tensor, D};
 use davinci_kernels::adamw::Scalars;
 use davinci_kernels::ops;
+use davinci_kernels::predicted::{self, Chip};
 use davinci_model::ops::attention::reference;
 use davinci_model::ops::{default_chunk_tokens, varlen_causal_attention, Rotary};
 use davinci_model::Config;
@@ -91,6 +94,32 @@ pub struct Measured {
     pub tflops: Option<f64>,
     /// The unfused formula's time over the fused op's.
     pub versus_unfused: Option<f64>,
+    /// The static performance model's kernel (or sum of kernels) for this case.
+    pub model: Option<String>,
+}
+
+impl Measured {
+    /// The measured fraction beside the model's prediction, in the same unit: of the
+    /// chip's dense bf16 peak for attention, of the device copy for the memory-bound rest.
+    pub fn versus_model(&self, chip: Option<Chip>) -> Option<(f64, f64, &'static str)> {
+        let chip = chip?;
+        let prediction = predicted::predicted(self.model.as_deref()?, chip.arch)?;
+        Some(match self.tflops {
+            Some(tflops) => (tflops / chip.dense_bf16_tflops, prediction, "of peak"),
+            None => (self.of_copy, prediction / predicted::COPY_EFFICIENCY, "of copy"),
+        })
+    }
+}
+
+/// The chip the performance model predicts for, when `device` is a GPU it knows.
+pub fn model_chip(device: &Device) -> Result<Option<Chip>> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(cuda) = device {
+        let (major, minor) = crate::commands::doctor::gpu::compute_capability(cuda)?;
+        return Ok(predicted::chip(major, minor));
+    }
+    let _ = device;
+    Ok(None)
 }
 
 /// What to time: a model's shapes on a device.
@@ -136,6 +165,7 @@ pub fn measure(setup: &Setup<'_>) -> Result<(Vec<Measured>, f64)> {
             of_copy: gbs / copy_gbs,
             tflops: (case.flops > 0.0).then(|| case.flops / seconds / 1e12),
             versus_unfused,
+            model: predicted::model_kernel(case.name, config.head_dim(), setup.dtype == DType::BF16),
         });
     }
     Ok((measured, copy_gbs))
@@ -155,6 +185,7 @@ pub fn run(args: KernelArgs) -> Result<()> {
         unfused: true,
     };
     let (measured, copy_gbs) = measure(&setup)?;
+    let chip = model_chip(&device)?;
     println!(
         "model {} (hidden {}, intermediate {}, {} heads of {}, vocab {}), {} tokens, {} on {}",
         args.model,
@@ -168,22 +199,30 @@ pub fn run(args: KernelArgs) -> Result<()> {
         args.device
     );
     println!("device copy (the bandwidth reference): {copy_gbs:.1} GB/s");
+    match chip {
+        Some(chip) => println!("performance model: {} ({}); the last column is measured / predicted", chip.name, chip.arch),
+        None => println!("performance model: no prediction for this device (it predicts for A100 and H100)"),
+    }
     println!(
-        "{:<20} {:<26} {:>11} {:>9} {:>9} {:>9} {:>11}",
-        "kernel", "shape", "median", "GB/s", "of copy", "TFLOP/s", "vs unfused"
+        "{:<20} {:<26} {:>11} {:>9} {:>9} {:>9} {:>11}  {}",
+        "kernel", "shape", "median", "GB/s", "of copy", "TFLOP/s", "vs unfused", "measured / predicted"
     );
     for m in measured {
         let tflops = m.tflops.map_or("-".into(), |t| format!("{t:.3}"));
         let versus = m.versus_unfused.map_or("-".into(), |v| format!("{v:.2}x"));
+        let model = m.versus_model(chip).map_or("-".into(), |(measured, predicted, unit)| {
+            format!("{:.1}% / {:.1}% {unit} (predicted)", measured * 100.0, predicted * 100.0)
+        });
         println!(
-            "{:<20} {:<26} {:>8.3} ms {:>9.1} {:>8.2}x {:>9} {:>11}",
+            "{:<20} {:<26} {:>8.3} ms {:>9.1} {:>8.2}x {:>9} {:>11}  {}",
             m.name,
             m.shape,
             m.seconds * 1e3,
             m.gbs,
             m.of_copy,
             tflops,
-            versus
+            versus,
+            model
         );
     }
     Ok(())

@@ -1,7 +1,8 @@
 //! The doctor's checks that need a GPU (a `cuda` build): the driver against the CUDA
 //! version the build targets, the device, every kernel of the fatbins, training steps
 //! against the CPU, NCCL across the node's GPUs, and each kernel's speed beside its
-//! predicted band. Measured figures are printed as measured, predictions as predicted.
+//! static performance model's prediction. Measured figures are printed as measured,
+//! predictions as predicted.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use davinci_train::sharded::{fresh_slices, ShardedModel};
 use super::kernels::{self, Shapes, Target};
 use super::Check;
 use crate::args::local_cuda_ordinal;
-use crate::commands::bench::kernels::{measure, Setup};
+use crate::commands::bench::kernels::{measure, model_chip, Setup};
 
 /// GPUs the driver sees.
 pub fn count() -> Result<usize> {
@@ -40,7 +41,7 @@ pub fn checks(ordinal: usize, model: &str, nccl: bool) -> Result<Vec<Check>> {
     checks
         .push(training_steps(&device).unwrap_or_else(|e| Check::failed("training steps", format!("{e:#}"))));
     checks.extend(
-        speed(&config, &device, capability.0 == 9)
+        speed(&config, &device)
             .unwrap_or_else(|e| vec![Check::failed("kernel speed", format!("{e:#}"))]),
     );
     // The ranks open every GPU of the node, this one included: let it go first.
@@ -78,7 +79,7 @@ fn driver() -> Check {
 }
 
 /// The device's compute capability, (major, minor).
-fn compute_capability(cuda: &CudaDevice) -> Result<(i32, i32)> {
+pub(crate) fn compute_capability(cuda: &CudaDevice) -> Result<(i32, i32)> {
     let context = cuda.cuda_stream().context().clone();
     Ok((
         context.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR)?,
@@ -220,37 +221,30 @@ pub fn nccl_rank() -> Result<()> {
     Ok(())
 }
 
-/// The predicted bands of `docs/kernels.md`: attention in TFLOP/s on an H100-class GPU
-/// (compute capability 9.0), the row and elementwise kernels as a fraction of a device copy.
-const ATTENTION_FORWARD_TFLOPS: (f64, f64) = (150.0, 200.0);
-const ATTENTION_TRAINING_TFLOPS: (f64, f64) = (90.0, 130.0);
-const OF_COPY: (f64, f64) = (0.5, 1.0);
+/// A measurement passes from half of the static model's prediction up (the model assumes
+/// perfect overlap, so it is an upper estimate); above 1.2 times it, the note asks to
+/// check the byte or flop count.
+const OF_PREDICTION: (f64, f64) = (0.5, 1.2);
 
 /// Each kernel timed at the model's shapes (`bench kernels`, without its unfused
-/// baselines), beside its predicted band. Below the band fails; above it passes with a
-/// note, since the bands are predictions nobody has measured yet.
-fn speed(config: &Config, device: &Device, hopper: bool) -> Result<Vec<Check>> {
-    let predicted_attention = hopper && config.head_dim() == 128;
+/// baselines), beside the static performance model's prediction for this chip.
+fn speed(config: &Config, device: &Device) -> Result<Vec<Check>> {
+    let chip = model_chip(device)?;
     let setup =
         Setup { config, tokens: 8192, docs: 1, dtype: DType::BF16, device, iters: 10, unfused: false };
     let (measured, copy_gbs) = measure(&setup)?;
     let mut checks = vec![Check::info("device copy", format!("{copy_gbs:.0} GB/s (measured)"))];
     for m in measured {
-        let (value, (low, high), unit) = match m.tflops {
-            Some(t) if !predicted_attention => {
-                let note = format!("{t:.1} TFLOP/s (measured); predicted only for head_dim 128 on an H100");
-                checks.push(Check::info(m.name, note));
-                continue;
-            }
-            Some(t) if m.name.contains("bwd") => (t, ATTENTION_TRAINING_TFLOPS, "TFLOP/s"),
-            Some(t) => (t, ATTENTION_FORWARD_TFLOPS, "TFLOP/s"),
-            None => (m.of_copy, OF_COPY, "of a copy"),
+        let Some((value, prediction, unit)) = m.versus_model(chip) else {
+            let figure = m.tflops.map_or(format!("{:.2} of a copy", m.of_copy), |t| format!("{t:.1} TFLOP/s"));
+            checks.push(Check::info(m.name, format!("{figure} (measured); no prediction for this chip")));
+            continue;
         };
-        let mut note = format!("{value:.2} {unit} (measured), {low}-{high} predicted");
-        if value > high {
-            note.push_str("; above the band: check the byte or flop count");
+        let mut note = format!("{:.1}% {unit} (measured), {:.1}% predicted", value * 100.0, prediction * 100.0);
+        if value > OF_PREDICTION.1 * prediction {
+            note.push_str("; above the prediction: check the byte or flop count");
         }
-        checks.push(Check::measured(m.name, m.shape, value >= low, note));
+        checks.push(Check::measured(m.name, m.shape, value >= OF_PREDICTION.0 * prediction, note));
     }
     Ok(checks)
 }

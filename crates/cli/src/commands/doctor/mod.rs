@@ -9,7 +9,7 @@
 //! need a device are listed as skipped. The exit code is 1 when any check fails.
 
 #[cfg(feature = "cuda")]
-mod gpu;
+pub(crate) mod gpu;
 mod kernels;
 
 use std::fmt;
