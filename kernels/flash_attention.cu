@@ -17,7 +17,8 @@
 //             scores and the 32 x 128 accumulators fit 255 registers); shared Q, one K and
 //             one V tile (32 KB at D = 64, 48 KB at D = 128). V_j is copied while
 //             S = Q K_j^T and its softmax run, K_{j+1} while O += P V_j.
-//   dQ        64 queries (16 a warp) x 64-key tiles: Q, dO + 2 x (K, V) (48 KB, 96 KB).
+//   dQ        as the forward's: 128 queries (32 a warp) x 64-key tiles (32 at D = 128):
+//             Q, dO + 2 x (K, V) (64 KB, 96 KB).
 //   dK, dV    64 keys (16 a warp) x 32-query tiles: K, V + 2 x (Q, dO), and each query's
 //             lse and D by 4-byte cp.async (32.5 KB, 64.5 KB).
 // Registers (ptxas of CUDA 13.0, __launch_bounds__(128, 2)): about 170-250, no spills; two
@@ -47,18 +48,17 @@
 namespace fa {
 
 constexpr int kThreads = 128;
-constexpr int kForwardRows = 128;  // query rows per forward block: 32 per warp
-constexpr int kRows = 64;          // rows per block of dQ (queries) and dK/dV (keys): 16 per warp
-constexpr int kKeys = 64;          // keys per tile in dQ (and the forward at D = 64)
+constexpr int kQueryRows = 128;    // query rows per forward and dQ block: 32 per warp
+constexpr int kRows = 64;          // keys per dK/dV block: 16 per warp
 constexpr int kQueries = 32;       // queries per tile in dK/dV
-/// Keys per tile in the forward: 32 at D = 128, where 64 keys' scores on top of the 32 x 128
-/// accumulators a warp holds would not fit the 255 registers a thread can have.
+/// Keys per tile in the forward and dQ: 32 at D = 128, where 64 keys' scores on top of the
+/// 32 x 128 accumulators a warp holds would not fit the 255 registers a thread can have.
 template <int D>
-constexpr int kForwardKeys = D == 128 ? 32 : 64;
+constexpr int kKeysPerStep = D == 128 ? 32 : 64;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kLog2e = 1.4426950408889634f;
-static_assert(kRows == 16 * (kThreads / 32), "each warp owns 16 rows of a dQ or dK/dV tile");
-static_assert(kForwardRows == 32 * (kThreads / 32), "each warp owns 32 rows of a forward tile");
+static_assert(kRows == 16 * (kThreads / 32), "each warp owns 16 rows of a dK/dV tile");
+static_assert(kQueryRows == 32 * (kThreads / 32), "each warp owns 32 rows of a forward tile");
 
 /// `first`: a query row (forward, dQ) or a key row (dK/dV); the segment's rows follow.
 struct Tile {
@@ -184,12 +184,34 @@ __device__ __forceinline__ void probs_times_rows(float (&acc)[M][D / 8][4], cons
     }
 }
 
-/// The A operand read from a shared tile: rows row0 + 16 m.., for `times_rows`.
-template <int D>
-struct SharedRows {
+/// The A operand of `times_rows` for a warp's M fragments of 16 rows from row0 of a shared
+/// tile: read from shared memory at each use, or (kHeld) read once into registers, where a
+/// tile that stays for the whole block saves shared-memory bandwidth in every step.
+template <int D, int M, bool kHeld>
+struct WarpRows {
     const __nv_bfloat16* tile;
     int row0;
-    __device__ void operator()(uint32_t a[4], int m, int kk) const { a_fragment<D>(a, tile, row0 + 16 * m, kk * 16); }
+    uint32_t held[kHeld ? M : 1][kHeld ? D / 16 : 1][4];
+
+    /// With kHeld, the caller has made the tile's rows visible (a barrier after their copy).
+    __device__ WarpRows(const __nv_bfloat16* tile_, int row0_) : tile(tile_), row0(row0_) {
+        if constexpr (kHeld) {
+#pragma unroll
+            for (int m = 0; m < M; ++m) {
+#pragma unroll
+                for (int kk = 0; kk < D / 16; ++kk) a_fragment<D>(held[m][kk], tile, row0 + 16 * m, kk * 16);
+            }
+        }
+    }
+
+    __device__ void operator()(uint32_t a[4], int m, int kk) const {
+        if constexpr (kHeld) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) a[i] = held[m][kk][i];
+        } else {
+            a_fragment<D>(a, tile, row0 + 16 * m, kk * 16);
+        }
+    }
 };
 
 /// Sum (or max) over the four lanes of a quad, which hold one fragment row between them.
@@ -261,17 +283,17 @@ template <int D>
 __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
                         const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ out, float* __restrict__ lse,
                         const Tile* __restrict__ tiles, int q_tokens, int q_heads, int kv_heads, float scale_log2) {
-    constexpr int M = kForwardRows / kThreads * 32 / 16;  // 16-row fragments per warp
-    constexpr int N = kForwardKeys<D>;
+    constexpr int M = kQueryRows / kThreads * 32 / 16;  // 16-row fragments per warp
+    constexpr int N = kKeysPerStep<D>;
     DV_DYNAMIC_SHARED(__nv_bfloat16, shared);
     __nv_bfloat16* q_tile = shared;
-    __nv_bfloat16* k_tile = shared + kForwardRows * D;
+    __nv_bfloat16* k_tile = shared + kQueryRows * D;
     __nv_bfloat16* v_tile = k_tile + N * D;
     const QueryPlace at = query_place(tiles, q_heads, kv_heads, 16 * M);
     const Tile tile = at.tile;
-    const int count = at.key_tiles(kForwardRows, N);
+    const int count = at.key_tiles(kQueryRows, N);
 
-    load_rows<D, kForwardRows>(q_tile, q, q_heads, at.head, tile.first, tile.q_end);
+    load_rows<D, kQueryRows>(q_tile, q, q_heads, at.head, tile.first, tile.q_end);
     load_rows<D, N>(k_tile, k, kv_heads, at.kv_head, tile.k_start, tile.k_end);
     dv::cp_async_commit();
 
@@ -282,7 +304,7 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
         row_max[m][0] = row_max[m][1] = -INFINITY;
         row_sum[m][0] = row_sum[m][1] = 0.0f;
     }
-    const SharedRows<D> queries{q_tile, at.warp * 16 * M};
+    const WarpRows<D, M, false> queries(q_tile, at.warp * 16 * M);
     for (int j = 0; j < count; ++j) {
         const int key0 = tile.k_start + j * N;
         dv::cp_async_wait<0>();
@@ -358,43 +380,51 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
     }
 }
 
-/// dQ: a block per (64 query rows, head), 16 rows a warp, K and V double-buffered.
+/// dQ: a block per (128 query rows, head) as the forward's, 32 rows a warp, so each K or V
+/// fragment serves two 16-row fragments; K and V double-buffered in steps of the forward's
+/// key count.
 template <int D>
 __device__ void backward_dq(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
                             const __nv_bfloat16* __restrict__ v, const __nv_bfloat16* __restrict__ d_o,
                             const float* __restrict__ lse, const float* __restrict__ delta,
                             __nv_bfloat16* __restrict__ dq, const Tile* __restrict__ tiles, int q_tokens, int q_heads,
                             int kv_heads, float scale_log2, float scale) {
+    constexpr int M = kQueryRows / kThreads * 32 / 16, N = kKeysPerStep<D>;
     DV_DYNAMIC_SHARED(__nv_bfloat16, shared);
     __nv_bfloat16* q_tile = shared;
-    __nv_bfloat16* do_tile = shared + kRows * D;
-    __nv_bfloat16* buffers = shared + 2 * kRows * D;
-    auto k_tile = [&](int j) { return buffers + (2 * (j % 2)) * kKeys * D; };
-    auto v_tile = [&](int j) { return buffers + (2 * (j % 2) + 1) * kKeys * D; };
-    const QueryPlace at = query_place(tiles, q_heads, kv_heads, 16);
+    __nv_bfloat16* do_tile = shared + kQueryRows * D;
+    __nv_bfloat16* buffers = shared + 2 * kQueryRows * D;
+    auto k_tile = [&](int j) { return buffers + (2 * (j % 2)) * N * D; };
+    auto v_tile = [&](int j) { return buffers + (2 * (j % 2) + 1) * N * D; };
+    const QueryPlace at = query_place(tiles, q_heads, kv_heads, 16 * M);
     const Tile tile = at.tile;
-    const int count = at.key_tiles(kRows, kKeys);
+    const int count = at.key_tiles(kQueryRows, N);
     auto load_keys = [&](int j) {
-        load_rows<D, kKeys>(k_tile(j), k, kv_heads, at.kv_head, tile.k_start + j * kKeys, tile.k_end);
-        load_rows<D, kKeys>(v_tile(j), v, kv_heads, at.kv_head, tile.k_start + j * kKeys, tile.k_end);
+        load_rows<D, N>(k_tile(j), k, kv_heads, at.kv_head, tile.k_start + j * N, tile.k_end);
+        load_rows<D, N>(v_tile(j), v, kv_heads, at.kv_head, tile.k_start + j * N, tile.k_end);
     };
 
-    load_rows<D, kRows>(q_tile, q, q_heads, at.head, tile.first, tile.q_end);
-    load_rows<D, kRows>(do_tile, d_o, q_heads, at.head, tile.first, tile.q_end);
+    load_rows<D, kQueryRows>(q_tile, q, q_heads, at.head, tile.first, tile.q_end);
+    load_rows<D, kQueryRows>(do_tile, d_o, q_heads, at.head, tile.first, tile.q_end);
     load_keys(0);
     dv::cp_async_commit();
 
     // Rows past the segment get an infinite lse, so their probabilities are zeros unmasked.
-    float row_lse[2], row_delta[2];
-    for (int half = 0; half < 2; ++half) {
-        const int row = at.row(0, half);
-        const bool valid = row < tile.q_end;
-        row_lse[half] = valid ? lse[static_cast<size_t>(at.head) * q_tokens + row] * kLog2e : INFINITY;
-        row_delta[half] = valid ? delta[static_cast<size_t>(at.head) * q_tokens + row] : 0.0f;
+    float row_lse[M][2], row_delta[M][2];
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int row = at.row(m, half);
+            const bool valid = row < tile.q_end;
+            row_lse[m][half] = valid ? lse[static_cast<size_t>(at.head) * q_tokens + row] * kLog2e : INFINITY;
+            row_delta[m][half] = valid ? delta[static_cast<size_t>(at.head) * q_tokens + row] : 0.0f;
+        }
     }
-    float acc[1][D / 8][4] = {};
+    const WarpRows<D, M, false> queries(q_tile, at.warp * 16 * M), gradients(do_tile, at.warp * 16 * M);
+    float acc[M][D / 8][4] = {};
     for (int j = 0; j < count; ++j) {
-        const int key0 = tile.k_start + j * kKeys;
+        const int key0 = tile.k_start + j * N;
         if (j + 1 < count) {
             load_keys(j + 1);
             dv::cp_async_commit();
@@ -404,24 +434,28 @@ __device__ void backward_dq(const __nv_bfloat16* __restrict__ q, const __nv_bflo
         }
         __syncthreads();
 
-        float p[1][kKeys / 8][4] = {}, dp[1][kKeys / 8][4] = {};
-        times_rows<D, kKeys, 1>(p, SharedRows<D>{q_tile, at.row0 - tile.first}, k_tile(j));
-        times_rows<D, kKeys, 1>(dp, SharedRows<D>{do_tile, at.row0 - tile.first}, v_tile(j));
-        const bool masked = at.crosses_diagonal(key0, kKeys);
+        float p[M][N / 8][4] = {}, dp[M][N / 8][4] = {};
+        times_rows<D, N, M>(p, queries, k_tile(j));
+        times_rows<D, N, M>(dp, gradients, v_tile(j));
+        const bool masked = at.crosses_diagonal(key0, N);
 #pragma unroll
-        for (int nn = 0; nn < kKeys / 8; ++nn) {
+        for (int m = 0; m < M; ++m) {
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int half = e / 2, key = key0 + nn * 8 + 2 * at.t + e % 2;
-                float prob = dv::fast_exp2(fmaf(p[0][nn][e], scale_log2, -row_lse[half]));
-                if (masked && key > at.last_key(0, half)) prob = 0.0f;
-                p[0][nn][e] = prob * (dp[0][nn][e] - row_delta[half]);  // dS
+            for (int nn = 0; nn < N / 8; ++nn) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int half = e / 2, key = key0 + nn * 8 + 2 * at.t + e % 2;
+                    float prob = dv::fast_exp2(fmaf(p[m][nn][e], scale_log2, -row_lse[m][half]));
+                    if (masked && key > at.last_key(m, half)) prob = 0.0f;
+                    p[m][nn][e] = prob * (dp[m][nn][e] - row_delta[m][half]);  // dS
+                }
             }
         }
-        probs_times_rows<D, kKeys, 1>(acc, p, k_tile(j));
+        probs_times_rows<D, N, M>(acc, p, k_tile(j));
         __syncthreads();
     }
-    store_rows<D>(dq, acc[0], q_heads, at.head, at.row0, tile.q_end, scale);
+#pragma unroll
+    for (int m = 0; m < M; ++m) store_rows<D>(dq, acc[m], q_heads, at.head, at.row0 + 16 * m, tile.q_end, scale);
 }
 
 /// dK and dV: a block per (64 key rows, kv head), 16 rows a warp, looping over the group's
@@ -465,17 +499,26 @@ __device__ void backward_dkdv(const __nv_bfloat16* __restrict__ q, const __nv_bf
         }
     };
 
-    if (steps > 0) {  // else a segment without queries: its keys' gradients are zeros
-        load_rows<D, kRows>(k_tile, k, kv_heads, kv_head, tile.first, tile.k_end);
-        load_rows<D, kRows>(v_tile, v, kv_heads, kv_head, tile.first, tile.k_end);
-        prefetch(0, 0);
+    if (steps == 0) {  // a segment without queries: its keys' gradients are zeros
+        const float zeros[D / 8][4] = {};
+        store_rows<D>(dk, zeros, kv_heads, kv_head, tile.first + warp * 16, tile.k_end, 1.0f);
+        store_rows<D>(dv_out, zeros, kv_heads, kv_head, tile.first + warp * 16, tile.k_end, 1.0f);
+        return;
     }
+    load_rows<D, kRows>(k_tile, k, kv_heads, kv_head, tile.first, tile.k_end);
+    load_rows<D, kRows>(v_tile, v, kv_heads, kv_head, tile.first, tile.k_end);
+    prefetch(0, 0);
     dv::cp_async_commit();
+    dv::cp_async_wait<0>();
+    __syncthreads();
+    // K and V stay for the whole block: K's fragments are held in registers, and V's too at
+    // D = 64 (at D = 128 the accumulators leave room for one of them only).
+    const WarpRows<D, 1, true> keys(k_tile, warp * 16);
+    const WarpRows<D, 1, D == 64> values(v_tile, warp * 16);
     // The first query that sees this thread's key row g (row g + 8's is 8 later). Rows
     // past the segment's keys need no mask: their K and V are zeros and never stored;
     // queries past the segment's end have zero Q and dO, so they add nothing unmasked.
     const int first_query = tile.first + warp * 16 + g - diagonal;
-    const SharedRows<D> keys{k_tile, warp * 16}, values{v_tile, warp * 16};
 
     float acc_dk[1][D / 8][4] = {}, acc_dv[1][D / 8][4] = {};
     for (int s = 0; s < steps; ++s) {

@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
     std::vector<uint32_t> frag_a(32 * 4, 0x3f803f80u), frag_b(32 * 2, 0x3f803f80u);
     emu_mma_fragments(frag_a.data(), frag_b.data(), c.data(), d.data());
     emu_gemm_16x8(bf.data(), bf.data(), d.data(), 32);
-    // Flash attention: 70 queries (one forward tile of 128, two dQ tiles of 64) against 100
+    // Flash attention: 70 queries (one query tile of 128) against 100
     // keys (two key tiles, the second partial, the diagonal 30 keys in), two query heads
     // sharing one kv head, head_dim 64.
     {
@@ -92,15 +92,14 @@ int main(int argc, char** argv) {
         std::vector<B> q(tokens * 2 * dim, B{0x3c00}), kv(keys * dim, B{0x3c00}), o(tokens * 2 * dim);
         std::vector<B> g(tokens * 2 * dim, B{0x3c00}), dq(tokens * 2 * dim), dk(keys * dim), dvv(keys * dim);
         std::vector<float> lse(2 * tokens), delta(2 * tokens);
-        const Tile forward_tiles[] = {{0, 0, 70, 0, 100}};
-        const Tile query_tiles[] = {{64, 0, 70, 0, 100}, {0, 0, 70, 0, 100}};
+        const Tile query_tiles[] = {{0, 0, 70, 0, 100}};
         const Tile key_tiles[] = {{0, 0, 70, 0, 100}, {64, 0, 70, 0, 100}};
         const size_t row = dim * 2;
         emu::launch(dim3(1, 2), dim3(128), (128 + 2 * 64) * row, flash_attention_fwd_d64, q.data(), kv.data(),
-                    kv.data(), o.data(), lse.data(), forward_tiles, tokens, 2, 1, 0.18f);
+                    kv.data(), o.data(), lse.data(), query_tiles, tokens, 2, 1, 0.18f);
         emu::launch(dim3(4), dim3(256), 0, flash_attention_delta, static_cast<const B*>(o.data()),
                     static_cast<const B*>(g.data()), delta.data(), tokens, 2, dim);
-        emu::launch(dim3(2, 2), dim3(128), (2 * 64 + 4 * 64) * row, flash_attention_dq_d64, q.data(), kv.data(), kv.data(),
+        emu::launch(dim3(1, 2), dim3(128), (2 * 128 + 4 * 64) * row, flash_attention_dq_d64, q.data(), kv.data(), kv.data(),
                     static_cast<const B*>(g.data()), static_cast<const float*>(lse.data()),
                     static_cast<const float*>(delta.data()), dq.data(), query_tiles, tokens, 2, 1, 0.18f, 0.125f);
         emu::launch(dim3(2, 1), dim3(128), (2 * 64 + 4 * 32) * row + 4 * 32 * 4, flash_attention_dkdv_d64, q.data(),

@@ -74,10 +74,10 @@ impl Tile {
         self.k_end - self.q_end
     }
 
-    /// The keys a query tile of `rows` visits: from its segment's first key to the one its
-    /// last row sees.
-    pub fn keys_seen(&self, rows: usize) -> i32 {
-        (self.first + rows as i32).min(self.q_end) + self.diagonal() - self.k_start
+    /// The keys a query tile visits: from its segment's first key to the one its last
+    /// row sees.
+    pub fn keys_seen(&self) -> i32 {
+        (self.first + QUERY_TILE as i32).min(self.q_end) + self.diagonal() - self.k_start
     }
 
     /// The queries a key tile is seen by: from the first that sees its first key to the
@@ -87,15 +87,16 @@ impl Tile {
     }
 }
 
-/// Query rows per block of the forward kernel (`fa::kForwardRows`: 32 a warp).
-pub const FORWARD_QUERY_TILE: usize = 128;
-/// Query rows per block of the dQ kernel (`fa::kRows`: 16 a warp).
-pub const QUERY_TILE: usize = 64;
-/// Keys per tile of the dQ kernel (`fa::kKeys`).
-const KEYS_PER_STEP: usize = 64;
-/// Keys per tile of the forward (`fa::kForwardKeys`): 32 at head_dim 128, for registers.
-fn forward_keys(head_dim: usize) -> usize {
-    if head_dim == 128 { 32 } else { 64 }
+/// Query rows per block of the forward and dQ kernels (`fa::kQueryRows`: 32 a warp).
+pub const QUERY_TILE: usize = 128;
+/// Keys per step of the forward and dQ kernels (`fa::kKeysPerStep`): 32 at head_dim 128,
+/// where 64 keys' scores would not fit the registers beside the accumulators.
+fn keys_per_step(head_dim: usize) -> usize {
+    if head_dim == 128 {
+        32
+    } else {
+        64
+    }
 }
 /// Key rows per block of the dK/dV kernel.
 pub const KEY_TILE: usize = 64;
@@ -104,12 +105,12 @@ const DKDV_QUERIES: usize = 32;
 /// Head sizes the kernels are built for.
 pub const HEAD_DIMS: [usize; 2] = [64, 128];
 
-/// Query tiles of `rows` ([`FORWARD_QUERY_TILE`] or [`QUERY_TILE`]) over segments
-/// [`AttentionShape::check`] accepts: each sees the keys from its segment's start to its
-/// own diagonal, so rows further into a segment mean more work, and those start first.
-pub fn query_tiles(cu: Segments<'_>, rows: usize) -> Vec<Tile> {
-    let mut tiles = tiles(cu, rows, false);
-    tiles.sort_by_key(|t| std::cmp::Reverse((t.keys_seen(rows), t.first)));
+/// Query tiles of segments [`AttentionShape::check`] accepts: each sees the keys from its
+/// segment's start to its own diagonal, so rows further into a segment mean more work, and
+/// those start first.
+pub fn query_tiles(cu: Segments<'_>) -> Vec<Tile> {
+    let mut tiles = tiles(cu, QUERY_TILE, false);
+    tiles.sort_by_key(|t| std::cmp::Reverse((t.keys_seen(), t.first)));
     tiles
 }
 
@@ -145,10 +146,10 @@ fn tiles(cu: Segments<'_>, rows: usize, over_keys: bool) -> Vec<Tile> {
 /// Q and dO tiles and two of K and V, dK/dV's K and V tiles and two of Q and dO with each
 /// query's lse and D.
 pub fn shared_bytes(head_dim: usize) -> [usize; 3] {
-    let row = head_dim * 2;
+    let (row, keys) = (head_dim * 2, keys_per_step(head_dim));
     [
-        (FORWARD_QUERY_TILE + 2 * forward_keys(head_dim)) * row,
-        (2 * QUERY_TILE + 4 * KEYS_PER_STEP) * row,
+        (QUERY_TILE + 2 * keys) * row,
+        (2 * QUERY_TILE + 4 * keys) * row,
         (2 * KEY_TILE + 4 * DKDV_QUERIES) * row + 4 * DKDV_QUERIES * 4,
     ]
 }
@@ -209,7 +210,7 @@ impl AttentionShape {
             }
         }
         // The kernels number rows in i32, up to a tile past the last.
-        if q_tokens.max(k_tokens) > i32::MAX as usize - FORWARD_QUERY_TILE {
+        if q_tokens.max(k_tokens) > i32::MAX as usize - QUERY_TILE {
             return Err(format!("{q_tokens} query and {k_tokens} key rows are more than the kernels number"));
         }
         let lengths = |cu: &[u32], i: usize| cu[i + 1] - cu[i];

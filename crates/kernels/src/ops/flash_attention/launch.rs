@@ -5,14 +5,12 @@
 
 use candle_core::Result;
 
-use crate::attention::{
-    key_tiles, query_tiles, shared_bytes, AttentionShape, Segments, Tile, FORWARD_QUERY_TILE, QUERY_TILE,
-};
+use crate::attention::{key_tiles, query_tiles, shared_bytes, AttentionShape, Segments, Tile};
 use crate::launch::{plain_bytes, Arg, Buffer, Executor, Launch};
 
 const SOURCE: &str = "flash_attention";
-/// Threads of the tile kernels: 4 warps (of 32 query rows in the forward, 16 rows in the
-/// backward's).
+/// Threads of the tile kernels: 4 warps (of 32 query rows in the forward and dQ, 16 key
+/// rows in dK/dV).
 const THREADS: u32 = 128;
 /// Threads of the delta kernel: 8 warps, a row each per pass.
 const DELTA_THREADS: u32 = 256;
@@ -56,7 +54,7 @@ pub(crate) fn forward(
     cu: Segments<'_>,
     scale: f32,
 ) -> Result<()> {
-    let tiles = query_tiles(cu, FORWARD_QUERY_TILE);
+    let tiles = query_tiles(cu);
     if tiles.is_empty() {
         return Ok(());
     }
@@ -96,7 +94,7 @@ pub(crate) fn backward(
     cu: Segments<'_>,
     scale: f32,
 ) -> Result<()> {
-    let (queries, keys) = (query_tiles(cu, QUERY_TILE), key_tiles(cu));
+    let (queries, keys) = (query_tiles(cu), key_tiles(cu));
     if queries.is_empty() {
         // No query: every gradient is zero, as the callers' outputs start.
         return Ok(());
