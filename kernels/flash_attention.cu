@@ -16,11 +16,13 @@
 //   forward   128 queries (32 a warp, two fragments) x 64-key tiles (32 at D = 128, so the
 //             scores and the 32 x 128 accumulators fit 255 registers); shared Q, one K and
 //             one V tile (32 KB at D = 64, 48 KB at D = 128). V_j is copied while
-//             S = Q K_j^T and its softmax run, K_{j+1} while O += P V_j.
+//             S = Q K_j^T and its softmax run, K_{j+1} while O += P V_j. At D = 64 each
+//             warp holds its Q fragments in registers.
 //   dQ        as the forward's: 128 queries (32 a warp) x 64-key tiles (32 at D = 128):
 //             Q, dO + 2 x (K, V) (64 KB, 96 KB).
 //   dK, dV    64 keys (16 a warp) x 32-query tiles: K, V + 2 x (Q, dO), and each query's
-//             lse and D by 4-byte cp.async (32.5 KB, 64.5 KB).
+//             lse and D by 4-byte cp.async (32.5 KB, 64.5 KB); K's fragments (and V's at
+//             D = 64) held in registers.
 // Registers (ptxas of CUDA 13.0, __launch_bounds__(128, 2)): about 170-250, no spills; two
 // blocks (8 warps) per SM. Shared rows are swizzled, not padded: their 16-byte chunks are
 // XORed with the row's low 3 bits, so ldmatrix's eight row addresses hit eight bank quads.
@@ -297,6 +299,12 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
     load_rows<D, N>(k_tile, k, kv_heads, at.kv_head, tile.k_start, tile.k_end);
     dv::cp_async_commit();
 
+    // At D = 64 the warp's Q fragments (32 registers) are held for the whole block; at
+    // D = 128 they would take 64 registers the accumulators need, so they are read from
+    // shared memory at each step.
+    dv::cp_async_wait<0>();
+    __syncthreads();
+    const WarpRows<D, M, D == 64> queries(q_tile, at.warp * 16 * M);
     float acc[M][D / 8][4] = {};
     float row_max[M][2], row_sum[M][2];
 #pragma unroll
@@ -304,7 +312,6 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
         row_max[m][0] = row_max[m][1] = -INFINITY;
         row_sum[m][0] = row_sum[m][1] = 0.0f;
     }
-    const WarpRows<D, M, false> queries(q_tile, at.warp * 16 * M);
     for (int j = 0; j < count; ++j) {
         const int key0 = tile.k_start + j * N;
         dv::cp_async_wait<0>();

@@ -81,7 +81,8 @@ mod tests {
         assert!(kernels.len() >= 10, "{kernels:?}");
         for kernel in kernels {
             for arch in ["sm_80", "sm_90a"] {
-                let value = predicted(&kernel, arch).unwrap_or_else(|| panic!("no prediction for {kernel} {arch}"));
+                let value =
+                    predicted(&kernel, arch).unwrap_or_else(|| panic!("no prediction for {kernel} {arch}"));
                 assert!(value > 0.0 && value <= 1.0, "{kernel} {arch}: {value}");
             }
         }

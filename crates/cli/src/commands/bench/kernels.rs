@@ -200,7 +200,10 @@ pub fn run(args: KernelArgs) -> Result<()> {
     );
     println!("device copy (the bandwidth reference): {copy_gbs:.1} GB/s");
     match chip {
-        Some(chip) => println!("performance model: {} ({}); the last column is measured / predicted", chip.name, chip.arch),
+        Some(chip) => println!(
+            "performance model: {} ({}); the last column is measured / predicted",
+            chip.name, chip.arch
+        ),
         None => println!("performance model: no prediction for this device (it predicts for A100 and H100)"),
     }
     println!(

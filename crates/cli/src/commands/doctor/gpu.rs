@@ -41,8 +41,7 @@ pub fn checks(ordinal: usize, model: &str, nccl: bool) -> Result<Vec<Check>> {
     checks
         .push(training_steps(&device).unwrap_or_else(|e| Check::failed("training steps", format!("{e:#}"))));
     checks.extend(
-        speed(&config, &device)
-            .unwrap_or_else(|e| vec![Check::failed("kernel speed", format!("{e:#}"))]),
+        speed(&config, &device).unwrap_or_else(|e| vec![Check::failed("kernel speed", format!("{e:#}"))]),
     );
     // The ranks open every GPU of the node, this one included: let it go first.
     drop(device);
@@ -236,11 +235,13 @@ fn speed(config: &Config, device: &Device) -> Result<Vec<Check>> {
     let mut checks = vec![Check::info("device copy", format!("{copy_gbs:.0} GB/s (measured)"))];
     for m in measured {
         let Some((value, prediction, unit)) = m.versus_model(chip) else {
-            let figure = m.tflops.map_or(format!("{:.2} of a copy", m.of_copy), |t| format!("{t:.1} TFLOP/s"));
+            let figure =
+                m.tflops.map_or(format!("{:.2} of a copy", m.of_copy), |t| format!("{t:.1} TFLOP/s"));
             checks.push(Check::info(m.name, format!("{figure} (measured); no prediction for this chip")));
             continue;
         };
-        let mut note = format!("{:.1}% {unit} (measured), {:.1}% predicted", value * 100.0, prediction * 100.0);
+        let mut note =
+            format!("{:.1}% {unit} (measured), {:.1}% predicted", value * 100.0, prediction * 100.0);
         if value > OF_PREDICTION.1 * prediction {
             note.push_str("; above the prediction: check the byte or flop count");
         }
