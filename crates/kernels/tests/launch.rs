@@ -75,7 +75,7 @@ fn the_emulation_runs_the_geometry_the_device_gets() {
 }
 
 /// The attention backward's three launches at Qwen2.5-32B's heads: the delta kernel a warp
-/// per (token, head) row, dQ a block per query tile and head, dK/dV a block per key tile
+/// per (token, head) row, dQ a block per query tile (of 128) and head, dK/dV a block per key tile
 /// and kv head, with the shared memory each needs (opted in past 48 KB).
 #[test]
 fn the_attention_backward_launches_as_the_device_would() {
@@ -92,12 +92,14 @@ fn the_attention_backward_launches_as_the_device_would() {
     let launches = launches_ran();
     let shapes: Vec<_> =
         launches.iter().map(|l| (l.kernel.as_str(), l.grid, l.block[0], l.shared_bytes)).collect();
-    let row = 136 * 2;
+    // Swizzled rows of 128 bf16, no padding; dQ's tiles of 128 queries with two buffers of
+    // 32 keys each of K and V.
+    let row = 128 * 2;
     assert_eq!(
         shapes,
         vec![
             ("flash_attention_delta", [650, 1, 1], 256, 0),
-            ("flash_attention_dq_d128", [3, 40, 1], 128, 6 * 64 * row),
+            ("flash_attention_dq_d128", [2, 40, 1], 128, (2 * 128 + 4 * 32) * row),
             ("flash_attention_dkdv_d128", [3, 8, 1], 128, (2 * 64 + 4 * 32) * row + 4 * 32 * 4),
         ]
     );
