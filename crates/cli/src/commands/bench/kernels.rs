@@ -494,3 +494,46 @@ fn adamw_case<'a>(config: &Config, device: &Device) -> Result<Case<'a>> {
     let bytes = (7 * 4 * n) as f64;
     Ok(Case { name: "adamw", shape: format!("{n} f32"), bytes, flops: 0.0, fused, unfused: None })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(name: &'static str, tflops: Option<f64>, of_copy: f64, model: Option<&str>) -> Measured {
+        Measured {
+            name,
+            shape: String::new(),
+            seconds: 1.0,
+            gbs: 1.0,
+            of_copy,
+            tflops,
+            versus_unfused: None,
+            model: model.map(String::from),
+        }
+    }
+
+    #[test]
+    fn attention_is_set_against_the_chips_peak_and_memory_kernels_against_the_copy() {
+        let h100 = predicted::chip(9, 0);
+        let forward = measured("attention fwd", Some(494.5), 0.1, Some("flash_attention_fwd_d128"));
+        let (fraction, prediction, unit) = forward.versus_model(h100).expect("a prediction");
+        assert!((fraction - 0.5).abs() < 1e-9, "{fraction}");
+        assert_eq!(Some(prediction), predicted::predicted("flash_attention_fwd_d128", "sm_90a"));
+        assert_eq!(unit, "of peak");
+
+        let adamw = measured("adamw", None, 0.8, Some("adamw_step"));
+        let (fraction, prediction, unit) = adamw.versus_model(h100).expect("a prediction");
+        assert_eq!((fraction, unit), (0.8, "of copy"));
+        let model = predicted::predicted("adamw_step", "sm_90a").expect("adamw is modelled");
+        assert!((prediction - model / predicted::COPY_EFFICIENCY).abs() < 1e-12);
+    }
+
+    #[test]
+    fn no_prediction_without_a_known_chip_or_a_modelled_kernel() {
+        let forward = measured("attention fwd", Some(100.0), 0.1, Some("flash_attention_fwd_d128"));
+        assert_eq!(forward.versus_model(None), None);
+        assert_eq!(forward.versus_model(predicted::chip(8, 9)), None);
+        let fused = measured("add+rms_norm fwd", None, 0.5, None);
+        assert_eq!(fused.versus_model(predicted::chip(8, 0)), None);
+    }
+}
