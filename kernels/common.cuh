@@ -57,17 +57,83 @@ __device__ __forceinline__ float warp_sum(float v) {
     return v;
 }
 
-/// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it.
-/// `scratch` holds 32 floats of shared memory, free again when this returns.
+/// Sum over each row of the block, the threads sharing threadIdx.y (blockDim.x a multiple of
+/// 32; a one-dimensional block is one row); every thread gets its row's. `scratch` holds 32
+/// floats of shared memory (a float per warp), free again when this returns.
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    float* row = scratch + threadIdx.y * warps;
     v = warp_sum(v);
-    if (lane == 0) scratch[warp] = v;
+    if (lane == 0) row[warp] = v;
     __syncthreads();
-    float total = lane < warps ? scratch[lane] : 0.0f;
+    float total = lane < warps ? row[lane] : 0.0f;
     total = warp_sum(total);
     __syncthreads();
     return total;
+}
+
+/// `N` consecutive elements that one access moves: the memory-bound kernels' main loops take
+/// 16 bytes at a time (`kPack<T>` elements, LDG.E.128), which needs 16-byte aligned
+/// addresses; their fallbacks for unaligned buffers are the same code with `N` = 1. Past 16
+/// bytes (8 f32) a pack is several 16-byte accesses.
+template <class T, int N>
+struct alignas(sizeof(T) * N < 16 ? sizeof(T) * N : 16) Pack {
+    T v[N];
+};
+
+/// Elements of `T` in one 16-byte access.
+template <class T>
+inline constexpr int kPack = 16 / static_cast<int>(sizeof(T));
+
+#ifndef DAVINCI_EMULATE
+/// The unsigned word of one access of `Bytes` bytes: a pack moves as these, whatever its
+/// element type (a struct copy of bf16 elements may go element by element).
+template <int Bytes>
+struct Word;
+template <>
+struct Word<2> {
+    using type = unsigned short;
+};
+template <>
+struct Word<4> {
+    using type = unsigned int;
+};
+template <>
+struct Word<8> {
+    using type = uint2;
+};
+template <>
+struct Word<16> {
+    using type = uint4;
+};
+#endif
+
+/// Loads the pack at `p`, in accesses as wide as its alignment.
+template <int N, class T>
+__device__ __forceinline__ Pack<T, N> load(const T* p) {
+    Pack<T, N> value;
+#ifdef DAVINCI_EMULATE
+    std::memcpy(&value, p, sizeof value);
+#else
+    using W = typename Word<alignof(Pack<T, N>)>::type;
+    W words[sizeof value / sizeof(W)];
+    for (int i = 0; i < static_cast<int>(sizeof value / sizeof(W)); ++i) words[i] = reinterpret_cast<const W*>(p)[i];
+    memcpy(&value, words, sizeof value);
+#endif
+    return value;
+}
+
+/// Stores `value` at `p`, in accesses as wide as its alignment.
+template <int N, class T>
+__device__ __forceinline__ void store(T* p, const Pack<T, N>& value) {
+#ifdef DAVINCI_EMULATE
+    std::memcpy(p, &value, sizeof value);
+#else
+    using W = typename Word<alignof(Pack<T, N>)>::type;
+    W words[sizeof value / sizeof(W)];
+    memcpy(words, &value, sizeof value);
+    for (int i = 0; i < static_cast<int>(sizeof value / sizeof(W)); ++i) reinterpret_cast<W*>(p)[i] = words[i];
+#endif
 }
 
 }  // namespace dv

@@ -12,8 +12,9 @@
 // The kernels are plain functions under the emulation; they are launched here directly,
 // with small grids (the Rust tests run them with the op's own launches).
 extern "C" {
-void rms_norm_fwd_f32(const float*, const float*, const float*, float*, float*, int, float);
-void rms_norm_bwd_dx_f32(const float*, const float*, const float*, const float*, float*, float*, int, float);
+void rms_norm_fwd_f32(const float*, const float*, const float*, float*, float*, int, int, float);
+void rms_norm_bwd_dx_f32(const float*, const float*, const float*, const float*, float*, float*, int, int,
+                         float);
 void rms_norm_bwd_dw_partial_f32(const float*, const float*, const float*, float*, int, int, int);
 void rms_norm_bwd_dw_sum_f32(const float*, float*, int, int);
 void swiglu_fwd_bf16(const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*, size_t);
@@ -60,10 +61,12 @@ int main(int argc, char** argv) {
     const int rows = 3, cols = 100, n = rows * cols;
     std::vector<float> a(4096, 0.5f), b(4096, 0.25f), c(4096, -0.5f), d(4096), e(4096), rstd(rows), partial(2 * cols);
     std::vector<__nv_bfloat16> bf(4096, __nv_bfloat16{0x3f00}), bf_out(4096);
-    emu::launch(dim3(rows), dim3(64), 32 * sizeof(float), rms_norm_fwd_f32, a.data(), c.data(), b.data(), e.data(),
-                d.data(), cols, 1e-6f);
-    emu::launch(dim3(rows), dim3(64), 32 * sizeof(float), rms_norm_bwd_dx_f32, a.data(), b.data(), c.data(), c.data(),
-                d.data(), rstd.data(), cols, 1e-6f);
+    // Two rows a block (the second block's second row past the last), as the vector row
+    // kernels run.
+    emu::launch(dim3(2), dim3(32, 2), 32 * sizeof(float), rms_norm_fwd_f32, a.data(), c.data(), b.data(), e.data(),
+                d.data(), rows, cols, 1e-6f);
+    emu::launch(dim3(2), dim3(32, 2), 32 * sizeof(float), rms_norm_bwd_dx_f32, a.data(), b.data(), c.data(),
+                c.data(), d.data(), rstd.data(), rows, cols, 1e-6f);
     emu::launch(dim3(2, 2), dim3(64), 0, rms_norm_bwd_dw_partial_f32, a.data(), c.data(), rstd.data(), partial.data(),
                 rows, cols, 2);
     emu::launch(dim3(2), dim3(64), 0, rms_norm_bwd_dw_sum_f32, partial.data(), e.data(), 2, cols);

@@ -30,6 +30,10 @@ impl Buffer {
     pub fn host_mut<T>(slice: &mut [T]) -> Self {
         Self { addr: slice.as_mut_ptr() as u64, bytes: std::mem::size_of_val(slice) }
     }
+
+    pub fn is_aligned(&self, align: usize) -> bool {
+        self.addr.is_multiple_of(align as u64)
+    }
 }
 
 /// One kernel parameter, in the kernel's order.
@@ -77,8 +81,57 @@ pub const MAX_THREADS: u32 = 1024;
 /// Threads per block of the elementwise kernels' grid-stride loops.
 pub const ELEMENTWISE_THREADS: u32 = 256;
 
-/// Blocks of a grid-stride loop over `n` items: one item a thread, at most 4096 blocks
-/// (a million threads, enough to fill any GPU; the loop covers the rest).
+/// Bytes of the accesses in the memory-bound kernels' main loops (LDG.E.128).
+pub const VECTOR_BYTES: usize = 16;
+
+/// How a memory-bound kernel (RMSNorm, SwiGLU, RoPE) moves its element buffers: 16 bytes
+/// at a time, which needs every buffer 16-byte aligned (and the op's shape to suit), or
+/// one element at a time in the kernel's `_scalar_` twin, the same code, for the rest
+/// (slices at odd offsets, odd lengths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Vector,
+    Scalar,
+}
+
+impl Access {
+    /// `Vector` where the shape allows it and every buffer is 16-byte aligned.
+    pub fn of(shape_allows: bool, buffers: impl IntoIterator<Item = Buffer>) -> Self {
+        if shape_allows && buffers.into_iter().all(|b| b.is_aligned(VECTOR_BYTES)) {
+            Access::Vector
+        } else {
+            Access::Scalar
+        }
+    }
+
+    /// The kernel's name: `{kernel}_{suffix}`, or `{kernel}_scalar_{suffix}`.
+    pub fn kernel(self, kernel: &str, element: Element) -> String {
+        match self {
+            Access::Vector => format!("{kernel}_{}", element.suffix()),
+            Access::Scalar => format!("{kernel}_scalar_{}", element.suffix()),
+        }
+    }
+
+    /// Elements of `element` in one access.
+    pub fn width(self, element: Element) -> usize {
+        match self {
+            Access::Vector => VECTOR_BYTES / element.size(),
+            Access::Scalar => 1,
+        }
+    }
+
+    /// The alignment the accesses need in a buffer of `size`-byte elements.
+    pub fn align(self, size: usize) -> usize {
+        match self {
+            Access::Vector => VECTOR_BYTES,
+            Access::Scalar => size,
+        }
+    }
+}
+
+/// Blocks of a grid-stride loop over `n` items (elements, or packs of them): one item a
+/// thread, at most 4096 blocks (a million threads, enough to fill any GPU; the loop covers
+/// the rest).
 pub fn grid_stride_blocks(n: usize) -> u32 {
     n.div_ceil(ELEMENTWISE_THREADS as usize).clamp(1, 4096) as u32
 }

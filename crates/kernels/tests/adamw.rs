@@ -1,46 +1,63 @@
 //! The multi-tensor AdamW kernel under the emulation against the CPU update the trainer
 //! runs: bit-identical master weights and moments over several steps, segments of awkward
-//! lengths with and without weight decay, chunks that end mid-block, and the bf16 copy.
+//! lengths with and without weight decay, chunks that end mid-block, and the bf16 copy, in
+//! the 4-wide kernel and its scalar twin.
 
-use common::{bf16_nan, values};
+use common::{bf16_nan, kernels_ran, values, Placed};
 use davinci_kernels::adamw::{plan_chunks, update_segments_cpu, Scalars};
 use davinci_kernels::emulated::{adamw_step, AdamwState};
 use half::bf16;
 
 mod common;
 
+/// With the arrays aligned for the 4-wide kernel (chunks starting anywhere: their first
+/// and last elements go one a thread) and one element off (the scalar twin).
 #[test]
 fn adamw_kernel_takes_the_cpu_steps_bit_for_bit() {
+    for misalign in [0, 1] {
+        steps_bit_for_bit(misalign);
+    }
+}
+
+fn steps_bit_for_bit(misalign: usize) {
     let segments = [(1usize, false), (37, true), (300, true), (64, false), (129, true)];
     let n: usize = segments.iter().map(|s| s.0).sum();
     let chunks = plan_chunks(&segments, 100);
     assert!(chunks.iter().all(|c| c.len <= 100) && chunks.len() > segments.len(), "segments are cut");
     let master = values(n, 1, 1.0);
-    let (mut gpu_w, mut gpu_m, mut gpu_v) = (master.clone(), vec![0.0; n], vec![0.0; n]);
+    let place = |v: &[f32]| Placed::new(v, misalign);
+    let (mut gpu_w, mut gpu_m, mut gpu_v) = (place(&master), place(&vec![0.0; n]), place(&vec![0.0; n]));
     let (mut cpu_w, mut cpu_m, mut cpu_v) = (master, vec![0.0f32; n], vec![0.0f32; n]);
+    let kernel = if misalign == 0 { "adamw_step" } else { "adamw_step_scalar" };
     for step in 1..=4u64 {
-        let grad = values(n, 10 + step, 0.5);
+        let grad = place(&values(n, 10 + step, 0.5));
         let lr = 1e-3 * step as f64;
         let scalars = Scalars::new(0.9, 0.95, 1e-8, 0.1, step, lr);
-        let mut compute = vec![bf16_nan(); n];
-        let state =
-            AdamwState { master: &mut gpu_w, m: &mut gpu_m, v: &mut gpu_v, compute: Some(&mut compute) };
-        adamw_step(state, &grad, &segments, 100, &scalars).unwrap();
-        update_segments_cpu(&mut cpu_w, &mut cpu_m, &mut cpu_v, &grad, &segments, &scalars);
+        let mut compute = Placed::new(&vec![bf16_nan(); n], misalign);
+        let state = AdamwState {
+            master: gpu_w.get_mut(),
+            m: gpu_m.get_mut(),
+            v: gpu_v.get_mut(),
+            compute: Some(compute.get_mut()),
+        };
+        kernels_ran();
+        adamw_step(state, grad.get(), &segments, 100, &scalars).unwrap();
+        assert_eq!(kernels_ran(), [kernel]);
+        update_segments_cpu(&mut cpu_w, &mut cpu_m, &mut cpu_v, grad.get(), &segments, &scalars);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&gpu_w), bits(&cpu_w), "master weights after step {step}");
-        assert_eq!(bits(&gpu_m), bits(&cpu_m), "first moments after step {step}");
-        assert_eq!(bits(&gpu_v), bits(&cpu_v), "second moments after step {step}");
+        assert_eq!(bits(gpu_w.get()), bits(&cpu_w), "master weights after step {step} ({kernel})");
+        assert_eq!(bits(gpu_m.get()), bits(&cpu_m), "first moments after step {step} ({kernel})");
+        assert_eq!(bits(gpu_v.get()), bits(&cpu_v), "second moments after step {step} ({kernel})");
         let expected: Vec<u16> = cpu_w.iter().map(|&w| bf16::from_f32(w).to_bits()).collect();
-        assert_eq!(compute, expected, "bf16 copy after step {step}");
+        assert_eq!(compute.get(), expected, "bf16 copy after step {step} ({kernel})");
     }
     // Decay reached exactly the decayed segments: with a zero gradient, only they move.
     let zero = vec![0.0; n];
-    let before = gpu_w.clone();
+    let before = gpu_w.get().to_vec();
     let scalars = Scalars::new(0.9, 0.95, 1e-8, 0.1, 5, 1e-2);
     let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
     adamw_step(
-        AdamwState { master: &mut gpu_w, m: &mut m, v: &mut v, compute: None },
+        AdamwState { master: gpu_w.get_mut(), m: &mut m, v: &mut v, compute: None },
         &zero,
         &segments,
         100,
@@ -49,8 +66,8 @@ fn adamw_kernel_takes_the_cpu_steps_bit_for_bit() {
     .unwrap();
     let mut at = 0;
     for &(len, decays) in &segments {
-        let moved = (at..at + len).any(|i| gpu_w[i] != before[i]);
-        assert_eq!(moved, decays, "segment at {at} (decays: {decays})");
+        let moved = (at..at + len).any(|i| gpu_w.get()[i] != before[i]);
+        assert_eq!(moved, decays, "segment at {at} (decays: {decays}, {kernel})");
         at += len;
     }
 }

@@ -8,6 +8,11 @@ use davinci_kernels::emulated::{
 };
 use davinci_kernels::launch::{Arg, Buffer, Executor, Launch};
 
+use common::Placed;
+
+#[allow(unused_imports)]
+mod common;
+
 fn refusal(launch: &Launch) -> String {
     launch.check().unwrap_err().to_string()
 }
@@ -51,25 +56,28 @@ fn the_emulation_names_a_kernel_it_does_not_have() {
     assert!(err.to_string().contains("no emulated kernel swiglu_fwd_f64"), "{err}");
 }
 
-/// RMSNorm's forward over 5 rows of 700: a block per row, 512 threads (a thread per
-/// column up to 512), 128 bytes of scratch, the arguments in the kernel's order.
+/// RMSNorm's forward over 5 rows of 700 f32, 16-byte aligned: the vector kernel, 64
+/// threads a row (16 columns a thread), 4 rows a block, so 2 blocks, the second with a row;
+/// 128 bytes of scratch, the arguments in the kernel's order.
 #[test]
 fn the_emulation_runs_the_geometry_the_device_gets() {
     let (rows, cols) = (5, 700);
-    let (x, w) = (vec![1.0f32; rows * cols], vec![1.0f32; cols]);
-    let mut y = vec![f32::NAN; rows * cols];
+    let (x, w) = (Placed::new(&vec![1.0f32; rows * cols], 0), Placed::new(&vec![1.0f32; cols], 0));
+    let mut y = Placed::new(&vec![f32::NAN; rows * cols], 0);
     launches_ran();
-    rms_norm_fwd(&x, None, &w, &mut y, 1e-6).unwrap();
-    assert!(y.iter().all(|&v| (v - 1.0).abs() < 1e-6));
-    let expected = Launch::new("rms_norm", "rms_norm_fwd_f32", rows as u32, 512)
+    rms_norm_fwd(x.get(), None, w.get(), y.get_mut(), 1e-6).unwrap();
+    assert!(y.get().iter().all(|&v| (v - 1.0).abs() < 1e-6));
+    let mut expected = Launch::new("rms_norm", "rms_norm_fwd_f32", 2, 64)
         .shared(128)
-        .buffer("x", Buffer::host(&x), x.len() * 4, 4)
+        .buffer("x", Buffer::host(x.get()), rows * cols * 4, 16)
         .arg(Arg::Null)
-        .buffer("w", Buffer::host(&w), cols * 4, 4)
+        .buffer("w", Buffer::host(w.get()), cols * 4, 16)
         .arg(Arg::Null)
-        .buffer("y", Buffer::host_mut(&mut y), x.len() * 4, 4)
+        .buffer("y", Buffer::host_mut(y.get_mut()), rows * cols * 4, 16)
+        .arg(Arg::I32(rows as i32))
         .arg(Arg::I32(cols as i32))
         .arg(Arg::F32(1e-6));
+    expected.block[1] = 4;
     assert_eq!(launches_ran(), vec![expected]);
     assert!(kernel_names("rms_norm").contains(&"rms_norm_bwd_dw_sum_bf16".to_string()));
 }

@@ -1,17 +1,23 @@
 //! The RMSNorm kernels, run under the emulation of the CUDA execution model, against a
 //! plain f64 reference: awkward sizes (one column, a single row, columns not a multiple of
 //! the block, more columns than threads), f32 and bf16, plain and fused with the residual
-//! add. Outputs are poisoned with NaN first, so an element the kernel never writes fails.
+//! add; each with its buffers aligned for the 16-byte kernels and again one element off, for
+//! their scalar twins. Outputs are poisoned with NaN first, so an element the kernel never
+//! writes fails.
 
-use common::{bf16_nan, relative_error, to_bits, to_f32, values};
+use common::{bf16_nan, kernels_ran, relative_error, to_bits, to_f32, values, Placed};
 use davinci_kernels::emulated::{rms_norm_bwd, rms_norm_fwd, Bf16, Element};
 
 mod common;
 
-/// rows and columns: blocks of 32 to 512 threads (the launch gives a row's columns a thread
-/// each, up to 512), rows longer than the block, and more rows than the weight gradient's
-/// 64 row chunks.
-const SHAPES: [(usize, usize); 6] = [(1, 1), (3, 33), (7, 100), (2, 1000), (9, 2049), (130, 40)];
+/// rows and columns: for the scalar kernels, blocks of 32 to 512 threads (a thread a column
+/// up to 512) and rows longer than the block; for the vector kernels (columns a multiple of
+/// 8 for bf16, 4 for f32), several rows a block with a row count not a multiple of them
+/// (7x100 in f32, 5x896 and 130x40), 512 threads at 8192 columns, and rows too long to
+/// keep in registers (8200: the scalar kernels); more rows than the weight gradient's 64
+/// row chunks.
+const SHAPES: [(usize, usize); 9] =
+    [(1, 1), (3, 33), (7, 100), (2, 1000), (9, 2049), (130, 40), (5, 896), (3, 8192), (2, 8200)];
 const EPS: f32 = 1e-6;
 
 /// Forward and backward in f64 from the given (already rounded) row values `s`.
@@ -45,8 +51,11 @@ fn reference(s: &[f32], w: &[f32], dy: &[f32], d_add: Option<&[f32]>, cols: usiz
 }
 
 /// f32 and bf16 through one test body.
-trait Case: Element + PartialEq + std::fmt::Debug {
+trait Case: Element + PartialEq + std::fmt::Debug + Copy + Default {
     const TOLERANCE: f64;
+    /// Elements in a 16-byte access.
+    const PACK: usize;
+    const SUFFIX: &str;
     fn make(v: &[f32]) -> Vec<Self>;
     fn read(v: &[Self]) -> Vec<f32>;
     fn nan() -> Self;
@@ -54,6 +63,8 @@ trait Case: Element + PartialEq + std::fmt::Debug {
 
 impl Case for f32 {
     const TOLERANCE: f64 = 1e-5;
+    const PACK: usize = 4;
+    const SUFFIX: &str = "f32";
     fn make(v: &[f32]) -> Vec<Self> {
         v.to_vec()
     }
@@ -67,6 +78,8 @@ impl Case for f32 {
 
 impl Case for Bf16 {
     const TOLERANCE: f64 = 1e-2;
+    const PACK: usize = 8;
+    const SUFFIX: &str = "bf16";
     fn make(v: &[f32]) -> Vec<Self> {
         to_bits(v)
     }
@@ -78,53 +91,84 @@ impl Case for Bf16 {
     }
 }
 
-fn check_against_reference<T: Case>(fused: bool, seed: u64) {
+/// `misalign`: every buffer that many elements past a 16-byte boundary.
+fn check_against_reference<T: Case>(fused: bool, seed: u64, misalign: usize) {
     for (rows, cols) in SHAPES {
         let n = rows * cols;
+        let place = |v: Vec<T>| Placed::new(&v, misalign);
         let (x, w, dy) = (
-            T::make(&values(n, seed, 2.0)),
-            T::make(&values(cols, seed + 1, 2.0)),
-            T::make(&values(n, seed + 2, 2.0)),
+            place(T::make(&values(n, seed, 2.0))),
+            place(T::make(&values(cols, seed + 1, 2.0))),
+            place(T::make(&values(n, seed + 2, 2.0))),
         );
-        let (r, d_add) = (T::make(&values(n, seed + 3, 2.0)), T::make(&values(n, seed + 4, 1.0)));
-        let mut y = vec![T::nan(); n];
-        let mut sum = vec![T::nan(); n];
-        rms_norm_fwd(&x, fused.then_some((r.as_slice(), sum.as_mut_slice())), &w, &mut y, EPS).unwrap();
+        let (r, d_add) =
+            (place(T::make(&values(n, seed + 3, 2.0))), place(T::make(&values(n, seed + 4, 1.0))));
+        let (mut y, mut sum) = (place(vec![T::nan(); n]), place(vec![T::nan(); n]));
+        kernels_ran();
+        rms_norm_fwd(x.get(), fused.then_some((r.get(), sum.get_mut())), w.get(), y.get_mut(), EPS).unwrap();
         // The rows the norm saw: x, or x + r rounded to the dtype as transformers does.
         let s: Vec<f32> = if fused {
-            let want: Vec<f32> =
-                T::read(&x).iter().zip(T::read(&r)).map(|(a, b)| T::read(&T::make(&[a + b]))[0]).collect();
-            assert_eq!(T::read(&sum), want, "{rows}x{cols}: the stored sum");
+            let want: Vec<f32> = T::read(x.get())
+                .iter()
+                .zip(T::read(r.get()))
+                .map(|(a, b)| T::read(&T::make(&[a + b]))[0])
+                .collect();
+            assert_eq!(T::read(sum.get()), want, "{rows}x{cols}: the stored sum");
             want
         } else {
-            T::read(&x)
+            T::read(x.get())
         };
-        let (mut dx, mut dw) = (vec![T::nan(); n], vec![T::nan(); cols]);
-        let stored = T::make(&s);
-        rms_norm_bwd(&stored, &w, &dy, fused.then_some(d_add.as_slice()), &mut dx, &mut dw, EPS).unwrap();
+        let (mut dx, mut dw) = (place(vec![T::nan(); n]), place(vec![T::nan(); cols]));
+        let stored = place(T::make(&s));
+        let d_add = fused.then_some(d_add.get());
+        rms_norm_bwd(stored.get(), w.get(), dy.get(), d_add, dx.get_mut(), dw.get_mut(), EPS).unwrap();
+        // The 16-byte kernels where the buffers and the shape allow them.
+        let vector = misalign == 0 && cols.is_multiple_of(T::PACK);
+        let [rows_kernel, columns_kernel] = [vector && cols <= 8192, vector].map(|v| {
+            if v {
+                T::SUFFIX.to_string()
+            } else {
+                format!("scalar_{}", T::SUFFIX)
+            }
+        });
+        let expected: Vec<String> = ["fwd", "bwd_dx"]
+            .map(|k| format!("rms_norm_{k}_{rows_kernel}"))
+            .into_iter()
+            .chain(["bwd_dw_partial", "bwd_dw_sum"].map(|k| format!("rms_norm_{k}_{columns_kernel}")))
+            .collect();
+        assert_eq!(kernels_ran(), expected, "{rows}x{cols}, {misalign} off");
         let want =
-            reference(&s, &T::read(&w), &T::read(&dy), fused.then(|| T::read(&d_add)).as_deref(), cols);
-        for (what, got, expected) in
-            [("y", T::read(&y), &want.y), ("dx", T::read(&dx), &want.dx), ("dw", T::read(&dw), &want.dw)]
-        {
+            reference(&s, &T::read(w.get()), &T::read(dy.get()), d_add.map(|d| T::read(d)).as_deref(), cols);
+        for (what, got, expected) in [
+            ("y", T::read(y.get()), &want.y),
+            ("dx", T::read(dx.get()), &want.dx),
+            ("dw", T::read(dw.get()), &want.dw),
+        ] {
             let error = relative_error(&got, expected);
-            assert!(error < T::TOLERANCE, "{rows}x{cols} (fused {fused}): {what} off by {error:e}");
+            assert!(
+                error < T::TOLERANCE,
+                "{rows}x{cols} (fused {fused}, {misalign} off): {what} off by {error:e}"
+            );
         }
     }
 }
 
 #[test]
 fn rms_norm_f32_matches_the_reference() {
-    check_against_reference::<f32>(false, 1);
+    check_against_reference::<f32>(false, 1, 0);
+    check_against_reference::<f32>(false, 1, 1);
 }
 
 #[test]
 fn rms_norm_bf16_matches_the_reference() {
-    check_against_reference::<Bf16>(false, 11);
+    check_against_reference::<Bf16>(false, 11, 0);
+    check_against_reference::<Bf16>(false, 11, 3);
 }
 
 #[test]
 fn fused_residual_add_and_rms_norm_match_the_reference() {
-    check_against_reference::<f32>(true, 21);
-    check_against_reference::<Bf16>(true, 31);
+    check_against_reference::<f32>(true, 21, 0);
+    check_against_reference::<Bf16>(true, 31, 0);
+    check_against_reference::<f32>(true, 21, 2);
+    check_against_reference::<Bf16>(true, 31, 1);
 }

@@ -1,9 +1,10 @@
 //! The RoPE kernels under the emulation: the forward against an f64 rotation from the same
 //! tables, and the backward checked as the forward's transpose (<R x, g> = <x, R^T g>).
 //! Positions restart at each document of the packed row, heads and head sizes are awkward,
-//! outputs are poisoned first.
+//! outputs are poisoned first. Each runs with the buffers aligned for the 16-byte kernels
+//! (head sizes 64 and 128; 2 and 6 take the scalar twins) and one element off.
 
-use common::{bf16_nan, relative_error, to_bits, to_f32, values};
+use common::{bf16_nan, kernels_ran, relative_error, to_bits, to_f32, values, Placed};
 use davinci_kernels::emulated::rope;
 
 mod common;
@@ -47,25 +48,40 @@ fn rotate_f64(x: &[f32], cos: &[f32], sin: &[f32], heads: usize, head_dim: usize
     y
 }
 
+/// Elements past a 16-byte boundary: the vector kernels where head_dim allows, then the
+/// scalar twins.
+const MISALIGN: [usize; 2] = [0, 1];
+
+/// The forward and the backward ran the vector kernels exactly where they could.
+fn expect_kernels(misalign: usize, head_dim: usize, pack: usize, suffix: &str) {
+    let infix = if misalign == 0 && (head_dim / 2).is_multiple_of(pack) { "" } else { "scalar_" };
+    assert_eq!(kernels_ran(), [format!("rope_fwd_{infix}{suffix}"), format!("rope_bwd_{infix}{suffix}")]);
+}
+
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
 }
 
 #[test]
 fn rope_f32_rotates_and_its_backward_is_the_transpose() {
-    for (documents, heads, head_dim) in SHAPES {
+    for ((documents, heads, head_dim), misalign) in SHAPES.into_iter().flat_map(|s| MISALIGN.map(|m| (s, m)))
+    {
+        let place = |v: Vec<f32>| Placed::new(&v, misalign);
         let (cos, sin) = tables(documents, head_dim);
+        let (cos, sin) = (place(cos), place(sin));
         let tokens: usize = documents.iter().sum();
         let n = tokens * heads * head_dim;
-        let (x, g) = (values(n, 1, 2.0), values(n, 2, 2.0));
-        let mut y = vec![f32::NAN; n];
-        rope(false, &x, &cos, &sin, &mut y, heads, head_dim).unwrap();
-        let error = relative_error(&y, &rotate_f64(&x, &cos, &sin, heads, head_dim));
-        assert!(error < 1e-5, "{documents:?} {heads}x{head_dim}: forward off by {error:e}");
-        let mut dx = vec![f32::NAN; n];
-        rope(true, &g, &cos, &sin, &mut dx, heads, head_dim).unwrap();
-        assert!(dx.iter().all(|v| v.is_finite()), "an element of dx left unwritten");
-        let (lhs, rhs) = (dot(&y, &g), dot(&x, &dx));
+        let (x, g) = (place(values(n, 1, 2.0)), place(values(n, 2, 2.0)));
+        let mut y = place(vec![f32::NAN; n]);
+        kernels_ran();
+        rope(false, x.get(), cos.get(), sin.get(), y.get_mut(), heads, head_dim).unwrap();
+        let error = relative_error(y.get(), &rotate_f64(x.get(), cos.get(), sin.get(), heads, head_dim));
+        assert!(error < 1e-5, "{documents:?} {heads}x{head_dim}, {misalign} off: forward off by {error:e}");
+        let mut dx = place(vec![f32::NAN; n]);
+        rope(true, g.get(), cos.get(), sin.get(), dx.get_mut(), heads, head_dim).unwrap();
+        expect_kernels(misalign, head_dim, 4, "f32");
+        assert!(dx.get().iter().all(|v| v.is_finite()), "an element of dx left unwritten");
+        let (lhs, rhs) = (dot(y.get(), g.get()), dot(x.get(), dx.get()));
         assert!((lhs - rhs).abs() <= 1e-5 * lhs.abs().max(1.0), "<Rx, g> = {lhs} but <x, R^T g> = {rhs}");
     }
 }
@@ -73,21 +89,28 @@ fn rope_f32_rotates_and_its_backward_is_the_transpose() {
 #[test]
 fn rope_bf16_matches_the_reference() {
     let nan = bf16_nan();
-    for (documents, heads, head_dim) in SHAPES {
+    for ((documents, heads, head_dim), misalign) in SHAPES.into_iter().flat_map(|s| MISALIGN.map(|m| (s, m)))
+    {
         let (cos, sin) = tables(documents, head_dim);
+        let (cos, sin) = (Placed::new(&cos, misalign), Placed::new(&sin, misalign));
+        let (cos, sin) = (cos.get(), sin.get());
         let tokens: usize = documents.iter().sum();
         let n = tokens * heads * head_dim;
-        let (x, g) = (to_bits(&values(n, 3, 2.0)), to_bits(&values(n, 4, 2.0)));
-        let mut y = vec![nan; n];
-        rope(false, &x, &cos, &sin, &mut y, heads, head_dim).unwrap();
-        let error = relative_error(&to_f32(&y), &rotate_f64(&to_f32(&x), &cos, &sin, heads, head_dim));
-        assert!(error < 1e-2, "{documents:?} {heads}x{head_dim}: forward off by {error:e}");
-        let mut dx = vec![nan; n];
-        rope(true, &g, &cos, &sin, &mut dx, heads, head_dim).unwrap();
+        let place = |v: Vec<u16>| Placed::new(&v, misalign);
+        let (x, g) = (place(to_bits(&values(n, 3, 2.0))), place(to_bits(&values(n, 4, 2.0))));
+        let mut y = place(vec![nan; n]);
+        kernels_ran();
+        rope(false, x.get(), cos, sin, y.get_mut(), heads, head_dim).unwrap();
+        let error =
+            relative_error(&to_f32(y.get()), &rotate_f64(&to_f32(x.get()), cos, sin, heads, head_dim));
+        assert!(error < 1e-2, "{documents:?} {heads}x{head_dim}, {misalign} off: forward off by {error:e}");
+        let mut dx = place(vec![nan; n]);
+        rope(true, g.get(), cos, sin, dx.get_mut(), heads, head_dim).unwrap();
+        expect_kernels(misalign, head_dim, 8, "bf16");
         // The transpose rotation is the rotation by -angle: sin negated.
         let minus_sin: Vec<f32> = sin.iter().map(|s| -s).collect();
-        let want = rotate_f64(&to_f32(&g), &cos, &minus_sin, heads, head_dim);
-        let error = relative_error(&to_f32(&dx), &want);
-        assert!(error < 1e-2, "{documents:?} {heads}x{head_dim}: backward off by {error:e}");
+        let want = rotate_f64(&to_f32(g.get()), cos, &minus_sin, heads, head_dim);
+        let error = relative_error(&to_f32(dx.get()), &want);
+        assert!(error < 1e-2, "{documents:?} {heads}x{head_dim}, {misalign} off: backward off by {error:e}");
     }
 }

@@ -1,15 +1,25 @@
 //! The SwiGLU kernels under the emulation against an f64 reference: lengths that are not
-//! a multiple of the block, a single element, f32 and bf16, outputs poisoned first; and a
-//! grid smaller than the data, so the grid-stride loop wraps (the op's own launches wrap
-//! only past a million elements).
+//! a multiple of the block or of the 16-byte pack, a single element, f32 and bf16, with the
+//! buffers aligned for the 16-byte kernels and one element off (their scalar twins),
+//! outputs poisoned first; and a grid smaller than the data, so the grid-stride loop wraps
+//! (the op's own launches wrap only past a million elements).
 
-use common::{bf16_nan, relative_error, to_bits, to_f32, values};
+use common::{bf16_nan, kernels_ran, relative_error, to_bits, to_f32, values, Placed};
 use davinci_kernels::emulated::{swiglu_bwd, swiglu_fwd};
 
 mod common;
 
-/// Elements: one, less than a block, and several blocks with a partial last one.
+/// Elements: one, less than a block, and several blocks with a partial last one (100 and
+/// 4099 are not a multiple of the pack).
 const SHAPES: [usize; 4] = [1, 100, 1000, 4099];
+/// Elements past a 16-byte boundary: the vector kernels, then their scalar twins.
+const MISALIGN: [usize; 2] = [0, 1];
+
+/// The kernels a forward and a backward ran: vector ones for aligned buffers.
+fn expect_kernels(misalign: usize, suffix: &str) {
+    let infix = if misalign == 0 { "" } else { "scalar_" };
+    assert_eq!(kernels_ran(), [format!("swiglu_fwd_{infix}{suffix}"), format!("swiglu_bwd_{infix}{suffix}")]);
+}
 
 /// y, d_gate, d_up in f64.
 fn reference(gate: &[f32], up: &[f32], dy: &[f32]) -> [Vec<f64>; 3] {
@@ -26,18 +36,21 @@ fn reference(gate: &[f32], up: &[f32], dy: &[f32]) -> [Vec<f64>; 3] {
 
 #[test]
 fn swiglu_f32_matches_the_reference() {
-    for n in SHAPES {
-        let (gate, up, dy) = (values(n, 1, 6.0), values(n, 2, 6.0), values(n, 3, 6.0));
-        let mut y = vec![f32::NAN; n];
-        swiglu_fwd(&gate, &up, &mut y).unwrap();
-        let (mut d_gate, mut d_up) = (vec![f32::NAN; n], vec![f32::NAN; n]);
-        swiglu_bwd(&gate, &up, &dy, &mut d_gate, &mut d_up).unwrap();
-        let want = reference(&gate, &up, &dy);
+    for (n, misalign) in SHAPES.into_iter().flat_map(|n| MISALIGN.map(|m| (n, m))) {
+        let place = |v: Vec<f32>| Placed::new(&v, misalign);
+        let (gate, up, dy) = (place(values(n, 1, 6.0)), place(values(n, 2, 6.0)), place(values(n, 3, 6.0)));
+        let mut y = place(vec![f32::NAN; n]);
+        kernels_ran();
+        swiglu_fwd(gate.get(), up.get(), y.get_mut()).unwrap();
+        let (mut d_gate, mut d_up) = (place(vec![f32::NAN; n]), place(vec![f32::NAN; n]));
+        swiglu_bwd(gate.get(), up.get(), dy.get(), d_gate.get_mut(), d_up.get_mut()).unwrap();
+        expect_kernels(misalign, "f32");
+        let want = reference(gate.get(), up.get(), dy.get());
         for (what, got, expected) in
-            [("y", &y, &want[0]), ("d_gate", &d_gate, &want[1]), ("d_up", &d_up, &want[2])]
+            [("y", y.get(), &want[0]), ("d_gate", d_gate.get(), &want[1]), ("d_up", d_up.get(), &want[2])]
         {
             let error = relative_error(got, expected);
-            assert!(error < 1e-5, "f32 n={n}: {what} off by {error:e}");
+            assert!(error < 1e-5, "f32 n={n}, {misalign} off: {what} off by {error:e}");
         }
     }
 }
@@ -45,42 +58,50 @@ fn swiglu_f32_matches_the_reference() {
 #[test]
 fn swiglu_bf16_matches_the_reference() {
     let nan = bf16_nan();
-    for n in SHAPES {
-        let (gate, up, dy) =
-            (to_bits(&values(n, 4, 6.0)), to_bits(&values(n, 5, 6.0)), to_bits(&values(n, 6, 6.0)));
-        let mut y = vec![nan; n];
-        swiglu_fwd(&gate, &up, &mut y).unwrap();
-        let (mut d_gate, mut d_up) = (vec![nan; n], vec![nan; n]);
-        swiglu_bwd(&gate, &up, &dy, &mut d_gate, &mut d_up).unwrap();
-        let want = reference(&to_f32(&gate), &to_f32(&up), &to_f32(&dy));
+    for (n, misalign) in SHAPES.into_iter().flat_map(|n| MISALIGN.map(|m| (n, m))) {
+        let place = |v: Vec<u16>| Placed::new(&v, misalign);
+        let (gate, up, dy) = (
+            place(to_bits(&values(n, 4, 6.0))),
+            place(to_bits(&values(n, 5, 6.0))),
+            place(to_bits(&values(n, 6, 6.0))),
+        );
+        let mut y = place(vec![nan; n]);
+        kernels_ran();
+        swiglu_fwd(gate.get(), up.get(), y.get_mut()).unwrap();
+        let (mut d_gate, mut d_up) = (place(vec![nan; n]), place(vec![nan; n]));
+        swiglu_bwd(gate.get(), up.get(), dy.get(), d_gate.get_mut(), d_up.get_mut()).unwrap();
+        expect_kernels(misalign, "bf16");
+        let want = reference(&to_f32(gate.get()), &to_f32(up.get()), &to_f32(dy.get()));
         for (what, got, expected) in [
-            ("y", to_f32(&y), &want[0]),
-            ("d_gate", to_f32(&d_gate), &want[1]),
-            ("d_up", to_f32(&d_up), &want[2]),
+            ("y", to_f32(y.get()), &want[0]),
+            ("d_gate", to_f32(d_gate.get()), &want[1]),
+            ("d_up", to_f32(d_up.get()), &want[2]),
         ] {
             let error = relative_error(&got, expected);
-            assert!(error < 1e-2, "bf16 n={n}: {what} off by {error:e}");
+            assert!(error < 1e-2, "bf16 n={n}, {misalign} off: {what} off by {error:e}");
         }
     }
 }
 
-/// The kernel's grid-stride loop on a grid of 2 x 32 threads over 1000 elements: each
-/// thread takes about sixteen, and every element is written once, as the op's launch
-/// would have it.
+/// The kernels' grid-stride loop on a grid of 2 x 32 threads over 1003 elements: each
+/// thread takes about four packs of 4 (or sixteen elements in the scalar twin), the first
+/// block's threads the 3 past the last pack, and every element is written once.
 #[test]
 fn a_grid_smaller_than_the_data_covers_every_element() {
     use davinci_kernels::emulated::Host;
     use davinci_kernels::launch::{Arg, Buffer, Executor, Launch};
-    let n = 1000;
-    let (gate, up) = (values(n, 7, 6.0), values(n, 8, 6.0));
-    let mut y = vec![f32::NAN; n];
-    let launch = Launch::new("swiglu", "swiglu_fwd_f32", 2, 32)
-        .buffer("gate", Buffer::host(&gate), n * 4, 4)
-        .buffer("up", Buffer::host(&up), n * 4, 4)
-        .buffer("y", Buffer::host_mut(&mut y), n * 4, 4)
-        .arg(Arg::U64(n as u64));
-    Host::default().run(&launch).unwrap();
-    let want = reference(&gate, &up, &gate);
-    let error = relative_error(&y, &want[0]);
-    assert!(error < 1e-5, "wrapped grid: y off by {error:e}");
+    let n = 1003;
+    let (gate, up) = (Placed::new(&values(n, 7, 6.0), 0), Placed::new(&values(n, 8, 6.0), 0));
+    for (kernel, align) in [("swiglu_fwd_f32", 16), ("swiglu_fwd_scalar_f32", 4)] {
+        let mut y = Placed::new(&vec![f32::NAN; n], 0);
+        let launch = Launch::new("swiglu", kernel, 2, 32)
+            .buffer("gate", Buffer::host(gate.get()), n * 4, align)
+            .buffer("up", Buffer::host(up.get()), n * 4, align)
+            .buffer("y", Buffer::host_mut(y.get_mut()), n * 4, align)
+            .arg(Arg::U64(n as u64));
+        Host::default().run(&launch).unwrap();
+        let want = reference(gate.get(), up.get(), gate.get());
+        let error = relative_error(y.get(), &want[0]);
+        assert!(error < 1e-5, "{kernel} on a wrapped grid: y off by {error:e}");
+    }
 }

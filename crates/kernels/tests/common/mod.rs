@@ -29,3 +29,36 @@ pub fn relative_error(a: &[f32], b: &[f64]) -> f64 {
     let norm: f64 = b.iter().map(|y| y * y).sum();
     (diff / norm.max(1.0)).sqrt()
 }
+
+/// A copy of `data` placed `misalign` elements past a 16-byte boundary (0: aligned for the
+/// kernels' 16-byte accesses; otherwise their scalar twins run).
+pub struct Placed<T> {
+    storage: Vec<T>,
+    start: usize,
+    len: usize,
+}
+
+impl<T: Copy + Default> Placed<T> {
+    pub fn new(data: &[T], misalign: usize) -> Self {
+        let size = std::mem::size_of::<T>();
+        let storage = vec![T::default(); data.len() + 16];
+        let base = storage.as_ptr() as usize;
+        let start = (0..16).find(|s| (base + s * size) % 16 == (misalign * size) % 16).expect("an offset");
+        let mut placed = Self { storage, start, len: data.len() };
+        placed.get_mut().copy_from_slice(data);
+        placed
+    }
+
+    pub fn get(&self) -> &[T] {
+        &self.storage[self.start..self.start + self.len]
+    }
+
+    pub fn get_mut(&mut self) -> &mut [T] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
+/// The kernels the emulation ran since the last call.
+pub fn kernels_ran() -> Vec<String> {
+    davinci_kernels::emulated::launches_ran().into_iter().map(|l| l.kernel).collect()
+}

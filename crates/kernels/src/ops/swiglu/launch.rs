@@ -1,8 +1,11 @@
-//! The launches of `kernels/swiglu.cu`: grid-stride loops over the elements.
+//! The launches of `kernels/swiglu.cu`: grid-stride loops over the elements, 16 bytes of
+//! each buffer at a time where all are 16-byte aligned.
 
 use candle_core::Result;
 
-use crate::launch::{grid_stride_blocks, Arg, Buffer, Element, Executor, Launch, ELEMENTWISE_THREADS};
+use crate::launch::{
+    grid_stride_blocks, Access, Arg, Buffer, Element, Executor, Launch, ELEMENTWISE_THREADS,
+};
 
 /// `y = silu(gate) * up` over `n` elements.
 pub(crate) fn forward(
@@ -36,10 +39,11 @@ fn elementwise(
     if n == 0 {
         return Ok(());
     }
-    let name = format!("{kernel}_{}", element.suffix());
+    let access = Access::of(true, buffers.iter().map(|b| b.1));
+    let (size, blocks) = (element.size(), grid_stride_blocks(n.div_ceil(access.width(element))));
     let launch = buffers.iter().fold(
-        Launch::new("swiglu", name, grid_stride_blocks(n), ELEMENTWISE_THREADS),
-        |launch, &(what, buffer)| launch.buffer(what, buffer, n * element.size(), element.size()),
+        Launch::new("swiglu", access.kernel(kernel, element), blocks, ELEMENTWISE_THREADS),
+        |launch, &(what, buffer)| launch.buffer(what, buffer, n * size, access.align(size)),
     );
     exec.run(&launch.arg(Arg::U64(n as u64)))
 }
