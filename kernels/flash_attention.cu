@@ -138,22 +138,22 @@ __device__ __forceinline__ void c_to_a(uint32_t a[4], const float left[4], const
     a[3] = dv::pack_bf16(right[2], right[3]);
 }
 
-/// acc[m] (M tiles of 16 x N) += A_m (16 x D) times B^T, B stored [n][d] in the shared
-/// `b_tile` rows 0..N: scores from queries and keys. `load_a(a, m, kk)` gives A_m's
-/// fragment for d = 16 kk.. (from shared memory or registers). Each B fragment pair serves
-/// all M tiles, and consecutive HMMAs write different accumulators, so none waits on the
-/// one before.
-template <int D, int N, int M, class LoadA>
-__device__ __forceinline__ void times_rows(float (&acc)[M][N / 8][4], LoadA load_a, const __nv_bfloat16* b_tile) {
+/// acc[m][n] (M fragments of 16 rows by 2 N_PAIRS columns of 8) += A_m times B over K_STEPS
+/// steps of 16: `load_a(a, m, kk)` gives A_m's fragment for step kk, `load_b(b, kk, nn)` the
+/// B fragments of column pair nn (one ldmatrix.x4). Each B fragment pair serves all M
+/// fragments, and consecutive HMMAs write different accumulators, so none waits on the one
+/// before.
+template <int K_STEPS, int N_PAIRS, int M, class LoadA, class LoadB>
+__device__ __forceinline__ void product(float (&acc)[M][2 * N_PAIRS][4], LoadA load_a, LoadB load_b) {
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
+    for (int kk = 0; kk < K_STEPS; ++kk) {
         uint32_t a[M][4];
 #pragma unroll
         for (int m = 0; m < M; ++m) load_a(a[m], m, kk);
 #pragma unroll
-        for (int nn = 0; nn < N / 16; ++nn) {
+        for (int nn = 0; nn < N_PAIRS; ++nn) {
             uint32_t b[4];
-            b_fragments_nk<D>(b, b_tile, nn * 16, kk * 16);
+            load_b(b, kk, nn);
 #pragma unroll
             for (int m = 0; m < M; ++m) {
                 dv::mma_bf16_16x8x16(acc[m][2 * nn], a[m], b, acc[m][2 * nn]);
@@ -163,27 +163,24 @@ __device__ __forceinline__ void times_rows(float (&acc)[M][N / 8][4], LoadA load
     }
 }
 
+/// acc[m] (M tiles of 16 x N) += A_m (16 x D) times B^T, B stored [n][d] in the shared
+/// `b_tile` rows 0..N: scores from queries and keys. `load_a(a, m, kk)` gives A_m's
+/// fragment for d = 16 kk.. (from shared memory or registers).
+template <int D, int N, int M, class LoadA>
+__device__ __forceinline__ void times_rows(float (&acc)[M][N / 8][4], LoadA load_a, const __nv_bfloat16* b_tile) {
+    product<D / 16, N / 16, M>(acc, load_a, [&](uint32_t b[4], int kk, int nn) {
+        b_fragments_nk<D>(b, b_tile, nn * 16, kk * 16);
+    });
+}
+
 /// acc[m] (M tiles of 16 x D) += P_m (16 x K, in C fragments) times B (K x D, stored
 /// [k][d] in the shared `b_tile`).
 template <int D, int K, int M>
 __device__ __forceinline__ void probs_times_rows(float (&acc)[M][D / 8][4], const float (&p)[M][K / 8][4],
                                                  const __nv_bfloat16* b_tile) {
-#pragma unroll
-    for (int kk = 0; kk < K / 16; ++kk) {
-        uint32_t a[M][4];
-#pragma unroll
-        for (int m = 0; m < M; ++m) c_to_a(a[m], p[m][2 * kk], p[m][2 * kk + 1]);
-#pragma unroll
-        for (int dd = 0; dd < D / 16; ++dd) {
-            uint32_t b[4];
-            b_fragments_kn<D>(b, b_tile, kk * 16, dd * 16);
-#pragma unroll
-            for (int m = 0; m < M; ++m) {
-                dv::mma_bf16_16x8x16(acc[m][2 * dd], a[m], b, acc[m][2 * dd]);
-                dv::mma_bf16_16x8x16(acc[m][2 * dd + 1], a[m], b + 2, acc[m][2 * dd + 1]);
-            }
-        }
-    }
+    product<K / 16, D / 16, M>(
+        acc, [&](uint32_t a[4], int m, int kk) { c_to_a(a, p[m][2 * kk], p[m][2 * kk + 1]); },
+        [&](uint32_t b[4], int kk, int dd) { b_fragments_kn<D>(b, b_tile, kk * 16, dd * 16); });
 }
 
 /// The A operand of `times_rows` for a warp's M fragments of 16 rows from row0 of a shared

@@ -47,7 +47,18 @@ __device__ __forceinline__ void load_row(const T* __restrict__ row, int packs, R
 
 /// The row this thread works on; a last block's rows past `rows` read and write nothing
 /// but join the barriers.
-__device__ __forceinline__ size_t block_row() { return static_cast<size_t>(blockIdx.x) * blockDim.y + threadIdx.y; }
+struct BlockRow {
+    size_t row, first;  // the row, and its first element
+    bool live;          // false past `rows`
+    int packs;          // its 16-byte packs of T; none when not live
+
+    template <class T>
+    __device__ static BlockRow of(int rows, int cols) {
+        const size_t row = static_cast<size_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+        const bool live = row < static_cast<size_t>(rows);
+        return {row, row * cols, live, live ? cols / dv::kPack<T> : 0};
+    }
+};
 
 template <class T>
 __device__ __forceinline__ void rms_norm_fwd(const T* __restrict__ x, const T* __restrict__ residual,
@@ -55,10 +66,7 @@ __device__ __forceinline__ void rms_norm_fwd(const T* __restrict__ x, const T* _
                                              int rows, int cols, float eps) {
     DV_DYNAMIC_SHARED(float, scratch);
     constexpr int N = dv::kPack<T>;
-    const size_t row = block_row();
-    const bool live = row < static_cast<size_t>(rows);
-    const int packs = live ? cols / N : 0;
-    const size_t first = row * cols;
+    const auto [row, first, live, packs] = BlockRow::of<T>(rows, cols);
     RowPack<T> s[kRowPacks<T>] = {}, r[kRowPacks<T>] = {}, ws[kRowPacks<T>] = {};
     load_row(x + first, packs, s);
     if (residual != nullptr) load_row(residual + first, packs, r);
@@ -94,10 +102,7 @@ __device__ __forceinline__ void rms_norm_bwd_dx(const T* __restrict__ x, const T
                                                 float eps) {
     DV_DYNAMIC_SHARED(float, scratch);
     constexpr int N = dv::kPack<T>;
-    const size_t row = block_row();
-    const bool live = row < static_cast<size_t>(rows);
-    const int packs = live ? cols / N : 0;
-    const size_t first = row * cols;
+    const auto [row, first, live, packs] = BlockRow::of<T>(rows, cols);
     RowPack<T> xs[kRowPacks<T>] = {}, ws[kRowPacks<T>] = {}, dys[kRowPacks<T>] = {}, adds[kRowPacks<T>] = {};
     load_row(x + first, packs, xs);
     load_row(dy + first, packs, dys);
