@@ -215,7 +215,8 @@ struct Activations {
     q: Tensor,
     cos: Tensor,
     sin: Tensor,
-    /// One chunk of f32 logits `[rows, vocab]`, as the chunked head runs it, and targets.
+    /// One chunk of logits `[rows, vocab]` in the activations' dtype, as the chunked head
+    /// runs it, and targets.
     logits: Tensor,
     targets: Tensor,
 }
@@ -240,7 +241,7 @@ impl Activations {
             q: random(&[t, heads, hd], 7, dtype, device)?,
             cos: rotary.cos().clone(),
             sin: rotary.sin().clone(),
-            logits: random(&[rows, vocab], 8, DType::F32, device)?,
+            logits: random(&[rows, vocab], 8, dtype, device)?,
             targets: Tensor::from_vec(targets, rows, device)?,
         })
     }
@@ -345,15 +346,16 @@ fn rope_cases(a: &Activations) -> Result<Vec<Case<'_>>> {
     ])
 }
 
-/// The loss's per-row cross-entropy over one chunk of f32 logits.
+/// The loss's per-row cross-entropy over one chunk of logits: read once (the kernels read
+/// them twice), the gradient written once, in the logits' dtype; the losses in f32.
 fn loss_case(a: &Activations) -> Result<Case<'_>> {
     let (rows, vocab) = a.logits.dims2()?;
     let (logits, targets) = (&a.logits, &a.targets);
     Ok(Case {
         name: "cross-entropy rows",
-        shape: format!("{rows}x{vocab} f32"),
+        shape: format!("{rows}x{vocab} {:?}", logits.dtype()),
         flops: 0.0,
-        bytes: 4.0 * (2 * rows * vocab + 2 * rows) as f64,
+        bytes: a.element() * (2 * rows * vocab) as f64 + 8.0 * rows as f64,
         fused: Box::new(move || discard(ops::cross_entropy_rows(logits, targets, true)?)),
         unfused: Some(Box::new(move || {
             let max = logits.max_keepdim(D::Minus1)?;
@@ -362,7 +364,7 @@ fn loss_case(a: &Activations) -> Result<Case<'_>> {
             let picked = shifted.gather(&targets.unsqueeze(1)?, D::Minus1)?;
             let loss = (log_norm.clone() - picked)?;
             let probs = shifted.broadcast_sub(&log_norm)?.exp()?;
-            let minus_one = Tensor::full(-1f32, (rows, 1), logits.device())?;
+            let minus_one = Tensor::full(-1f32, (rows, 1), logits.device())?.to_dtype(logits.dtype())?;
             discard((loss, probs.scatter_add(&targets.unsqueeze(1)?, &minus_one, D::Minus1)?))
         })),
     })
