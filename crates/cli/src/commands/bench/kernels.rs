@@ -36,8 +36,8 @@ pub struct KernelArgs {
     /// Documents in the packed row, of equal length, for attention.
     #[arg(long, default_value_t = 1)]
     docs: usize,
-    /// Element type of the activations (the loss and AdamW always run in f32; attention
-    /// runs in f32 on the CPU and bf16 on a GPU, the types its paths take).
+    /// Element type of the activations and the loss's logits (AdamW always runs in f32;
+    /// attention runs in f32 on the CPU and bf16 on a GPU, the types its paths take).
     #[arg(long, default_value = "f32")]
     dtype: String,
 }
@@ -353,7 +353,7 @@ fn loss_case(a: &Activations) -> Result<Case<'_>> {
     let (logits, targets) = (&a.logits, &a.targets);
     Ok(Case {
         name: "cross-entropy rows",
-        shape: format!("{rows}x{vocab} {:?}", logits.dtype()),
+        shape: format!("{rows}x{vocab} {}", logits.dtype().as_str()),
         flops: 0.0,
         bytes: a.element() * (2 * rows * vocab) as f64 + 8.0 * rows as f64,
         fused: Box::new(move || discard(ops::cross_entropy_rows(logits, targets, true)?)),

@@ -277,7 +277,7 @@ fn loss_rows(target: &Target, s: &Shapes, dtype: DType) -> Result<Check> {
     let outputs = [("loss", got_loss, want_loss), ("d_logits", got_grad, want_grad)];
     let (name, tolerance) =
         if dtype == DType::BF16 { ("cross_entropy_bf16", BF16_TOLERANCE) } else { ("cross_entropy", 1e-5) };
-    Ok(compare(name, format!("{rows}x{vocab} {dtype:?}, -inf logits"), &outputs, tolerance))
+    Ok(compare(name, format!("{rows}x{vocab} {}, -inf logits", dtype.as_str()), &outputs, tolerance))
 }
 
 /// Bit for bit: the kernel does the CPU step's arithmetic operation for operation.
