@@ -20,7 +20,10 @@ void rms_norm_bwd_dw_sum_f32(const float*, float*, int, int);
 void swiglu_fwd_bf16(const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16*, size_t);
 void swiglu_bwd_f32(const float*, const float*, const float*, float*, float*, size_t);
 void rope_fwd_f32(const float*, const float*, const float*, float*, size_t, int, int);
-void cross_entropy_rows(const float*, const unsigned*, float*, float*, int);
+void cross_entropy_rows_f32(const float*, const unsigned*, float*, float*, int);
+void cross_entropy_grad_f32(const float*, const unsigned*, const float*, float*, int);
+void cross_entropy_rows_bf16(const __nv_bfloat16*, const unsigned*, float*, float*, int);
+void cross_entropy_grad_bf16(const __nv_bfloat16*, const unsigned*, const float*, __nv_bfloat16*, int);
 void adamw_step(float*, float*, float*, const float*, __nv_bfloat16*, const AdamwChunk*, AdamwScalars);
 void emu_ldmatrix_dump(const void*, uint32_t*);
 void emu_mma_fragments(const uint32_t*, const uint32_t*, const float*, float*);
@@ -74,8 +77,15 @@ int main(int argc, char** argv) {
     emu::launch(dim3(2), dim3(64), 0, swiglu_bwd_f32, a.data(), b.data(), c.data(), d.data(), e.data(), size_t(n));
     emu::launch(dim3(1), dim3(32), 0, rope_fwd_f32, a.data(), b.data(), c.data(), d.data(), size_t(5), 2, 16);
     std::vector<unsigned> targets = {0, 99, 50};
-    emu::launch(dim3(rows), dim3(64), 64 * sizeof(float), cross_entropy_rows, a.data(), targets.data(), d.data(),
-                e.data(), cols);
+    std::vector<float> lse(rows);
+    emu::launch(dim3(rows), dim3(64), 64 * sizeof(float), cross_entropy_rows_f32, a.data(), targets.data(), e.data(),
+                lse.data(), cols);
+    emu::launch(dim3(rows, 2), dim3(64), 0, cross_entropy_grad_f32, a.data(), targets.data(),
+                static_cast<const float*>(lse.data()), d.data(), cols);
+    emu::launch(dim3(rows), dim3(64), 64 * sizeof(float), cross_entropy_rows_bf16, bf.data(), targets.data(),
+                e.data(), lse.data(), cols);
+    emu::launch(dim3(rows, 2), dim3(64), 0, cross_entropy_grad_bf16, bf.data(), targets.data(),
+                static_cast<const float*>(lse.data()), bf_out.data(), cols);
     std::vector<float> m(n, 0.0f), v(n, 0.0f);
     std::vector<AdamwChunk> chunks = {{0, 150, 1}, {150, 150, 0}};
     AdamwScalars scalars{0.9f, 0.95f, 1e-8f, 1e-3f, 0.3f, 1e-4f};

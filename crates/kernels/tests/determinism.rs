@@ -50,10 +50,16 @@ fn the_elementwise_and_row_kernels_repeat_bit_for_bit() {
     });
     let logits = values(n, 6, 10.0);
     let targets: Vec<u32> = (0..rows as u32).map(|r| r % cols as u32).collect();
-    twice("cross_entropy", || {
+    twice("cross_entropy f32", || {
         let (mut d, mut loss) = (vec![0f32; n], vec![0f32; rows]);
         cross_entropy_rows(&logits, &targets, Some(&mut d), &mut loss, cols).unwrap();
         (bits(&d), bits(&loss))
+    });
+    let logits = to_bits(&logits);
+    twice("cross_entropy bf16", || {
+        let (mut d, mut loss) = (vec![0 as Bf16; n], vec![0f32; rows]);
+        cross_entropy_rows(&logits, &targets, Some(&mut d), &mut loss, cols).unwrap();
+        (d, bits(&loss))
     });
     let segments = [(1000, true), (3000, false)];
     let (master, grad) = (values(4000, 7, 1.0), values(4000, 8, 0.1));

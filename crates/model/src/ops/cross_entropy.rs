@@ -6,11 +6,17 @@
 //! the same chunked pass (as Liger-Kernel's fused linear cross-entropy does), so the
 //! backward costs no second pass over the vocabulary. Between the two matmuls of a chunk,
 //! the loss and the logits' gradient come from one fused op (`davinci-kernels`'
-//! `cross_entropy_rows`, a CUDA kernel on a GPU).
+//! `cross_entropy_rows`, CUDA kernels on a GPU).
+//!
+//! On the CPU the loop computes in f32 over its own buffers (`head_cpu`). Elsewhere it is
+//! tensor ops (`head_chunks`), in bf16 when the hidden states and the weight are bf16, so
+//! that the products run on tensor cores, with the losses, their sum and the weight
+//! gradient's sum over chunks kept in f32 (`head_chunks` says why and what exactly);
+//! otherwise in f32.
 
 use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
-use davinci_kernels::ops::cross_entropy_rows;
 
+use super::head_chunks::{chunk_dtype, linear_cross_entropy_chunks};
 use super::head_cpu::linear_cross_entropy_cpu;
 use crate::error::{ModelError, Result};
 
@@ -51,8 +57,9 @@ pub fn default_chunk_tokens(vocab: usize) -> usize {
 
 /// Cross-entropy of `hidden @ weight^T` (`hidden`: `[tokens, H]`, `weight`: `[V, H]`)
 /// against `labels` (one per token, already shifted: `labels[t]` is the target of
-/// position `t`), summed over positions whose label is not -100. Computes in f32. With
-/// `with_grads`, also returns the gradients of that sum.
+/// position `t`), summed over positions whose label is not -100. Computes in f32, except
+/// on a GPU with bf16 `hidden` and `weight`, whose products and logits stay bf16 (the
+/// module's doc). With `with_grads`, also returns the gradients of that sum, in f32.
 pub fn linear_cross_entropy(
     hidden: &Tensor,
     weight: &Tensor,
@@ -60,7 +67,7 @@ pub fn linear_cross_entropy(
     chunk_tokens: Option<usize>,
     with_grads: bool,
 ) -> Result<CrossEntropyOutput> {
-    let (tokens, hidden_size) = hidden.dims2()?;
+    let (tokens, _) = hidden.dims2()?;
     let vocab = weight.dim(0)?;
     if labels.len() != tokens {
         return Err(ModelError::Labels(format!("{} labels for {tokens} tokens", labels.len())));
@@ -79,43 +86,18 @@ pub fn linear_cross_entropy(
         counted.push(t as u32);
         targets.push(label as u32);
     }
-    let device = hidden.device();
-    let hidden = hidden.detach().to_dtype(DType::F32)?;
-    let weight = weight.detach().to_dtype(DType::F32)?;
-    let mut output =
-        CrossEntropyOutput { loss_sum: 0.0, count: counted.len(), d_hidden: None, d_weight: None };
+    let (hidden, weight) = (hidden.detach(), weight.detach());
     let chunk = chunk_tokens.unwrap_or_else(|| default_chunk_tokens(vocab)).max(1);
-    if device.is_cpu() {
-        let (loss_sum, grads) =
-            linear_cross_entropy_cpu(&hidden, &weight, &counted, &targets, chunk, with_grads)?;
-        output.loss_sum = loss_sum;
-        (output.d_hidden, output.d_weight) = grads.unzip();
-        return Ok(output);
-    }
-    let mut d_hidden_rows = Vec::new();
-    let mut d_weight =
-        with_grads.then(|| Tensor::zeros((vocab, hidden_size), DType::F32, device)).transpose()?;
-    for (rows, row_targets) in counted.chunks(chunk).zip(targets.chunks(chunk)) {
-        let rows = Tensor::new(rows, device)?;
-        let h = hidden.index_select(&rows, 0)?;
-        let logits = h.matmul(&weight.t()?)?;
-        let per_row = cross_entropy_rows(&logits, &Tensor::new(row_targets, device)?, with_grads)?;
-        output.loss_sum += per_row.loss.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
-        if let (Some(d_weight), Some(d_logits)) = (d_weight.as_mut(), per_row.d_logits) {
-            d_hidden_rows.push(d_logits.matmul(&weight)?);
-            *d_weight = (&*d_weight + d_logits.t()?.matmul(&h)?)?;
-        }
-    }
-    if let Some(d_weight) = d_weight {
-        let mut d_hidden = Tensor::zeros((tokens, hidden_size), DType::F32, device)?;
-        if !counted.is_empty() {
-            let rows = Tensor::new(counted.as_slice(), device)?;
-            d_hidden = d_hidden.index_add(&rows, &Tensor::cat(&d_hidden_rows, 0)?, 0)?;
-        }
-        output.d_hidden = Some(d_hidden);
-        output.d_weight = Some(d_weight);
-    }
-    Ok(output)
+    let (loss_sum, grads) = if hidden.device().is_cpu() {
+        let (hidden, weight) = (hidden.to_dtype(DType::F32)?, weight.to_dtype(DType::F32)?);
+        linear_cross_entropy_cpu(&hidden, &weight, &counted, &targets, chunk, with_grads)?
+    } else {
+        let dtype = chunk_dtype(hidden.dtype(), weight.dtype());
+        let (hidden, weight) = (hidden.to_dtype(dtype)?, weight.to_dtype(dtype)?);
+        linear_cross_entropy_chunks(&hidden, &weight, &counted, &targets, chunk, with_grads)?
+    };
+    let (d_hidden, d_weight) = grads.unzip();
+    Ok(CrossEntropyOutput { loss_sum, count: counted.len(), d_hidden, d_weight })
 }
 
 /// The mean loss as a scalar tensor on the gradient tape: its backward hands

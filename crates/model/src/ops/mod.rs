@@ -9,6 +9,7 @@
 pub mod attention;
 mod cross_entropy;
 mod embedding;
+mod head_chunks;
 mod head_cpu;
 mod rope;
 mod softmax;

@@ -169,8 +169,6 @@ fn head(s: &Sizes, shape: &StepShape) -> (&'static str, Vec<Item>) {
     let head_unit = s.full.len() - 1;
     let chunk = (default_chunk_tokens(s.vocab as usize) as u64).min(s.tokens);
     let (vh, th) = (s.vocab * s.hidden, s.tokens * s.hidden);
-    // The loss computes in f32: on a GPU the bf16 head weight and hidden states are cast.
-    let cast = if shape.backend == Backend::Cpu { 0 } else { 4 * (vh + th) };
     let (in_loop, after) = if shape.backend == Backend::Cpu {
         // `head_cpu`'s buffers, made once: the chunk's rows and their gradient, its logits
         // (overwritten by their gradient) and losses, the hidden states' gradient and the
@@ -178,11 +176,13 @@ fn head(s: &Sizes, shape: &StepShape) -> (&'static str, Vec<Item>) {
         let buffers = 4 * (2 * chunk * s.hidden + chunk * s.vocab + chunk + th + vh);
         (buffers, buffers)
     } else {
-        // The last chunk: its rows, logits, the logits' gradient (with the loss), every
-        // chunk's hidden-state gradient so far, and the weight gradient's sum being
-        // replaced (the old sum, the chunk's product, the new sum). After the loop: the
-        // rows' gradients, their concatenation, zeros and the index-add.
-        (4 * (chunk * s.hidden + chunk * s.vocab + chunk * (s.vocab + 1) + th + 3 * vh), 4 * (4 * th + vh))
+        // In the compute dtype (bf16 stays bf16, on tensor cores), with f32 sums. The last
+        // chunk: its rows, logits and their gradient, the losses and log-sum-exps, every
+        // chunk's hidden-state gradient so far, and the f32 weight gradient's sum being
+        // replaced (the old sum, the chunk's product in f32, the new sum). After the loop:
+        // the rows' gradients, their concatenation, it in f32, zeros and the index-add.
+        let in_loop = s.b * (chunk * s.hidden + 2 * chunk * s.vocab + th) + 8 * chunk + 12 * vh;
+        (in_loop, 2 * s.b * th + 4 * (3 * th + vh))
     };
     let items = vec![
         grad_shards(s, shape, std::iter::empty()),
@@ -198,8 +198,8 @@ fn head(s: &Sizes, shape: &StepShape) -> (&'static str, Vec<Item>) {
             detail: "the output's copy on the norm's tape, the normed states".into(),
         },
         Item {
-            name: "loss chunk (fp32)",
-            bytes: cast + in_loop.max(after),
+            name: "loss chunk",
+            bytes: in_loop.max(after),
             detail: format!("{chunk} tokens x {} logits, with their gradient and the head's", s.vocab),
         },
     ];

@@ -39,8 +39,8 @@ pub struct KernelArgs {
     /// Documents in the packed row, of equal length, for attention.
     #[arg(long, default_value_t = 1)]
     docs: usize,
-    /// Element type of the activations (the loss and AdamW always run in f32; attention
-    /// runs in f32 on the CPU and bf16 on a GPU, the types its paths take).
+    /// Element type of the activations and the loss's logits (AdamW always runs in f32;
+    /// attention runs in f32 on the CPU and bf16 on a GPU, the types its paths take).
     #[arg(long, default_value = "f32")]
     dtype: String,
 }
@@ -257,7 +257,8 @@ struct Activations {
     q: Tensor,
     cos: Tensor,
     sin: Tensor,
-    /// One chunk of f32 logits `[rows, vocab]`, as the chunked head runs it, and targets.
+    /// One chunk of logits `[rows, vocab]` in the activations' dtype, as the chunked head
+    /// runs it, and targets.
     logits: Tensor,
     targets: Tensor,
 }
@@ -282,7 +283,7 @@ impl Activations {
             q: random(&[t, heads, hd], 7, dtype, device)?,
             cos: rotary.cos().clone(),
             sin: rotary.sin().clone(),
-            logits: random(&[rows, vocab], 8, DType::F32, device)?,
+            logits: random(&[rows, vocab], 8, dtype, device)?,
             targets: Tensor::from_vec(targets, rows, device)?,
         })
     }
@@ -387,15 +388,16 @@ fn rope_cases(a: &Activations) -> Result<Vec<Case<'_>>> {
     ])
 }
 
-/// The loss's per-row cross-entropy over one chunk of f32 logits.
+/// The loss's per-row cross-entropy over one chunk of logits: read once (the kernels read
+/// them twice), the gradient written once, in the logits' dtype; the losses in f32.
 fn loss_case(a: &Activations) -> Result<Case<'_>> {
     let (rows, vocab) = a.logits.dims2()?;
     let (logits, targets) = (&a.logits, &a.targets);
     Ok(Case {
         name: "cross-entropy rows",
-        shape: format!("{rows}x{vocab} f32"),
+        shape: format!("{rows}x{vocab} {}", logits.dtype().as_str()),
         flops: 0.0,
-        bytes: 4.0 * (2 * rows * vocab + 2 * rows) as f64,
+        bytes: a.element() * (2 * rows * vocab) as f64 + 8.0 * rows as f64,
         fused: Box::new(move || discard(ops::cross_entropy_rows(logits, targets, true)?)),
         unfused: Some(Box::new(move || {
             let max = logits.max_keepdim(D::Minus1)?;
@@ -404,7 +406,7 @@ fn loss_case(a: &Activations) -> Result<Case<'_>> {
             let picked = shifted.gather(&targets.unsqueeze(1)?, D::Minus1)?;
             let loss = (log_norm.clone() - picked)?;
             let probs = shifted.broadcast_sub(&log_norm)?.exp()?;
-            let minus_one = Tensor::full(-1f32, (rows, 1), logits.device())?;
+            let minus_one = Tensor::full(-1f32, (rows, 1), logits.device())?.to_dtype(logits.dtype())?;
             discard((loss, probs.scatter_add(&targets.unsqueeze(1)?, &minus_one, D::Minus1)?))
         })),
     })

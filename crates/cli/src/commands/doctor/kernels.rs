@@ -108,12 +108,13 @@ type KernelCheck = fn(&Target, &Shapes) -> Result<Check>;
 
 /// Runs every check on `target`.
 pub fn run(target: &Target, s: &Shapes) -> Vec<Check> {
-    let checks: [(&str, KernelCheck); 7] = [
+    let checks: [(&str, KernelCheck); 8] = [
         ("rms_norm", rms_norm),
         ("add_rms_norm", add_rms_norm),
         ("swiglu", swiglu),
         ("rope", rope),
         ("cross_entropy", cross_entropy),
+        ("cross_entropy_bf16", cross_entropy_bf16),
         ("adamw", adamw),
         ("flash_attention", flash_attention),
     ];
@@ -224,8 +225,20 @@ fn rope(target: &Target, s: &Shapes) -> Result<Check> {
 }
 
 fn cross_entropy(target: &Target, s: &Shapes) -> Result<Check> {
+    loss_rows(target, s, DType::F32)
+}
+
+fn cross_entropy_bf16(target: &Target, s: &Shapes) -> Result<Check> {
+    loss_rows(target, s, DType::BF16)
+}
+
+/// The loss rows in f32 (within 1e-5) or bf16 (within bf16's rounding of the gradient).
+fn loss_rows(target: &Target, s: &Shapes, dtype: DType) -> Result<Check> {
     let (rows, vocab) = (s.loss_rows, s.vocab);
-    let mut logits = values(rows * vocab, 12, 8.0);
+    let mut logits = match dtype {
+        DType::BF16 => bf16_values(rows * vocab, 12, 8.0),
+        _ => values(rows * vocab, 12, 8.0),
+    };
     // Masked vocabulary entries, and a thread whose first logits are masked.
     logits
         .iter_mut()
@@ -236,7 +249,7 @@ fn cross_entropy(target: &Target, s: &Shapes) -> Result<Check> {
     let rows = targets.len();
     let logits = &logits[..rows * vocab];
     let (lt, tt) = (
-        Tensor::from_slice(logits, (rows, vocab), &Device::Cpu)?,
+        tensor(logits, &[rows, vocab], dtype, &Device::Cpu)?,
         Tensor::from_slice(&targets, rows, &Device::Cpu)?,
     );
     let want = ops::cross_entropy_rows(&lt, &tt, true)?;
@@ -244,8 +257,16 @@ fn cross_entropy(target: &Target, s: &Shapes) -> Result<Check> {
         (host(&want.loss)?, host(want.d_logits.as_ref().expect("asked for the gradient"))?);
     let (got_loss, got_grad) = match target {
         Target::Emulated => {
-            let (mut loss, mut grad) = (vec![0f32; rows], vec![0f32; rows * vocab]);
-            emu::cross_entropy_rows(logits, &targets, Some(&mut grad), &mut loss, vocab)?;
+            let mut loss = vec![0f32; rows];
+            let grad = if dtype == DType::BF16 {
+                let mut grad = vec![0u16; rows * vocab];
+                emu::cross_entropy_rows(&bits(logits), &targets, Some(&mut grad), &mut loss, vocab)?;
+                from_bits(&grad)
+            } else {
+                let mut grad = vec![0f32; rows * vocab];
+                emu::cross_entropy_rows(logits, &targets, Some(&mut grad), &mut loss, vocab)?;
+                grad
+            };
             (loss, grad)
         }
         Target::Device(d) => {
@@ -254,7 +275,9 @@ fn cross_entropy(target: &Target, s: &Shapes) -> Result<Check> {
         }
     };
     let outputs = [("loss", got_loss, want_loss), ("d_logits", got_grad, want_grad)];
-    Ok(compare("cross_entropy", format!("{rows}x{vocab} f32, -inf logits"), &outputs, 1e-5))
+    let (name, tolerance) =
+        if dtype == DType::BF16 { ("cross_entropy_bf16", BF16_TOLERANCE) } else { ("cross_entropy", 1e-5) };
+    Ok(compare(name, format!("{rows}x{vocab} {}, -inf logits", dtype.as_str()), &outputs, tolerance))
 }
 
 /// Bit for bit: the kernel does the CPU step's arithmetic operation for operation.
