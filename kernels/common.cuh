@@ -136,77 +136,20 @@ __device__ __forceinline__ void store(T* p, const Pack<T, N>& value) {
 #endif
 }
 
-}  // namespace dv
-
-// 16-byte accesses, for kernels that stream a tensor through once or twice: one 16-byte
-// load per instruction (LDG.E.128 on the device) puts four times the bytes of a float load
-// in flight per thread, which is what keeps HBM busy (Little's law) without more threads.
-// `#pragma unroll` on the device (a loop over a register array must be unrolled, or the
-// array goes to local memory); nothing on the host, whose compiler does not know it.
-#ifdef DAVINCI_EMULATE
-#define DV_UNROLL
-#else
-#define DV_UNROLL _Pragma("unroll")
-#endif
-
-namespace dv {
-
-/// 16 bytes moved by one load or store; the address must be 16-byte aligned.
-struct alignas(16) Pack16 {
-    uint32_t word[4];
-};
-
-__device__ __forceinline__ float float_of_bits(uint32_t bits) {
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
+/// A pack's elements as floats (exact: every bf16 is a float).
+template <class T, int N>
+__device__ __forceinline__ void to_floats(const Pack<T, N>& pack, float* out) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) out[i] = to_float(pack.v[i]);
 }
 
-__device__ __forceinline__ uint32_t bits_of_float(float f) {
-    uint32_t bits;
-    memcpy(&bits, &f, 4);
-    return bits;
+/// Floats as a pack of T, each rounded as `from_float` rounds (bf16: nearest even).
+template <class T, int N>
+__device__ __forceinline__ Pack<T, N> from_floats(const float* in) {
+    Pack<T, N> pack;
+#pragma unroll
+    for (int i = 0; i < N; ++i) pack.v[i] = from_float<T>(in[i]);
+    return pack;
 }
-
-/// `T` in 16-byte packs: how many a pack holds, and a pack's elements as floats and back.
-template <class T>
-struct Packed;
-
-template <>
-struct Packed<float> {
-    static constexpr int N = 4;
-    __device__ __forceinline__ static void unpack(const Pack16& p, float* out) {
-        DV_UNROLL for (int i = 0; i < 4; ++i) out[i] = float_of_bits(p.word[i]);
-    }
-    __device__ __forceinline__ static Pack16 pack(const float* in) {
-        Pack16 p;
-        DV_UNROLL for (int i = 0; i < 4; ++i) p.word[i] = bits_of_float(in[i]);
-        return p;
-    }
-};
-
-template <>
-struct Packed<__nv_bfloat16> {
-    static constexpr int N = 8;
-    /// A bf16 is the top half of the f32 with the same value.
-    __device__ __forceinline__ static void unpack(const Pack16& p, float* out) {
-        DV_UNROLL for (int i = 0; i < 4; ++i) {
-            out[2 * i] = float_of_bits(p.word[i] << 16);
-            out[2 * i + 1] = float_of_bits(p.word[i] & 0xffff0000u);
-        }
-    }
-    /// Each value rounded to bf16 (nearest even), as `from_float` rounds.
-    __device__ __forceinline__ static Pack16 pack(const float* in) {
-        Pack16 p;
-        DV_UNROLL for (int i = 0; i < 4; ++i) {
-            const __nv_bfloat16 lo = __float2bfloat16(in[2 * i]), hi = __float2bfloat16(in[2 * i + 1]);
-            uint16_t lo_bits, hi_bits;
-            memcpy(&lo_bits, &lo, 2);
-            memcpy(&hi_bits, &hi, 2);
-            p.word[i] = static_cast<uint32_t>(lo_bits) | (static_cast<uint32_t>(hi_bits) << 16);
-        }
-        return p;
-    }
-};
 
 }  // namespace dv

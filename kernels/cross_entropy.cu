@@ -14,7 +14,7 @@
 // The logits are read twice in all (the gradient needs lse, which needs the whole row; a
 // row of Qwen's 151,936 f32 logits is 594 KB, more than an SM's shared memory) and the
 // gradient written once. Both kernels are memory bound: every load is 16 bytes
-// (dv::Pack16, LDG.E.128) and each thread has UNROLL of them in flight, 64 bytes a thread,
+// (dv::Pack, LDG.E.128) and each thread has UNROLL of them in flight, 64 bytes a thread,
 // 2 KB a warp. H100's HBM3 needs about 9 KB in flight per SM (Little's law: 3.35 TB/s
 // times ~350 ns of latency, over 132 SMs), 5 resident warps here, or 10 at twice the
 // latency under load; the head's chunk of 441 rows puts 3 to 4 row blocks (24 to 32
@@ -51,11 +51,13 @@ __device__ __forceinline__ MaxSum merge(MaxSum a, MaxSum b) {
 template <int K>
 __device__ __forceinline__ void accumulate(MaxSum& own, const float* v) {
     float top = own.max;
-    DV_UNROLL for (int i = 0; i < K; ++i) top = fmaxf(top, v[i]);
+    #pragma unroll
+    for (int i = 0; i < K; ++i) top = fmaxf(top, v[i]);
     // Nothing but -inf so far: exp(-inf - -inf) would be a NaN.
     if (top == -INFINITY) return;
     float sum = own.sum * expf(own.max - top);
-    DV_UNROLL for (int i = 0; i < K; ++i) sum += expf(v[i] - top);
+    #pragma unroll
+    for (int i = 0; i < K; ++i) sum += expf(v[i] - top);
     own = {top, sum};
 }
 
@@ -90,7 +92,7 @@ struct RowSplit {
 
 template <class T>
 __device__ __forceinline__ RowSplit split_row(const T* row, int vocab) {
-    constexpr int N = dv::Packed<T>::N;
+    constexpr int N = dv::kPack<T>;
     const int past = static_cast<int>((reinterpret_cast<uintptr_t>(row) / sizeof(T)) % N);
     const int head = min(vocab, (N - past) % N);
     const int packs = (vocab - head) / N;
@@ -103,7 +105,8 @@ __device__ __forceinline__ void keep_target(unsigned target, int first, const fl
     const unsigned at = target - static_cast<unsigned>(first);
     if (at < K) {
         owner = true;
-        DV_UNROLL for (int i = 0; i < K; ++i) {
+        #pragma unroll
+        for (int i = 0; i < K; ++i) {
             if (at == static_cast<unsigned>(i)) kept = v[i];
         }
     }
@@ -112,8 +115,7 @@ __device__ __forceinline__ void keep_target(unsigned target, int first, const fl
 template <class T>
 __device__ __forceinline__ void loss_rows(const T* __restrict__ logits, const unsigned* __restrict__ targets,
                                           float* __restrict__ loss, float* __restrict__ lse_out, int vocab) {
-    using P = dv::Packed<T>;
-    constexpr int N = P::N;
+    constexpr int N = dv::kPack<T>;
     DV_DYNAMIC_SHARED(float, scratch);
     const size_t row = blockIdx.x;
     const T* x = logits + row * vocab;
@@ -131,22 +133,23 @@ __device__ __forceinline__ void loss_rows(const T* __restrict__ logits, const un
     };
     if (t < s.head) single(t);
     if (s.end + t < vocab) single(s.end + t);
-    const dv::Pack16* body = reinterpret_cast<const dv::Pack16*>(x + s.head);
+    const T* body = x + s.head;
     int j = t;
     for (; j + (UNROLL - 1) * stride < s.packs; j += UNROLL * stride) {
-        dv::Pack16 p[UNROLL];
-        DV_UNROLL for (int u = 0; u < UNROLL; ++u) p[u] = body[j + u * stride];
+        dv::Pack<T, N> p[UNROLL];
+        #pragma unroll
+        for (int u = 0; u < UNROLL; ++u) p[u] = dv::load<N>(body + static_cast<size_t>(j + u * stride) * N);
         float v[UNROLL * N];
-        DV_UNROLL for (int u = 0; u < UNROLL; ++u) {
-            P::unpack(p[u], v + u * N);
+        #pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            dv::to_floats(p[u], v + u * N);
             keep_target<N>(target, s.head + (j + u * stride) * N, v + u * N, kept, owner);
         }
         accumulate<UNROLL * N>(own, v);
     }
     for (; j < s.packs; j += stride) {
-        const dv::Pack16 p = body[j];
         float v[N];
-        P::unpack(p, v);
+        dv::to_floats(dv::load<N>(body + static_cast<size_t>(j) * N), v);
         keep_target<N>(target, s.head + j * N, v, kept, owner);
         accumulate<N>(own, v);
     }
@@ -166,8 +169,7 @@ __device__ __forceinline__ float gradient(float x, int c, unsigned target, float
 template <class T>
 __device__ __forceinline__ void grad_rows(const T* __restrict__ logits, const unsigned* __restrict__ targets,
                                           const float* __restrict__ lse, T* __restrict__ d_logits, int vocab) {
-    using P = dv::Packed<T>;
-    constexpr int N = P::N;
+    constexpr int N = dv::kPack<T>;
     const size_t row = blockIdx.x;
     const T* x = logits + row * vocab;
     T* d = d_logits + row * vocab;
@@ -186,20 +188,23 @@ __device__ __forceinline__ void grad_rows(const T* __restrict__ logits, const un
         if (t < s.head) single(t);
         if (s.end + t < vocab) single(s.end + t);
     }
-    const dv::Pack16* in = reinterpret_cast<const dv::Pack16*>(x + s.head);
-    dv::Pack16* out = reinterpret_cast<dv::Pack16*>(d + s.head);
+    const T* in = x + s.head;
+    T* out = d + s.head;
     const int j = blockIdx.y * stride * UNROLL + t;
-    dv::Pack16 p[UNROLL];
-    DV_UNROLL for (int u = 0; u < UNROLL; ++u) {
-        if (j + u * stride < s.packs) p[u] = in[j + u * stride];
+    dv::Pack<T, N> p[UNROLL];
+    #pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
+        if (j + u * stride < s.packs) p[u] = dv::load<N>(in + static_cast<size_t>(j + u * stride) * N);
     }
-    DV_UNROLL for (int u = 0; u < UNROLL; ++u) {
+    #pragma unroll
+    for (int u = 0; u < UNROLL; ++u) {
         const int k = j + u * stride;
         if (k < s.packs) {
             float v[N];
-            P::unpack(p[u], v);
-            DV_UNROLL for (int i = 0; i < N; ++i) v[i] = gradient(v[i], s.head + k * N + i, target, shift);
-            out[k] = P::pack(v);
+            dv::to_floats(p[u], v);
+            #pragma unroll
+            for (int i = 0; i < N; ++i) v[i] = gradient(v[i], s.head + k * N + i, target, shift);
+            dv::store<N>(out + static_cast<size_t>(k) * N, dv::from_floats<T, N>(v));
         }
     }
 }

@@ -207,8 +207,8 @@ pub fn run(args: KernelArgs) -> Result<()> {
         None => println!("performance model: no prediction for this device (it predicts for A100 and H100)"),
     }
     println!(
-        "{:<20} {:<26} {:>11} {:>9} {:>9} {:>9} {:>11}  {}",
-        "kernel", "shape", "median", "GB/s", "of copy", "TFLOP/s", "vs unfused", "measured / predicted"
+        "{:<20} {:<26} {:>11} {:>9} {:>9} {:>9} {:>11}  measured / predicted",
+        "kernel", "shape", "median", "GB/s", "of copy", "TFLOP/s", "vs unfused"
     );
     for m in measured {
         let tflops = m.tflops.map_or("-".into(), |t| format!("{t:.3}"));
