@@ -79,6 +79,13 @@ class OccupancyTest(unittest.TestCase):
         twice = pm.memory_model(pm.ARCHS["sm_90a"], wide, res, 256, 0, 2, 1)
         self.assertAlmostEqual(twice.predicted, fast.predicted / 2)
 
+    def test_loads_outside_any_loop_count_when_they_are_the_kernels_main_work(self):
+        # Four 16-byte loads each thread issues once, and a slow path's loop of 2-byte loads.
+        code = listing(*["LDG.E.128 R0, desc[UR4][R2.64]"] * 4, "@P0 EXIT",
+                       "LDG.E.U16 R0, desc[UR4][R2.64]", "@P1 BRA 0x50", "EXIT")
+        figures = pm.memory_model(pm.ARCHS["sm_80"], code, pm.Resources(32, 0, 0), 256, 0, 1, 1)
+        self.assertEqual(figures.bytes_per_warp, 4 * 512)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=1)

@@ -52,7 +52,7 @@ pub fn model_kernel(case: &str, head_dim: usize, bf16: bool) -> Option<String> {
         "swiglu bwd" => typed("swiglu_bwd"),
         "rope fwd" => typed("rope_fwd"),
         "rope bwd" => typed("rope_bwd"),
-        "cross-entropy rows" => Some("cross_entropy_rows".into()),
+        "cross-entropy rows" => bf16.then(|| "cross_entropy_bf16".into()),
         "attention fwd" => Some(format!("flash_attention_fwd_d{head_dim}")),
         "attention fwd+bwd" => Some(format!("attention_d{head_dim}")),
         "adamw" => Some("adamw_step".into()),
