@@ -394,7 +394,7 @@ mod tests {
     #[test]
     fn every_kernel_under_the_emulation_matches_its_cpu_reference() {
         let checks = run(&Target::Emulated, &Shapes::emulated());
-        assert_eq!(checks.len(), 7);
+        assert_eq!(checks.len(), 8);
         all_pass(&checks);
     }
 
