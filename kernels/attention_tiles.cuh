@@ -1,0 +1,186 @@
+// The tile machinery of the attention kernels (kernels/flash_attention.cu): swizzled shared
+// tiles, their copies by cp.async, the ldmatrix fragments, the tensor-core products over
+// them, and the stores of C fragments. Everything here works on one warp's fragments
+// (mma.sync m16n8k16, bf16 in, f32 accumulate; kernels/mma.cuh has the layouts) inside a
+// block of kThreads threads.
+#pragma once
+
+#include "mma.cuh"
+
+namespace fa {
+
+/// Threads of every attention tile kernel: 4 warps.
+constexpr int kThreads = 128;
+
+/// The element (row, col) of a shared tile of rows of D bf16, swizzled: the row's 16-byte
+/// chunks are permuted by XOR with row % 8. The eight rows one ldmatrix matrix reads (or a
+/// warp's cp.async writes) then fall in eight different bank quads, without the padding
+/// that would cost D = 128 its second block per SM on an A100.
+template <int D>
+__device__ __forceinline__ int swizzled(int row, int col) {
+    static_assert(D >= 64, "the XOR spans 8 chunks of 16 bytes");
+    return row * D + ((((col >> 3) ^ (row & 7)) << 3) | (col & 7));
+}
+
+/// Starts copying rows first..first+N of one head of a [tokens, heads, D] tensor into a
+/// swizzled shared tile; rows at or past `end` are zeros. Unrolled over the block's
+/// compile-time thread count, so each 16-byte copy is a few instructions; the end is
+/// checked only when the rows run past it.
+template <int D, int N>
+__device__ __forceinline__ void load_rows(__nv_bfloat16* shared, const __nv_bfloat16* global, int heads, int head,
+                                          int first, int end) {
+    constexpr int kChunks = D / 8, kRowStep = kThreads / kChunks, kCopies = N / kRowStep;
+    static_assert(kThreads % kChunks == 0 && N % kRowStep == 0, "whole rows per pass");
+    const int part = threadIdx.x % kChunks, row0 = threadIdx.x / kChunks;
+    const size_t stride = static_cast<size_t>(heads) * D;
+    const size_t at = (static_cast<size_t>(first + row0) * heads + head) * D + part * 8;
+    if (first + N <= end) {
+#pragma unroll
+        for (int i = 0; i < kCopies; ++i) {
+            dv::cp_async_16(shared + swizzled<D>(row0 + i * kRowStep, part * 8), global + at + i * kRowStep * stride);
+        }
+    } else {
+#pragma unroll
+        for (int i = 0; i < kCopies; ++i) {
+            const bool valid = first + row0 + i * kRowStep < end;
+            dv::cp_async_16_or_zero(shared + swizzled<D>(row0 + i * kRowStep, part * 8),
+                                    valid ? global + at + i * kRowStep * stride : global, valid);
+        }
+    }
+}
+
+/// The A fragment (16 x 16) at rows row0.., cols col0.. of a shared tile.
+template <int D>
+__device__ __forceinline__ void a_fragment(uint32_t a[4], const __nv_bfloat16* tile, int row0, int col0) {
+    const int lane = threadIdx.x % 32, m = lane / 8;
+    dv::ldmatrix<4, false>(a, tile + swizzled<D>(row0 + (m % 2) * 8 + lane % 8, col0 + (m / 2) * 8));
+}
+
+/// The B fragments of two adjacent 16 x 8 tiles (b[0..2]: n0.., b[2..4]: n0 + 8..) of
+/// B = T^T for a tile T stored [n][k]: one ldmatrix.x4 over rows n0..n0+16, cols k0..k0+16.
+template <int D>
+__device__ __forceinline__ void b_fragments_nk(uint32_t b[4], const __nv_bfloat16* tile, int n0, int k0) {
+    const int lane = threadIdx.x % 32, m = lane / 8;
+    dv::ldmatrix<4, false>(b, tile + swizzled<D>(n0 + (m / 2) * 8 + lane % 8, k0 + (m % 2) * 8));
+}
+
+/// The B fragments of two adjacent 16 x 8 tiles (cols n0.. and n0 + 8..) of a tile stored
+/// [k][n], k rows k0..k0+16: one ldmatrix.x4.trans.
+template <int D>
+__device__ __forceinline__ void b_fragments_kn(uint32_t b[4], const __nv_bfloat16* tile, int k0, int n0) {
+    const int lane = threadIdx.x % 32, m = lane / 8;
+    dv::ldmatrix<4, true>(b, tile + swizzled<D>(k0 + (m % 2) * 8 + lane % 8, n0 + (m / 2) * 8));
+}
+
+/// C fragments of two adjacent 16x8 tiles as the A fragment of one 16x16 k-step.
+__device__ __forceinline__ void c_to_a(uint32_t a[4], const float left[4], const float right[4]) {
+    a[0] = dv::pack_bf16(left[0], left[1]);
+    a[1] = dv::pack_bf16(left[2], left[3]);
+    a[2] = dv::pack_bf16(right[0], right[1]);
+    a[3] = dv::pack_bf16(right[2], right[3]);
+}
+
+/// acc[m][n] (M fragments of 16 rows by 2 N_PAIRS columns of 8) += A_m times B over K_STEPS
+/// steps of 16: `load_a(a, m, kk)` gives A_m's fragment for step kk, `load_b(b, kk, nn)` the
+/// B fragments of column pair nn (one ldmatrix.x4). Each B fragment pair serves all M
+/// fragments, and consecutive HMMAs write different accumulators, so none waits on the one
+/// before.
+template <int K_STEPS, int N_PAIRS, int M, class LoadA, class LoadB>
+__device__ __forceinline__ void product(float (&acc)[M][2 * N_PAIRS][4], LoadA load_a, LoadB load_b) {
+#pragma unroll
+    for (int kk = 0; kk < K_STEPS; ++kk) {
+        uint32_t a[M][4];
+#pragma unroll
+        for (int m = 0; m < M; ++m) load_a(a[m], m, kk);
+#pragma unroll
+        for (int nn = 0; nn < N_PAIRS; ++nn) {
+            uint32_t b[4];
+            load_b(b, kk, nn);
+#pragma unroll
+            for (int m = 0; m < M; ++m) {
+                dv::mma_bf16_16x8x16(acc[m][2 * nn], a[m], b, acc[m][2 * nn]);
+                dv::mma_bf16_16x8x16(acc[m][2 * nn + 1], a[m], b + 2, acc[m][2 * nn + 1]);
+            }
+        }
+    }
+}
+
+/// acc[m] (M tiles of 16 x N) += A_m (16 x D) times B^T, B stored [n][d] in the shared
+/// `b_tile` rows 0..N: scores from queries and keys. `load_a(a, m, kk)` gives A_m's
+/// fragment for d = 16 kk.. (from shared memory or registers).
+template <int D, int N, int M, class LoadA>
+__device__ __forceinline__ void times_rows(float (&acc)[M][N / 8][4], LoadA load_a, const __nv_bfloat16* b_tile) {
+    product<D / 16, N / 16, M>(acc, load_a, [&](uint32_t b[4], int kk, int nn) {
+        b_fragments_nk<D>(b, b_tile, nn * 16, kk * 16);
+    });
+}
+
+/// acc[m] (M tiles of 16 x D) += P_m (16 x K, in C fragments) times B (K x D, stored
+/// [k][d] in the shared `b_tile`).
+template <int D, int K, int M>
+__device__ __forceinline__ void probs_times_rows(float (&acc)[M][D / 8][4], const float (&p)[M][K / 8][4],
+                                                 const __nv_bfloat16* b_tile) {
+    product<K / 16, D / 16, M>(
+        acc, [&](uint32_t a[4], int m, int kk) { c_to_a(a, p[m][2 * kk], p[m][2 * kk + 1]); },
+        [&](uint32_t b[4], int kk, int dd) { b_fragments_kn<D>(b, b_tile, kk * 16, dd * 16); });
+}
+
+/// The A operand of `times_rows` for a warp's M fragments of 16 rows from row0 of a shared
+/// tile: read from shared memory at each use, or (kHeld) read once into registers, where a
+/// tile that stays for the whole block saves shared-memory bandwidth in every step.
+template <int D, int M, bool kHeld>
+struct WarpRows {
+    const __nv_bfloat16* tile;
+    int row0;
+    uint32_t held[kHeld ? M : 1][kHeld ? D / 16 : 1][4];
+
+    /// With kHeld, the caller has made the tile's rows visible (a barrier after their copy).
+    __device__ WarpRows(const __nv_bfloat16* tile_, int row0_) : tile(tile_), row0(row0_) {
+        if constexpr (kHeld) {
+#pragma unroll
+            for (int m = 0; m < M; ++m) {
+#pragma unroll
+                for (int kk = 0; kk < D / 16; ++kk) a_fragment<D>(held[m][kk], tile, row0 + 16 * m, kk * 16);
+            }
+        }
+    }
+
+    __device__ void operator()(uint32_t a[4], int m, int kk) const {
+        if constexpr (kHeld) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) a[i] = held[m][kk][i];
+        } else {
+            a_fragment<D>(a, tile, row0 + 16 * m, kk * 16);
+        }
+    }
+};
+
+/// Sum (or max) over the four lanes of a quad, which hold one fragment row between them.
+__device__ __forceinline__ float quad_max(float v) {
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+/// Stores a 16 x D block of f32 C fragments as bf16 rows row0 + (0..16) of one head,
+/// scaled, skipping rows at or past `end`: each lane's pair of columns as one 4-byte store.
+template <int D>
+__device__ __forceinline__ void store_rows(__nv_bfloat16* out, const float (&acc)[D / 8][4], int heads, int head,
+                                           int row0, int end, float scale) {
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int row = row0 + g + 8 * half;
+        if (row >= end) continue;
+        uint32_t* dst = reinterpret_cast<uint32_t*>(out + (static_cast<size_t>(row) * heads + head) * D + 2 * t);
+#pragma unroll
+        for (int dd = 0; dd < D / 8; ++dd) {
+            dst[dd * 4] = dv::pack_bf16(acc[dd][2 * half] * scale, acc[dd][2 * half + 1] * scale);
+        }
+    }
+}
+
+}  // namespace fa
