@@ -176,7 +176,9 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
                         sum += x;
                     }
                 }
-                row_sum[m][half] = row_sum[m][half] * rescale + quad_sum(sum);
+                // Each lane keeps its own share of the row's sum (its columns), rescaled like
+                // the rest; the quad adds its four shares once, after the last tile.
+                row_sum[m][half] = row_sum[m][half] * rescale + sum;
                 row_max[m][half] = new_max;
 #pragma unroll
                 for (int dd = 0; dd < D / 8; ++dd) {
@@ -197,6 +199,7 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             const int row = at.row(m, half);
+            row_sum[m][half] = quad_sum(row_sum[m][half]);
             const float inv = row_sum[m][half] > 0.0f ? 1.0f / row_sum[m][half] : 0.0f;
 #pragma unroll
             for (int dd = 0; dd < D / 8; ++dd) {
