@@ -400,8 +400,12 @@ class ModelError(Exception):
 
 
 def sass(cubin: Path, kernel: str) -> list[Instruction]:
-    text = subprocess.run(["cuobjdump", "--dump-sass", "-fun", kernel, str(cubin)], check=True,
-                          capture_output=True, text=True).stdout
+    try:
+        text = subprocess.run(["cuobjdump", "--dump-sass", "-fun", kernel, str(cubin)], check=True,
+                              capture_output=True, text=True).stdout
+    except FileNotFoundError as error:
+        raise ModelError('cuobjdump is not on PATH: run eval "$(scripts/cuda_toolchain.sh)" first '
+                         "(scripts/check_kernels.sh does)") from error
     code = parse_sass(text)
     if not code:
         raise ModelError(f"{cubin}: no SASS for kernel {kernel}")
