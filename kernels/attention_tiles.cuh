@@ -24,8 +24,9 @@ __device__ __forceinline__ int swizzled(int row, int col) {
 
 /// Starts copying rows first..first+N of one head of a [tokens, heads, D] tensor into a
 /// swizzled shared tile; rows at or past `end` are zeros. Unrolled over the block's
-/// compile-time thread count, so each 16-byte copy is a few instructions; the end is
-/// checked only when the rows run past it.
+/// compile-time thread count, so each 16-byte copy is a few instructions, the end one
+/// compare feeding the copy's source size (a second, unchecked version for tiles inside
+/// the segment made ptxas if-convert both into the loop, which issued more).
 template <int D, int N>
 __device__ __forceinline__ void load_rows(__nv_bfloat16* shared, const __nv_bfloat16* global, int heads, int head,
                                           int first, int end) {
@@ -34,18 +35,11 @@ __device__ __forceinline__ void load_rows(__nv_bfloat16* shared, const __nv_bflo
     const int part = threadIdx.x % kChunks, row0 = threadIdx.x / kChunks;
     const size_t stride = static_cast<size_t>(heads) * D;
     const size_t at = (static_cast<size_t>(first + row0) * heads + head) * D + part * 8;
-    if (first + N <= end) {
 #pragma unroll
-        for (int i = 0; i < kCopies; ++i) {
-            dv::cp_async_16(shared + swizzled<D>(row0 + i * kRowStep, part * 8), global + at + i * kRowStep * stride);
-        }
-    } else {
-#pragma unroll
-        for (int i = 0; i < kCopies; ++i) {
-            const bool valid = first + row0 + i * kRowStep < end;
-            dv::cp_async_16_or_zero(shared + swizzled<D>(row0 + i * kRowStep, part * 8),
-                                    valid ? global + at + i * kRowStep * stride : global, valid);
-        }
+    for (int i = 0; i < kCopies; ++i) {
+        const bool valid = first + row0 + i * kRowStep < end;
+        dv::cp_async_16_or_zero(shared + swizzled<D>(row0 + i * kRowStep, part * 8),
+                                valid ? global + at + i * kRowStep * stride : global, valid);
     }
 }
 
