@@ -15,10 +15,10 @@
 // row of Qwen's 151,936 f32 logits is 594 KB, more than an SM's shared memory) and the
 // gradient written once. Both kernels are memory bound: every load is 16 bytes
 // (dv::Pack, LDG.E.128) and each thread has UNROLL of them in flight, 64 bytes a thread,
-// 2 KB a warp. H100's HBM3 needs about 9 KB in flight per SM (Little's law: 3.35 TB/s
-// times ~350 ns of latency, over 132 SMs), 5 resident warps here, or 10 at twice the
-// latency under load; the head's chunk of 441 rows puts 3 to 4 row blocks (24 to 32
-// warps) on each SM, and the gradient's grid is 19 to 37 times larger.
+// 2 KB a warp. The static performance model (docs/kernels.md) takes an H100 to need about
+// 14 KB in flight per SM under load (Little's law), 7 resident warps here; the head's
+// chunk of 441 rows puts 3 to 4 row blocks (24 to 32 warps) on each SM, and the
+// gradient's grid is 19 to 37 times larger.
 //
 // Rows start at row * vocab, so a row is only element-aligned: its first elements up to
 // the first 16-byte boundary (the head, fewer than a pack) and the elements after its last

@@ -346,21 +346,21 @@ def tensor_model(arch: Arch, code: list[Instruction], res: Resources, threads: i
     n = len(hmmas)
     blocks, limit = blocks_per_sm(arch, threads, res.registers, shared + res.static_shared)
     warps_per_smsp = blocks * threads / 32 / 4
+    shared_per_hmma = sum(shared_bytes(ins) for ins in body) / n
+    mufu_per_hmma = sum(ins.base in MUFU for ins in body) / n
     cycles = {
         "tensor": arch.mma_sync_cycles_per_hmma,
         "issue": len(body) / n,
         "fp32": sum(ins.base in FP32 for ins in body) * arch.fp32_cycles / n,
         "integer": sum(ins.base in INTEGER for ins in body) * arch.int_cycles / n,
-        "mufu": sum(ins.base in MUFU for ins in body) * arch.mufu_cycles / n,
-        "shared": sum(shared_bytes(ins) for ins in body) / n * 4 / arch.smem_bytes_per_cycle,
+        "mufu": mufu_per_hmma * arch.mufu_cycles,
+        "shared": shared_per_hmma * 4 / arch.smem_bytes_per_cycle,
         # One warp's dependent chains, overlapped with the SMSP's other warps.
         "latency": one_warp_cycles(body) / n / max(warps_per_smsp, 1e-9),
     }
     bound = max(cycles, key=cycles.get)
-    return TensorFigures(blocks, limit, warps_per_smsp, n, len(body) / n, dependent / n,
-                         sum(shared_bytes(ins) for ins in body) / n,
-                         sum(ins.base in MUFU for ins in body) / n, bound,
-                         arch.peak_cycles_per_hmma / cycles[bound])
+    return TensorFigures(blocks, limit, warps_per_smsp, n, len(body) / n, dependent / n, shared_per_hmma,
+                         mufu_per_hmma, bound, arch.peak_cycles_per_hmma / cycles[bound])
 
 
 @dataclasses.dataclass
