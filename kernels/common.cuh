@@ -7,6 +7,7 @@
 #include "emu/bf16.h"
 #include "emu/host_cuda.h"
 #include "emu/warp_matrix.h"
+#include "emu/hopper.h"
 #include "emu/intrinsics.h"
 #else
 #include <cuda_bf16.h>

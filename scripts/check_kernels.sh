@@ -2,7 +2,8 @@
 # Compiles every kernels/*.cu for sm_80 (A100) and sm_90a (H100/H200) with ptxas's resource
 # report, prints registers, shared memory, stack and spills per kernel, and fails on a
 # spill or a local-memory stack frame unless the kernel is in kernels/allow-spills.txt
-# (one `name reason...` per line). Then checks with cuobjdump that every kernel listed in
+# (one `name reason...` per line); sources named *_sm90.cu are Hopper-only, built for sm_90a
+# alone. Then checks with cuobjdump that every kernel listed in
 # kernels/tensor-core.txt has tensor-core instructions (HMMA) in its SASS, and runs the
 # static performance model (scripts/perf_model.py) against its bands.
 set -euo pipefail
@@ -14,7 +15,9 @@ allowed=$(grep -v '^#' kernels/allow-spills.txt 2>/dev/null | awk '{print $1}' |
 status=0
 for source in kernels/*.cu; do
     name=$(basename "$source" .cu)
-    for arch in sm_80 sm_90a; do
+    archs="sm_80 sm_90a"
+    case "$name" in *_sm90) archs=sm_90a ;; esac  # Hopper-only instructions
+    for arch in $archs; do
         log="$out/$name.$arch.log"
         nvcc -std=c++17 -O3 -arch="$arch" -cubin -Xptxas -v -I kernels \
             -o "$out/$name.$arch.cubin" "$source" 2> "$log" || { cat "$log"; exit 1; }
@@ -37,7 +40,9 @@ for source in kernels/*.cu; do
 done
 while read -r source kernel; do
     case "$source" in ''|'#'*) continue ;; esac
-    for arch in sm_80 sm_90a; do
+    archs="sm_80 sm_90a"
+    case "$source" in *_sm90) archs=sm_90a ;; esac
+    for arch in $archs; do
         count=$(cuobjdump --dump-sass -fun "$kernel" "$out/$source.$arch.cubin" | grep -c 'HMMA' || true)
         if [ "$count" -eq 0 ]; then
             echo "ERROR $arch $kernel: no HMMA in its SASS" && status=1

@@ -79,6 +79,9 @@ fn compile_emulated(kernels: &Path, sources: &[PathBuf]) {
 /// that the driver can compile for later GPUs.
 const GENCODE: &[&str] =
     &["arch=compute_80,code=sm_80", "arch=compute_90a,code=sm_90a", "arch=compute_80,code=compute_80"];
+/// Sources whose stem ends in `_sm90` use what only Hopper has (wgmma, TMA): real code for
+/// sm_90a alone (the `a` features run on no other architecture, so no PTX either).
+const GENCODE_SM90: &[&str] = &["arch=compute_90a,code=sm_90a"];
 
 fn compile_fatbins(kernels: &Path, sources: &[PathBuf]) {
     println!("cargo:rerun-if-env-changed=NVCC");
@@ -99,7 +102,8 @@ fn compile_fatbins(kernels: &Path, sources: &[PathBuf]) {
         let fatbin = out.join(format!("{stem}.fatbin"));
         let mut command = Command::new(&nvcc);
         command.args(["-std=c++17", "-O3", "-fatbin", "-I"]).arg(kernels);
-        for gencode in GENCODE {
+        let gencodes = if stem.ends_with("_sm90") { GENCODE_SM90 } else { GENCODE };
+        for gencode in gencodes {
             command.arg("-gencode").arg(gencode);
         }
         command.arg("-o").arg(&fatbin).arg(source);

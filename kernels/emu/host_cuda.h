@@ -15,6 +15,8 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <algorithm>
 #include <array>
@@ -62,6 +64,28 @@ class Barrier {
     unsigned count_, arrived_ = 0, generation_ = 0;
 };
 
+/// The block's dynamic shared memory: on a 1024-byte boundary, as the device's window is, so
+/// that swizzle patterns (which act on address bits) see the same offsets.
+class SharedMemory {
+  public:
+    void assign(size_t bytes, unsigned char fill) {
+        bytes_ = bytes;
+        storage_.assign(bytes + kAlign, fill);
+        const auto at = reinterpret_cast<uintptr_t>(storage_.data());
+        start_ = storage_.data() + (kAlign - at % kAlign) % kAlign;
+    }
+    unsigned char* data() { return start_; }
+    size_t size() const { return bytes_; }
+    unsigned char* begin() { return start_; }
+    unsigned char* end() { return start_ + bytes_; }
+
+  private:
+    static constexpr size_t kAlign = 1024;
+    std::vector<unsigned char> storage_;
+    unsigned char* start_ = nullptr;
+    size_t bytes_ = 0;
+};
+
 /// What the threads of the running block share.
 struct Block {
     dim3 grid, block;
@@ -70,12 +94,22 @@ struct Block {
     std::vector<Barrier*> warp_barriers;
     std::vector<uint64_t> warp_slots;  // one 8-byte slot per thread
     std::vector<std::array<unsigned char, 64>> wide_slots;  // one 64-byte slot per thread
-    std::vector<unsigned char> shared;
+    SharedMemory shared;
 };
 
 inline Block& block() {
     static Block b;
     return b;
+}
+
+/// What must be forgotten between blocks and launches beyond `Block` (the state of the
+/// emulated asynchronous instructions): each part registers its reset here.
+inline std::vector<void (*)()>& block_resets() {
+    static std::vector<void (*)()> resets;
+    return resets;
+}
+inline void reset_block_state() {
+    for (auto reset : block_resets()) reset();
 }
 
 /// One launch at a time in the whole process: the running block's state is global.
@@ -146,6 +180,7 @@ void launch(dim3 grid, dim3 blk, size_t shared_bytes, void (*kernel)(P...), A...
     b.warp_slots.assign(b.threads, 0);
     b.wide_slots.assign(b.threads, {});
     b.shared.assign(shared_bytes, 0xFF);
+    reset_block_state();
     // A barrier of its own between blocks, so that a kernel's barrier count is its own.
     Barrier between(b.threads);
     const size_t blocks = static_cast<size_t>(grid.x) * grid.y * grid.z;
@@ -158,7 +193,10 @@ void launch(dim3 grid, dim3 blk, size_t shared_bytes, void (*kernel)(P...), A...
             for (size_t i = 0; i < blocks; ++i) {
                 if (i > 0) {
                     between.arrive_and_wait();  // every thread is done with the last block
-                    if (t == 0) std::fill(b.shared.begin(), b.shared.end(), 0xFF);  // NaN bytes: poison
+                    if (t == 0) {
+                        std::fill(b.shared.begin(), b.shared.end(), 0xFF);  // NaN bytes: poison
+                        reset_block_state();
+                    }
                     between.arrive_and_wait();
                 }
                 block_index = dim3(i % grid.x, (i / grid.x) % grid.y, i / (static_cast<size_t>(grid.x) * grid.y));
@@ -167,6 +205,18 @@ void launch(dim3 grid, dim3 blk, size_t shared_bytes, void (*kernel)(P...), A...
         });
     }
     for (auto& th : threads) th.join();
+}
+
+/// `p`'s offset in the running block's shared memory (its address in the shared window);
+/// a pointer outside it stops the process, as a bad shared address faults on the device.
+inline uint32_t shared_offset(const void* p) {
+    Block& b = block();
+    const auto at = reinterpret_cast<uintptr_t>(p), start = reinterpret_cast<uintptr_t>(b.shared.data());
+    if (at < start || at > start + b.shared.size()) {
+        std::fprintf(stderr, "emulation: %p is not in the block's %zu bytes of shared memory\n", p, b.shared.size());
+        std::abort();
+    }
+    return static_cast<uint32_t>(at - start);
 }
 
 /// A launch's shape as the Rust side describes it (`davinci_kernels::launch::Launch`).
@@ -182,10 +232,19 @@ struct Entry {
     void (*run)(const Geometry*, void* const* params);
 };
 
+/// A parameter's value from its packed bytes, which are 8-byte aligned only (a tensor map
+/// is a 64-byte aligned type).
+template <class T>
+T read_param(const void* bytes) {
+    T value;
+    std::memcpy(static_cast<void*>(&value), bytes, sizeof value);
+    return value;
+}
+
 template <class... P, size_t... I>
 void launch_packed(const Geometry* g, void (*kernel)(P...), void* const* params, std::index_sequence<I...>) {
     launch(dim3(g->grid[0], g->grid[1], g->grid[2]), dim3(g->block[0], g->block[1], g->block[2]), g->shared_bytes,
-           kernel, *static_cast<const std::remove_cv_t<P>*>(params[I])...);
+           kernel, read_param<std::remove_cv_t<P>>(params[I])...);
 }
 
 /// Unpacks `params` into the kernel's parameter types and launches it.
