@@ -1,4 +1,5 @@
-// The tile machinery of the attention kernels (kernels/flash_attention.cu): swizzled shared
+// The tile machinery of the attention kernels (kernels/flash_attention.cu; the work-list
+// entry, quad reductions and stores serve kernels/flash_attention_sm90.cu too): swizzled shared
 // tiles, their copies by cp.async, the ldmatrix fragments, the tensor-core products over
 // them, and the stores of C fragments. Everything here works on one warp's fragments
 // (mma.sync m16n8k16, bf16 in, f32 accumulate; kernels/mma.cuh has the layouts) inside a
@@ -11,6 +12,17 @@ namespace fa {
 
 /// Threads of every attention tile kernel: 4 warps.
 constexpr int kThreads = 128;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kLog2e = 1.4426950408889634f;
+
+/// A work-list entry (`davinci_kernels::attention::Tile`). `first`: a query row (forward,
+/// dQ) or a key row (dK/dV); the segment's rows follow.
+struct Tile {
+    int first, q_start, q_end, k_start, k_end;
+    /// How far key rows run ahead of query rows on the causal diagonal: query row r sees
+    /// the keys k_start..=r + diagonal().
+    __device__ int diagonal() const { return k_end - q_end; }
+};
 
 /// The element (row, col) of a shared tile of rows of D bf16, swizzled: the row's 16-byte
 /// chunks are permuted by XOR with row % 8. The eight rows one ldmatrix matrix reads (or a

@@ -56,18 +56,8 @@ constexpr int kQueries = 32;       // queries per tile in dK/dV
 /// 32 x 128 accumulators a warp holds would not fit the 255 registers a thread can have.
 template <int D>
 constexpr int kKeysPerStep = D == 128 ? 32 : 64;
-constexpr float kLn2 = 0.6931471805599453f;
-constexpr float kLog2e = 1.4426950408889634f;
 static_assert(kRows == 16 * (kThreads / 32), "each warp owns 16 rows of a dK/dV tile");
 static_assert(kQueryRows == 32 * (kThreads / 32), "each warp owns 32 rows of a forward tile");
-
-/// `first`: a query row (forward, dQ) or a key row (dK/dV); the segment's rows follow.
-struct Tile {
-    int first, q_start, q_end, k_start, k_end;
-    /// How far key rows run ahead of query rows on the causal diagonal: query row r sees
-    /// the keys k_start..=r + diagonal().
-    __device__ int diagonal() const { return k_end - q_end; }
-};
 
 /// The block's query tile and head, and this thread's warp and its place in the warp's
 /// fragments (g = lane / 4, t = lane % 4), for the kernels that own query rows.

@@ -352,4 +352,30 @@ __device__ __forceinline__ void increment_release(int* counter) {
 #endif
 }
 
+/// Orders this thread's global writes before its later ones at gpu scope (membar.gl).
+__device__ __forceinline__ void fence_gpu() {
+#ifdef DAVINCI_EMULATE
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+#else
+    __threadfence();
+#endif
+}
+
+/// Waits until a global counter reaches `value` (acquire). The emulation runs blocks one
+/// after another in launch order, so a counter that is not there yet never will be: it
+/// stops the process with a message instead of spinning for ever.
+__device__ __forceinline__ void wait_for_count(const int* counter, int value) {
+#ifdef DAVINCI_EMULATE
+    const int now = load_acquire(counter);
+    if (now != value) {
+        std::fprintf(stderr, "emulation: block (%u, %u) waits for a count of %d that is %d: an earlier block in "
+                     "launch order must bring it\n", blockIdx.x, blockIdx.y, value, now);
+        std::abort();
+    }
+#else
+    while (load_acquire(counter) != value) {
+    }
+#endif
+}
+
 }  // namespace dv::sm90

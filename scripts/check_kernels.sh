@@ -40,14 +40,14 @@ for source in kernels/*.cu; do
 done
 while read -r source kernel; do
     case "$source" in ''|'#'*) continue ;; esac
-    archs="sm_80 sm_90a"
-    case "$source" in *_sm90) archs=sm_90a ;; esac
+    archs="sm_80 sm_90a" opcode=HMMA
+    case "$source" in *_sm90) archs=sm_90a opcode=HGMMA ;; esac
     for arch in $archs; do
-        count=$(cuobjdump --dump-sass -fun "$kernel" "$out/$source.$arch.cubin" | grep -c 'HMMA' || true)
+        count=$(cuobjdump --dump-sass -fun "$kernel" "$out/$source.$arch.cubin" | grep -c "$opcode" || true)
         if [ "$count" -eq 0 ]; then
-            echo "ERROR $arch $kernel: no HMMA in its SASS" && status=1
+            echo "ERROR $arch $kernel: no $opcode in its SASS" && status=1
         else
-            echo "$arch $kernel: $count HMMA instruction(s)"
+            echo "$arch $kernel: $count $opcode instruction(s)"
         fi
     done
 done < kernels/tensor-core.txt

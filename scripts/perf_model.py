@@ -13,6 +13,7 @@ assumptions are in `docs/kernels.md` ("The static performance model"); in short:
   (one instruction a cycle), the fp32, integer and MUFU pipes', shared memory's (128 B a
   cycle per SM) and the latency of dependent HMMA chains spread over the SMSP's warps. The
   prediction is the peak's cycles per HMMA over that.
+- Warp-specialised Hopper kernels (wgmma): scripts/perf_model_hopper.py.
 - Memory-bound kernels: Little's law. The global bytes each warp has in flight in the main
   loop, times resident warps, against the bytes HBM needs in flight per SM (bandwidth times
   latency), times the share of the kernel's reads that are necessary.
@@ -29,6 +30,8 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import perf_model_hopper as hopper
 
 ROOT = Path(__file__).resolve().parent.parent
 BANDS = ROOT / "kernels" / "perf-bands.toml"
@@ -88,7 +91,7 @@ MUFU = {"MUFU", "I2F", "F2I", "F2F", "FRND"}
 WIDTH = {"128": 16, "64": 8, "U16": 2, "S16": 2, "U8": 1, "S8": 1}
 
 INSTRUCTION = re.compile(
-    r"/\*(?P<address>[0-9a-f]{4,})\*/\s+(?P<guard>@!?U?P[T0-9]+\s+)?(?P<opcode>[A-Z][A-Z0-9_.]*)"
+    r"/\*(?P<address>[0-9a-f]{4,})\*/\s+(?P<guard>@!?U?P[T0-9]+\s+)?(?P<opcode>[A-Z][A-Za-z0-9_.]*)"
     r"(?P<operands>[^;]*);")
 
 
@@ -425,6 +428,8 @@ def evaluate(bands: dict, built: Path) -> tuple[list[dict], list[str]]:
     logs: dict[tuple[str, str], dict[str, Resources]] = {}
     for kernel, spec in bands.get("kernel", {}).items():
         for arch_name, arch in ARCHS.items():
+            if spec["source"].endswith("_sm90") and arch_name != "sm_90a":
+                continue  # built for sm_90a alone
             key = (spec["source"], arch_name)
             if key not in logs:
                 logs[key] = parse_ptxas((built / f"{spec['source']}.{arch_name}.log").read_text())
@@ -436,11 +441,13 @@ def evaluate(bands: dict, built: Path) -> tuple[list[dict], list[str]]:
             try:
                 if spec["kind"] == "tensor":
                     figures = tensor_model(arch, code, res, int(spec["threads"]), shared)
+                elif spec["kind"] == "warpgroup":
+                    figures = hopper.warpgroup_model(sys.modules[__name__], arch, code, int(spec["consumers"]))
                 elif spec["kind"] == "memory":
                     figures = memory_model(arch, code, res, int(spec["threads"]), shared,
                                            float(spec.get("reads", 1)), float(spec.get("min_reads", 1)))
                 else:
-                    raise ModelError("kind must be \"tensor\" or \"memory\"")
+                    raise ModelError("kind must be \"tensor\", \"warpgroup\" or \"memory\"")
             except ModelError as error:
                 raise ModelError(f"{BANDS.name} [kernel.{kernel}] on {arch_name}: {error}") from error
             predictions[(kernel, arch_name)] = figures.predicted
@@ -450,6 +457,8 @@ def evaluate(bands: dict, built: Path) -> tuple[list[dict], list[str]]:
             check_band(failures, kernel, arch_name, figures.predicted, band)
     for name, spec in bands.get("combined", {}).items():
         for arch_name, arch in ARCHS.items():
+            if any((part, arch_name) not in predictions for part in spec["parts"]):
+                continue  # a part not built for this architecture
             # Time per counted flop: each part's computed share over its own fraction of peak.
             time = sum(float(units) / predictions[(part, arch_name)] for part, units in spec["parts"].items())
             predicted = float(spec["counted"]) / time
@@ -478,6 +487,9 @@ def tables(rows: list[dict]) -> str:
               "|---" * 14 + "|"]
     combined = ["| kernels in sequence | arch | parts (units of work) | counted units | predicted | band |",
                 "|---" * 6 + "|"]
+    warpgroup = ["| kernel | arch | registers | shared KB | consumers | HGMMA in loop | HGMMA cycles/pass | "
+                 "other instructions/warp/pass | chain cycles | shared B/pass | bound | predicted of peak | band |",
+                 "|---" * 13 + "|"]
     memory = ["| kernel | arch | registers | blocks/SM (limit) | warps/SM | load B/warp/iteration | in flight B/SM | "
               "needed B/SM | reads/needed | predicted of HBM | band |", "|---" * 11 + "|"]
     for row in rows:
@@ -489,7 +501,12 @@ def tables(rows: list[dict]) -> str:
                             f"| {band} |")
             continue
         f, res, spec = row["figures"], row["res"], row["spec"]
-        if isinstance(f, TensorFigures):
+        if isinstance(f, hopper.WarpgroupFigures):
+            warpgroup.append(
+                f"| {row['kernel']} | {label} | {res.registers} | {(int(spec.get('shared', 0)) + res.static_shared) / 1024:.1f} "
+                f"| {f.consumers} | {f.hgmma} | {f.hgmma_cycles:.0f} | {f.instructions} | {f.chain_cycles:.0f} "
+                f"| {f.shared_bytes} | {f.bound} | {f.predicted:.1%} | {band} |")
+        elif isinstance(f, TensorFigures):
             tensor.append(
                 f"| {row['kernel']} | {label} | {res.registers} | {(int(spec.get('shared', 0)) + res.static_shared) / 1024:.1f} "
                 f"| {f.blocks} ({f.limit}) | {f.warps_per_smsp:g} | {f.hmma} | {f.instructions_per_hmma:.2f} "
@@ -500,7 +517,7 @@ def tables(rows: list[dict]) -> str:
                 f"| {row['kernel']} | {label} | {res.registers} | {f.blocks} ({f.limit}) | {f.warps} "
                 f"| {f.bytes_per_warp} | {f.in_flight} | {f.needed} | {f.reads:g}/{spec.get('min_reads', 1)} "
                 f"| {f.predicted:.1%} | {band} |")
-    return "\n".join(tensor) + "\n\n" + "\n".join(combined) + "\n\n" + "\n".join(memory) + "\n"
+    return "\n\n".join("\n".join(t) for t in (tensor, warpgroup, combined, memory)) + "\n"
 
 
 def predicted_tsv(rows: list[dict]) -> str:

@@ -123,6 +123,16 @@ pub fn key_tiles(cu: Segments<'_>) -> Vec<Tile> {
     tiles
 }
 
+/// Key tiles of `rows` for the Hopper backward, which adds each key tile's share of dQ in
+/// the tile's turn within its segment: longest work first, and a segment's tiles in order
+/// (a tile sees no more queries than the one before it), so that every tile's
+/// predecessors start before it.
+pub fn key_tiles_in_order(cu: Segments<'_>, rows: usize) -> Vec<Tile> {
+    let mut tiles = tiles(cu, rows, true);
+    tiles.sort_by_key(|t| (std::cmp::Reverse(t.queries_seeing()), t.first));
+    tiles
+}
+
 /// Tiles of `rows` over each segment's keys (`over_keys`) or queries.
 fn tiles(cu: Segments<'_>, rows: usize, over_keys: bool) -> Vec<Tile> {
     let mut tiles = Vec::new();

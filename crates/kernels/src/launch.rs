@@ -72,6 +72,8 @@ impl Arg {
 
 /// Dynamic shared memory a block gets without opting in.
 pub const DEFAULT_SHARED_BYTES: u32 = 48 * 1024;
+/// The opt-in limit of sm_90 (H100, H200: 227 KB), for kernels built for it alone.
+pub const MAX_SHARED_BYTES_SM90: u32 = 227 * 1024;
 /// The opt-in limit of the smallest architecture the kernels are built for (sm_80: 163 KB
 /// a block; sm_90 allows 227 KB).
 pub const MAX_SHARED_BYTES: u32 = 163 * 1024;
@@ -147,6 +149,8 @@ pub struct Launch {
     /// Whether the launcher raises the kernel's dynamic shared memory limit to
     /// `shared_bytes` first (needed past 48 KB).
     pub opt_in_shared: bool,
+    /// The most dynamic shared memory the kernel's architectures allow.
+    pub max_shared_bytes: u32,
     pub args: Vec<Arg>,
 }
 
@@ -160,8 +164,15 @@ impl Launch {
             block: [threads, 1, 1],
             shared_bytes: 0,
             opt_in_shared: false,
+            max_shared_bytes: MAX_SHARED_BYTES,
             args: Vec::new(),
         }
+    }
+
+    /// A kernel built for sm_90a alone, which may take Hopper's shared memory.
+    pub fn hopper(mut self) -> Self {
+        self.max_shared_bytes = MAX_SHARED_BYTES_SM90;
+        self
     }
 
     pub fn grid_y(mut self, y: u32) -> Self {
@@ -248,10 +259,10 @@ impl Launch {
                 self.shared_bytes
             ));
         }
-        if self.shared_bytes > MAX_SHARED_BYTES {
+        if self.shared_bytes > self.max_shared_bytes {
             return refuse(format!(
-                "{} bytes of dynamic shared memory (sm_80 allows {MAX_SHARED_BYTES})",
-                self.shared_bytes
+                "{} bytes of dynamic shared memory (its architectures allow {})",
+                self.shared_bytes, self.max_shared_bytes
             ));
         }
         for arg in &self.args {

@@ -7,7 +7,7 @@ use common::{to_bits, values};
 use davinci_kernels::adamw::Scalars;
 use davinci_kernels::emulated::{
     adamw_step, cross_entropy_rows, flash_attention_bwd, flash_attention_fwd, rms_norm_bwd, rms_norm_fwd,
-    rope, swiglu_bwd, swiglu_fwd, AdamwState, AttentionGrads, AttentionShape, Bf16, Segments,
+    rope, swiglu_bwd, swiglu_fwd, AdamwState, AttentionGrads, AttentionShape, Bf16, Kernels, Segments,
 };
 
 mod common;
@@ -87,11 +87,11 @@ fn flash_attention_forward_and_backward_repeat_bit_for_bit() {
     let d_out = to_bits(&values(s.elements(false), 4, 1.0));
     twice("flash attention", || {
         let (mut out, mut lse) = (vec![0 as Bf16; q.len()], vec![0f32; s.q_heads * s.q_tokens]);
-        flash_attention_fwd(s, &q, &k, &v, cu, 0.125, &mut out, &mut lse).unwrap();
+        flash_attention_fwd(Kernels::MmaSync, s, &q, &k, &v, cu, 0.125, &mut out, &mut lse).unwrap();
         let (mut dq, mut dk, mut dv) =
             (vec![0 as Bf16; q.len()], vec![0 as Bf16; k.len()], vec![0 as Bf16; v.len()]);
         let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
-        flash_attention_bwd(s, &q, &k, &v, &out, &d_out, &lse, cu, 0.125, grads).unwrap();
+        flash_attention_bwd(Kernels::MmaSync, s, &q, &k, &v, &out, &d_out, &lse, cu, 0.125, grads).unwrap();
         (out, bits(&lse), dq, dk, dv)
     });
 }

@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use common::{bf16_nan, to_bits, to_f32, values};
 use davinci_kernels::emulated::{
-    flash_attention_bwd, flash_attention_fwd, AttentionGrads, AttentionShape, Bf16, Segments,
+    flash_attention_bwd, flash_attention_fwd, AttentionGrads, AttentionShape, Bf16, Kernels, Segments,
 };
 
 mod common;
@@ -119,11 +119,11 @@ struct Outputs {
 /// The forward and the backward into outputs poisoned with NaN.
 fn run(s: AttentionShape, x: &Inputs<Bf16>, cu: Segments<'_>, scale: f64) -> Outputs {
     let (mut out, mut lse) = (vec![bf16_nan(); x.q.len()], vec![f32::NAN; s.q_heads * s.q_tokens]);
-    flash_attention_fwd(s, &x.q, &x.k, &x.v, cu, scale as f32, &mut out, &mut lse).unwrap();
+    flash_attention_fwd(Kernels::MmaSync, s, &x.q, &x.k, &x.v, cu, scale as f32, &mut out, &mut lse).unwrap();
     let (mut dq, mut dk, mut dv) =
         (vec![bf16_nan(); x.q.len()], vec![bf16_nan(); x.k.len()], vec![bf16_nan(); x.v.len()]);
     let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
-    flash_attention_bwd(s, &x.q, &x.k, &x.v, &out, &x.d_out, &lse, cu, scale as f32, grads).unwrap();
+    flash_attention_bwd(Kernels::MmaSync, s, &x.q, &x.k, &x.v, &out, &x.d_out, &lse, cu, scale as f32, grads).unwrap();
     Outputs { out: to_f32(&out), lse, dq: to_f32(&dq), dk: to_f32(&dk), dv: to_f32(&dv) }
 }
 
@@ -356,11 +356,11 @@ fn segments_the_kernels_cannot_attend_over_are_refused() {
     let refusal = |q: &[u32], k: &[u32]| {
         let cu = Segments { q, k };
         let (mut out, mut lse) = (vec![0; x.q.len()], vec![0.0; s.q_tokens]);
-        let forward = flash_attention_fwd(s, &x.q, &x.k, &x.v, cu, 0.125, &mut out, &mut lse).unwrap_err();
+        let forward = flash_attention_fwd(Kernels::MmaSync, s, &x.q, &x.k, &x.v, cu, 0.125, &mut out, &mut lse).unwrap_err();
         let (mut dq, mut dk, mut dv) = (vec![0; x.q.len()], vec![0; x.k.len()], vec![0; x.v.len()]);
         let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
         let backward =
-            flash_attention_bwd(s, &x.q, &x.k, &x.v, &out, &x.d_out, &lse, cu, 0.125, grads).unwrap_err();
+            flash_attention_bwd(Kernels::MmaSync, s, &x.q, &x.k, &x.v, &out, &x.d_out, &lse, cu, 0.125, grads).unwrap_err();
         // The message, without the backtrace candle may add.
         let message =
             |e: &dyn std::fmt::Display| e.to_string().lines().next().unwrap_or_default().to_string();
@@ -389,7 +389,7 @@ fn a_misaligned_gradient_is_refused_before_launch() {
     let (mut dq, mut dk, mut dv) = (vec![0u16; n], vec![0u16; n], vec![0u16; n]);
     let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
     let cu = [0, tokens as u32];
-    let err = flash_attention_bwd(s, &q, &q, &q, &out, d_out, &lse, Segments::packed(&cu), 0.125, grads)
+    let err = flash_attention_bwd(Kernels::MmaSync, s, &q, &q, &q, &out, d_out, &lse, Segments::packed(&cu), 0.125, grads)
         .unwrap_err()
         .to_string();
     assert!(err.contains("d_out") && err.contains("aligned"), "{err}");

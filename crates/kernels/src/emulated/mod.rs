@@ -153,6 +153,7 @@ pub use crate::attention::{AttentionShape, Segments};
 pub use crate::ops::adamw_step::emulated::{adamw_step, AdamwState};
 pub use crate::ops::cross_entropy::emulated::cross_entropy_rows;
 pub use crate::ops::flash_attention::emulated::{flash_attention_bwd, flash_attention_fwd, AttentionGrads};
+pub use crate::ops::flash_attention::Kernels;
 pub use crate::ops::rms_norm::emulated::{rms_norm_bwd, rms_norm_fwd};
 pub use crate::ops::rope::emulated::rope;
 pub use crate::ops::swiglu::emulated::{swiglu_bwd, swiglu_fwd};

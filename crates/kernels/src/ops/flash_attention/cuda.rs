@@ -6,7 +6,7 @@ use candle_core::op::BackpropOp;
 use candle_core::{bail, DType, Layout, Result, Storage, Tensor};
 use half::bf16;
 
-use super::launch::{self, BackwardBuffers, ForwardBuffers};
+use super::launch::{self, BackwardBuffers, ForwardBuffers, Kernels};
 use super::NAME;
 use crate::attention::{AttentionShape, Segments};
 use crate::cuda::{view, zeros, Device};
@@ -21,6 +21,16 @@ fn shape(q: &Layout, k: &Layout, v: &Layout, cu: Segments<'_>) -> Result<Attenti
     let shape = AttentionShape { q_tokens, k_tokens, q_heads, kv_heads, head_dim };
     shape.check(cu).map_err(candle_core::Error::Msg)?;
     Ok(shape)
+}
+
+/// The kernels for the device's compute capability: Hopper's on 9.x, mma.sync elsewhere.
+fn kernels_for(device: &candle_core::CudaDevice) -> Result<Kernels> {
+    let (major, minor) = device
+        .cuda_stream()
+        .context()
+        .compute_capability()
+        .map_err(|e| candle_core::Error::Msg(format!("{NAME}: reading the compute capability: {e:?}")))?;
+    Ok(Kernels::for_capability(major as u32, minor as u32))
 }
 
 fn cuda_storage(storage: &Storage) -> Result<&CudaStorage> {
@@ -44,6 +54,7 @@ pub(super) fn forward(
         (view::<bf16>(NAME, q.0, q.1)?, view::<bf16>(NAME, k.0, k.1)?, view::<bf16>(NAME, v.0, v.1)?);
     let mut out = zeros::<bf16>(device, qv.len())?;
     let mut lse = zeros::<f32>(device, s.q_heads * s.q_tokens)?;
+    let kernels = kernels_for(device)?;
     let stream = device.cuda_stream();
     let mut exec = Device::new(device, &stream);
     let buffers = ForwardBuffers {
@@ -53,7 +64,7 @@ pub(super) fn forward(
         out: exec.write(&mut out),
         lse: exec.write(&mut lse),
     };
-    launch::forward(&mut exec, s, buffers, cu, scale)?;
+    launch::forward(&mut exec, s, buffers, cu, scale, kernels)?;
     drop(exec);
     let lse = CudaStorage::wrap_cuda_slice(lse, device.clone());
     let lse = Tensor::from_storage(Storage::Cuda(lse), (s.q_heads, s.q_tokens), BackpropOp::none(), false);
@@ -86,6 +97,7 @@ pub(super) fn backward(
     let mut dq = zeros::<bf16>(device, qv.len())?;
     let mut dk = zeros::<bf16>(device, kv.len())?;
     let mut dv = zeros::<bf16>(device, vv.len())?;
+    let kernels = kernels_for(device)?;
     let stream = device.cuda_stream();
     let mut exec = Device::new(device, &stream);
     let buffers = BackwardBuffers {
@@ -99,7 +111,7 @@ pub(super) fn backward(
         dk: exec.write(&mut dk),
         dv: exec.write(&mut dv),
     };
-    launch::backward(&mut exec, s, buffers, cu, scale)?;
+    launch::backward(&mut exec, s, buffers, cu, scale, kernels)?;
     drop(exec);
     let wrap = |slice, dims: &[usize]| {
         let storage = Storage::Cuda(CudaStorage::wrap_cuda_slice(slice, device.clone()));

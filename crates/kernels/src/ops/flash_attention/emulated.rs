@@ -5,7 +5,7 @@
 
 use candle_core::{bail, Result};
 
-use super::launch::{self, BackwardBuffers, ForwardBuffers};
+use super::launch::{self, BackwardBuffers, ForwardBuffers, Kernels};
 use crate::attention::{AttentionShape, Segments};
 use crate::emulated::{check, Bf16, Host};
 use crate::launch::Buffer;
@@ -20,10 +20,11 @@ fn check_shape(s: &AttentionShape, cu: Segments<'_>, buffers: &[(&str, usize, bo
     Ok(())
 }
 
-/// The forward: `out` (`[q_tokens, q_heads, head_dim]`) and `lse` (`[q_heads, q_tokens]`,
-/// natural log). Padding rows get zeros in both.
+/// The forward by `kernels`: `out` (`[q_tokens, q_heads, head_dim]`) and `lse`
+/// (`[q_heads, q_tokens]`, natural log). Padding rows get zeros in both.
 #[allow(clippy::too_many_arguments)]
 pub fn flash_attention_fwd(
+    kernels: Kernels,
     s: AttentionShape,
     q: &[Bf16],
     k: &[Bf16],
@@ -49,7 +50,7 @@ pub fn flash_attention_fwd(
         out: Buffer::host_mut(out),
         lse: Buffer::host_mut(lse),
     };
-    launch::forward(&mut Host::default(), s, buffers, cu, scale)
+    launch::forward(&mut Host::default(), s, buffers, cu, scale, kernels)
 }
 
 /// The gradients of q, k and v (dK and dV summed over each group's query heads).
@@ -59,10 +60,11 @@ pub struct AttentionGrads<'a> {
     pub dv: &'a mut [Bf16],
 }
 
-/// The backward from the output's gradient and the forward's `out` and `lse`. Padding
-/// rows get zeros.
+/// The backward by `kernels` from the output's gradient and the forward's `out` and
+/// `lse`. Padding rows get zeros.
 #[allow(clippy::too_many_arguments)]
 pub fn flash_attention_bwd(
+    kernels: Kernels,
     s: AttentionShape,
     q: &[Bf16],
     k: &[Bf16],
@@ -103,5 +105,5 @@ pub fn flash_attention_bwd(
         dk: Buffer::host_mut(grads.dk),
         dv: Buffer::host_mut(grads.dv),
     };
-    launch::backward(&mut Host::default(), s, buffers, cu, scale)
+    launch::backward(&mut Host::default(), s, buffers, cu, scale, kernels)
 }

@@ -8,6 +8,27 @@ use candle_core::Result;
 use crate::attention::{key_tiles, query_tiles, shared_bytes, AttentionShape, Segments, Tile};
 use crate::launch::{plain_bytes, Arg, Buffer, Executor, Launch};
 
+/// Which kernels run attention: the mma.sync ones (`kernels/flash_attention.cu`, any GPU
+/// from sm_80), or Hopper's (`kernels/flash_attention_sm90.cu`: wgmma, TMA, warp
+/// specialisation), which run on compute capability 9.x alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    MmaSync,
+    Hopper,
+}
+
+impl Kernels {
+    /// The kernels for a GPU of compute capability `major`.`minor`: sm_90a code runs on
+    /// 9.x only (its `a` features are not carried forward), everything else takes mma.sync.
+    pub fn for_capability(major: u32, _minor: u32) -> Self {
+        if major == 9 {
+            Kernels::Hopper
+        } else {
+            Kernels::MmaSync
+        }
+    }
+}
+
 const SOURCE: &str = "flash_attention";
 /// Threads of the tile kernels: 4 warps (of 32 query rows in the forward and dQ, 16 key
 /// rows in dK/dV).
@@ -23,14 +44,14 @@ fn bytes(s: &AttentionShape, kv: bool) -> usize {
 }
 
 /// The work list as a table, and its length.
-fn table(exec: &mut impl Executor, tiles: &[Tile]) -> Result<(Buffer, usize)> {
+pub(super) fn table(exec: &mut impl Executor, tiles: &[Tile]) -> Result<(Buffer, usize)> {
     let bytes = plain_bytes(tiles);
     Ok((exec.table(&bytes)?, bytes.len()))
 }
 
 /// The shape and scale arguments every tile kernel ends with (the dQ and dK/dV kernels
 /// also take the plain scale).
-fn shape_args(launch: Launch, s: &AttentionShape, scale: f32) -> Launch {
+pub(super) fn shape_args(launch: Launch, s: &AttentionShape, scale: f32) -> Launch {
     launch
         .arg(Arg::I32(s.q_tokens as i32))
         .arg(Arg::I32(s.q_heads as i32))
@@ -53,7 +74,11 @@ pub(crate) fn forward(
     b: ForwardBuffers,
     cu: Segments<'_>,
     scale: f32,
+    kernels: Kernels,
 ) -> Result<()> {
+    if kernels == Kernels::Hopper {
+        return super::hopper::forward(exec, s, b, cu, scale);
+    }
     let tiles = query_tiles(cu);
     if tiles.is_empty() {
         return Ok(());
@@ -70,6 +95,31 @@ pub(crate) fn forward(
             .buffer("lse", b.lse, s.q_heads * s.q_tokens * 4, 4)
             .buffer("tiles", tiles_at, tiles_bytes, 4);
     exec.run(&shape_args(launch, &s, scale))
+}
+
+/// D = rowsum(dO * O) of every query row (`[q_heads, q_tokens]` f32), which both
+/// backwards read.
+fn delta(exec: &mut impl Executor, s: &AttentionShape, b: &BackwardBuffers) -> Result<Buffer> {
+    let (q_bytes, stats) = (bytes(s, false), s.q_heads * s.q_tokens * 4);
+    let delta = exec.scratch(stats)?;
+    let rows = s.q_tokens * s.q_heads;
+    let warps = (DELTA_THREADS / 32) as usize;
+    let delta_launch = Launch::new(
+        SOURCE,
+        "flash_attention_delta",
+        rows.div_ceil(warps).clamp(1, 4096) as u32,
+        DELTA_THREADS,
+    )
+    .buffer("out", b.out, q_bytes, 2)
+    // Checked at the alignment the backward's copies need, so that a misaligned d_out
+    // stops the backward before any kernel runs.
+    .buffer("d_out", b.d_out, q_bytes, COPY_ALIGN)
+    .buffer("delta", delta, stats, 4)
+    .arg(Arg::I32(s.q_tokens as i32))
+    .arg(Arg::I32(s.q_heads as i32))
+    .arg(Arg::I32(s.head_dim as i32));
+    exec.run(&delta_launch)?;
+    Ok(delta)
 }
 
 pub(crate) struct BackwardBuffers {
@@ -93,6 +143,7 @@ pub(crate) fn backward(
     b: BackwardBuffers,
     cu: Segments<'_>,
     scale: f32,
+    kernels: Kernels,
 ) -> Result<()> {
     let (queries, keys) = (query_tiles(cu), key_tiles(cu));
     if queries.is_empty() {
@@ -100,25 +151,10 @@ pub(crate) fn backward(
         return Ok(());
     }
     let (q_bytes, kv_bytes, stats) = (bytes(&s, false), bytes(&s, true), s.q_heads * s.q_tokens * 4);
-    let delta = exec.scratch(stats)?;
-    let rows = s.q_tokens * s.q_heads;
-    let warps = (DELTA_THREADS / 32) as usize;
-    let delta_launch = Launch::new(
-        SOURCE,
-        "flash_attention_delta",
-        rows.div_ceil(warps).clamp(1, 4096) as u32,
-        DELTA_THREADS,
-    )
-    .buffer("out", b.out, q_bytes, 2)
-    // Checked at the alignment the dQ and dK/dV copies need, so that a misaligned
-    // d_out stops the backward before any kernel runs.
-    .buffer("d_out", b.d_out, q_bytes, COPY_ALIGN)
-    .buffer("delta", delta, stats, 4)
-    .arg(Arg::I32(s.q_tokens as i32))
-    .arg(Arg::I32(s.q_heads as i32))
-    .arg(Arg::I32(s.head_dim as i32));
-    exec.run(&delta_launch)?;
-
+    let delta = delta(exec, &s, &b)?;
+    if kernels == Kernels::Hopper {
+        return super::hopper::backward(exec, s, b, delta, cu, scale);
+    }
     let [_, dq_shared, dkdv_shared] = shared_bytes(s.head_dim);
     let inputs = |launch: Launch| {
         launch

@@ -14,7 +14,11 @@ mod cuda;
 #[cfg(feature = "emulation")]
 pub(crate) mod emulated;
 #[cfg(any(feature = "cuda", feature = "emulation"))]
+mod hopper;
+#[cfg(any(feature = "cuda", feature = "emulation"))]
 mod launch;
+#[cfg(any(feature = "cuda", feature = "emulation"))]
+pub use launch::Kernels;
 
 const NAME: &str = "flash-attention";
 

@@ -1,0 +1,147 @@
+//! The launches of `kernels/flash_attention_sm90.cu`, the Hopper kernels (wgmma, TMA,
+//! warp specialisation): the same work lists as the mma.sync kernels' (`super::launch`),
+//! with q, k and v reached through tensor maps instead of pointers.
+
+use candle_core::Result;
+
+use super::launch::{shape_args, table, BackwardBuffers, ForwardBuffers};
+use crate::attention::{key_tiles_in_order, query_tiles, AttentionShape, Segments};
+use crate::launch::{grid_stride_blocks, Arg, Buffer, Element, Executor, Launch, ELEMENTWISE_THREADS};
+use crate::tensor_map::{TensorMapSpec, TensorMapSwizzle};
+
+const SOURCE: &str = "flash_attention_sm90";
+/// A producer warpgroup and two consumer warpgroups (`fa3::kThreads`).
+const THREADS: u32 = 384;
+/// Query rows per forward block (`fa3::kQueryRows`) and keys per pipeline stage
+/// (`fa3::kKeys`).
+const QUERY_ROWS: usize = 128;
+const KEYS: usize = 128;
+/// Stages of K and V in flight (`fa3::kStages`).
+const STAGES: usize = 2;
+/// bf16 columns of one TMA box: a 128-byte swizzle row.
+const SPAN: usize = 64;
+
+/// Key rows per backward block (`fa3::kKeyRows`: 64 per consumer) and query rows per
+/// backward step (`fa3::kStepQueries`).
+const KEY_ROWS: usize = 128;
+const STEP_QUERIES: usize = 64;
+
+/// Dynamic shared memory of the backward (`fa3::BackwardShared::kBytes`): K and V, the
+/// stages of Q and dO, dS^T, two buffers of a step's lse and D, and 5 barriers.
+pub fn backward_shared_bytes(head_dim: usize) -> usize {
+    2 * KEY_ROWS * head_dim * 2
+        + 2 * STAGES * STEP_QUERIES * head_dim * 2
+        + KEY_ROWS * STEP_QUERIES * 2
+        + 2 * 2 * STEP_QUERIES * 4
+        + 8 * (1 + 2 * STAGES)
+}
+
+/// Dynamic shared memory of the forward (`fa3::ForwardShared::kBytes`): Q, the stages of
+/// K and V, and 7 barriers.
+pub fn forward_shared_bytes(head_dim: usize) -> usize {
+    QUERY_ROWS * head_dim * 2 + 2 * STAGES * KEYS * head_dim * 2 + 8 * (1 + 3 * STAGES)
+}
+
+/// The tensor map of a `[tokens, heads, head_dim]` bf16 buffer, in boxes of one head's
+/// `rows` rows by 64 columns, 128-byte swizzled, as the kernels' tiles are laid out.
+fn rows_map(exec: &mut impl Executor, buffer: Buffer, tokens: usize, heads: usize, head_dim: usize, rows: usize) -> Result<Arg> {
+    let spec = TensorMapSpec {
+        address: buffer.addr,
+        element: Element::Bf16,
+        dims: vec![head_dim as u64, heads as u64, tokens as u64],
+        strides: vec![(heads * head_dim * 2) as u64, (head_dim * 2) as u64],
+        box_dims: vec![SPAN as u32, 1, rows as u32],
+        swizzle: TensorMapSwizzle::B128,
+    };
+    if buffer.bytes < tokens * heads * head_dim * 2 {
+        candle_core::bail!("a tensor map over {tokens} x {heads} x {head_dim} bf16 reaches past its {} bytes", buffer.bytes)
+    }
+    let words = exec.tensor_map(&spec)?;
+    Ok(Arg::Struct(words.iter().flat_map(|w| w.to_ne_bytes()).collect()))
+}
+
+/// A block per (query tile, query head), as the mma.sync forward's.
+pub(crate) fn forward(
+    exec: &mut impl Executor,
+    s: AttentionShape,
+    b: ForwardBuffers,
+    cu: Segments<'_>,
+    scale: f32,
+) -> Result<()> {
+    let tiles = query_tiles(cu);
+    if tiles.is_empty() {
+        return Ok(());
+    }
+    let (tiles_at, tiles_bytes) = table(exec, &tiles)?;
+    let q_map = rows_map(exec, b.q, s.q_tokens, s.q_heads, s.head_dim, QUERY_ROWS)?;
+    let k_map = rows_map(exec, b.k, s.k_tokens, s.kv_heads, s.head_dim, KEYS)?;
+    let v_map = rows_map(exec, b.v, s.k_tokens, s.kv_heads, s.head_dim, KEYS)?;
+    let launch =
+        Launch::new(SOURCE, format!("flash_attention_fwd_sm90_d{}", s.head_dim), tiles.len() as u32, THREADS)
+            .grid_y(s.q_heads as u32)
+            .hopper()
+            .shared(forward_shared_bytes(s.head_dim))
+            .arg(q_map)
+            .arg(k_map)
+            .arg(v_map)
+            .buffer("out", b.out, s.elements(false) * 2, 4)
+            .buffer("lse", b.lse, s.q_heads * s.q_tokens * 4, 4)
+            .buffer("tiles", tiles_at, tiles_bytes, 4);
+    exec.run(&shape_args(launch, &s, scale))
+}
+
+/// The backward after D (`delta`, from the mma.sync source's kernel): the f32 sum of dQ
+/// and its turn counters cleared; dK, dV and that sum by a block per (key tile, kv head),
+/// each key tile adding its share of a dQ tile after the segment's key tiles before it;
+/// then dQ = scale x the sum, as bf16. Every run gives the same bits.
+pub(crate) fn backward(
+    exec: &mut impl Executor,
+    s: AttentionShape,
+    b: BackwardBuffers,
+    delta: Buffer,
+    cu: Segments<'_>,
+    scale: f32,
+) -> Result<()> {
+    let keys = key_tiles_in_order(cu, KEY_ROWS);
+    let (q_elements, stats) = (s.elements(false), s.q_heads * s.q_tokens);
+    let dq_sum = exec.scratch(q_elements * 4)?;
+    let turns = exec.scratch(stats * 4)?;
+    let clear = Launch::new(SOURCE, "flash_attention_clear_sm90", grid_stride_blocks(q_elements), ELEMENTWISE_THREADS)
+        .hopper()
+        .buffer("dq_sum", dq_sum, q_elements * 4, 4)
+        .arg(Arg::U64(q_elements as u64))
+        .buffer("turns", turns, stats * 4, 4)
+        .arg(Arg::U64(stats as u64));
+    exec.run(&clear)?;
+
+    let (key_table, key_bytes) = table(exec, &keys)?;
+    let q_map = rows_map(exec, b.q, s.q_tokens, s.q_heads, s.head_dim, STEP_QUERIES)?;
+    let k_map = rows_map(exec, b.k, s.k_tokens, s.kv_heads, s.head_dim, KEY_ROWS)?;
+    let v_map = rows_map(exec, b.v, s.k_tokens, s.kv_heads, s.head_dim, KEY_ROWS)?;
+    let do_map = rows_map(exec, b.d_out, s.q_tokens, s.q_heads, s.head_dim, STEP_QUERIES)?;
+    let kv_bytes = s.elements(true) * 2;
+    let launch = Launch::new(SOURCE, format!("flash_attention_bwd_sm90_d{}", s.head_dim), keys.len() as u32, THREADS)
+        .grid_y(s.kv_heads as u32)
+        .hopper()
+        .shared(backward_shared_bytes(s.head_dim))
+        .arg(q_map)
+        .arg(k_map)
+        .arg(v_map)
+        .arg(do_map)
+        .buffer("lse", b.lse, stats * 4, 4)
+        .buffer("delta", delta, stats * 4, 4)
+        .buffer("dq_sum", dq_sum, q_elements * 4, 4)
+        .buffer("turns", turns, stats * 4, 4)
+        .buffer("dk", b.dk, kv_bytes, 4)
+        .buffer("dv", b.dv, kv_bytes, 4)
+        .buffer("tiles", key_table, key_bytes, 4);
+    exec.run(&shape_args(launch, &s, scale).arg(Arg::F32(scale)))?;
+
+    let dq = Launch::new(SOURCE, "flash_attention_dq_sm90", grid_stride_blocks(q_elements), ELEMENTWISE_THREADS)
+        .hopper()
+        .buffer("dq_sum", dq_sum, q_elements * 4, 4)
+        .buffer("dq", b.dq, q_elements * 2, 2)
+        .arg(Arg::U64(q_elements as u64))
+        .arg(Arg::F32(scale));
+    exec.run(&dq)
+}

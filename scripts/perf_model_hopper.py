@@ -1,0 +1,87 @@
+"""The static performance model of warp-specialised Hopper kernels (kind "warpgroup" in
+kernels/perf-bands.toml): a producer warpgroup issues the TMA copies, consumer warpgroups
+run wgmma (HGMMA in the SASS) and the rest. scripts/perf_model.py calls `warpgroup_model`;
+docs/kernels.md explains the figures.
+
+One pass of the consumers' main loop (the loop with the most HGMMA work) is read on its
+steady path. An HGMMA 64xNx16 does 64 N 16 multiply-adds; at the H100's dense bf16 peak
+(4096 flops a cycle per SM) that is N / 2 cycles of the SM's four tensor cores, and the model
+grants wgmma WGMMA_EFFICIENCY of it. Each consumer warp runs on its own SMSP, so per pass of
+every consumer warpgroup, the SM needs at least:
+- tensor: every consumer's HGMMA cycles, one after another;
+- issue, fp32, integer, MUFU: each consumer's warp's instructions on its SMSP;
+- shared memory: the HGMMA operands read from shared memory (A when it is there, always B)
+  and the warps' own shared loads and stores, at 128 bytes a cycle;
+- latency: one consumer's own pass, its HGMMA cycles plus the dependent chain of everything
+  else (its matrix products and its softmax cannot overlap each other, the other consumers'
+  can: so this bounds the pass, not the sum).
+The prediction is the peak's cycles for the pass's matrix work over the largest bound.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+
+# The share of the dense bf16 peak the best wgmma GEMMs reach on an H100 SXM (about 800 of
+# 989 TFLOP/s in cuBLAS and CUTLASS measurements): the model's ceiling for the tensor pipe.
+WGMMA_EFFICIENCY = 0.8
+# Operand bytes an HGMMA 64xNx16 reads from shared memory: A is 64 x 16 bf16, B is 16 x N.
+A_BYTES = 64 * 16 * 2
+HGMMA = re.compile(r"HGMMA\.64x(\d+)x16")
+
+
+def hgmma_n(ins) -> int:
+    """N of an HGMMA 64xNx16 (0 for any other instruction)."""
+    match = HGMMA.match(ins.opcode)
+    return int(match.group(1)) if match else 0
+
+
+def hgmma_shared_bytes(ins) -> int:
+    """Shared bytes an HGMMA reads: B always, A unless it comes from registers."""
+    n = hgmma_n(ins)
+    if not n:
+        return 0
+    a_in_registers = bool(ins.operands) and len(ins.operands) > 1 and ins.operands[1].startswith("R")
+    return n * 16 * 2 + (0 if a_in_registers else A_BYTES)
+
+
+@dataclasses.dataclass
+class WarpgroupFigures:
+    consumers: int
+    hgmma: int
+    hgmma_cycles: float  # one consumer's pass, at the model's wgmma rate
+    instructions: int  # one consumer warp's pass, besides HGMMA
+    chain_cycles: float
+    shared_bytes: int  # per pass of every consumer
+    bound: str
+    predicted: float
+
+
+def warpgroup_model(pm, arch, code, consumers: int) -> WarpgroupFigures:
+    """`pm` is scripts/perf_model.py (its SASS reading and latency play-out)."""
+    span = pm.main_loop(code, hgmma_n)
+    if span is None:
+        raise pm.ModelError("no loop with HGMMA instructions")
+    body = pm.steady_path(code, span, lambda ins: (hgmma_n(ins), pm.global_load_bytes(ins)))
+    hgmmas = [ins for ins in body if hgmma_n(ins)]
+    others = [ins for ins in body if not hgmma_n(ins) and ins.base != "WARPGROUP"]
+    peak_cycles = sum(hgmma_n(ins) for ins in hgmmas) / 2
+    tensor = peak_cycles / WGMMA_EFFICIENCY
+    pipes = {
+        "issue": len(others) + len(hgmmas),
+        "fp32": sum(ins.base in pm.FP32 for ins in others) * arch.fp32_cycles,
+        "integer": sum(ins.base in pm.INTEGER for ins in others) * arch.int_cycles,
+        "mufu": sum(ins.base in pm.MUFU for ins in others) * arch.mufu_cycles,
+    }
+    # One warp's dependent chain besides its matrix products, and at least its busiest pipe.
+    chain = max([pm.one_warp_cycles(others)] + list(pipes.values()))
+    shared = consumers * (sum(hgmma_shared_bytes(ins) for ins in hgmmas) + 4 * sum(map(pm.shared_bytes, others)))
+    cycles = {
+        "tensor": consumers * tensor,
+        **{name: consumers * value for name, value in pipes.items()},
+        "shared": shared / arch.smem_bytes_per_cycle,
+        "latency": tensor + chain,
+    }
+    bound = max(cycles, key=cycles.get)
+    return WarpgroupFigures(consumers, len(hgmmas), tensor, len(others), chain, shared, bound,
+                            consumers * peak_cycles / cycles[bound])
