@@ -41,6 +41,21 @@ pub fn predicted(kernel: &str, arch: &str) -> Option<f64> {
     })
 }
 
+/// The kernel of the model that runs for `kernel` on `chip`: on sm_90a attention runs
+/// Hopper's kernels (`ops::flash_attention` picks them on compute capability 9.x), whose
+/// names carry `_sm90`.
+pub fn on_chip(kernel: &str, chip: &Chip) -> String {
+    if chip.arch != "sm_90a" {
+        return kernel.to_string();
+    }
+    for family in ["flash_attention_fwd", "attention"] {
+        if let Some(head_dim) = kernel.strip_prefix(family).and_then(|rest| rest.strip_prefix("_d")) {
+            return format!("{family}_sm90_d{head_dim}");
+        }
+    }
+    kernel.to_string()
+}
+
 /// The model's kernel behind a `bench kernels` case, at a head size and element type (the
 /// model covers the bf16 kernels training runs; the f32 ones have no prediction).
 pub fn model_kernel(case: &str, head_dim: usize, bf16: bool) -> Option<String> {
@@ -76,11 +91,13 @@ mod tests {
     }
 
     #[test]
-    fn every_banded_kernel_has_a_prediction_for_both_architectures_within_zero_and_one() {
+    fn every_banded_kernel_has_a_prediction_for_its_architectures_within_zero_and_one() {
         let kernels = banded();
         assert!(kernels.len() >= 10, "{kernels:?}");
         for kernel in kernels {
-            for arch in ["sm_80", "sm_90a"] {
+            // Hopper's kernels are built for sm_90a alone.
+            let archs: &[&str] = if kernel.contains("sm90") { &["sm_90a"] } else { &["sm_80", "sm_90a"] };
+            for &arch in archs {
                 let value =
                     predicted(&kernel, arch).unwrap_or_else(|| panic!("no prediction for {kernel} {arch}"));
                 assert!(value > 0.0 && value <= 1.0, "{kernel} {arch}: {value}");
@@ -102,12 +119,20 @@ mod tests {
             "attention fwd+bwd",
             "adamw",
         ];
+        let (a100, h100) = (chip(8, 0).expect("an A100"), chip(9, 0).expect("an H100"));
         for case in cases {
             for head_dim in [64, 128] {
                 let kernel = model_kernel(case, head_dim, true).unwrap_or_else(|| panic!("{case}"));
-                assert!(predicted(&kernel, "sm_90a").is_some(), "{case} -> {kernel}");
+                for on in [a100, h100] {
+                    let kernel = on_chip(&kernel, &on);
+                    assert!(predicted(&kernel, on.arch).is_some(), "{case} -> {kernel} on {}", on.name);
+                }
             }
         }
+        assert_eq!(on_chip("flash_attention_fwd_d128", &h100), "flash_attention_fwd_sm90_d128");
+        assert_eq!(on_chip("attention_d64", &h100), "attention_sm90_d64");
+        assert_eq!(on_chip("attention_d64", &a100), "attention_d64");
+        assert_eq!(on_chip("rms_norm_fwd_bf16", &h100), "rms_norm_fwd_bf16");
         assert_eq!(model_kernel("add+rms_norm fwd", 128, true), None);
         assert_eq!(model_kernel("swiglu fwd", 128, false), None);
         assert_eq!(chip(8, 6), None);

@@ -73,25 +73,32 @@ fn the_elementwise_and_row_kernels_repeat_bit_for_bit() {
 }
 
 /// Queries and keys in segments of their own, the last query chunk 30 keys behind the
-/// key side's end (as context parallelism gives), and padding after both.
+/// key side's end (as context parallelism gives), and padding after both: the mma.sync
+/// kernels, and Hopper's, whose backward adds dQ's key tiles in their turns. Hopper's run
+/// over 300 keys of one segment, so that three key tiles add into each dQ tile.
 #[test]
 fn flash_attention_forward_and_backward_repeat_bit_for_bit() {
-    let (cu_q, cu_k) = ([0, 5, 45, 60], [0, 5, 75, 90]);
     let s = AttentionShape { q_tokens: 64, k_tokens: 96, q_heads: 4, kv_heads: 2, head_dim: 64 };
-    let cu = Segments { q: &cu_q, k: &cu_k };
+    attention_twice(Kernels::MmaSync, s, &[0, 5, 45, 60], &[0, 5, 75, 90]);
+    let s = AttentionShape { q_tokens: 260, k_tokens: 300, q_heads: 2, kv_heads: 1, head_dim: 64 };
+    attention_twice(Kernels::Hopper, s, &[0, 4, 260], &[0, 4, 300]);
+}
+
+fn attention_twice(kernels: Kernels, s: AttentionShape, cu_q: &[u32], cu_k: &[u32]) {
+    let cu = Segments { q: cu_q, k: cu_k };
     let (q, k, v) = (
         to_bits(&values(s.elements(false), 1, 2.0)),
         to_bits(&values(s.elements(true), 2, 2.0)),
         to_bits(&values(s.elements(true), 3, 2.0)),
     );
     let d_out = to_bits(&values(s.elements(false), 4, 1.0));
-    twice("flash attention", || {
+    twice(&format!("flash attention, {kernels:?}"), || {
         let (mut out, mut lse) = (vec![0 as Bf16; q.len()], vec![0f32; s.q_heads * s.q_tokens]);
-        flash_attention_fwd(Kernels::MmaSync, s, &q, &k, &v, cu, 0.125, &mut out, &mut lse).unwrap();
+        flash_attention_fwd(kernels, s, &q, &k, &v, cu, 0.125, &mut out, &mut lse).unwrap();
         let (mut dq, mut dk, mut dv) =
             (vec![0 as Bf16; q.len()], vec![0 as Bf16; k.len()], vec![0 as Bf16; v.len()]);
         let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
-        flash_attention_bwd(Kernels::MmaSync, s, &q, &k, &v, &out, &d_out, &lse, cu, 0.125, grads).unwrap();
+        flash_attention_bwd(kernels, s, &q, &k, &v, &out, &d_out, &lse, cu, 0.125, grads).unwrap();
         (out, bits(&lse), dq, dk, dv)
     });
 }

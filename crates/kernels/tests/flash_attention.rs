@@ -116,14 +116,14 @@ struct Outputs {
     dv: Vec<f32>,
 }
 
-/// The forward and the backward into outputs poisoned with NaN.
-fn run(s: AttentionShape, x: &Inputs<Bf16>, cu: Segments<'_>, scale: f64) -> Outputs {
+/// The forward and the backward by `kernels` into outputs poisoned with NaN.
+fn run(kernels: Kernels, s: AttentionShape, x: &Inputs<Bf16>, cu: Segments<'_>, scale: f64) -> Outputs {
     let (mut out, mut lse) = (vec![bf16_nan(); x.q.len()], vec![f32::NAN; s.q_heads * s.q_tokens]);
-    flash_attention_fwd(Kernels::MmaSync, s, &x.q, &x.k, &x.v, cu, scale as f32, &mut out, &mut lse).unwrap();
+    flash_attention_fwd(kernels, s, &x.q, &x.k, &x.v, cu, scale as f32, &mut out, &mut lse).unwrap();
     let (mut dq, mut dk, mut dv) =
         (vec![bf16_nan(); x.q.len()], vec![bf16_nan(); x.k.len()], vec![bf16_nan(); x.v.len()]);
     let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
-    flash_attention_bwd(Kernels::MmaSync, s, &x.q, &x.k, &x.v, &out, &x.d_out, &lse, cu, scale as f32, grads).unwrap();
+    flash_attention_bwd(kernels, s, &x.q, &x.k, &x.v, &out, &x.d_out, &lse, cu, scale as f32, grads).unwrap();
     Outputs { out: to_f32(&out), lse, dq: to_f32(&dq), dk: to_f32(&dk), dv: to_f32(&dv) }
 }
 
@@ -139,8 +139,10 @@ fn compare(name: &str, got: &Outputs, want: &Reference) {
     }
 }
 
-/// Segments of `(queries, keys)` rows, then padding rows on each side, and the heads.
+/// Segments of `(queries, keys)` rows, then padding rows on each side, and the heads, run
+/// by `kernels`.
 struct Case<'a> {
+    kernels: Kernels,
     name: &'a str,
     segments: &'a [(usize, usize)],
     padding: (usize, usize),
@@ -181,7 +183,7 @@ fn check_case(c: Case) {
     };
     let x = Inputs::random(s, c.amplitude);
     let scale = 1.0 / (c.head_dim as f64).sqrt();
-    let got = run(s, &x, cu, scale);
+    let got = run(c.kernels, s, &x, cu, scale);
     compare(c.name, &got, &reference(s, &x.values(), cu, scale));
 
     let (q_row, kv_row) = (s.q_heads * s.head_dim, s.kv_heads * s.head_dim);
@@ -198,9 +200,18 @@ fn check_case(c: Case) {
 }
 
 /// Packed documents: each its own queries and keys.
-fn check(name: &str, lengths: &[usize], padding: usize, q_heads: usize, kv_heads: usize, head_dim: usize) {
+fn check(
+    kernels: Kernels,
+    name: &str,
+    lengths: &[usize],
+    padding: usize,
+    q_heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+) {
     let segments: Vec<_> = lengths.iter().map(|&l| (l, l)).collect();
     check_case(Case {
+        kernels,
         name,
         segments: &segments,
         padding: (padding, padding),
@@ -213,18 +224,18 @@ fn check(name: &str, lengths: &[usize], padding: usize, q_heads: usize, kv_heads
 
 #[test]
 fn flash_attention_one_token_and_ragged_documents_no_grouping() {
-    check("ratio 1, d 64", &[1, 70, 5, 130], 0, 2, 2, 64);
+    check(Kernels::MmaSync, "ratio 1, d 64", &[1, 70, 5, 130], 0, 2, 2, 64);
 }
 
 #[test]
 fn flash_attention_fifty_documents_grouped_by_five() {
     let lengths: Vec<usize> = (0..50).map(|i| 1 + (i * 7) % 9).collect();
-    check("fifty documents, ratio 5, d 64", &lengths, 0, 5, 1, 64);
+    check(Kernels::MmaSync, "fifty documents, ratio 5, d 64", &lengths, 0, 5, 1, 64);
 }
 
 #[test]
 fn flash_attention_head_dim_128_grouped_by_eight_one_document_and_padding() {
-    check("one document, ratio 8, d 128, padding", &[97], 7, 8, 1, 128);
+    check(Kernels::MmaSync, "one document, ratio 8, d 128, padding", &[97], 7, 8, 1, 128);
 }
 
 /// Inputs of amplitude 6 at head size 64 put scores near +-30 (uniform(-1, 1) inputs keep
@@ -232,6 +243,7 @@ fn flash_attention_head_dim_128_grouped_by_eight_one_document_and_padding() {
 #[test]
 fn flash_attention_scores_of_thirty_match_the_reference() {
     let case = Case {
+        kernels: Kernels::MmaSync,
         name: "scores near 30",
         segments: &[(70, 70), (9, 9)],
         padding: (0, 0),
@@ -247,7 +259,7 @@ fn flash_attention_scores_of_thirty_match_the_reference() {
 /// (repeated `cu_seqlens` entries) before, between and after them.
 #[test]
 fn flash_attention_documents_on_tile_boundaries_and_empty_documents() {
-    check("64, 65, 128 and empty documents", &[0, 64, 0, 65, 128, 0], 3, 2, 2, 64);
+    check(Kernels::MmaSync, "64, 65, 128 and empty documents", &[0, 64, 0, 65, 128, 0], 3, 2, 2, 64);
 }
 
 /// Qwen2.5-32B's heads (40 query heads over 8 kv heads, head size 128) on a document of
@@ -255,7 +267,7 @@ fn flash_attention_documents_on_tile_boundaries_and_empty_documents() {
 /// GPU.)
 #[test]
 fn flash_attention_qwen_32b_heads_over_several_tiles() {
-    check("40 over 8 heads, d 128", &[100], 0, 40, 8, 128);
+    check(Kernels::MmaSync, "40 over 8 heads, d 128", &[100], 0, 40, 8, 128);
 }
 
 /// A chunk of 70 queries at the end of a segment of 200 keys: the diagonal runs 130 keys
@@ -263,7 +275,12 @@ fn flash_attention_qwen_32b_heads_over_several_tiles() {
 /// queries start off the query tiles (key tile 192's first query is 62).
 #[test]
 fn a_query_chunk_sees_the_keys_up_to_its_bottom_right_diagonal() {
+    check_query_chunk(Kernels::MmaSync);
+}
+
+fn check_query_chunk(kernels: Kernels) {
     let case = Case {
+        kernels,
         name: "70 queries over 200 keys",
         segments: &[(70, 200), (5, 9)],
         padding: (0, 0),
@@ -282,6 +299,10 @@ fn a_query_chunk_sees_the_keys_up_to_its_bottom_right_diagonal() {
 /// document's.
 #[test]
 fn two_context_parallel_ranks_together_give_the_whole_documents_attention() {
+    check_context_parallel_ranks(Kernels::MmaSync);
+}
+
+fn check_context_parallel_ranks(kernels: Kernels) {
     let (chunk, q_heads, kv_heads, head_dim, scale) = (40, 2, 1, 64, 0.125);
     let (q_row, kv_row) = (q_heads * head_dim, kv_heads * head_dim);
     let whole = AttentionShape::packed(4 * chunk, q_heads, kv_heads, head_dim);
@@ -302,7 +323,7 @@ fn two_context_parallel_ranks_together_give_the_whole_documents_attention() {
         let cu = Segments { q: &cu_q, k: &cu_k };
         let s =
             AttentionShape { q_tokens: 2 * chunk, k_tokens: cu_k[2] as usize, q_heads, kv_heads, head_dim };
-        let got = run(s, &x, cu, scale);
+        let got = run(kernels, s, &x, cu, scale);
         let name = format!("the rank holding chunks {held:?}");
         compare(&name, &got, &reference(s, &x.values(), cu, scale));
 
@@ -333,7 +354,12 @@ fn two_context_parallel_ranks_together_give_the_whole_documents_attention() {
 /// there are zeros.
 #[test]
 fn padding_rows_and_keys_no_query_sees_get_zeros() {
+    check_padding_and_unseen_keys(Kernels::MmaSync);
+}
+
+fn check_padding_and_unseen_keys(kernels: Kernels) {
     let case = |name, segments, padding| Case {
+        kernels,
         name,
         segments,
         padding,
@@ -356,11 +382,11 @@ fn segments_the_kernels_cannot_attend_over_are_refused() {
     let refusal = |q: &[u32], k: &[u32]| {
         let cu = Segments { q, k };
         let (mut out, mut lse) = (vec![0; x.q.len()], vec![0.0; s.q_tokens]);
-        let forward = flash_attention_fwd(Kernels::MmaSync, s, &x.q, &x.k, &x.v, cu, 0.125, &mut out, &mut lse).unwrap_err();
+        let forward = flash_attention_fwd(kernels, s, &x.q, &x.k, &x.v, cu, 0.125, &mut out, &mut lse).unwrap_err();
         let (mut dq, mut dk, mut dv) = (vec![0; x.q.len()], vec![0; x.k.len()], vec![0; x.v.len()]);
         let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
         let backward =
-            flash_attention_bwd(Kernels::MmaSync, s, &x.q, &x.k, &x.v, &out, &x.d_out, &lse, cu, 0.125, grads).unwrap_err();
+            flash_attention_bwd(kernels, s, &x.q, &x.k, &x.v, &out, &x.d_out, &lse, cu, 0.125, grads).unwrap_err();
         // The message, without the backtrace candle may add.
         let message =
             |e: &dyn std::fmt::Display| e.to_string().lines().next().unwrap_or_default().to_string();
@@ -393,4 +419,44 @@ fn a_misaligned_gradient_is_refused_before_launch() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("d_out") && err.contains("aligned"), "{err}");
+}
+
+/// Hopper's kernels (`kernels/flash_attention_sm90.cu`: wgmma, TMA, warp specialisation),
+/// which the op picks on compute capability 9.x, against the same reference: ragged
+/// documents, GQA, head sizes 64 and 128, a document of several key tiles (so that dQ's
+/// sum takes its key tiles' turns and the stages of K and V come round again), a query
+/// chunk over a longer key side, context parallelism's two chunks, padding and keys no
+/// query sees.
+mod hopper {
+    use super::*;
+
+    #[test]
+    fn hopper_kernels_ragged_documents_no_grouping() {
+        check(Kernels::Hopper, "hopper, ratio 1, d 64", &[1, 70, 5, 130], 0, 2, 2, 64);
+    }
+
+    #[test]
+    fn hopper_kernels_one_document_of_three_tiles_grouped_by_four_with_padding() {
+        check(Kernels::Hopper, "hopper, 300 rows, ratio 4, d 128, padding", &[300], 7, 4, 1, 128);
+    }
+
+    #[test]
+    fn hopper_kernels_documents_on_tile_boundaries_and_empty_documents() {
+        check(Kernels::Hopper, "hopper, 128, 129, 64 and empty documents", &[0, 128, 0, 129, 64, 0], 3, 2, 1, 64);
+    }
+
+    #[test]
+    fn hopper_kernels_query_chunk_sees_the_keys_up_to_its_diagonal() {
+        check_query_chunk(Kernels::Hopper);
+    }
+
+    #[test]
+    fn hopper_kernels_context_parallel_ranks_give_the_whole_documents_attention() {
+        check_context_parallel_ranks(Kernels::Hopper);
+    }
+
+    #[test]
+    fn hopper_kernels_give_zeros_to_padding_and_keys_no_query_sees() {
+        check_padding_and_unseen_keys(Kernels::Hopper);
+    }
 }

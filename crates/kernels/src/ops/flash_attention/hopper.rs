@@ -7,7 +7,7 @@ use candle_core::Result;
 use super::launch::{shape_args, table, BackwardBuffers, ForwardBuffers};
 use crate::attention::{key_tiles_in_order, query_tiles, AttentionShape, Segments};
 use crate::launch::{grid_stride_blocks, Arg, Buffer, Element, Executor, Launch, ELEMENTWISE_THREADS};
-use crate::tensor_map::{TensorMapSpec, TensorMapSwizzle};
+use crate::tensor_map::{Swizzle, TensorMapSpec};
 
 const SOURCE: &str = "flash_attention_sm90";
 /// A producer warpgroup and two consumer warpgroups (`fa3::kThreads`).
@@ -44,20 +44,23 @@ pub fn forward_shared_bytes(head_dim: usize) -> usize {
 
 /// The tensor map of a `[tokens, heads, head_dim]` bf16 buffer, in boxes of one head's
 /// `rows` rows by 64 columns, 128-byte swizzled, as the kernels' tiles are laid out.
-fn rows_map(exec: &mut impl Executor, buffer: Buffer, tokens: usize, heads: usize, head_dim: usize, rows: usize) -> Result<Arg> {
-    let spec = TensorMapSpec {
-        address: buffer.addr,
-        element: Element::Bf16,
-        dims: vec![head_dim as u64, heads as u64, tokens as u64],
-        strides: vec![(heads * head_dim * 2) as u64, (head_dim * 2) as u64],
-        box_dims: vec![SPAN as u32, 1, rows as u32],
-        swizzle: TensorMapSwizzle::B128,
-    };
-    if buffer.bytes < tokens * heads * head_dim * 2 {
-        candle_core::bail!("a tensor map over {tokens} x {heads} x {head_dim} bf16 reaches past its {} bytes", buffer.bytes)
-    }
-    let words = exec.tensor_map(&spec)?;
-    Ok(Arg::Struct(words.iter().flat_map(|w| w.to_ne_bytes()).collect()))
+fn rows_map(
+    exec: &mut impl Executor,
+    buffer: Buffer,
+    tokens: usize,
+    heads: usize,
+    head_dim: usize,
+    rows: usize,
+) -> Result<Arg> {
+    let spec = TensorMapSpec::new(
+        buffer,
+        Element::Bf16,
+        &[head_dim as u64, heads as u64, tokens as u64],
+        &[(head_dim * 2) as u64, (heads * head_dim * 2) as u64],
+        &[SPAN as u32, 1, rows as u32],
+        Swizzle::B128,
+    )?;
+    Ok(Arg::tensor_map(&exec.tensor_map(&spec)?))
 }
 
 /// A block per (query tile, query head), as the mma.sync forward's.
