@@ -45,6 +45,9 @@ fn compile_emulated(kernels: &Path, sources: &[PathBuf]) {
         .flag("-ffp-contract=off")
         // `#pragma unroll` is for nvcc.
         .flag("-Wno-unknown-pragmas")
+        // GCC notes that passing a 64-byte aligned type by value (a tensor map) changed ABI
+        // in GCC 4.6; every caller here is built by the same compiler.
+        .flag_if_supported("-Wno-psabi")
         .warnings(true)
         .opt_level(2);
     for source in sources {

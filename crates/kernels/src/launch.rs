@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+use crate::tensor_map::TensorMapSpec;
+
 /// An address range the kernel sees: a device allocation (or part of one), or host memory
 /// under the emulation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +69,12 @@ impl Arg {
             Arg::F32(v) => v.to_ne_bytes().to_vec(),
             Arg::Struct(bytes) => bytes.clone(),
         }
+    }
+
+    /// A tensor map by value (`const __grid_constant__ dv::sm90::TensorMap`): the 128 bytes
+    /// [`Executor::tensor_map`] made.
+    pub fn tensor_map(words: &[u64; 16]) -> Self {
+        Arg::Struct(plain_bytes(words))
     }
 }
 
@@ -309,6 +317,11 @@ pub trait Executor {
     fn table(&mut self, bytes: &[u8]) -> candle_core::Result<Buffer>;
     /// Checks the launch and runs it (on the device: queues it on the stream).
     fn run(&mut self, launch: &Launch) -> candle_core::Result<()>;
+    /// The 128 bytes of a tensor map for TMA, for [`Arg::tensor_map`]: the driver's
+    /// encoding on the device, the emulation's own fields under the emulation.
+    fn tensor_map(&mut self, spec: &TensorMapSpec) -> candle_core::Result<[u64; 16]> {
+        candle_core::bail!("this executor makes no tensor maps (asked for a rank-{} map)", spec.rank())
+    }
 }
 
 /// The bytes of `#[repr(C)]` plain-data values, as a table or a by-value struct.

@@ -8,6 +8,8 @@
 //!   measurements.
 //! - [`launch`]: a kernel launch as data; each op describes its launches once, and the
 //!   device and the emulation run the same descriptions.
+//! - [`tensor_map`]: TMA tensor maps, checked as the driver checks them, for either executor
+//!   to encode.
 //! - `emulated` (feature `emulation`): the same kernel sources compiled as host C++ with
 //!   the CUDA execution model emulated (`kernels/emu/host_cuda.h`), so that tests check
 //!   each kernel, launched as the device would launch it, on machines without a GPU.
@@ -28,3 +30,4 @@ pub mod matmul;
 pub mod ops;
 pub mod predicted;
 pub mod simd;
+pub mod tensor_map;

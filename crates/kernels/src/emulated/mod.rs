@@ -8,6 +8,7 @@
 use std::ffi::{c_char, c_void, CStr};
 
 use crate::launch::{self, Buffer, Executor, Launch};
+use crate::tensor_map::TensorMapSpec;
 
 /// bfloat16 bits, as the device stores them.
 pub type Bf16 = u16;
@@ -144,8 +145,14 @@ impl Executor for Host {
         unsafe { (entry.run)(&geometry, pointers.as_ptr()) };
         Ok(())
     }
+
+    fn tensor_map(&mut self, spec: &TensorMapSpec) -> candle_core::Result<[u64; 16]> {
+        Ok(spec.emulated_words())
+    }
 }
 
+mod tma;
+pub use tma::{named_handover, tma_box, tma_early_read, tma_misuse, tma_pipeline, EarlyRead, Misuse, TmaBox};
 mod warp_matrix;
 pub use warp_matrix::{gemm_16x8, ldmatrix_dump, mma_fragments, LdmatrixDump};
 
