@@ -14,7 +14,8 @@ use candle_core::cuda_backend::cudarc::nvrtc::Ptx;
 use candle_core::cuda_backend::{CudaDType, CudaDevice, CudaStorage, DeviceId, WrapErr};
 use candle_core::{bail, Layout, Result};
 
-use crate::launch::{Buffer, Executor, Launch};
+use crate::launch::{Buffer, Element, Executor, Launch};
+use crate::tensor_map::{Swizzle, TensorMapSpec};
 
 include!(concat!(env!("OUT_DIR"), "/fatbins.rs"));
 
@@ -236,6 +237,44 @@ impl Executor for Device<'_> {
         unsafe { builder.launch(config) }
             .map_err(|e| candle_core::Error::Msg(format!("launching {launch}: {e}")))?;
         Ok(())
+    }
+
+    fn tensor_map(&mut self, spec: &TensorMapSpec) -> Result<[u64; 16]> {
+        use candle_core::cuda_backend::cudarc::driver::sys;
+        let data_type = match spec.element() {
+            Element::Bf16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            Element::F32 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+        };
+        let swizzle = match spec.swizzle() {
+            Swizzle::None => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE,
+            Swizzle::B32 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_32B,
+            Swizzle::B64 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_64B,
+            Swizzle::B128 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+        };
+        let element_strides = vec![1u32; spec.rank()];
+        let mut map = sys::CUtensorMap { opaque: [0; 16] };
+        // SAFETY: the spec was checked against cuTensorMapEncodeTiled's documented limits
+        // and its arrays have the rank's lengths; the driver writes only `map`.
+        let status = unsafe {
+            sys::cuTensorMapEncodeTiled(
+                &mut map,
+                data_type,
+                spec.rank() as u32,
+                spec.buffer().addr as *mut std::ffi::c_void,
+                spec.dims().as_ptr(),
+                spec.strides().as_ptr(),
+                spec.box_dims().as_ptr(),
+                element_strides.as_ptr(),
+                sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                swizzle,
+                sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+        };
+        if status != sys::CUresult::CUDA_SUCCESS {
+            candle_core::bail!("cuTensorMapEncodeTiled refused a rank-{} map: {status:?}", spec.rank())
+        }
+        Ok(map.opaque)
     }
 }
 

@@ -374,19 +374,27 @@ fn check_padding_and_unseen_keys(kernels: Kernels) {
 
 /// A segment with fewer keys than queries would leave its first queries without a key;
 /// boundaries of different counts, or past their buffer, name no rows at all. The forward
-/// and the backward refuse each the same way.
+/// and the backward of both kernel families refuse each the same way.
 #[test]
 fn segments_the_kernels_cannot_attend_over_are_refused() {
+    for kernels in [Kernels::MmaSync, Kernels::Hopper] {
+        refuses_bad_segments(kernels);
+    }
+}
+
+fn refuses_bad_segments(kernels: Kernels) {
     let s = AttentionShape { q_tokens: 20, k_tokens: 20, q_heads: 1, kv_heads: 1, head_dim: 64 };
     let x = Inputs::random(s, 1.0);
     let refusal = |q: &[u32], k: &[u32]| {
         let cu = Segments { q, k };
         let (mut out, mut lse) = (vec![0; x.q.len()], vec![0.0; s.q_tokens]);
-        let forward = flash_attention_fwd(kernels, s, &x.q, &x.k, &x.v, cu, 0.125, &mut out, &mut lse).unwrap_err();
+        let forward =
+            flash_attention_fwd(kernels, s, &x.q, &x.k, &x.v, cu, 0.125, &mut out, &mut lse).unwrap_err();
         let (mut dq, mut dk, mut dv) = (vec![0; x.q.len()], vec![0; x.k.len()], vec![0; x.v.len()]);
         let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
         let backward =
-            flash_attention_bwd(kernels, s, &x.q, &x.k, &x.v, &out, &x.d_out, &lse, cu, 0.125, grads).unwrap_err();
+            flash_attention_bwd(kernels, s, &x.q, &x.k, &x.v, &out, &x.d_out, &lse, cu, 0.125, grads)
+                .unwrap_err();
         // The message, without the backtrace candle may add.
         let message =
             |e: &dyn std::fmt::Display| e.to_string().lines().next().unwrap_or_default().to_string();
@@ -415,9 +423,21 @@ fn a_misaligned_gradient_is_refused_before_launch() {
     let (mut dq, mut dk, mut dv) = (vec![0u16; n], vec![0u16; n], vec![0u16; n]);
     let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
     let cu = [0, tokens as u32];
-    let err = flash_attention_bwd(Kernels::MmaSync, s, &q, &q, &q, &out, d_out, &lse, Segments::packed(&cu), 0.125, grads)
-        .unwrap_err()
-        .to_string();
+    let err = flash_attention_bwd(
+        Kernels::MmaSync,
+        s,
+        &q,
+        &q,
+        &q,
+        &out,
+        d_out,
+        &lse,
+        Segments::packed(&cu),
+        0.125,
+        grads,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("d_out") && err.contains("aligned"), "{err}");
 }
 
@@ -442,7 +462,15 @@ mod hopper {
 
     #[test]
     fn hopper_kernels_documents_on_tile_boundaries_and_empty_documents() {
-        check(Kernels::Hopper, "hopper, 128, 129, 64 and empty documents", &[0, 128, 0, 129, 64, 0], 3, 2, 1, 64);
+        check(
+            Kernels::Hopper,
+            "hopper, 128, 129, 64 and empty documents",
+            &[0, 128, 0, 129, 64, 0],
+            3,
+            2,
+            1,
+            64,
+        );
     }
 
     #[test]

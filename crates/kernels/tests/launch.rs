@@ -94,7 +94,19 @@ fn the_attention_backward_launches_as_the_device_would() {
     let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
     launches_ran();
     without_running(|| {
-        flash_attention_bwd(Kernels::MmaSync, s, &q, &kv, &kv, &q, &q, &lse, Segments::packed(&[0, 130]), 0.1, grads)
+        flash_attention_bwd(
+            Kernels::MmaSync,
+            s,
+            &q,
+            &kv,
+            &kv,
+            &q,
+            &q,
+            &lse,
+            Segments::packed(&[0, 130]),
+            0.1,
+            grads,
+        )
     })
     .unwrap();
     let launches = launches_ran();

@@ -349,10 +349,22 @@ fn flash_attention(target: &Target, s: &Shapes) -> Result<Check> {
             let segments = emu::Segments::packed(&cu);
             let (qb, kb, vb) = (bits(&q), bits(&k), bits(&v));
             let (mut out, mut lse) = (vec![0u16; qn], vec![0f32; s.heads * tokens]);
-            emu::flash_attention_fwd(emu::Kernels::MmaSync, shape, &qb, &kb, &vb, segments, scale as f32, &mut out, &mut lse)?;
+            emu::flash_attention_fwd(
+                emu::Kernels::MmaSync,
+                shape,
+                &qb,
+                &kb,
+                &vb,
+                segments,
+                scale as f32,
+                &mut out,
+                &mut lse,
+            )?;
             let (mut dq, mut dk, mut dv) = (vec![0u16; qn], vec![0u16; kvn], vec![0u16; kvn]);
             let grads = emu::AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
-            emu::flash_attention_bwd(emu::Kernels::MmaSync, shape,
+            emu::flash_attention_bwd(
+                emu::Kernels::MmaSync,
+                shape,
                 &qb,
                 &kb,
                 &vb,

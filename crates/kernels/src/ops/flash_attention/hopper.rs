@@ -109,12 +109,17 @@ pub(crate) fn backward(
     let (q_elements, stats) = (s.elements(false), s.q_heads * s.q_tokens);
     let dq_sum = exec.scratch(q_elements * 4)?;
     let turns = exec.scratch(stats * 4)?;
-    let clear = Launch::new(SOURCE, "flash_attention_clear_sm90", grid_stride_blocks(q_elements), ELEMENTWISE_THREADS)
-        .hopper()
-        .buffer("dq_sum", dq_sum, q_elements * 4, 4)
-        .arg(Arg::U64(q_elements as u64))
-        .buffer("turns", turns, stats * 4, 4)
-        .arg(Arg::U64(stats as u64));
+    let clear = Launch::new(
+        SOURCE,
+        "flash_attention_clear_sm90",
+        grid_stride_blocks(q_elements),
+        ELEMENTWISE_THREADS,
+    )
+    .hopper()
+    .buffer("dq_sum", dq_sum, q_elements * 4, 4)
+    .arg(Arg::U64(q_elements as u64))
+    .buffer("turns", turns, stats * 4, 4)
+    .arg(Arg::U64(stats as u64));
     exec.run(&clear)?;
 
     let (key_table, key_bytes) = table(exec, &keys)?;
@@ -123,28 +128,30 @@ pub(crate) fn backward(
     let v_map = rows_map(exec, b.v, s.k_tokens, s.kv_heads, s.head_dim, KEY_ROWS)?;
     let do_map = rows_map(exec, b.d_out, s.q_tokens, s.q_heads, s.head_dim, STEP_QUERIES)?;
     let kv_bytes = s.elements(true) * 2;
-    let launch = Launch::new(SOURCE, format!("flash_attention_bwd_sm90_d{}", s.head_dim), keys.len() as u32, THREADS)
-        .grid_y(s.kv_heads as u32)
-        .hopper()
-        .shared(backward_shared_bytes(s.head_dim))
-        .arg(q_map)
-        .arg(k_map)
-        .arg(v_map)
-        .arg(do_map)
-        .buffer("lse", b.lse, stats * 4, 4)
-        .buffer("delta", delta, stats * 4, 4)
-        .buffer("dq_sum", dq_sum, q_elements * 4, 4)
-        .buffer("turns", turns, stats * 4, 4)
-        .buffer("dk", b.dk, kv_bytes, 4)
-        .buffer("dv", b.dv, kv_bytes, 4)
-        .buffer("tiles", key_table, key_bytes, 4);
+    let launch =
+        Launch::new(SOURCE, format!("flash_attention_bwd_sm90_d{}", s.head_dim), keys.len() as u32, THREADS)
+            .grid_y(s.kv_heads as u32)
+            .hopper()
+            .shared(backward_shared_bytes(s.head_dim))
+            .arg(q_map)
+            .arg(k_map)
+            .arg(v_map)
+            .arg(do_map)
+            .buffer("lse", b.lse, stats * 4, 4)
+            .buffer("delta", delta, stats * 4, 4)
+            .buffer("dq_sum", dq_sum, q_elements * 4, 4)
+            .buffer("turns", turns, stats * 4, 4)
+            .buffer("dk", b.dk, kv_bytes, 4)
+            .buffer("dv", b.dv, kv_bytes, 4)
+            .buffer("tiles", key_table, key_bytes, 4);
     exec.run(&shape_args(launch, &s, scale).arg(Arg::F32(scale)))?;
 
-    let dq = Launch::new(SOURCE, "flash_attention_dq_sm90", grid_stride_blocks(q_elements), ELEMENTWISE_THREADS)
-        .hopper()
-        .buffer("dq_sum", dq_sum, q_elements * 4, 4)
-        .buffer("dq", b.dq, q_elements * 2, 2)
-        .arg(Arg::U64(q_elements as u64))
-        .arg(Arg::F32(scale));
+    let dq =
+        Launch::new(SOURCE, "flash_attention_dq_sm90", grid_stride_blocks(q_elements), ELEMENTWISE_THREADS)
+            .hopper()
+            .buffer("dq_sum", dq_sum, q_elements * 4, 4)
+            .buffer("dq", b.dq, q_elements * 2, 2)
+            .arg(Arg::U64(q_elements as u64))
+            .arg(Arg::F32(scale));
     exec.run(&dq)
 }
