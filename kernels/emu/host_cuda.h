@@ -4,11 +4,12 @@
 //
 // Model: the blocks of a grid run one after another; each thread of a block is a host
 // thread. __syncthreads is a barrier over the block's threads, warp collectives a barrier
-// over the warp's 32 lanes with an exchange slot per lane. Dynamic shared memory is a
-// per-block buffer poisoned with NaN bytes before each block, so reads of unwritten
-// shared data show up. What it cannot catch: timing, the real memory model (everything
-// here is sequentially consistent behind mutexes), occupancy and resource limits, and
-// instructions it does not define (compiling is the test for those).
+// over the warp's 32 lanes with an exchange slot per lane, warpgroup collectives (wgmma)
+// the same over 4 warps. Dynamic shared memory is a per-block buffer poisoned with NaN
+// bytes before each block, so reads of unwritten shared data show up. What it cannot
+// catch: timing, the real memory model (everything here is sequentially consistent behind
+// mutexes), occupancy and resource limits, and instructions it does not define (compiling
+// is the test for those).
 #pragma once
 
 #include <cmath>
@@ -92,6 +93,7 @@ struct Block {
     unsigned threads = 0;
     Barrier* block_barrier = nullptr;
     std::vector<Barrier*> warp_barriers;
+    std::vector<Barrier*> warpgroup_barriers;  // one per 4 warps (128 threads), for wgmma
     std::vector<uint64_t> warp_slots;  // one 8-byte slot per thread
     std::vector<std::array<unsigned char, 64>> wide_slots;  // one 64-byte slot per thread
     SharedMemory shared;
@@ -160,6 +162,34 @@ std::array<T, 32> warp_gather(const T& value) {
     return all;
 }
 
+/// Every thread of a warpgroup (threads 128 g .. 128 g + 127 of the block, 4 consecutive
+/// warps) publishes `value` (at most 64 bytes, in the same slots as `warp_gather`) and gets
+/// all 128, indexed by the thread's rank in the warpgroup. Instructions that use it (wgmma)
+/// need the whole warpgroup: a block that does not fill it stops the process, where the
+/// device would hang or fault.
+template <class T>
+std::array<T, 128> warpgroup_gather(const T& value) {
+    static_assert(sizeof(T) <= 64 && std::is_trivially_copyable<T>::value,
+                  "warpgroup gather of at most 64 plain bytes a thread");
+    Block& b = block();
+    const unsigned t = linear_thread, group = t / 128;
+    if ((group + 1) * 128 > b.threads) {
+        std::fprintf(stderr,
+                     "emulation: a warpgroup-wide instruction in a block of %u threads, whose warpgroup %u is "
+                     "not whole\n",
+                     b.threads, group);
+        std::abort();
+    }
+    std::memcpy(b.wide_slots[t].data(), &value, sizeof(T));
+    b.warpgroup_barriers[group]->arrive_and_wait();
+    std::array<T, 128> all;
+    for (unsigned rank = 0; rank < 128; ++rank) {
+        std::memcpy(&all[rank], b.wide_slots[group * 128 + rank].data(), sizeof(T));
+    }
+    b.warpgroup_barriers[group]->arrive_and_wait();
+    return all;
+}
+
 /// Runs `kernel(args...)` over `grid` x `block` threads, a block at a time. The block's
 /// host threads are started once per launch and step through the blocks together, with
 /// the shared memory poisoned between blocks.
@@ -177,6 +207,12 @@ void launch(dim3 grid, dim3 blk, size_t shared_bytes, void (*kernel)(P...), A...
     b.block_barrier = &block_barrier;
     b.warp_barriers.clear();
     for (auto& w : warps) b.warp_barriers.push_back(w.get());
+    std::vector<std::unique_ptr<Barrier>> warpgroups;
+    for (unsigned g = 0; g < (b.threads + 127) / 128; ++g) {
+        warpgroups.push_back(std::make_unique<Barrier>(std::min(128u, b.threads - g * 128)));
+    }
+    b.warpgroup_barriers.clear();
+    for (auto& g : warpgroups) b.warpgroup_barriers.push_back(g.get());
     b.warp_slots.assign(b.threads, 0);
     b.wide_slots.assign(b.threads, {});
     b.shared.assign(shared_bytes, 0xFF);

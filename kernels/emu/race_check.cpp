@@ -28,6 +28,9 @@ void adamw_step(float*, float*, float*, const float*, __nv_bfloat16*, const Adam
 void emu_ldmatrix_dump(const void*, uint32_t*);
 void emu_mma_fragments(const uint32_t*, const uint32_t*, const float*, float*);
 void emu_gemm_16x8(const void*, const void*, float*, int);
+void wgmma_dump_ss(const uint32_t*, int, uint64_t, uint64_t, int, int, int, uint32_t, uint32_t, int, const float*,
+                   float*);
+void wgmma_dump_rs(const uint32_t*, int, const uint32_t*, uint64_t, int, int, int, const float*, float*);
 struct Tile {
     int first, q_start, q_end, k_start, k_end;
 };
@@ -96,6 +99,17 @@ int main(int argc, char** argv) {
     std::vector<uint32_t> frag_a(32 * 4, 0x3f803f80u), frag_b(32 * 2, 0x3f803f80u);
     emu_mma_fragments(frag_a.data(), frag_b.data(), c.data(), d.data());
     emu_gemm_16x8(bf.data(), bf.data(), d.data(), 32);
+    // wgmma: one warpgroup, K-major A at 0 and B at 8 KB with 128-byte swizzle, a chain of two
+    // k steps, then A from registers.
+    {
+        std::vector<uint32_t> image(16384 / 4, 0x3f803f80u), regs(128 * 4, 0x3f803f80u);
+        const uint64_t a = (1ull << 16) | (64ull << 32) | (1ull << 62), b = a | (8192 >> 4);
+        emu::launch(dim3(1), dim3(128), 16384 + 1024, wgmma_dump_ss, static_cast<const uint32_t*>(image.data()),
+                    16384, a, b, 64, 0, 2, 32u, 32u, 1, static_cast<const float*>(c.data()), d.data());
+        emu::launch(dim3(1), dim3(128), 16384 + 1024, wgmma_dump_rs, static_cast<const uint32_t*>(image.data()),
+                    16384, static_cast<const uint32_t*>(regs.data()), b, 32, 1, 0, static_cast<const float*>(c.data()),
+                    d.data());
+    }
     // Flash attention: 70 queries (one query tile of 128) against 100
     // keys (two key tiles, the second partial, the diagonal 30 keys in), two query heads
     // sharing one kv head, head_dim 64.

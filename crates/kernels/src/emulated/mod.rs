@@ -155,6 +155,11 @@ mod tma;
 pub use tma::{named_handover, tma_box, tma_early_read, tma_misuse, tma_pipeline, EarlyRead, Misuse, TmaBox};
 mod warp_matrix;
 pub use warp_matrix::{gemm_16x8, ldmatrix_dump, mma_fragments, LdmatrixDump};
+mod wgmma;
+pub use wgmma::{
+    wgmma_read_before_wait, wgmma_rs, wgmma_ss, wgmma_ss_chain, Accumulators, ReadBeforeWait, Wgmma,
+    WARPGROUP,
+};
 
 pub use crate::attention::{AttentionShape, Segments};
 pub use crate::ops::adamw_step::emulated::{adamw_step, AdamwState};

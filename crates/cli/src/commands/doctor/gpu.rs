@@ -35,7 +35,7 @@ pub fn checks(ordinal: usize, model: &str, nccl: bool) -> Result<Vec<Check>> {
     let Device::Cuda(cuda) = &device else { bail!("cuda:{ordinal} is not a CUDA device") };
     let capability = compute_capability(cuda)?;
     checks.push(describe(cuda, capability));
-    checks.push(fatbins(cuda));
+    checks.push(fatbins(cuda, capability));
     let config = Config::resolve(model)?;
     checks.extend(kernels::run(&Target::Device(device.clone()), &model_shapes(&config)));
     checks
@@ -99,9 +99,13 @@ fn describe(cuda: &CudaDevice, (major, minor): (i32, i32)) -> Check {
 
 /// Every kernel the launch code names (the emulation's tables list them), loaded from the
 /// fatbins on this device: a cubin for its architecture, or PTX the driver compiles.
-fn fatbins(cuda: &CudaDevice) -> Check {
+/// Sources named `*_sm90` hold sm_90a code alone, which only a Hopper GPU runs.
+fn fatbins(cuda: &CudaDevice, capability: (i32, i32)) -> Check {
     let mut loaded = 0;
     for source in davinci_kernels::fatbin_sources() {
+        if source.ends_with("_sm90") && capability != (9, 0) {
+            continue;
+        }
         for name in davinci_kernels::emulated::kernel_names(source) {
             if let Err(e) = davinci_kernels::load_kernel(cuda, source, &name) {
                 return Check::failed("fatbins", format!("{source}.cu: {name}: {e}"));
