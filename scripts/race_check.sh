@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/race-check
 mkdir -p "$out"
-g++ -std=c++17 -O1 -g -fsanitize=thread -DDAVINCI_EMULATE -ffp-contract=off -Wno-unknown-pragmas -x c++ -I kernels \
+g++ -std=c++17 -O1 -g -fsanitize=thread -DDAVINCI_EMULATE -ffp-contract=off -Wno-unknown-pragmas -Wno-psabi -x c++ -I kernels \
     kernels/*.cu kernels/emu/race_check.cpp -o "$out/race_check" -pthread
 export TSAN_OPTIONS="halt_on_error=1 exitcode=66"
 if "$out/race_check" racy > "$out/racy.log" 2>&1; then

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../adamw.cuh"
+#include "../hopper.cuh"
 
 // The kernels are plain functions under the emulation; they are launched here directly,
 // with small grids (the Rust tests run them with the op's own launches).
@@ -42,6 +43,29 @@ void flash_attention_dq_d64(const __nv_bfloat16*, const __nv_bfloat16*, const __
 void flash_attention_dkdv_d64(const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*,
                               const float*, const float*, __nv_bfloat16*, __nv_bfloat16*, const Tile*, int, int, int,
                               float, float);
+using Map = dv::sm90::TensorMap;
+void flash_attention_fwd_sm90_d64(Map, Map, Map, __nv_bfloat16*, float*, const Tile*, int, int, int, float);
+void flash_attention_bwd_sm90_d64(Map, Map, Map, Map, const float*, const float*, float*, int*, __nv_bfloat16*,
+                                  __nv_bfloat16*, const Tile*, int, int, int, float, float);
+}
+
+// The emulation's tensor map of a [tokens, heads, 64] bf16 tensor in boxes of `rows` rows of
+// one head, 128-byte swizzled (what `TensorMapSpec::emulated_words` writes).
+static dv::sm90::TensorMap rows_map(const void* base, uint64_t tokens, uint64_t heads, uint32_t rows) {
+    emu::TensorMapFields f{};
+    f.magic = emu::kTensorMapMagic;
+    f.address = reinterpret_cast<uint64_t>(base);
+    f.rank = 3;
+    f.element_bytes = 2;
+    f.swizzle_bytes = 128;
+    const uint64_t dims[5] = {64, heads, tokens, 1, 1}, strides[4] = {128, heads * 128, 0, 0};
+    const uint32_t box[5] = {64, 1, rows, 1, 1};
+    std::memcpy(f.dims, dims, sizeof dims);
+    std::memcpy(f.strides, strides, sizeof strides);
+    std::memcpy(f.box, box, sizeof box);
+    dv::sm90::TensorMap map{};
+    std::memcpy(map.words, &f, sizeof f);
+    return map;
 }
 
 // Sums a block's values through shared memory, with the barrier between the writes and
@@ -133,6 +157,19 @@ int main(int argc, char** argv) {
                     kv.data(), kv.data(), static_cast<const B*>(g.data()), static_cast<const float*>(lse.data()),
                     static_cast<const float*>(delta.data()), dk.data(), dvv.data(), key_tiles, tokens, 2, 1, 0.18f,
                     0.125f);
+        // Hopper's: the producer, both consumers, their named barriers and mbarriers; the
+        // backward's one key tile of 128 adds its share of dQ in its turn.
+        const Tile hopper_keys[] = {{0, 0, 70, 0, 100}};
+        std::vector<float> dq_sum(tokens * 2 * dim, 0.0f);
+        std::vector<int> turns(2 * tokens, 0);
+        emu::launch(dim3(1, 2), dim3(384), 81976, flash_attention_fwd_sm90_d64, rows_map(q.data(), tokens, 2, 128),
+                    rows_map(kv.data(), keys, 1, 128), rows_map(kv.data(), keys, 1, 128), o.data(), lse.data(),
+                    query_tiles, tokens, 2, 1, 0.18f);
+        emu::launch(dim3(1, 1), dim3(384), 82984, flash_attention_bwd_sm90_d64, rows_map(q.data(), tokens, 2, 64),
+                    rows_map(kv.data(), keys, 1, 128), rows_map(kv.data(), keys, 1, 128),
+                    rows_map(g.data(), tokens, 2, 64), static_cast<const float*>(lse.data()),
+                    static_cast<const float*>(delta.data()), dq_sum.data(), turns.data(), dk.data(), dvv.data(),
+                    hopper_keys, tokens, 2, 1, 0.18f, 0.125f);
     }
     std::printf("every kernel ran\n");
     return 0;
