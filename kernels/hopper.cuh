@@ -28,9 +28,10 @@
 //   K-major (transpose flag 0): rows of M (or N) run along the swizzle's span, 8 rows make a
 //     group, groups are `stride` bytes apart; the 16 K elements are two adjacent chunks
 //     (without swizzle: `leading` bytes apart).
-//   MN-major (transpose flag 1): 8 K rows of the swizzle's span (64 elements at 128 bytes) of
-//     M or N make a group, groups along K are `stride` bytes apart and spans along M or N
-//     `leading` bytes apart.
+//   MN-major (transpose flag 1), swizzled: 8 K rows of the swizzle's span (64 elements at
+//     128 bytes) of M or N make a group, groups along K are `stride` bytes apart and spans
+//     along M or N `leading` bytes apart. Without swizzle the two swap: 8 x 8 core matrices,
+//     `leading` bytes apart along K and `stride` bytes apart along M or N (ISA 9.7.15.5.1.2.1).
 //   Swizzle of 32/64/128 bytes: the 16-byte chunk index within the span (address bits 4..)
 //     is XORed with the address bits 7.. (the row within the 256/512/1024-byte pattern), on
 //     the shared-memory address itself: tiles start on a multiple of the pattern.

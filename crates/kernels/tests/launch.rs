@@ -3,8 +3,8 @@
 //! ops describe: the kernel, grid, block and shared memory the device would get.
 
 use davinci_kernels::emulated::{
-    flash_attention_bwd, kernel_names, launches_ran, rms_norm_fwd, without_running, AttentionGrads,
-    AttentionShape, Host, Kernels, Segments,
+    flash_attention_bwd, flash_attention_fwd, kernel_names, launches_ran, rms_norm_fwd, without_running,
+    AttentionGrads, AttentionShape, Host, Kernels, Segments,
 };
 use davinci_kernels::launch::{Arg, Buffer, Executor, Launch};
 
@@ -31,7 +31,22 @@ fn shared_memory_past_48_kb_needs_the_opt_in_and_stays_under_the_limit() {
     launch.opt_in_shared = false;
     assert!(refusal(&launch).contains("without raising"), "{}", refusal(&launch));
     let too_much = Launch::new("flash_attention", "flash_attention_fwd_d128", 1, 128).shared(200 * 1024);
-    assert!(refusal(&too_much).contains("sm_80 allows"), "{}", refusal(&too_much));
+    assert!(refusal(&too_much).contains("architectures allow 166912"), "{}", refusal(&too_much));
+    // A kernel built for sm_90a alone may take Hopper's 227 KB, and no more.
+    let hopper = Launch::new("flash_attention_sm90", "flash_attention_fwd_sm90_d128", 1, 384).hopper();
+    assert!(hopper.clone().shared(200 * 1024).check().is_ok());
+    let past = hopper.shared(228 * 1024);
+    assert!(refusal(&past).contains("architectures allow 232448"), "{}", refusal(&past));
+}
+
+/// Hopper's attention kernels run on compute capability 9.x alone: sm_90a code runs on no
+/// other architecture, earlier or later.
+#[test]
+fn the_attention_kernels_are_chosen_by_compute_capability() {
+    assert_eq!(Kernels::for_capability(9, 0), Kernels::Hopper);
+    for (major, minor) in [(8, 0), (8, 6), (8, 9), (10, 0), (12, 0)] {
+        assert_eq!(Kernels::for_capability(major, minor), Kernels::MmaSync, "{major}.{minor}");
+    }
 }
 
 #[test]
@@ -124,4 +139,41 @@ fn the_attention_backward_launches_as_the_device_would() {
         ]
     );
     assert!(launches[1].opt_in_shared && launches[2].opt_in_shared && !launches[0].opt_in_shared);
+}
+
+/// Hopper's attention at Qwen2.5-32B's heads: the forward a block of three warpgroups per
+/// query tile (of 128) and head with 160 KB of shared memory, q, k and v by tensor map;
+/// the backward D, the cleared dQ sum, a block per key tile (of 128) and kv head with
+/// 145 KB, then dQ from its sum.
+#[test]
+fn the_hopper_attention_launches_as_the_device_would() {
+    let s = AttentionShape::packed(130, 40, 8, 128);
+    let (q, kv) = (vec![0u16; 130 * 40 * 128], vec![0u16; 130 * 8 * 128]);
+    let (mut out, mut lse) = (q.clone(), vec![0.0f32; 40 * 130]);
+    let (mut dq, mut dk, mut dv) = (q.clone(), kv.clone(), kv.clone());
+    let cu = Segments::packed(&[0, 130]);
+    launches_ran();
+    without_running(|| {
+        flash_attention_fwd(Kernels::Hopper, s, &q, &kv, &kv, cu, 0.1, &mut out, &mut lse)?;
+        let grads = AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
+        flash_attention_bwd(Kernels::Hopper, s, &q, &kv, &kv, &q, &q, &lse, cu, 0.1, grads)
+    })
+    .unwrap();
+    let launches = launches_ran();
+    let shapes: Vec<_> =
+        launches.iter().map(|l| (l.kernel.as_str(), l.grid, l.block[0], l.shared_bytes)).collect();
+    let elements = (130 * 40 * 128_usize).div_ceil(256) as u32;
+    assert_eq!(
+        shapes,
+        vec![
+            ("flash_attention_fwd_sm90_d128", [2, 40, 1], 384, 163_896),
+            ("flash_attention_delta", [650, 1, 1], 256, 0),
+            ("flash_attention_clear_sm90", [elements.min(4096), 1, 1], 256, 0),
+            ("flash_attention_bwd_sm90_d128", [2, 8, 1], 384, 148_520),
+            ("flash_attention_dq_sm90", [elements.min(4096), 1, 1], 256, 0),
+        ]
+    );
+    // Three tensor maps into the forward, four into the backward, 128 bytes each.
+    let maps = |l: &Launch| l.args.iter().filter(|a| matches!(a, Arg::Struct(b) if b.len() == 128)).count();
+    assert_eq!((maps(&launches[0]), maps(&launches[3])), (3, 4));
 }
