@@ -334,8 +334,8 @@ __device__ __forceinline__ void store_ds(unsigned char* tile, const float (&ds)[
 #pragma unroll
         for (int nn = 0; nn < kStepQueries / 8; ++nn) {
             const int chunk = nn ^ (row % 8);
-            *reinterpret_cast<uint32_t*>(tile + row * kRowBytes + chunk * 16 + 4 * t) =
-                dv::pack_bf16(ds[nn][2 * half], ds[nn][2 * half + 1]);
+            dv::sm90::store_for_async(tile + row * kRowBytes + chunk * 16 + 4 * t,
+                                      dv::pack_bf16(ds[nn][2 * half], ds[nn][2 * half + 1]));
         }
     }
 }

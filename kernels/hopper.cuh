@@ -16,7 +16,9 @@
 //     with the map's swizzle, elements out of bounds filled with zeros, its bytes counted on
 //     an mbarrier. The emulation lands the copy only when a thread waits on that barrier's
 //     phase; until then the destination holds NaN bytes.
-//   fence.proxy.async, named barriers (bar.sync / bar.arrive with an id and a thread count),
+//   fence.proxy.async (the emulation stops a wgmma that reads shared bytes stored by
+//     store_for_async without the writer's fence after), named barriers (bar.sync / bar.arrive
+//     with an id and a thread count),
 //   setmaxnreg, and release/acquire semaphores in global memory.
 //
 // Accumulator fragment of m64nNk16 (f32): warp w of the warpgroup holds rows 16 w .. 16 w + 15;
@@ -287,6 +289,18 @@ __device__ __forceinline__ void tma_load_3d(void* to, const TensorMap& map, int 
         "[%5];\n" ::"r"(shared_address(to)),
         "l"(reinterpret_cast<uint64_t>(&map)), "r"(c0), "r"(c1), "r"(c2), "r"(shared_address(barrier))
         : "memory");
+#endif
+}
+
+/// Stores `value` into shared memory for the async proxy (wgmma's operands) to read: a
+/// generic-proxy write, which the async proxy sees only after this thread's
+/// fence_proxy_async. The emulation records the bytes until that fence, and a wgmma reading
+/// them first stops the process (kernels/emu/proxy.h).
+template <class T>
+__device__ __forceinline__ void store_for_async(void* shared, T value) {
+    *static_cast<T*>(shared) = value;
+#ifdef DAVINCI_EMULATE
+    emu::note_generic_write(shared, sizeof(T));
 #endif
 }
 

@@ -14,13 +14,14 @@ constexpr int kWarpgroup = 128;
 
 // Copies `bytes` (a multiple of 4) of `image` to the first 1024-byte boundary of the dynamic
 // shared memory (which has 1024 bytes to spare) and returns that address. The copy is the
-// generic proxy's and wgmma reads through the async proxy, hence the fence.
-__device__ __forceinline__ uint32_t stage_image(const uint32_t* image, int bytes) {
+// generic proxy's and wgmma reads through the async proxy, hence the fence (left out only
+// to show that the emulation catches it).
+__device__ __forceinline__ uint32_t stage_image(const uint32_t* image, int bytes, bool fence = true) {
     DV_DYNAMIC_SHARED(unsigned char, shared);
     const uint32_t skip = (1024 - dv::sm90::shared_address(shared) % 1024) % 1024;
     uint32_t* tile = reinterpret_cast<uint32_t*>(shared + skip);
-    for (int i = threadIdx.x; i < bytes / 4; i += kWarpgroup) tile[i] = image[i];
-    dv::sm90::fence_proxy_async();
+    for (int i = threadIdx.x; i < bytes / 4; i += kWarpgroup) dv::sm90::store_for_async(tile + i, image[i]);
+    if (fence) dv::sm90::fence_proxy_async();
     __syncthreads();
     return dv::sm90::shared_address(tile);
 }
@@ -141,5 +142,18 @@ extern "C" __global__ void wgmma_read_before_wait(const uint32_t* image, int byt
     snapshot(2);
 }
 
+// One m64n32k16 (K-major A and B) over an image staged without fence.proxy.async, which a
+// kernel must not do: the emulation stops the process at the wgmma.
+extern "C" __global__ void wgmma_without_proxy_fence(const uint32_t* image, int bytes, uint64_t a, uint64_t b,
+                                                     float* out) {
+    const uint32_t base = stage_image(image, bytes, false);
+    float d[16] = {};
+    dv::sm90::wgmma_fence();
+    dv::sm90::wgmma_ss<32, 0, 0>(d, dv::sm90::advance(a, base), dv::sm90::advance(b, base), false);
+    dv::sm90::wgmma_commit();
+    dv::sm90::wgmma_wait<0>();
+    for (int i = 0; i < 16; ++i) out[threadIdx.x * 16 + i] = d[i];
+}
+
 DV_EMULATION_TABLE(wgmma_selftest_sm90, DV_EMULATED(wgmma_dump_ss), DV_EMULATED(wgmma_dump_rs),
-                   DV_EMULATED(wgmma_read_before_wait))
+                   DV_EMULATED(wgmma_read_before_wait), DV_EMULATED(wgmma_without_proxy_fence))

@@ -41,8 +41,8 @@
 //   about bar.arrive followed by another bar), a warp taking part with some of its threads
 //   (bar is .aligned), and a wait with nothing moving for 120 s.
 //
-// What it cannot catch: proxy fences (fence.proxy.async, fence.mbarrier_init are no-ops:
-// every access here is ordered by the emulation's mutex), the real memory model (acquire
+// What it cannot catch: fence.mbarrier_init (a no-op: every access here is ordered by the
+// emulation's mutex; fence.proxy.async is proxy.h's, for wgmma), the real memory model (acquire
 // and release are sequentially consistent here), a read by a thread that did not wait
 // racing with one that did (the copy has landed once any waiter returned), copies a block
 // leaves in flight when it exits (they never land), timing, and anything about the
@@ -490,7 +490,5 @@ inline void tma_load(void* dst, const uint64_t* map_words, const int* coords, in
     tma_impl::load(dst, map_words, coords, rank, bar);
 }
 inline void named_barrier(int id, int threads, bool sync) { tma_impl::named(id, threads, sync); }
-/// fence.proxy.async: nothing to order here (see the header).
-inline void fence_proxy_async() {}
 
 }  // namespace emu

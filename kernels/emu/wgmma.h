@@ -129,6 +129,7 @@ inline float operand_element(const MatrixDescriptor& m, bool mn_major, uint32_t 
     const uint32_t at = operand_address(m, mn_major, mn, k);
     SharedMemory& shared = block().shared;
     if (static_cast<size_t>(at) + 2 > shared.size()) stop_outside(m, mn_major, rows, operand);
+    check_async_read(at, "wgmma");
     uint16_t bits;
     std::memcpy(&bits, shared.data() + at, 2);
     return __bfloat162float({bits});

@@ -16,7 +16,8 @@
 use std::process::Command;
 
 use davinci_kernels::emulated::{
-    wgmma_read_before_wait, wgmma_rs, wgmma_ss, wgmma_ss_chain, Accumulators, Wgmma, WARPGROUP,
+    wgmma_read_before_wait, wgmma_rs, wgmma_ss, wgmma_ss_chain, wgmma_without_proxy_fence, Accumulators,
+    Wgmma, WARPGROUP,
 };
 use half::bf16;
 
@@ -519,5 +520,22 @@ fn a_nonzero_base_offset_stops_the_process() {
         "a_nonzero_base_offset_stops_the_process",
         || run_changed(|op| Wgmma { a_desc: op.a_desc | 1u64 << 49, ..op }),
         "has base offset 1",
+    );
+}
+
+/// The threads' stores of the operands reach wgmma (the async proxy) only after each
+/// writer's fence.proxy.async: without it the emulation stops at the wgmma, naming a writer.
+/// (Every other test stages its image with the fence.)
+#[test]
+fn operands_stored_without_a_proxy_fence_stop_the_process_at_the_wgmma() {
+    stops_saying(
+        "operands_stored_without_a_proxy_fence_stop_the_process_at_the_wgmma",
+        || {
+            let problem = Problem::new(32, 16);
+            let (a, b) = k_major_128();
+            let image = problem.image(&a, &b);
+            drop(wgmma_without_proxy_fence(&image, a.descriptor(), b.descriptor()));
+        },
+        "without fence.proxy.async after it",
     );
 }

@@ -157,8 +157,8 @@ mod warp_matrix;
 pub use warp_matrix::{gemm_16x8, ldmatrix_dump, mma_fragments, LdmatrixDump};
 mod wgmma;
 pub use wgmma::{
-    wgmma_read_before_wait, wgmma_rs, wgmma_ss, wgmma_ss_chain, Accumulators, ReadBeforeWait, Wgmma,
-    WARPGROUP,
+    wgmma_read_before_wait, wgmma_rs, wgmma_ss, wgmma_ss_chain, wgmma_without_proxy_fence, Accumulators,
+    ReadBeforeWait, Wgmma, WARPGROUP,
 };
 
 pub use crate::attention::{AttentionShape, Segments};

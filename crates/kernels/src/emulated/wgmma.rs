@@ -161,3 +161,16 @@ pub fn wgmma_read_before_wait(
     };
     Ok(ReadBeforeWait { before_wait: pair(0), after_wait_1: pair(1), after_wait_0: pair(2) })
 }
+
+/// One m64n32k16 (K-major A and B) over `image` staged into shared memory without the
+/// fence.proxy.async that must follow the threads' stores: the emulation stops the process.
+pub fn wgmma_without_proxy_fence(image: &[u8], a_desc: u64, b_desc: u64) -> Result<Accumulators> {
+    let mut out = vec![f32::NAN; WARPGROUP * 16];
+    let mut host = Host::default();
+    let launch = launch("wgmma_without_proxy_fence", image, &mut host)?
+        .arg(Arg::U64(a_desc))
+        .arg(Arg::U64(b_desc))
+        .buffer("out", Buffer::host_mut(&mut out), out.len() * 4, 4);
+    host.run(&launch)?;
+    Ok(Accumulators { n: 32, values: out })
+}
