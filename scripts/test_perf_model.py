@@ -7,6 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import perf_model as pm  # noqa: E402
+import perf_model_hopper as hopper  # noqa: E402
 
 
 def listing(*lines: str) -> list:
@@ -85,6 +86,35 @@ class OccupancyTest(unittest.TestCase):
                        "LDG.E.U16 R0, desc[UR4][R2.64]", "@P1 BRA 0x50", "EXIT")
         figures = pm.memory_model(pm.ARCHS["sm_80"], code, pm.Resources(32, 0, 0), 256, 0, 1, 1)
         self.assertEqual(figures.bytes_per_warp, 4 * 512)
+
+
+class WarpgroupTest(unittest.TestCase):
+    H100 = pm.ARCHS["sm_90a"]
+
+    def test_hgmma_shapes_and_their_shared_operands_are_read(self):
+        code = listing("HGMMA.64x128x16.F32.BF16 R24, gdesc[UR16], RZ, !UPT",
+                       "HGMMA.64x64x16.F32.BF16 R88, R24, gdesc[UR8].tnspB, R88, gsb0", "WARPGROUP.ARRIVE")
+        self.assertEqual(code[0].opcode, "HGMMA.64x128x16.F32.BF16")
+        self.assertEqual([hopper.hgmma_n(i) for i in code], [128, 64, 0])
+        # SS reads A (2 KB) and B (32 N bytes); RS reads B alone.
+        self.assertEqual([hopper.hgmma_shared_bytes(i) for i in code], [2048 + 4096, 2048, 0])
+
+    def test_a_pass_of_products_alone_is_bound_by_the_tensor_pipe_at_the_wgmma_ceiling(self):
+        code = listing(*["HGMMA.64x128x16.F32.BF16 R24, R8, gdesc[UR16], R24"] * 8, "@P0 BRA 0x0")
+        f = hopper.warpgroup_model(pm, self.H100, code, 2)
+        self.assertEqual((f.hgmma, f.bound), (8, "tensor"))
+        self.assertAlmostEqual(f.hgmma_cycles, 8 * 64 / hopper.WGMMA_EFFICIENCY)
+        self.assertAlmostEqual(f.predicted, hopper.WGMMA_EFFICIENCY)
+
+    def test_a_long_dependent_chain_beside_the_products_binds_one_consumers_pass(self):
+        # Eight products and a chain of 200 dependent exponentials: a consumer's pass is its
+        # products then the chain, which the other consumer's products cannot hide.
+        chain = ["MUFU.EX2 R2, R2"] * 200
+        code = listing("HGMMA.64x64x16.F32.BF16 R24, R8, gdesc[UR16], R24", *chain, "@P0 BRA 0x0")
+        f = hopper.warpgroup_model(pm, self.H100, code, 2)
+        self.assertEqual(f.bound, "latency")
+        self.assertGreaterEqual(f.chain_cycles, 200 * 20)
+        self.assertLess(f.predicted, 0.05)
 
 
 if __name__ == "__main__":
