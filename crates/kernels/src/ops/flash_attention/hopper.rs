@@ -4,8 +4,8 @@
 
 use candle_core::Result;
 
-use super::launch::{shape_args, table, BackwardBuffers, ForwardBuffers};
-use crate::attention::{key_tiles_in_order, query_tiles, AttentionShape, Segments};
+use super::launch::{forward_outputs, shape_args, table, BackwardBuffers, ForwardBuffers};
+use crate::attention::{key_tiles_in_order, AttentionShape, Segments};
 use crate::launch::{grid_stride_blocks, Arg, Buffer, Element, Executor, Launch, ELEMENTWISE_THREADS};
 use crate::tensor_map::{Swizzle, TensorMapSpec};
 
@@ -63,34 +63,43 @@ fn rows_map(
     Ok(Arg::tensor_map(&exec.tensor_map(&spec)?))
 }
 
-/// A block per (query tile, query head), as the mma.sync forward's.
+/// A block per (query tile, query head) of the mma.sync forward's work list (`tiles`: the
+/// table, its bytes and its length).
 pub(crate) fn forward(
     exec: &mut impl Executor,
     s: AttentionShape,
     b: ForwardBuffers,
-    cu: Segments<'_>,
+    (tiles_at, tiles_bytes, blocks): (Buffer, usize, usize),
     scale: f32,
 ) -> Result<()> {
-    let tiles = query_tiles(cu);
-    if tiles.is_empty() {
-        return Ok(());
-    }
-    let (tiles_at, tiles_bytes) = table(exec, &tiles)?;
-    let q_map = rows_map(exec, b.q, s.q_tokens, s.q_heads, s.head_dim, QUERY_ROWS)?;
-    let k_map = rows_map(exec, b.k, s.k_tokens, s.kv_heads, s.head_dim, KEYS)?;
-    let v_map = rows_map(exec, b.v, s.k_tokens, s.kv_heads, s.head_dim, KEYS)?;
+    let maps = [
+        rows_map(exec, b.q, s.q_tokens, s.q_heads, s.head_dim, QUERY_ROWS)?,
+        rows_map(exec, b.k, s.k_tokens, s.kv_heads, s.head_dim, KEYS)?,
+        rows_map(exec, b.v, s.k_tokens, s.kv_heads, s.head_dim, KEYS)?,
+    ];
+    let kernel = format!("flash_attention_fwd_sm90_d{}", s.head_dim);
+    let launch = warpgroups(kernel, blocks, s.q_heads, forward_shared_bytes(s.head_dim), maps);
+    exec.run(&forward_outputs(launch, &s, &b, tiles_at, tiles_bytes, scale))
+}
+
+/// A launch of the three warpgroups over `blocks` x `heads`, with its shared memory and its
+/// tensor maps as the first arguments.
+fn warpgroups(
+    kernel: String,
+    blocks: usize,
+    heads: usize,
+    shared: usize,
+    maps: impl IntoIterator<Item = Arg>,
+) -> Launch {
     let launch =
-        Launch::new(SOURCE, format!("flash_attention_fwd_sm90_d{}", s.head_dim), tiles.len() as u32, THREADS)
-            .grid_y(s.q_heads as u32)
-            .hopper()
-            .shared(forward_shared_bytes(s.head_dim))
-            .arg(q_map)
-            .arg(k_map)
-            .arg(v_map)
-            .buffer("out", b.out, s.elements(false) * 2, 4)
-            .buffer("lse", b.lse, s.q_heads * s.q_tokens * 4, 4)
-            .buffer("tiles", tiles_at, tiles_bytes, 4);
-    exec.run(&shape_args(launch, &s, scale))
+        Launch::new(SOURCE, kernel, blocks as u32, THREADS).grid_y(heads as u32).hopper().shared(shared);
+    maps.into_iter().fold(launch, Launch::arg)
+}
+
+/// A grid-stride launch over `elements` of the small kernels around the backward (sm_90a
+/// code like the rest of the source).
+fn elementwise(kernel: &str, elements: usize) -> Launch {
+    Launch::new(SOURCE, kernel, grid_stride_blocks(elements), ELEMENTWISE_THREADS).hopper()
 }
 
 /// The backward after D (`delta`, from the mma.sync source's kernel): the f32 sum of dQ
@@ -109,49 +118,36 @@ pub(crate) fn backward(
     let (q_elements, stats) = (s.elements(false), s.q_heads * s.q_tokens);
     let dq_sum = exec.scratch(q_elements * 4)?;
     let turns = exec.scratch(stats * 4)?;
-    let clear = Launch::new(
-        SOURCE,
-        "flash_attention_clear_sm90",
-        grid_stride_blocks(q_elements),
-        ELEMENTWISE_THREADS,
-    )
-    .hopper()
-    .buffer("dq_sum", dq_sum, q_elements * 4, 4)
-    .arg(Arg::U64(q_elements as u64))
-    .buffer("turns", turns, stats * 4, 4)
-    .arg(Arg::U64(stats as u64));
+    let clear = elementwise("flash_attention_clear_sm90", q_elements)
+        .buffer("dq_sum", dq_sum, q_elements * 4, 4)
+        .arg(Arg::U64(q_elements as u64))
+        .buffer("turns", turns, stats * 4, 4)
+        .arg(Arg::U64(stats as u64));
     exec.run(&clear)?;
 
     let (key_table, key_bytes) = table(exec, &keys)?;
-    let q_map = rows_map(exec, b.q, s.q_tokens, s.q_heads, s.head_dim, STEP_QUERIES)?;
-    let k_map = rows_map(exec, b.k, s.k_tokens, s.kv_heads, s.head_dim, KEY_ROWS)?;
-    let v_map = rows_map(exec, b.v, s.k_tokens, s.kv_heads, s.head_dim, KEY_ROWS)?;
-    let do_map = rows_map(exec, b.d_out, s.q_tokens, s.q_heads, s.head_dim, STEP_QUERIES)?;
+    let maps = [
+        rows_map(exec, b.q, s.q_tokens, s.q_heads, s.head_dim, STEP_QUERIES)?,
+        rows_map(exec, b.k, s.k_tokens, s.kv_heads, s.head_dim, KEY_ROWS)?,
+        rows_map(exec, b.v, s.k_tokens, s.kv_heads, s.head_dim, KEY_ROWS)?,
+        rows_map(exec, b.d_out, s.q_tokens, s.q_heads, s.head_dim, STEP_QUERIES)?,
+    ];
     let kv_bytes = s.elements(true) * 2;
-    let launch =
-        Launch::new(SOURCE, format!("flash_attention_bwd_sm90_d{}", s.head_dim), keys.len() as u32, THREADS)
-            .grid_y(s.kv_heads as u32)
-            .hopper()
-            .shared(backward_shared_bytes(s.head_dim))
-            .arg(q_map)
-            .arg(k_map)
-            .arg(v_map)
-            .arg(do_map)
-            .buffer("lse", b.lse, stats * 4, 4)
-            .buffer("delta", delta, stats * 4, 4)
-            .buffer("dq_sum", dq_sum, q_elements * 4, 4)
-            .buffer("turns", turns, stats * 4, 4)
-            .buffer("dk", b.dk, kv_bytes, 4)
-            .buffer("dv", b.dv, kv_bytes, 4)
-            .buffer("tiles", key_table, key_bytes, 4);
+    let kernel = format!("flash_attention_bwd_sm90_d{}", s.head_dim);
+    let launch = warpgroups(kernel, keys.len(), s.kv_heads, backward_shared_bytes(s.head_dim), maps)
+        .buffer("lse", b.lse, stats * 4, 4)
+        .buffer("delta", delta, stats * 4, 4)
+        .buffer("dq_sum", dq_sum, q_elements * 4, 4)
+        .buffer("turns", turns, stats * 4, 4)
+        .buffer("dk", b.dk, kv_bytes, 4)
+        .buffer("dv", b.dv, kv_bytes, 4)
+        .buffer("tiles", key_table, key_bytes, 4);
     exec.run(&shape_args(launch, &s, scale).arg(Arg::F32(scale)))?;
 
-    let dq =
-        Launch::new(SOURCE, "flash_attention_dq_sm90", grid_stride_blocks(q_elements), ELEMENTWISE_THREADS)
-            .hopper()
-            .buffer("dq_sum", dq_sum, q_elements * 4, 4)
-            .buffer("dq", b.dq, q_elements * 2, 2)
-            .arg(Arg::U64(q_elements as u64))
-            .arg(Arg::F32(scale));
+    let dq = elementwise("flash_attention_dq_sm90", q_elements)
+        .buffer("dq_sum", dq_sum, q_elements * 4, 4)
+        .buffer("dq", b.dq, q_elements * 2, 2)
+        .arg(Arg::U64(q_elements as u64))
+        .arg(Arg::F32(scale));
     exec.run(&dq)
 }

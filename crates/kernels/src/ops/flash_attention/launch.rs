@@ -76,25 +76,39 @@ pub(crate) fn forward(
     scale: f32,
     kernels: Kernels,
 ) -> Result<()> {
-    if kernels == Kernels::Hopper {
-        return super::hopper::forward(exec, s, b, cu, scale);
-    }
     let tiles = query_tiles(cu);
     if tiles.is_empty() {
         return Ok(());
     }
     let (tiles_at, tiles_bytes) = table(exec, &tiles)?;
+    if kernels == Kernels::Hopper {
+        return super::hopper::forward(exec, s, b, (tiles_at, tiles_bytes, tiles.len()), scale);
+    }
     let launch =
         Launch::new(SOURCE, format!("flash_attention_fwd_d{}", s.head_dim), tiles.len() as u32, THREADS)
             .grid_y(s.q_heads as u32)
             .shared(shared_bytes(s.head_dim)[0])
             .buffer("q", b.q, bytes(&s, false), COPY_ALIGN)
             .buffer("k", b.k, bytes(&s, true), COPY_ALIGN)
-            .buffer("v", b.v, bytes(&s, true), COPY_ALIGN)
-            .buffer("out", b.out, bytes(&s, false), 2)
-            .buffer("lse", b.lse, s.q_heads * s.q_tokens * 4, 4)
-            .buffer("tiles", tiles_at, tiles_bytes, 4);
-    exec.run(&shape_args(launch, &s, scale))
+            .buffer("v", b.v, bytes(&s, true), COPY_ALIGN);
+    exec.run(&forward_outputs(launch, &s, &b, tiles_at, tiles_bytes, scale))
+}
+
+/// The forward's arguments after its inputs, in both kernel families: out, lse, the work
+/// list, then the shape and scale.
+pub(super) fn forward_outputs(
+    launch: Launch,
+    s: &AttentionShape,
+    b: &ForwardBuffers,
+    tiles: Buffer,
+    tiles_bytes: usize,
+    scale: f32,
+) -> Launch {
+    let launch = launch
+        .buffer("out", b.out, bytes(s, false), 2)
+        .buffer("lse", b.lse, s.q_heads * s.q_tokens * 4, 4)
+        .buffer("tiles", tiles, tiles_bytes, 4);
+    shape_args(launch, s, scale)
 }
 
 /// D = rowsum(dO * O) of every query row (`[q_heads, q_tokens]` f32), which both
