@@ -488,7 +488,7 @@ def tables(rows: list[dict]) -> str:
     combined = ["| kernels in sequence | arch | parts (units of work) | counted units | predicted | band |",
                 "|---" * 6 + "|"]
     warpgroup = ["| kernel | arch | registers | shared KB | consumers | HGMMA in loop | HGMMA cycles/pass | "
-                 "other instructions/warp/pass | chain cycles | shared B/pass | bound | predicted of peak | band |",
+                 "other instructions/warp/pass | one pass alone (cycles) | shared B/pass | bound | predicted of peak | band |",
                  "|---" * 13 + "|"]
     memory = ["| kernel | arch | registers | blocks/SM (limit) | warps/SM | load B/warp/iteration | in flight B/SM | "
               "needed B/SM | reads/needed | predicted of HBM | band |", "|---" * 11 + "|"]
@@ -504,7 +504,7 @@ def tables(rows: list[dict]) -> str:
         if isinstance(f, hopper.WarpgroupFigures):
             warpgroup.append(
                 f"| {row['kernel']} | {label} | {res.registers} | {(int(spec.get('shared', 0)) + res.static_shared) / 1024:.1f} "
-                f"| {f.consumers} | {f.hgmma} | {f.hgmma_cycles:.0f} | {f.instructions} | {f.chain_cycles:.0f} "
+                f"| {f.consumers} | {f.hgmma} | {f.hgmma_cycles:.0f} | {f.instructions} | {f.pass_cycles:.0f} "
                 f"| {f.shared_bytes} | {f.bound} | {f.predicted:.1%} | {band} |")
         elif isinstance(f, TensorFigures):
             tensor.append(

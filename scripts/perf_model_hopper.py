@@ -12,9 +12,10 @@ every consumer warpgroup, the SM needs at least:
 - issue, fp32, integer, MUFU: each consumer's warp's instructions on its SMSP;
 - shared memory: the HGMMA operands read from shared memory (A when it is there, always B)
   and the warps' own shared loads and stores, at 128 bytes a cycle;
-- latency: one consumer's own pass, its HGMMA cycles plus the dependent chain of everything
-  else (its matrix products and its softmax cannot overlap each other, the other consumers'
-  can: so this bounds the pass, not the sum).
+- latency: one consumer's own pass played out in order (`pass_cycles`): its products on the
+  tensor pipe until a WARPGROUP.DEPBAR waits for them, everything else as its dependences
+  and pipes allow (a warpgroup's products and the softmax that needs them cannot overlap,
+  the other consumer's can: so this bounds one pass, not the sum).
 The prediction is the peak's cycles for the pass's matrix work over the largest bound.
 """
 from __future__ import annotations
@@ -51,10 +52,35 @@ class WarpgroupFigures:
     hgmma: int
     hgmma_cycles: float  # one consumer's pass, at the model's wgmma rate
     instructions: int  # one consumer warp's pass, besides HGMMA
-    chain_cycles: float
+    pass_cycles: float  # one consumer's pass alone, its products included
     shared_bytes: int  # per pass of every consumer
     bound: str
     predicted: float
+
+
+def pass_cycles(pm, arch, body) -> float:
+    """One consumer warp's pass alone, in order, its products included: an instruction issues
+    when its sources are ready, taking its pipe's cycles (MUFU 8, integer 2, the rest 1); an
+    HGMMA queues its N / 2 / WGMMA_EFFICIENCY cycles on the tensor pipe and goes on; a
+    WARPGROUP.DEPBAR waits until the pipe has done them. So loads issued before the wait run
+    under the products, and what waits on the products does not. Two passes are played and
+    the second is timed."""
+    cost = {**{b: arch.int_cycles for b in pm.INTEGER}, **{b: arch.mufu_cycles for b in pm.MUFU}}
+    ready: dict[int, float] = {}
+    clock, tensor_free, ends = 0.0, 0.0, []
+    for _ in range(2):
+        for ins in body:
+            if ins.base == "WARPGROUP":
+                clock = max(clock + 1, tensor_free) if "DEPBAR" in ins.modifiers else clock + 1
+                continue
+            clock = max([clock + cost.get(ins.base, 1)] + [ready.get(r, 0.0) for r in pm.sources(ins)])
+            if n := hgmma_n(ins):
+                tensor_free = max(tensor_free, clock) + n / 2 / WGMMA_EFFICIENCY
+                continue  # its accumulators are read after the DEPBAR
+            for r in pm.destination(ins):
+                ready[r] = clock + pm.LATENCY.get(ins.base, 5)
+        ends.append(clock)
+    return ends[1] - ends[0]
 
 
 def warpgroup_model(pm, arch, code, consumers: int) -> WarpgroupFigures:
@@ -73,15 +99,14 @@ def warpgroup_model(pm, arch, code, consumers: int) -> WarpgroupFigures:
         "integer": sum(ins.base in pm.INTEGER for ins in others) * arch.int_cycles,
         "mufu": sum(ins.base in pm.MUFU for ins in others) * arch.mufu_cycles,
     }
-    # One warp's dependent chain besides its matrix products, and at least its busiest pipe.
-    chain = max([pm.one_warp_cycles(others)] + list(pipes.values()))
     shared = consumers * (sum(hgmma_shared_bytes(ins) for ins in hgmmas) + 4 * sum(map(pm.shared_bytes, others)))
+    own = pass_cycles(pm, arch, body)
     cycles = {
         "tensor": consumers * tensor,
         **{name: consumers * value for name, value in pipes.items()},
         "shared": shared / arch.smem_bytes_per_cycle,
-        "latency": tensor + chain,
+        "latency": own,
     }
     bound = max(cycles, key=cycles.get)
-    return WarpgroupFigures(consumers, len(hgmmas), tensor, len(others), chain, shared, bound,
+    return WarpgroupFigures(consumers, len(hgmmas), tensor, len(others), own, shared, bound,
                             consumers * peak_cycles / cycles[bound])

@@ -113,8 +113,18 @@ class WarpgroupTest(unittest.TestCase):
         code = listing("HGMMA.64x64x16.F32.BF16 R24, R8, gdesc[UR16], R24", *chain, "@P0 BRA 0x0")
         f = hopper.warpgroup_model(pm, self.H100, code, 2)
         self.assertEqual(f.bound, "latency")
-        self.assertGreaterEqual(f.chain_cycles, 200 * 20)
+        self.assertGreaterEqual(f.pass_cycles, 200 * 20)
         self.assertLess(f.predicted, 0.05)
+
+    def test_a_load_issued_before_the_wait_runs_under_the_products_and_one_after_it_does_not(self):
+        products = ["HGMMA.64x128x16.F32.BF16 R24, R8, gdesc[UR16], R24"] * 4  # 4 x 80 cycles at the ceiling
+        use = ["FADD R3, R2, R2", "@P0 BRA 0x0"]
+        before = listing(*products, "LDG.E R2, desc[UR4][R4.64]", "WARPGROUP.DEPBAR.LE gsb0, 0x0", *use)
+        after = listing(*products, "WARPGROUP.DEPBAR.LE gsb0, 0x0", "LDG.E R2, desc[UR4][R4.64]", *use)
+        overlapped = hopper.pass_cycles(pm, self.H100, before)
+        serial = hopper.pass_cycles(pm, self.H100, after)
+        self.assertLess(overlapped, 4 * 80 + 600)
+        self.assertGreaterEqual(serial, 4 * 80 + 600)
 
 
 if __name__ == "__main__":
