@@ -9,7 +9,7 @@
 //
 // Forward: a block per (128 query rows, head) of 3 warpgroups (384 threads).
 //   producer   warpgroup 0 gives its registers back (setmaxnreg 24) and one thread issues
-//              every copy: Q once, then K_j and V_j into one of 2 stages, each stage's K
+//              every copy: Q once, then K_j and V_j into one of 3 stages, each stage's K
 //              and V on their own "full" barrier (so S = Q K_j^T starts before V_j lands)
 //              and reused when the consumers' 8 warps arrive on its "empty" barrier.
 //   consumers  warpgroups 1 and 2 (setmaxnreg 240) own 64 query rows each. Per key tile
@@ -18,13 +18,21 @@
 //              the scale folded into one FFMA before ex2.approx, masked only on tiles
 //              crossing the diagonal); P rounded to bf16 in registers becomes the A
 //              operand of O (64 x D) += P V: 8 wgmma m64nDk16 with V as an MN-major B.
-//              The two consumers take turns issuing S (named barriers 1 and 2), so one's
-//              softmax runs under the other's matrix products.
+//              Within a consumer, S_j is issued, then O += P_{j-1} V_{j-1} behind it,
+//              and the softmax of S_j runs while that second product does (O is
+//              rescaled once it is in); across consumers, they take turns issuing S
+//              (named barriers 1 and 2), so one's softmax also runs under the other's
+//              products.
 // Shared memory: tiles are [D / 64 spans][rows][64 bf16], each row one 128-byte swizzle
 // row, the layout TMA writes with CU_TENSOR_MAP_SWIZZLE_128B and wgmma reads through a
 // descriptor with the 128-byte swizzle (8-row groups 1024 bytes apart; a k16 step inside
-// a span is a 32-byte advance of the start address). Q 16/32 KB, 2 stages of K and V
-// 64/128 KB at D = 64/128.
+// a span is a 32-byte advance of the start address). Q 16/32 KB, 3 stages of K and V
+// 96/192 KB at D = 64/128 (a stage stays held while the next tile's softmax runs).
+//
+// Backward: a block per (128 key rows, kv head) of 3 warpgroups, each consumer 64 key rows
+// with dK and dV in registers, over the group's query heads in steps of 64 queries (Q and
+// dO in 2 stages); each step's share of dQ is added into an f32 sum in global memory in the
+// key tile's turn (see BackwardWalk), so the sum is the same on every run.
 // Rows past a segment's end (the next segment's, or zeros past the tensor) are computed
 // and never stored; keys past it are past every stored row's diagonal, so masked.
 // Deterministic: every sum runs in a fixed order inside one warpgroup.
@@ -40,7 +48,9 @@ using fa::Tile;
 constexpr int kThreads = 384;      // a producer warpgroup and two consumer warpgroups
 constexpr int kQueryRows = 128;    // query rows per forward block: 64 per consumer
 constexpr int kKeys = 128;         // keys per stage
-constexpr int kStages = 2;
+constexpr int kForwardStages = 3;   // stages of K and V in the forward: the softmax of one tile
+                                     // overlaps a product, so a stage is held longer
+constexpr int kBackwardStages = 2;  // stages of Q and dO in the backward
 constexpr int kSpan = 64;          // bf16 in a 128-byte swizzle row: a TMA box's width
 constexpr int kRowBytes = 128;
 constexpr int kGroupBytes = 8 * kRowBytes;  // a swizzle pattern: 8 rows
@@ -56,9 +66,9 @@ struct ForwardShared {
     static constexpr int kStageBytes = kKeys * D * 2;
     static constexpr int kQ = 0;
     static constexpr int kK = kQ + kQBytes;
-    static constexpr int kV = kK + kStages * kStageBytes;
-    static constexpr int kBarriers = kV + kStages * kStageBytes;
-    static constexpr int kBytes = kBarriers + 8 * (1 + 3 * kStages);
+    static constexpr int kV = kK + kForwardStages * kStageBytes;
+    static constexpr int kBarriers = kV + kForwardStages * kStageBytes;
+    static constexpr int kBytes = kBarriers + 8 * (1 + 3 * kForwardStages);
     static_assert(kQ % 1024 == 0 && kK % 1024 == 0 && kV % 1024 == 0, "tiles on swizzle patterns");
 };
 
@@ -101,11 +111,11 @@ __device__ void produce(unsigned char* shared, const TensorMap& q_map, const Ten
                         const TensorMap& v_map, const Tile& tile, int head, int kv_head, int count) {
     using S = ForwardShared<D>;
     uint64_t* barriers = reinterpret_cast<uint64_t*>(shared + S::kBarriers);
-    uint64_t *k_full = barriers + 1, *v_full = k_full + kStages, *empty = v_full + kStages;
+    uint64_t *k_full = barriers + 1, *v_full = k_full + kForwardStages, *empty = v_full + kForwardStages;
     copy_rows<D, kQueryRows>(shared + S::kQ, q_map, head, tile.first, barriers);
     for (int j = 0; j < count; ++j) {
-        const int stage = j % kStages, key0 = tile.k_start + j * kKeys;
-        if (j >= kStages) dv::sm90::mbarrier_wait(empty + stage, (j / kStages - 1) & 1);
+        const int stage = j % kForwardStages, key0 = tile.k_start + j * kKeys;
+        if (j >= kForwardStages) dv::sm90::mbarrier_wait(empty + stage, (j / kForwardStages - 1) & 1);
         copy_rows<D, kKeys>(shared + S::kK + stage * S::kStageBytes, k_map, kv_head, key0, k_full + stage);
         copy_rows<D, kKeys>(shared + S::kV + stage * S::kStageBytes, v_map, kv_head, key0, v_full + stage);
     }
@@ -124,32 +134,31 @@ __device__ __forceinline__ void accumulators_as_a(uint32_t (&a)[N / 16][4], cons
     }
 }
 
-/// A consumer warpgroup: 64 query rows against every key tile, then O and the lse.
+/// A consumer warpgroup: 64 query rows against every key tile, then O and the lse. The
+/// products of one warpgroup overlap its own softmax as FlashAttention-3's do: S_j = Q K_j^T
+/// is issued, then O += P_{j-1} V_{j-1} behind it, and the softmax of S_j runs while that
+/// second product does; O is rescaled once it is in.
 template <int D>
 __device__ void consume(unsigned char* shared, __nv_bfloat16* __restrict__ out, float* __restrict__ lse,
                         const Tile& tile, int head, int q_tokens, int q_heads, int count, float scale_log2) {
     using S = ForwardShared<D>;
     uint64_t* barriers = reinterpret_cast<uint64_t*>(shared + S::kBarriers);
-    uint64_t *k_full = barriers + 1, *v_full = k_full + kStages, *empty = v_full + kStages;
+    uint64_t *k_full = barriers + 1, *v_full = k_full + kForwardStages, *empty = v_full + kForwardStages;
     const int consumer = threadIdx.x / 128 - 1, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;
     const int row0 = tile.first + 64 * consumer + 16 * warp;  // the warp's first row
     const uint64_t q_desc = k_major<kQueryRows>(shared + S::kQ, 64 * consumer);
 
-    float o[D / 8][4] = {};
-    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
-    dv::sm90::mbarrier_wait(barriers, 0);  // Q
-    if (consumer == 1) dv::sm90::named_arrive(kFirstTurn, kConsumerThreads);  // consumer 0 goes first
-    for (int j = 0; j < count; ++j) {
-        const int stage = j % kStages, key0 = tile.k_start + j * kKeys;
-        const unsigned phase = (j / kStages) & 1;
-        const unsigned char* k_tile = shared + S::kK + stage * S::kStageBytes;
-        const unsigned char* v_tile = shared + S::kV + stage * S::kStageBytes;
+    float o[D / 8][4] = {}, s[kKeys / 8][4];
+    uint32_t p[kKeys / 16][4];
+    float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f}, rescale[2];
 
-        float s[kKeys / 8][4];
-        dv::sm90::mbarrier_wait(k_full + stage, phase);
+    // S_j = Q K_j^T, issued in this consumer's turn, which then passes to the other.
+    auto issue_scores = [&](int j) {
+        const int stage = j % kForwardStages;
+        dv::sm90::mbarrier_wait(k_full + stage, (j / kForwardStages) & 1);
         dv::sm90::named_sync(kFirstTurn + consumer, kConsumerThreads);
-        const uint64_t k_desc = k_major<kKeys>(k_tile, 0);
+        const uint64_t k_desc = k_major<kKeys>(shared + S::kK + stage * S::kStageBytes, 0);
         dv::sm90::wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {
@@ -157,10 +166,25 @@ __device__ void consume(unsigned char* shared, __nv_bfloat16* __restrict__ out, 
                                             kk > 0);
         }
         dv::sm90::wgmma_commit();
-        // The other consumer's turn; consumer 1's last turn has no one waiting for it.
+        // Consumer 1's last turn has no one waiting for it.
         if (consumer == 0 || j + 1 < count) dv::sm90::named_arrive(kFirstTurn + 1 - consumer, kConsumerThreads);
-        dv::sm90::wgmma_wait<0>();
-
+    };
+    // O += P_j V_j, P from registers.
+    auto issue_values = [&](int j) {
+        const int stage = j % kForwardStages;
+        dv::sm90::mbarrier_wait(v_full + stage, (j / kForwardStages) & 1);
+        const uint64_t v_desc = mn_major<kKeys>(shared + S::kV + stage * S::kStageBytes);
+        dv::sm90::wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < kKeys / 16; ++kk) {
+            dv::sm90::wgmma_rs<D, 1>(&o[0][0], p[kk], dv::sm90::advance(v_desc, kk * 2 * kGroupBytes), true);
+        }
+        dv::sm90::wgmma_commit();
+    };
+    // The online softmax of S_j: the new maxima, P_j (f32, over S_j) and the row sums, and
+    // in `rescale` the factor O must still be multiplied by.
+    auto softmax = [&](int j) {
+        const int key0 = tile.k_start + j * kKeys;
         const bool masked = key0 + kKeys - 1 > tile.first + tile.diagonal();
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
@@ -178,7 +202,7 @@ __device__ void consume(unsigned char* shared, __nv_bfloat16* __restrict__ out, 
             }
             const float new_max = fmaxf(row_max[half], fa::quad_max(tile_max));
             const float base = new_max == -INFINITY ? 0.0f : new_max * scale_log2;  // a row with nothing yet
-            const float rescale = dv::fast_exp2(fmaf(row_max[half], scale_log2, -base));
+            rescale[half] = dv::fast_exp2(fmaf(row_max[half], scale_log2, -base));
             float sum = 0.0f;
 #pragma unroll
             for (int nn = 0; nn < kKeys / 8; ++nn) {
@@ -190,28 +214,39 @@ __device__ void consume(unsigned char* shared, __nv_bfloat16* __restrict__ out, 
                 }
             }
             // Each lane keeps its own share of the row's sum; the quad adds them at the end.
-            row_sum[half] = row_sum[half] * rescale + sum;
+            row_sum[half] = row_sum[half] * rescale[half] + sum;
             row_max[half] = new_max;
-#pragma unroll
-            for (int dd = 0; dd < D / 8; ++dd) {
-                o[dd][2 * half] *= rescale;
-                o[dd][2 * half + 1] *= rescale;
-            }
         }
-        uint32_t p[kKeys / 16][4];
-        accumulators_as_a<kKeys>(p, s);
+    };
+    auto release = [&](int j) {
+        if (lane == 0) dv::sm90::mbarrier_arrive(empty + j % kForwardStages);  // this warp is done with K_j and V_j
+    };
 
-        dv::sm90::mbarrier_wait(v_full + stage, phase);
-        const uint64_t v_desc = mn_major<kKeys>(v_tile);
-        dv::sm90::wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < kKeys / 16; ++kk) {
-            dv::sm90::wgmma_rs<D, 1>(&o[0][0], p[kk], dv::sm90::advance(v_desc, kk * 2 * kGroupBytes), true);
-        }
-        dv::sm90::wgmma_commit();
+    dv::sm90::mbarrier_wait(barriers, 0);  // Q
+    if (consumer == 1) dv::sm90::named_arrive(kFirstTurn, kConsumerThreads);  // consumer 0 goes first
+    issue_scores(0);
+    dv::sm90::wgmma_wait<0>();
+    softmax(0);  // O is zeros yet: nothing to rescale
+    accumulators_as_a<kKeys>(p, s);
+    for (int j = 1; j < count; ++j) {
+        issue_scores(j);
+        issue_values(j - 1);
+        dv::sm90::wgmma_wait<1>();  // S_j is in; P_{j-1} V_{j-1} may still run
+        softmax(j);
         dv::sm90::wgmma_wait<0>();
-        if (lane == 0) dv::sm90::mbarrier_arrive(empty + stage);  // this warp is done with K_j and V_j
+        release(j - 1);
+#pragma unroll
+        for (int dd = 0; dd < D / 8; ++dd) {
+            o[dd][0] *= rescale[0];
+            o[dd][1] *= rescale[0];
+            o[dd][2] *= rescale[1];
+            o[dd][3] *= rescale[1];
+        }
+        accumulators_as_a<kKeys>(p, s);
     }
+    issue_values(count - 1);
+    dv::sm90::wgmma_wait<0>();
+    release(count - 1);
 
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -246,10 +281,10 @@ __device__ void forward(const TensorMap& q_map, const TensorMap& k_map, const Te
         (min(tile.first + kQueryRows, tile.q_end) + tile.diagonal() - tile.k_start + kKeys - 1) / kKeys;
     if (threadIdx.x == 0) {
         dv::sm90::mbarrier_init(barriers, 1);
-        for (int stage = 0; stage < kStages; ++stage) {
+        for (int stage = 0; stage < kForwardStages; ++stage) {
             dv::sm90::mbarrier_init(barriers + 1 + stage, 1);
-            dv::sm90::mbarrier_init(barriers + 1 + kStages + stage, 1);
-            dv::sm90::mbarrier_init(barriers + 1 + 2 * kStages + stage, kConsumerWarps);
+            dv::sm90::mbarrier_init(barriers + 1 + kForwardStages + stage, 1);
+            dv::sm90::mbarrier_init(barriers + 1 + 2 * kForwardStages + stage, kConsumerWarps);
         }
         dv::sm90::fence_barrier_init();
     }
@@ -278,11 +313,11 @@ struct BackwardShared {
     static constexpr int kK = 0;
     static constexpr int kV = kK + kKvBytes;
     static constexpr int kQ = kV + kKvBytes;
-    static constexpr int kDo = kQ + kStages * kStepBytes;
-    static constexpr int kDs = kDo + kStages * kStepBytes;
+    static constexpr int kDo = kQ + kBackwardStages * kStepBytes;
+    static constexpr int kDs = kDo + kBackwardStages * kStepBytes;
     static constexpr int kStats = kDs + kKeyRows * kStepQueries * 2;  // [2][lse 64, D 64] f32
     static constexpr int kBarriers = kStats + 2 * 2 * kStepQueries * 4;
-    static constexpr int kBytes = kBarriers + 8 * (1 + 2 * kStages);
+    static constexpr int kBytes = kBarriers + 8 * (1 + 2 * kBackwardStages);
     static_assert(kV % 1024 == 0 && kQ % 1024 == 0 && kDo % 1024 == 0 && kDs % 1024 == 0, "tile alignment");
 };
 
@@ -313,12 +348,12 @@ __device__ void produce_backward(unsigned char* shared, const TensorMap& q_map, 
                                  const TensorMap& v_map, const TensorMap& do_map, const BackwardWalk& walk) {
     using S = BackwardShared<D>;
     uint64_t* barriers = reinterpret_cast<uint64_t*>(shared + S::kBarriers);
-    uint64_t *full = barriers + 1, *empty = full + kStages;
+    uint64_t *full = barriers + 1, *empty = full + kBackwardStages;
     copy_rows<D, kKeyRows>(shared + S::kK, k_map, walk.kv_head, walk.tile.first, barriers);
     copy_rows<D, kKeyRows>(shared + S::kV, v_map, walk.kv_head, walk.tile.first, barriers);
     for (int s = 0; s < walk.steps; ++s) {
-        const int stage = s % kStages, head = walk.head(s), q0 = walk.first_query(s);
-        if (s >= kStages) dv::sm90::mbarrier_wait(empty + stage, (s / kStages - 1) & 1);
+        const int stage = s % kBackwardStages, head = walk.head(s), q0 = walk.first_query(s);
+        if (s >= kBackwardStages) dv::sm90::mbarrier_wait(empty + stage, (s / kBackwardStages - 1) & 1);
         copy_rows<D, kStepQueries>(shared + S::kQ + stage * S::kStepBytes, q_map, head, q0, full + stage);
         copy_rows<D, kStepQueries>(shared + S::kDo + stage * S::kStepBytes, do_map, head, q0, full + stage);
     }
@@ -351,7 +386,7 @@ __device__ void consume_backward(unsigned char* shared, const float* __restrict_
                                  float scale) {
     using S = BackwardShared<D>;
     uint64_t* barriers = reinterpret_cast<uint64_t*>(shared + S::kBarriers);
-    uint64_t *full = barriers + 1, *empty = full + kStages;
+    uint64_t *full = barriers + 1, *empty = full + kBackwardStages;
     const Tile& tile = walk.tile;
     const int consumer = threadIdx.x / 128 - 1, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4, diagonal = tile.diagonal();
@@ -387,8 +422,8 @@ __device__ void consume_backward(unsigned char* shared, const float* __restrict_
     float dk[D / 8][4] = {}, dv[D / 8][4] = {};
     dv::sm90::mbarrier_wait(barriers, 0);  // K and V
     for (int s = 0; s < walk.steps; ++s) {
-        const int stage = s % kStages, head = walk.head(s), q0 = walk.first_query(s);
-        const unsigned phase = (s / kStages) & 1;
+        const int stage = s % kBackwardStages, head = walk.head(s), q0 = walk.first_query(s);
+        const unsigned phase = (s / kBackwardStages) & 1;
         const unsigned char* q_tile = shared + S::kQ + stage * S::kStepBytes;
         const unsigned char* do_tile = shared + S::kDo + stage * S::kStepBytes;
 
@@ -507,9 +542,9 @@ __device__ void backward(const TensorMap& q_map, const TensorMap& k_map, const T
     }
     if (threadIdx.x == 0) {
         dv::sm90::mbarrier_init(barriers, 2);  // K's and V's copies
-        for (int stage = 0; stage < kStages; ++stage) {
+        for (int stage = 0; stage < kBackwardStages; ++stage) {
             dv::sm90::mbarrier_init(barriers + 1 + stage, 2);  // Q's and dO's
-            dv::sm90::mbarrier_init(barriers + 1 + kStages + stage, kConsumerWarps);
+            dv::sm90::mbarrier_init(barriers + 1 + kBackwardStages + stage, kConsumerWarps);
         }
         dv::sm90::fence_barrier_init();
     }

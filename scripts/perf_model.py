@@ -139,10 +139,15 @@ def loops(code: list[Instruction]) -> list[tuple[int, int]]:
     return found
 
 
-def main_loop(code: list[Instruction], weight) -> tuple[int, int] | None:
-    """The loop with the most of `weight` in it; of equals, the shortest (the innermost)."""
+def main_loop(code: list[Instruction], weight, conditional: bool = False) -> tuple[int, int] | None:
+    """The loop with the most of `weight` in it; of equals, the shortest (the innermost).
+    With `conditional`, only loops closed by a conditional branch: ptxas puts an mbarrier
+    wait's retry out of line, at the end of the function, with an unconditional branch back
+    to the wait, which would otherwise read as a loop around everything in between."""
     best, best_key = None, None
     for first, last in loops(code):
+        if conditional and not code[last].guarded:
+            continue
         amount = sum(weight(ins) for ins in code[first:last + 1])
         if amount == 0:
             continue

@@ -60,22 +60,36 @@ class WarpgroupFigures:
 
 def pass_cycles(pm, arch, body) -> float:
     """One consumer warp's pass alone, in order, its products included: an instruction issues
-    when its sources are ready, taking its pipe's cycles (MUFU 8, integer 2, the rest 1); an
-    HGMMA queues its N / 2 / WGMMA_EFFICIENCY cycles on the tensor pipe and goes on; a
-    WARPGROUP.DEPBAR waits until the pipe has done them. So loads issued before the wait run
-    under the products, and what waits on the products does not. Two passes are played and
-    the second is timed."""
-    cost = {**{b: arch.int_cycles for b in pm.INTEGER}, **{b: arch.mufu_cycles for b in pm.MUFU}}
+    when its sources are ready and its pipe is free (a MUFU instruction holds that pipe 8
+    cycles, an integer one 2), one a cycle; an
+    HGMMA queues its N / 2 / WGMMA_EFFICIENCY cycles on the tensor pipe and goes on, the one
+    marked `gsb0` closing a committed group; `WARPGROUP.DEPBAR.LE gsb0, k` waits until all
+    but the newest k groups are done. So loads issued before a wait, and a softmax between
+    two groups' issue and the wait for the second, run under the products; what waits on
+    them does not. Two passes are played and the second is timed."""
+    pipe = {**{b: ("integer", arch.int_cycles) for b in pm.INTEGER}, **{b: ("mufu", arch.mufu_cycles) for b in pm.MUFU},
+            **{b: ("fp32", arch.fp32_cycles) for b in pm.FP32}}
     ready: dict[int, float] = {}
+    free: dict[str, float] = {}  # when each pipe takes its next instruction
     clock, tensor_free, ends = 0.0, 0.0, []
+    groups: list[float] = []  # when each committed group's products are done
     for _ in range(2):
         for ins in body:
             if ins.base == "WARPGROUP":
-                clock = max(clock + 1, tensor_free) if "DEPBAR" in ins.modifiers else clock + 1
+                clock += 1
+                if "DEPBAR" in ins.modifiers:
+                    pending = int(ins.operands[-1], 16) if ins.operands else 0
+                    done = groups[:len(groups) - pending] if pending else groups
+                    clock = max([clock] + done)
+                    groups = groups[len(done):]
                 continue
-            clock = max([clock + cost.get(ins.base, 1)] + [ready.get(r, 0.0) for r in pm.sources(ins)])
+            unit, cycles = pipe.get(ins.base, ("other", 1.0))
+            clock = max([clock + 1, free.get(unit, 0.0)] + [ready.get(r, 0.0) for r in pm.sources(ins)])
+            free[unit] = clock + cycles
             if n := hgmma_n(ins):
                 tensor_free = max(tensor_free, clock) + n / 2 / WGMMA_EFFICIENCY
+                if "gsb0" in ins.operands:
+                    groups.append(tensor_free)
                 continue  # its accumulators are read after the DEPBAR
             for r in pm.destination(ins):
                 ready[r] = clock + pm.LATENCY.get(ins.base, 5)
@@ -85,7 +99,7 @@ def pass_cycles(pm, arch, body) -> float:
 
 def warpgroup_model(pm, arch, code, consumers: int) -> WarpgroupFigures:
     """`pm` is scripts/perf_model.py (its SASS reading and latency play-out)."""
-    span = pm.main_loop(code, hgmma_n)
+    span = pm.main_loop(code, hgmma_n, conditional=True)
     if span is None:
         raise pm.ModelError("no loop with HGMMA instructions")
     body = pm.steady_path(code, span, lambda ins: (hgmma_n(ins), pm.global_load_bytes(ins)))

@@ -117,7 +117,8 @@ class WarpgroupTest(unittest.TestCase):
         self.assertLess(f.predicted, 0.05)
 
     def test_a_load_issued_before_the_wait_runs_under_the_products_and_one_after_it_does_not(self):
-        products = ["HGMMA.64x128x16.F32.BF16 R24, R8, gdesc[UR16], R24"] * 4  # 4 x 80 cycles at the ceiling
+        products = ["HGMMA.64x128x16.F32.BF16 R24, R8, gdesc[UR16], R24"] * 3 + [
+            "HGMMA.64x128x16.F32.BF16 R24, R8, gdesc[UR16], R24, gsb0"]  # 4 x 80 cycles at the ceiling
         use = ["FADD R3, R2, R2", "@P0 BRA 0x0"]
         before = listing(*products, "LDG.E R2, desc[UR4][R4.64]", "WARPGROUP.DEPBAR.LE gsb0, 0x0", *use)
         after = listing(*products, "WARPGROUP.DEPBAR.LE gsb0, 0x0", "LDG.E R2, desc[UR4][R4.64]", *use)
@@ -125,6 +126,15 @@ class WarpgroupTest(unittest.TestCase):
         serial = hopper.pass_cycles(pm, self.H100, after)
         self.assertLess(overlapped, 4 * 80 + 600)
         self.assertGreaterEqual(serial, 4 * 80 + 600)
+
+    def test_waiting_for_all_but_the_newest_group_leaves_it_running(self):
+        group = lambda r: ["HGMMA.64x128x16.F32.BF16 R%d, R8, gdesc[UR16], R%d, gsb0" % (r, r)]  # noqa: E731
+        work = ["FADD R3, R2, R2"] * 60 + ["@P0 BRA 0x0"]
+        one = listing(*group(24), *group(88), "WARPGROUP.DEPBAR.LE gsb0, 0x1", *work[:-1],
+                      "WARPGROUP.DEPBAR.LE gsb0, 0x0", work[-1])
+        zero = listing(*group(24), *group(88), "WARPGROUP.DEPBAR.LE gsb0, 0x0", *work)
+        # 80 cycles a group: the first wait lets the 60 adds run under the second group.
+        self.assertLess(hopper.pass_cycles(pm, self.H100, one), hopper.pass_cycles(pm, self.H100, zero))
 
 
 if __name__ == "__main__":

@@ -162,7 +162,7 @@ int main(int argc, char** argv) {
         const Tile hopper_keys[] = {{0, 0, 70, 0, 100}};
         std::vector<float> dq_sum(tokens * 2 * dim, 0.0f);
         std::vector<int> turns(2 * tokens, 0);
-        emu::launch(dim3(1, 2), dim3(384), 81976, flash_attention_fwd_sm90_d64, rows_map(q.data(), tokens, 2, 128),
+        emu::launch(dim3(1, 2), dim3(384), 114768, flash_attention_fwd_sm90_d64, rows_map(q.data(), tokens, 2, 128),
                     rows_map(kv.data(), keys, 1, 128), rows_map(kv.data(), keys, 1, 128), o.data(), lse.data(),
                     query_tiles, tokens, 2, 1, 0.18f);
         emu::launch(dim3(1, 1), dim3(384), 82984, flash_attention_bwd_sm90_d64, rows_map(q.data(), tokens, 2, 64),

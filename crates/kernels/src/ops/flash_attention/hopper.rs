@@ -16,8 +16,10 @@ const THREADS: u32 = 384;
 /// (`fa3::kKeys`).
 const QUERY_ROWS: usize = 128;
 const KEYS: usize = 128;
-/// Stages of K and V in flight (`fa3::kStages`).
-const STAGES: usize = 2;
+/// Stages of K and V in the forward (`fa3::kForwardStages`), of Q and dO in the backward
+/// (`fa3::kBackwardStages`).
+const FORWARD_STAGES: usize = 3;
+const BACKWARD_STAGES: usize = 2;
 /// bf16 columns of one TMA box: a 128-byte swizzle row.
 const SPAN: usize = 64;
 
@@ -30,16 +32,16 @@ const STEP_QUERIES: usize = 64;
 /// stages of Q and dO, dS^T, two buffers of a step's lse and D, and 5 barriers.
 pub fn backward_shared_bytes(head_dim: usize) -> usize {
     2 * KEY_ROWS * head_dim * 2
-        + 2 * STAGES * STEP_QUERIES * head_dim * 2
+        + 2 * BACKWARD_STAGES * STEP_QUERIES * head_dim * 2
         + KEY_ROWS * STEP_QUERIES * 2
         + 2 * 2 * STEP_QUERIES * 4
-        + 8 * (1 + 2 * STAGES)
+        + 8 * (1 + 2 * BACKWARD_STAGES)
 }
 
 /// Dynamic shared memory of the forward (`fa3::ForwardShared::kBytes`): Q, the stages of
-/// K and V, and 7 barriers.
+/// K and V, and 10 barriers.
 pub fn forward_shared_bytes(head_dim: usize) -> usize {
-    QUERY_ROWS * head_dim * 2 + 2 * STAGES * KEYS * head_dim * 2 + 8 * (1 + 3 * STAGES)
+    QUERY_ROWS * head_dim * 2 + 2 * FORWARD_STAGES * KEYS * head_dim * 2 + 8 * (1 + 3 * FORWARD_STAGES)
 }
 
 /// The tensor map of a `[tokens, heads, head_dim]` bf16 buffer, in boxes of one head's
