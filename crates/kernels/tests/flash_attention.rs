@@ -443,8 +443,8 @@ fn a_misaligned_gradient_is_refused_before_launch() {
 
 /// Hopper's kernels (`kernels/flash_attention_sm90.cu`: wgmma, TMA, warp specialisation),
 /// which the op picks on compute capability 9.x, against the same reference: ragged
-/// documents, GQA, head sizes 64 and 128, a document of several key tiles (so that dQ's
-/// sum takes its key tiles' turns and the stages of K and V come round again), a query
+/// documents, GQA, head sizes 64 and 128, documents of several key tiles (so that dQ's
+/// sum takes its key tiles' turns and the stages of K, V, Q and dO come round again), a query
 /// chunk over a longer key side, context parallelism's two chunks, padding and keys no
 /// query sees.
 mod hopper {
@@ -458,6 +458,14 @@ mod hopper {
     #[test]
     fn hopper_kernels_one_document_of_three_tiles_grouped_by_four_with_padding() {
         check(Kernels::Hopper, "hopper, 300 rows, ratio 4, d 128, padding", &[300], 7, 4, 1, 128);
+    }
+
+    /// Five key tiles: the forward's three stages of K and V come round again (the producer
+    /// waits on their "empty" barriers, the consumers on the second phase of their "full"
+    /// ones), and five key tiles add into each late dQ tile in turn.
+    #[test]
+    fn hopper_kernels_one_document_of_five_key_tiles_reuses_the_stages() {
+        check(Kernels::Hopper, "hopper, 520 rows, ratio 2, d 64", &[520], 0, 2, 1, 64);
     }
 
     #[test]
