@@ -114,20 +114,13 @@ pub fn query_tiles(cu: Segments<'_>) -> Vec<Tile> {
     tiles
 }
 
-/// Key tiles: each is seen by the queries from the first that reaches it to its segment's
-/// end. Keys of a segment without queries get a tile too, so that their gradient is
-/// written (as zeros).
-pub fn key_tiles(cu: Segments<'_>) -> Vec<Tile> {
-    let mut tiles = tiles(cu, KEY_TILE, true);
-    tiles.sort_by_key(|t| std::cmp::Reverse((t.queries_seeing(), t.first)));
-    tiles
-}
-
-/// Key tiles of `rows` for the Hopper backward, which adds each key tile's share of dQ in
-/// the tile's turn within its segment: longest work first, and a segment's tiles in order
-/// (a tile sees no more queries than the one before it), so that every tile's
-/// predecessors start before it.
-pub fn key_tiles_in_order(cu: Segments<'_>, rows: usize) -> Vec<Tile> {
+/// Key tiles of `rows` keys: each is seen by the queries from the first that reaches it to
+/// its segment's end. Keys of a segment without queries get a tile too, so that their
+/// gradient is written (as zeros). Longest work first, and a segment's tiles in order (a
+/// tile sees no more queries than the one before it): the Hopper backward adds each key
+/// tile's share of dQ in the tile's turn within its segment, so every tile's predecessors
+/// must start before it.
+pub fn key_tiles(cu: Segments<'_>, rows: usize) -> Vec<Tile> {
     let mut tiles = tiles(cu, rows, true);
     tiles.sort_by_key(|t| (std::cmp::Reverse(t.queries_seeing()), t.first));
     tiles

@@ -42,7 +42,7 @@ pub fn predicted(kernel: &str, arch: &str) -> Option<f64> {
 }
 
 /// The kernel of the model that runs for `kernel` on `chip`: on sm_90a attention runs
-/// Hopper's kernels (`ops::flash_attention` picks them on compute capability 9.x), whose
+/// Hopper's kernels (`ops::flash_attention` picks them on compute capability 9.0), whose
 /// names carry `_sm90`.
 pub fn on_chip(kernel: &str, chip: &Chip) -> String {
     if chip.arch != "sm_90a" {

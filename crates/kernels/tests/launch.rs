@@ -39,12 +39,12 @@ fn shared_memory_past_48_kb_needs_the_opt_in_and_stays_under_the_limit() {
     assert!(refusal(&past).contains("architectures allow 232448"), "{}", refusal(&past));
 }
 
-/// Hopper's attention kernels run on compute capability 9.x alone: sm_90a code runs on no
-/// other architecture, earlier or later.
+/// Hopper's attention kernels run on compute capability 9.0 alone: sm_90a code runs on no
+/// other, earlier or later.
 #[test]
 fn the_attention_kernels_are_chosen_by_compute_capability() {
     assert_eq!(Kernels::for_capability(9, 0), Kernels::Hopper);
-    for (major, minor) in [(8, 0), (8, 6), (8, 9), (10, 0), (12, 0)] {
+    for (major, minor) in [(8, 0), (8, 6), (8, 9), (9, 1), (10, 0), (12, 0)] {
         assert_eq!(Kernels::for_capability(major, minor), Kernels::MmaSync, "{major}.{minor}");
     }
 }

@@ -103,7 +103,9 @@ fn describe(cuda: &CudaDevice, (major, minor): (i32, i32)) -> Check {
 fn fatbins(cuda: &CudaDevice, capability: (i32, i32)) -> Check {
     let mut loaded = 0;
     for source in davinci_kernels::fatbin_sources() {
-        if source.ends_with("_sm90") && capability != (9, 0) {
+        if source.ends_with("_sm90")
+            && !davinci_kernels::launch::runs_sm90a(capability.0 as u32, capability.1 as u32)
+        {
             continue;
         }
         for name in davinci_kernels::emulated::kernel_names(source) {

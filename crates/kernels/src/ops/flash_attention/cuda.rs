@@ -23,7 +23,7 @@ fn shape(q: &Layout, k: &Layout, v: &Layout, cu: Segments<'_>) -> Result<Attenti
     Ok(shape)
 }
 
-/// The kernels for the device's compute capability: Hopper's on 9.x, mma.sync elsewhere.
+/// The kernels for the device's compute capability: Hopper's on 9.0, mma.sync elsewhere.
 fn kernels_for(device: &candle_core::CudaDevice) -> Result<Kernels> {
     let (major, minor) = device
         .cuda_stream()

@@ -5,7 +5,7 @@
 use candle_core::Result;
 
 use super::launch::{forward_outputs, shape_args, table, BackwardBuffers, ForwardBuffers};
-use crate::attention::{key_tiles_in_order, AttentionShape, Segments};
+use crate::attention::{key_tiles, AttentionShape, Segments};
 use crate::launch::{grid_stride_blocks, Arg, Buffer, Element, Executor, Launch, ELEMENTWISE_THREADS};
 use crate::tensor_map::{Swizzle, TensorMapSpec};
 
@@ -116,7 +116,7 @@ pub(crate) fn backward(
     cu: Segments<'_>,
     scale: f32,
 ) -> Result<()> {
-    let keys = key_tiles_in_order(cu, KEY_ROWS);
+    let keys = key_tiles(cu, KEY_ROWS);
     let (q_elements, stats) = (s.elements(false), s.q_heads * s.q_tokens);
     let dq_sum = exec.scratch(q_elements * 4)?;
     let turns = exec.scratch(stats * 4)?;

@@ -5,12 +5,12 @@
 
 use candle_core::Result;
 
-use crate::attention::{key_tiles, query_tiles, shared_bytes, AttentionShape, Segments, Tile};
+use crate::attention::{key_tiles, query_tiles, shared_bytes, AttentionShape, Segments, Tile, KEY_TILE};
 use crate::launch::{plain_bytes, Arg, Buffer, Executor, Launch};
 
 /// Which kernels run attention: the mma.sync ones (`kernels/flash_attention.cu`, any GPU
 /// from sm_80), or Hopper's (`kernels/flash_attention_sm90.cu`: wgmma, TMA, warp
-/// specialisation), which run on compute capability 9.x alone.
+/// specialisation), which run on compute capability 9.0 alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
     MmaSync,
@@ -18,10 +18,10 @@ pub enum Kernels {
 }
 
 impl Kernels {
-    /// The kernels for a GPU of compute capability `major`.`minor`: sm_90a code runs on
-    /// 9.x only (its `a` features are not carried forward), everything else takes mma.sync.
-    pub fn for_capability(major: u32, _minor: u32) -> Self {
-        if major == 9 {
+    /// The kernels for a GPU of compute capability `major`.`minor`: Hopper's where sm_90a
+    /// code runs (9.0), mma.sync everywhere else.
+    pub fn for_capability(major: u32, minor: u32) -> Self {
+        if crate::launch::runs_sm90a(major, minor) {
             Kernels::Hopper
         } else {
             Kernels::MmaSync
@@ -159,7 +159,7 @@ pub(crate) fn backward(
     scale: f32,
     kernels: Kernels,
 ) -> Result<()> {
-    let (queries, keys) = (query_tiles(cu), key_tiles(cu));
+    let queries = query_tiles(cu);
     if queries.is_empty() {
         // No query: every gradient is zero, as the callers' outputs start.
         return Ok(());
@@ -169,6 +169,7 @@ pub(crate) fn backward(
     if kernels == Kernels::Hopper {
         return super::hopper::backward(exec, s, b, delta, cu, scale);
     }
+    let keys = key_tiles(cu, KEY_TILE);
     let [_, dq_shared, dkdv_shared] = shared_bytes(s.head_dim);
     let inputs = |launch: Launch| {
         launch
