@@ -84,9 +84,8 @@ __device__ __forceinline__ void copy_rows(unsigned char* tile, const TensorMap& 
     }
 }
 
-/// The descriptor of rows row0.. of a [span][Rows][64] tile as a K-major operand (the K
+/// The descriptor of rows row0.. of a [span][rows][64] tile as a K-major operand (the K
 /// dimension along the rows' D columns), at its first k16 step.
-template <int Rows>
 __device__ __forceinline__ uint64_t k_major(const unsigned char* tile, int row0) {
     return dv::sm90::descriptor(tile + row0 * kRowBytes, 16, kGroupBytes, Swizzle::k128);
 }
@@ -147,7 +146,7 @@ __device__ void consume(unsigned char* shared, __nv_bfloat16* __restrict__ out, 
     const int consumer = threadIdx.x / 128 - 1, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
     const int g = lane / 4, t = lane % 4;
     const int row0 = tile.first + 64 * consumer + 16 * warp;  // the warp's first row
-    const uint64_t q_desc = k_major<kQueryRows>(shared + S::kQ, 64 * consumer);
+    const uint64_t q_desc = k_major(shared + S::kQ, 64 * consumer);
 
     float o[D / 8][4] = {}, s[kKeys / 8][4];
     uint32_t p[kKeys / 16][4];
@@ -158,7 +157,7 @@ __device__ void consume(unsigned char* shared, __nv_bfloat16* __restrict__ out, 
         const int stage = j % kForwardStages;
         dv::sm90::mbarrier_wait(k_full + stage, (j / kForwardStages) & 1);
         dv::sm90::named_sync(kFirstTurn + consumer, kConsumerThreads);
-        const uint64_t k_desc = k_major<kKeys>(shared + S::kK + stage * S::kStageBytes, 0);
+        const uint64_t k_desc = k_major(shared + S::kK + stage * S::kStageBytes, 0);
         dv::sm90::wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {
@@ -393,8 +392,9 @@ __device__ void consume_backward(unsigned char* shared, const float* __restrict_
     const int key0 = 64 * consumer + 16 * warp;  // the warp's first key row in the tile
     // The first query that sees this thread's key rows g and g + 8.
     const int first_seeing[2] = {tile.first + key0 + g - diagonal, tile.first + key0 + g + 8 - diagonal};
-    const uint64_t k_desc = k_major<kKeyRows>(shared + S::kK, key0 - 16 * warp);
-    const uint64_t v_desc = k_major<kKeyRows>(shared + S::kV, key0 - 16 * warp);
+    // The consumer's 64 key rows as A (a warpgroup's operand starts at its first row).
+    const uint64_t k_desc = k_major(shared + S::kK, 64 * consumer);
+    const uint64_t v_desc = k_major(shared + S::kV, 64 * consumer);
     // dQ's B: K as an N-major operand, this consumer's half of the columns.
     const uint64_t k_columns = dv::sm90::advance(mn_major<kKeyRows>(shared + S::kK),
                                                  D == 128 ? consumer * kKeyRows * kRowBytes : consumer * 64);
@@ -429,7 +429,7 @@ __device__ void consume_backward(unsigned char* shared, const float* __restrict_
 
         dv::sm90::mbarrier_wait(full + stage, phase);
         float st[kStepQueries / 8][4], dpt[kStepQueries / 8][4];
-        const uint64_t q_desc = k_major<kStepQueries>(q_tile, 0), do_desc = k_major<kStepQueries>(do_tile, 0);
+        const uint64_t q_desc = k_major(q_tile, 0), do_desc = k_major(do_tile, 0);
         dv::sm90::wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk) {

@@ -146,33 +146,38 @@ T warp_exchange(T value, int src) {
     return out;
 }
 
-/// Every lane of the warp publishes `value` (at most 64 bytes) and gets all 32 lanes'
-/// values, indexed by lane; lanes past the end of a partial warp read as zero bytes.
-template <class T>
-std::array<T, 32> warp_gather(const T& value) {
-    static_assert(sizeof(T) <= 64, "warp gather of at most 64 bytes a lane");
+/// Every thread of the group of kSize threads from `first` publishes `value` (at most 64
+/// bytes) through its slot and gets all kSize values, indexed by rank in the group; ranks
+/// past the block's last thread read as zero bytes. `barrier` is the group's.
+template <size_t kSize, class T>
+std::array<T, kSize> group_gather(const T& value, Barrier* barrier, unsigned first) {
+    static_assert(sizeof(T) <= 64 && std::is_trivially_copyable<T>::value, "a gather of at most 64 plain bytes");
     Block& b = block();
-    unsigned t = linear_thread, warp = warp_of(t);
-    std::memcpy(b.wide_slots[t].data(), &value, sizeof(T));
-    b.warp_barriers[warp]->arrive_and_wait();
-    std::array<T, 32> all{};
-    unsigned lanes = std::min(32u, b.threads - warp * 32);
-    for (unsigned lane = 0; lane < lanes; ++lane) std::memcpy(&all[lane], b.wide_slots[warp * 32 + lane].data(), sizeof(T));
-    b.warp_barriers[warp]->arrive_and_wait();
+    std::memcpy(b.wide_slots[linear_thread].data(), &value, sizeof(T));
+    barrier->arrive_and_wait();
+    std::array<T, kSize> all{};
+    const unsigned present = std::min<unsigned>(kSize, b.threads - first);
+    for (unsigned rank = 0; rank < present; ++rank) std::memcpy(&all[rank], b.wide_slots[first + rank].data(), sizeof(T));
+    barrier->arrive_and_wait();
     return all;
 }
 
+/// Every lane of the warp publishes `value` and gets all 32 lanes' values, indexed by lane;
+/// lanes past the end of a partial warp read as zero bytes.
+template <class T>
+std::array<T, 32> warp_gather(const T& value) {
+    const unsigned warp = warp_of(linear_thread);
+    return group_gather<32>(value, block().warp_barriers[warp], warp * 32);
+}
+
 /// Every thread of a warpgroup (threads 128 g .. 128 g + 127 of the block, 4 consecutive
-/// warps) publishes `value` (at most 64 bytes, in the same slots as `warp_gather`) and gets
-/// all 128, indexed by the thread's rank in the warpgroup. Instructions that use it (wgmma)
-/// need the whole warpgroup: a block that does not fill it stops the process, where the
-/// device would hang or fault.
+/// warps) publishes `value` and gets all 128, indexed by the thread's rank in the
+/// warpgroup. Instructions that use it (wgmma) need the whole warpgroup: a block that does
+/// not fill it stops the process, where the device would hang or fault.
 template <class T>
 std::array<T, 128> warpgroup_gather(const T& value) {
-    static_assert(sizeof(T) <= 64 && std::is_trivially_copyable<T>::value,
-                  "warpgroup gather of at most 64 plain bytes a thread");
     Block& b = block();
-    const unsigned t = linear_thread, group = t / 128;
+    const unsigned group = linear_thread / 128;
     if ((group + 1) * 128 > b.threads) {
         std::fprintf(stderr,
                      "emulation: a warpgroup-wide instruction in a block of %u threads, whose warpgroup %u is "
@@ -180,14 +185,7 @@ std::array<T, 128> warpgroup_gather(const T& value) {
                      b.threads, group);
         std::abort();
     }
-    std::memcpy(b.wide_slots[t].data(), &value, sizeof(T));
-    b.warpgroup_barriers[group]->arrive_and_wait();
-    std::array<T, 128> all;
-    for (unsigned rank = 0; rank < 128; ++rank) {
-        std::memcpy(&all[rank], b.wide_slots[group * 128 + rank].data(), sizeof(T));
-    }
-    b.warpgroup_barriers[group]->arrive_and_wait();
-    return all;
+    return group_gather<128>(value, b.warpgroup_barriers[group], group * 128);
 }
 
 /// Runs `kernel(args...)` over `grid` x `block` threads, a block at a time. The block's
