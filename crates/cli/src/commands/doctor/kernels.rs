@@ -118,8 +118,14 @@ pub fn run(target: &Target, s: &Shapes) -> Vec<Check> {
         ("adamw", adamw),
         ("flash_attention", flash_attention),
     ];
+    // A GPU runs the attention kernels its capability selects; the emulation runs both.
+    let hopper: &[(&str, KernelCheck)] = match target {
+        Target::Emulated => &[("flash_attention_sm90", flash_attention_sm90)],
+        Target::Device(_) => &[],
+    };
     checks
         .iter()
+        .chain(hopper)
         .map(|(name, check)| check(target, s).unwrap_or_else(|e| Check::failed(name, format!("{e:#}"))))
         .collect()
 }
@@ -313,7 +319,21 @@ fn adamw(target: &Target, s: &Shapes) -> Result<Check> {
     ))
 }
 
+/// The attention op on a GPU (the kernels its capability selects), or the mma.sync kernels
+/// under the emulation.
 fn flash_attention(target: &Target, s: &Shapes) -> Result<Check> {
+    attention("flash_attention", emu::Kernels::MmaSync, target, s)
+}
+
+/// Hopper's wgmma and TMA kernels under the emulation (a GPU runs them as `flash_attention`
+/// when it is an H100 or H200).
+fn flash_attention_sm90(target: &Target, s: &Shapes) -> Result<Check> {
+    attention("flash_attention_sm90", emu::Kernels::Hopper, target, s)
+}
+
+/// The forward and backward against the model's attention on the CPU in f32; under the
+/// emulation, `kernels` says which family runs.
+fn attention(name: &str, kernels: emu::Kernels, target: &Target, s: &Shapes) -> Result<Check> {
     let tokens: usize = s.documents.iter().sum();
     let (qn, kvn) = (tokens * s.heads * s.head_dim, tokens * s.kv_heads * s.head_dim);
     let (q, k, v, d_out) = (
@@ -350,7 +370,7 @@ fn flash_attention(target: &Target, s: &Shapes) -> Result<Check> {
             let (qb, kb, vb) = (bits(&q), bits(&k), bits(&v));
             let (mut out, mut lse) = (vec![0u16; qn], vec![0f32; s.heads * tokens]);
             emu::flash_attention_fwd(
-                emu::Kernels::MmaSync,
+                kernels,
                 shape,
                 &qb,
                 &kb,
@@ -363,7 +383,7 @@ fn flash_attention(target: &Target, s: &Shapes) -> Result<Check> {
             let (mut dq, mut dk, mut dv) = (vec![0u16; qn], vec![0u16; kvn], vec![0u16; kvn]);
             let grads = emu::AttentionGrads { dq: &mut dq, dk: &mut dk, dv: &mut dv };
             emu::flash_attention_bwd(
-                emu::Kernels::MmaSync,
+                kernels,
                 shape,
                 &qb,
                 &kb,
@@ -386,7 +406,7 @@ fn flash_attention(target: &Target, s: &Shapes) -> Result<Check> {
         ("dv", got_dv, want_dv),
     ];
     let shape = format!("{:?} tokens, {}/{} heads of {} bf16", s.documents, s.heads, s.kv_heads, s.head_dim);
-    Ok(compare("flash_attention", shape, &outputs, 2e-2))
+    Ok(compare(name, shape, &outputs, 2e-2))
 }
 
 #[cfg(test)]
@@ -405,7 +425,7 @@ mod tests {
     #[test]
     fn every_kernel_under_the_emulation_matches_its_cpu_reference() {
         let checks = run(&Target::Emulated, &Shapes::emulated());
-        assert_eq!(checks.len(), 8);
+        assert_eq!(checks.len(), 9);
         all_pass(&checks);
     }
 
