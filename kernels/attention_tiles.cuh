@@ -1,7 +1,8 @@
 // The tile machinery of the attention kernels (kernels/flash_attention.cu; the work-list
-// entry, quad reductions and stores serve kernels/flash_attention_sm90.cu too): swizzled shared
-// tiles, their copies by cp.async, the ldmatrix fragments, the tensor-core products over
-// them, and the stores of C fragments. Everything here works on one warp's fragments
+// entry, the online softmax, quad reductions and stores serve kernels/flash_attention_sm90.cu
+// too, whose wgmma accumulators have the same per-warp layout): swizzled shared tiles, their
+// copies by cp.async, the ldmatrix fragments, the tensor-core products over them, the
+// online softmax's row update and end, and the stores of C fragments. Everything here works on one warp's fragments
 // (mma.sync m16n8k16, bf16 in, f32 accumulate; kernels/mma.cuh has the layouts) inside a
 // block of kThreads threads.
 #pragma once
@@ -22,6 +23,20 @@ struct Tile {
     /// How far key rows run ahead of query rows on the causal diagonal: query row r sees
     /// the keys k_start..=r + diagonal().
     __device__ int diagonal() const { return k_end - q_end; }
+    /// The last key query row `row` sees, or -1, below every key, for a row past the
+    /// segment's end.
+    __device__ int last_key(int row) const { return row < q_end ? row + diagonal() : -1; }
+    /// The first query that sees key `first` (q_end, none, in a segment without queries).
+    __device__ int first_query() const { return max(q_start, first - diagonal()); }
+    /// Tiles of `keys` keys from the segment's first key to the last one that the query
+    /// rows first..first + rows see.
+    __device__ int key_tiles(int rows, int keys) const {
+        return (min(first + rows, q_end) + diagonal() - k_start + keys - 1) / keys;
+    }
+    /// Whether some query row from `first` on must not see some key of the `keys` from
+    /// key0: only tiles crossing the diagonal (row `first` sees up to first + diagonal) are
+    /// masked, and every key past the segment's end lies beyond it.
+    __device__ bool crosses_diagonal(int key0, int keys) const { return key0 + keys - 1 > first + diagonal(); }
 };
 
 /// The element (row, col) of a shared tile of rows of D bf16, swizzled: the row's 16-byte
@@ -169,6 +184,65 @@ __device__ __forceinline__ float quad_max(float v) {
 __device__ __forceinline__ float quad_sum(float v) {
     v += __shfl_xor_sync(0xffffffffu, v, 1);
     return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+/// One step of the online softmax for one fragment row (`half`: lane rows g or g + 8) of a
+/// tile of N keys, whose lane columns are key0 + 8 nn + 2 t + (0, 1): keys past `last_key`
+/// masked when `masked`, the row's running maximum raised, the scores replaced by
+/// exp2(scale_log2 (s - max)), and this lane's share of the row's sum (the quad adds the
+/// four at the end) rescaled and added to. Returns the factor that the row's output so far
+/// must be multiplied by. Maxima stay in raw score units: the scale enters with the FFMA.
+template <int N>
+__device__ __forceinline__ float softmax_row(float (&s)[N / 8][4], int half, int key0, int last_key, bool masked,
+                                             float scale_log2, float& row_max, float& row_sum) {
+    const int t = threadIdx.x % 4;
+    float tile_max = -INFINITY;
+#pragma unroll
+    for (int nn = 0; nn < N / 8; ++nn) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            float& x = s[nn][2 * half + i];
+            if (masked && key0 + nn * 8 + 2 * t + i > last_key) x = -INFINITY;
+            tile_max = fmaxf(tile_max, x);
+        }
+    }
+    const float new_max = fmaxf(row_max, quad_max(tile_max));
+    const float base = new_max == -INFINITY ? 0.0f : new_max * scale_log2;  // a row with nothing yet
+    const float rescale = dv::fast_exp2(fmaf(row_max, scale_log2, -base));
+    float sum = 0.0f;
+#pragma unroll
+    for (int nn = 0; nn < N / 8; ++nn) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            float& x = s[nn][2 * half + i];
+            x = dv::fast_exp2(fmaf(x, scale_log2, -base));
+            sum += x;
+        }
+    }
+    row_sum = row_sum * rescale + sum;
+    row_max = new_max;
+    return rescale;
+}
+
+/// Multiplies one fragment row (`half`) of a 16 x D block of C fragments by `factor`.
+template <int D>
+__device__ __forceinline__ void scale_row(float (&acc)[D / 8][4], int half, float factor) {
+#pragma unroll
+    for (int dd = 0; dd < D / 8; ++dd) {
+        acc[dd][2 * half] *= factor;
+        acc[dd][2 * half + 1] *= factor;
+    }
+}
+
+/// The forward's end for one fragment row of query row `row`: the quad's shares of the sum
+/// added, the output divided by it (a row that saw no key stays zero), and the row's
+/// log-sum-exp (natural log, which the backward reads) stored by the quad's first lane.
+template <int D>
+__device__ __forceinline__ void finish_row(float (&acc)[D / 8][4], int half, float row_max, float row_sum,
+                                           float scale_log2, int row, int q_end, float* head_lse) {
+    row_sum = quad_sum(row_sum);
+    scale_row<D>(acc, half, row_sum > 0.0f ? 1.0f / row_sum : 0.0f);
+    if (threadIdx.x % 4 == 0 && row < q_end) head_lse[row] = (row_max * scale_log2 + log2f(row_sum)) * kLn2;
 }
 
 /// Stores a 16 x D block of f32 C fragments as bf16 rows row0 + (0..16) of one head,

@@ -66,23 +66,8 @@ struct QueryPlace {
     int head, kv_head, warp, g, t, row0;  // row0: the warp's first row
     /// The row of fragment m's half `half` (0: rows g, 1: rows g + 8).
     __device__ int row(int m, int half) const { return row0 + 16 * m + g + 8 * half; }
-    /// The last key that row sees (on the bottom-right diagonal), or -1, below every key,
-    /// for a row past the segment's end.
-    __device__ int last_key(int m, int half) const {
-        const int r = row(m, half);
-        return r < tile.q_end ? r + tile.diagonal() : -1;
-    }
-    /// Key tiles of `keys` from the segment's first key to the last one the block's `rows`
-    /// rows see.
-    __device__ int key_tiles(int rows, int keys) const {
-        return (min(tile.first + rows, tile.q_end) + tile.diagonal() - tile.k_start + keys - 1) / keys;
-    }
-    /// Whether some row of the tile must not see some key of the `keys` from key0: only
-    /// tiles crossing the diagonal (the tile's first row sees up to first + diagonal) are
-    /// masked, and every key past the segment's end lies beyond it.
-    __device__ bool crosses_diagonal(int key0, int keys) const {
-        return key0 + keys - 1 > tile.first + tile.diagonal();
-    }
+    /// The last key that row sees (on the bottom-right diagonal).
+    __device__ int last_key(int m, int half) const { return tile.last_key(row(m, half)); }
 };
 
 __device__ __forceinline__ QueryPlace query_place(const Tile* tiles, int q_heads, int kv_heads, int rows_per_warp) {
@@ -108,7 +93,7 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
     __nv_bfloat16* v_tile = k_tile + N * D;
     const QueryPlace at = query_place(tiles, q_heads, kv_heads, 16 * M);
     const Tile tile = at.tile;
-    const int count = at.key_tiles(kQueryRows, N);
+    const int count = tile.key_tiles(kQueryRows, N);
 
     load_rows<D, kQueryRows>(q_tile, q, q_heads, at.head, tile.first, tile.q_end);
     load_rows<D, N>(k_tile, k, kv_heads, at.kv_head, tile.k_start, tile.k_end);
@@ -136,45 +121,14 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
 
         float s[M][N / 8][4] = {};
         times_rows<D, N, M>(s, queries, k_tile);
-        const bool masked = at.crosses_diagonal(key0, N);
+        const bool masked = tile.crosses_diagonal(key0, N);
 #pragma unroll
         for (int m = 0; m < M; ++m) {
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
-                const int last_key = at.last_key(m, half);
-                float tile_max = -INFINITY;
-#pragma unroll
-                for (int nn = 0; nn < N / 8; ++nn) {
-#pragma unroll
-                    for (int i = 0; i < 2; ++i) {
-                        float& x = s[m][nn][2 * half + i];
-                        if (masked && key0 + nn * 8 + 2 * at.t + i > last_key) x = -INFINITY;
-                        tile_max = fmaxf(tile_max, x);
-                    }
-                }
-                // Maxima stay in raw score units; the scale enters with the FFMA below.
-                const float new_max = fmaxf(row_max[m][half], quad_max(tile_max));
-                const float base = new_max == -INFINITY ? 0.0f : new_max * scale_log2;  // a row with nothing yet
-                const float rescale = dv::fast_exp2(fmaf(row_max[m][half], scale_log2, -base));
-                float sum = 0.0f;
-#pragma unroll
-                for (int nn = 0; nn < N / 8; ++nn) {
-#pragma unroll
-                    for (int i = 0; i < 2; ++i) {
-                        float& x = s[m][nn][2 * half + i];
-                        x = dv::fast_exp2(fmaf(x, scale_log2, -base));
-                        sum += x;
-                    }
-                }
-                // Each lane keeps its own share of the row's sum (its columns), rescaled like
-                // the rest; the quad adds its four shares once, after the last tile.
-                row_sum[m][half] = row_sum[m][half] * rescale + sum;
-                row_max[m][half] = new_max;
-#pragma unroll
-                for (int dd = 0; dd < D / 8; ++dd) {
-                    acc[m][dd][2 * half] *= rescale;
-                    acc[m][dd][2 * half + 1] *= rescale;
-                }
+                const float rescale = softmax_row<N>(s[m], half, key0, at.last_key(m, half), masked, scale_log2,
+                                                     row_max[m][half], row_sum[m][half]);
+                scale_row<D>(acc[m], half, rescale);
             }
         }
         dv::cp_async_wait<0>();
@@ -188,18 +142,8 @@ __device__ void forward(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16
     for (int m = 0; m < M; ++m) {
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-            const int row = at.row(m, half);
-            row_sum[m][half] = quad_sum(row_sum[m][half]);
-            const float inv = row_sum[m][half] > 0.0f ? 1.0f / row_sum[m][half] : 0.0f;
-#pragma unroll
-            for (int dd = 0; dd < D / 8; ++dd) {
-                acc[m][dd][2 * half] *= inv;
-                acc[m][dd][2 * half + 1] *= inv;
-            }
-            if (at.t == 0 && row < tile.q_end) {
-                lse[static_cast<size_t>(at.head) * q_tokens + row] =
-                    (row_max[m][half] * scale_log2 + log2f(row_sum[m][half])) * kLn2;
-            }
+            finish_row<D>(acc[m], half, row_max[m][half], row_sum[m][half], scale_log2, at.row(m, half), tile.q_end,
+                          lse + static_cast<size_t>(at.head) * q_tokens);
         }
         store_rows<D>(out, acc[m], q_heads, at.head, at.row0 + 16 * m, tile.q_end, 1.0f);
     }
@@ -223,7 +167,7 @@ __device__ void backward_dq(const __nv_bfloat16* __restrict__ q, const __nv_bflo
     auto v_tile = [&](int j) { return buffers + (2 * (j % 2) + 1) * N * D; };
     const QueryPlace at = query_place(tiles, q_heads, kv_heads, 16 * M);
     const Tile tile = at.tile;
-    const int count = at.key_tiles(kQueryRows, N);
+    const int count = tile.key_tiles(kQueryRows, N);
     auto load_keys = [&](int j) {
         load_rows<D, N>(k_tile(j), k, kv_heads, at.kv_head, tile.k_start + j * N, tile.k_end);
         load_rows<D, N>(v_tile(j), v, kv_heads, at.kv_head, tile.k_start + j * N, tile.k_end);
@@ -262,7 +206,7 @@ __device__ void backward_dq(const __nv_bfloat16* __restrict__ q, const __nv_bflo
         float p[M][N / 8][4] = {}, dp[M][N / 8][4] = {};
         times_rows<D, N, M>(p, queries, k_tile(j));
         times_rows<D, N, M>(dp, gradients, v_tile(j));
-        const bool masked = at.crosses_diagonal(key0, N);
+        const bool masked = tile.crosses_diagonal(key0, N);
 #pragma unroll
         for (int m = 0; m < M; ++m) {
 #pragma unroll
@@ -305,8 +249,7 @@ __device__ void backward_dkdv(const __nv_bfloat16* __restrict__ q, const __nv_bf
     const Tile tile = tiles[blockIdx.x];
     const int kv_head = blockIdx.y, group = q_heads / kv_heads;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    // The first query that sees the tile's first key; none in a segment without queries.
-    const int diagonal = tile.diagonal(), q_from = max(tile.q_start, tile.first - diagonal);
+    const int diagonal = tile.diagonal(), q_from = tile.first_query();
     const int query_tiles = (tile.q_end - q_from + kQueries - 1) / kQueries;
     const int steps = group * query_tiles;
     // Step s: query head kv_head * group + s / query_tiles, queries from q0(s).

@@ -184,37 +184,12 @@ __device__ void consume(unsigned char* shared, __nv_bfloat16* __restrict__ out, 
     // in `rescale` the factor O must still be multiplied by.
     auto softmax = [&](int j) {
         const int key0 = tile.k_start + j * kKeys;
-        const bool masked = key0 + kKeys - 1 > tile.first + tile.diagonal();
+        const bool masked = tile.crosses_diagonal(key0, kKeys);
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-            const int row = row0 + g + 8 * half;
-            const int last_key = row < tile.q_end ? row + tile.diagonal() : -1;
-            float tile_max = -INFINITY;
-#pragma unroll
-            for (int nn = 0; nn < kKeys / 8; ++nn) {
-#pragma unroll
-                for (int i = 0; i < 2; ++i) {
-                    float& x = s[nn][2 * half + i];
-                    if (masked && key0 + nn * 8 + 2 * t + i > last_key) x = -INFINITY;
-                    tile_max = fmaxf(tile_max, x);
-                }
-            }
-            const float new_max = fmaxf(row_max[half], fa::quad_max(tile_max));
-            const float base = new_max == -INFINITY ? 0.0f : new_max * scale_log2;  // a row with nothing yet
-            rescale[half] = dv::fast_exp2(fmaf(row_max[half], scale_log2, -base));
-            float sum = 0.0f;
-#pragma unroll
-            for (int nn = 0; nn < kKeys / 8; ++nn) {
-#pragma unroll
-                for (int i = 0; i < 2; ++i) {
-                    float& x = s[nn][2 * half + i];
-                    x = dv::fast_exp2(fmaf(x, scale_log2, -base));
-                    sum += x;
-                }
-            }
-            // Each lane keeps its own share of the row's sum; the quad adds them at the end.
-            row_sum[half] = row_sum[half] * rescale[half] + sum;
-            row_max[half] = new_max;
+            const int last_key = tile.last_key(row0 + g + 8 * half);
+            rescale[half] =
+                fa::softmax_row<kKeys>(s, half, key0, last_key, masked, scale_log2, row_max[half], row_sum[half]);
         }
     };
     auto release = [&](int j) {
@@ -234,13 +209,8 @@ __device__ void consume(unsigned char* shared, __nv_bfloat16* __restrict__ out, 
         softmax(j);
         dv::sm90::wgmma_wait<0>();
         release(j - 1);
-#pragma unroll
-        for (int dd = 0; dd < D / 8; ++dd) {
-            o[dd][0] *= rescale[0];
-            o[dd][1] *= rescale[0];
-            o[dd][2] *= rescale[1];
-            o[dd][3] *= rescale[1];
-        }
+        fa::scale_row<D>(o, 0, rescale[0]);
+        fa::scale_row<D>(o, 1, rescale[1]);
         accumulators_as_a<kKeys>(p, s);
     }
     issue_values(count - 1);
@@ -249,18 +219,8 @@ __device__ void consume(unsigned char* shared, __nv_bfloat16* __restrict__ out, 
 
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-        const int row = row0 + g + 8 * half;
-        row_sum[half] = fa::quad_sum(row_sum[half]);
-        const float inv = row_sum[half] > 0.0f ? 1.0f / row_sum[half] : 0.0f;
-#pragma unroll
-        for (int dd = 0; dd < D / 8; ++dd) {
-            o[dd][2 * half] *= inv;
-            o[dd][2 * half + 1] *= inv;
-        }
-        if (t == 0 && row < tile.q_end) {
-            lse[static_cast<size_t>(head) * q_tokens + row] =
-                (row_max[half] * scale_log2 + log2f(row_sum[half])) * fa::kLn2;
-        }
+        fa::finish_row<D>(o, half, row_max[half], row_sum[half], scale_log2, row0 + g + 8 * half, tile.q_end,
+                          lse + static_cast<size_t>(head) * q_tokens);
     }
     fa::store_rows<D>(out, o, q_heads, head, row0, tile.q_end, 1.0f);
 }
@@ -275,9 +235,7 @@ __device__ void forward(const TensorMap& q_map, const TensorMap& k_map, const Te
     uint64_t* barriers = reinterpret_cast<uint64_t*>(shared + S::kBarriers);
     const Tile tile = tiles[blockIdx.x];
     const int head = blockIdx.y, kv_head = head / (q_heads / kv_heads);
-    // Key tiles from the segment's first key to the last one the block's rows see.
-    const int count =
-        (min(tile.first + kQueryRows, tile.q_end) + tile.diagonal() - tile.k_start + kKeys - 1) / kKeys;
+    const int count = tile.key_tiles(kQueryRows, kKeys);
     if (threadIdx.x == 0) {
         dv::sm90::mbarrier_init(barriers, 1);
         for (int stage = 0; stage < kForwardStages; ++stage) {
@@ -329,7 +287,7 @@ struct BackwardWalk {
     int kv_head, group, first_tile, tiles_per_head, steps, turn;
     __device__ BackwardWalk(const Tile& t, int kv_head_, int q_heads, int kv_heads)
         : tile(t), kv_head(kv_head_), group(q_heads / kv_heads) {
-        const int q_from = max(tile.q_start, tile.first - tile.diagonal());
+        const int q_from = tile.first_query();
         first_tile = (q_from - tile.q_start) / kStepQueries;
         tiles_per_head = q_from < tile.q_end ? (tile.q_end - tile.q_start + kStepQueries - 1) / kStepQueries - first_tile : 0;
         steps = group * tiles_per_head;

@@ -492,7 +492,7 @@ def tables(rows: list[dict]) -> str:
               "|---" * 14 + "|"]
     combined = ["| kernels in sequence | arch | parts (units of work) | counted units | predicted | band |",
                 "|---" * 6 + "|"]
-    warpgroup = ["| kernel | arch | registers | shared KB | consumers | HGMMA in loop | HGMMA cycles/pass | "
+    warpgroup = ["| kernel | arch | registers (after setmaxnreg: used/set) | shared KB | consumers | HGMMA in loop | HGMMA cycles/pass | "
                  "other instructions/warp/pass | one pass alone (cycles) | shared B/pass | bound | predicted of peak | band |",
                  "|---" * 13 + "|"]
     memory = ["| kernel | arch | registers | blocks/SM (limit) | warps/SM | load B/warp/iteration | in flight B/SM | "
@@ -507,8 +507,9 @@ def tables(rows: list[dict]) -> str:
             continue
         f, res, spec = row["figures"], row["res"], row["spec"]
         if isinstance(f, hopper.WarpgroupFigures):
+            budgets = ", ".join(f"{used}/{count}" for count, used in sorted(f.budgets))
             warpgroup.append(
-                f"| {row['kernel']} | {label} | {res.registers} | {(int(spec.get('shared', 0)) + res.static_shared) / 1024:.1f} "
+                f"| {row['kernel']} | {label} | {res.registers} ({budgets}) | {(int(spec.get('shared', 0)) + res.static_shared) / 1024:.1f} "
                 f"| {f.consumers} | {f.hgmma} | {f.hgmma_cycles:.0f} | {f.instructions} | {f.pass_cycles:.0f} "
                 f"| {f.shared_bytes} | {f.bound} | {f.predicted:.1%} | {band} |")
         elif isinstance(f, TensorFigures):

@@ -17,6 +17,10 @@ every consumer warpgroup, the SM needs at least:
   and pipes allow (a warpgroup's products and the softmax that needs them cannot overlap,
   the other consumer's can: so this bounds one pass, not the sum).
 The prediction is the peak's cycles for the pass's matrix work over the largest bound.
+
+`register_budgets` checks what the model cannot see in ptxas's report: that the code each
+`setmaxnreg` leads to (USETMAXREG in the SASS) uses no register past the count it sets, so
+the producer's 24 registers and the consumers' 240 are ones its SASS respects.
 """
 from __future__ import annotations
 
@@ -56,6 +60,7 @@ class WarpgroupFigures:
     shared_bytes: int  # per pass of every consumer
     bound: str
     predicted: float
+    budgets: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # register_budgets
 
 
 def pass_cycles(pm, arch, body) -> float:
@@ -97,8 +102,65 @@ def pass_cycles(pm, arch, body) -> float:
     return ends[1] - ends[0]
 
 
+REGISTER = re.compile(r"(?<![U\w])R(\d+)(\.64)?")
+
+
+def registers_used(ins) -> int:
+    """One past the highest register an instruction names, pairs (`R4.64`, a 64-bit
+    operation's operands) and 128-bit data operands counted whole: an over-estimate at worst."""
+    wide = 4 if "128" in ins.modifiers else 2 if "64" in ins.modifiers or "WIDE" in ins.modifiers else 1
+    top = 0
+    for operand in ins.operands:
+        for match in REGISTER.finditer(operand):
+            width = 2 if match.group(2) else 1 if "[" in operand else wide
+            top = max(top, int(match.group(1)) + width)
+    return top
+
+
+def reachable(code, start: int) -> list[int]:
+    """Indices of the instructions control can reach from `start`: fall-through, both arms
+    of a guarded branch, the target of an unconditional one; an unguarded EXIT ends a path."""
+    index = {ins.address: i for i, ins in enumerate(code)}
+    seen, todo = set(), [start]
+    while todo:
+        i = todo.pop()
+        if i in seen or i >= len(code):
+            continue
+        seen.add(i)
+        ins = code[i]
+        target = ins.branch_target()
+        if target is not None and target in index:
+            todo.append(index[target])
+            if ins.guarded:
+                todo.append(i + 1)
+        elif not (ins.base == "EXIT" and not ins.guarded):
+            todo.append(i + 1)
+    return sorted(seen)
+
+
+def register_budgets(code) -> list[tuple[int, int]]:
+    """(count set, registers used) for each `setmaxnreg` in the SASS: the highest register
+    any instruction reachable from it names, up to the next one on that path."""
+    budgets = []
+    for start, ins in enumerate(code):
+        if not ins.base.endswith("SETMAXREG"):
+            continue
+        count = int(ins.operands[-1], 16)
+        path = []
+        for i in reachable(code, start + 1):
+            if code[i].base.endswith("SETMAXREG"):
+                continue
+            path.append(i)
+        budgets.append((count, max((registers_used(code[i]) for i in path), default=0)))
+    return budgets
+
+
 def warpgroup_model(pm, arch, code, consumers: int) -> WarpgroupFigures:
     """`pm` is scripts/perf_model.py (its SASS reading and latency play-out)."""
+    budgets = register_budgets(code)
+    for count, used in budgets:
+        if used > count:
+            raise pm.ModelError(f"code after setmaxnreg {count} uses {used} registers")
     span = pm.main_loop(code, hgmma_n, conditional=True)
     if span is None:
         raise pm.ModelError("no loop with HGMMA instructions")
@@ -123,4 +185,4 @@ def warpgroup_model(pm, arch, code, consumers: int) -> WarpgroupFigures:
     }
     bound = max(cycles, key=cycles.get)
     return WarpgroupFigures(consumers, len(hgmmas), tensor, len(others), own, shared, bound,
-                            consumers * peak_cycles / cycles[bound])
+                            consumers * peak_cycles / cycles[bound], budgets)

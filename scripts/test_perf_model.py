@@ -136,6 +136,23 @@ class WarpgroupTest(unittest.TestCase):
         # 80 cycles a group: the first wait lets the 60 adds run under the second group.
         self.assertLess(hopper.pass_cycles(pm, self.H100, one), hopper.pass_cycles(pm, self.H100, zero))
 
+    def test_each_setmaxnreg_is_held_to_the_registers_its_path_names(self):
+        code = listing(
+            "@P0 BRA 0x50",                                # 0x00 consumers jump ahead
+            "USETMAXREG.DEALLOC.CTAPOOL 0x18",            # 0x10 the producer
+            "MOV R5, 0x1",                                  # 0x20
+            "STG.E.64 desc[UR4][R2.64], R22",              # 0x30 R22 and R23: 24 registers
+            "EXIT",                                         # 0x40
+            "USETMAXREG.TRY_ALLOC.CTAPOOL UP0, 0xf0",      # 0x50 the consumers
+            "HGMMA.64x128x16.F32.BF16 R24, R8, gdesc[UR16], R24",
+            "FADD R230, R2, R2",                            # 231 registers
+            "EXIT")
+        self.assertEqual(hopper.register_budgets(code), [(24, 24), (240, 231)])
+        over = listing("USETMAXREG.DEALLOC.CTAPOOL 0x18", "LDS.128 R24, [R1]", "EXIT")
+        self.assertEqual(hopper.register_budgets(over), [(24, 28)])
+        with self.assertRaisesRegex(pm.ModelError, "setmaxnreg 24 uses 28"):
+            hopper.warpgroup_model(pm, self.H100, over, 2)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=1)
