@@ -12,9 +12,12 @@
 #else
 #include <cuda_bf16.h>
 #include <cstdint>
-#define DV_DYNAMIC_SHARED(type, name)                 \
-    extern __shared__ __align__(16) unsigned char dv_shared_bytes[]; \
+// The block's dynamic shared memory as `type* name`, aligned to `bytes` (one alignment per
+// source file: every declaration names the same window).
+#define DV_DYNAMIC_SHARED_ALIGNED(type, name, bytes)                    \
+    extern __shared__ __align__(bytes) unsigned char dv_shared_bytes[]; \
     type* name = reinterpret_cast<type*>(dv_shared_bytes)
+#define DV_DYNAMIC_SHARED(type, name) DV_DYNAMIC_SHARED_ALIGNED(type, name, 16)
 // The emulation's kernel tables have no meaning on the device.
 #define DV_EMULATION_TABLE(...)
 #endif

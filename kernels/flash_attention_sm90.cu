@@ -231,7 +231,7 @@ __device__ void forward(const TensorMap& q_map, const TensorMap& k_map, const Te
                         __nv_bfloat16* __restrict__ out, float* __restrict__ lse, const Tile* __restrict__ tiles,
                         int q_tokens, int q_heads, int kv_heads, float scale_log2) {
     using S = ForwardShared<D>;
-    DV_DYNAMIC_SHARED(unsigned char, shared);
+    DV_DYNAMIC_SHARED_ALIGNED(unsigned char, shared, 1024);  // swizzle and descriptors act on address bits
     uint64_t* barriers = reinterpret_cast<uint64_t*>(shared + S::kBarriers);
     const Tile tile = tiles[blockIdx.x];
     const int head = blockIdx.y, kv_head = head / (q_heads / kv_heads);
@@ -486,7 +486,7 @@ __device__ void backward(const TensorMap& q_map, const TensorMap& k_map, const T
                          __nv_bfloat16* __restrict__ dv_out, const Tile* __restrict__ tiles, int q_tokens, int q_heads,
                          int kv_heads, float scale_log2, float scale) {
     using S = BackwardShared<D>;
-    DV_DYNAMIC_SHARED(unsigned char, shared);
+    DV_DYNAMIC_SHARED_ALIGNED(unsigned char, shared, 1024);  // swizzle and descriptors act on address bits
     uint64_t* barriers = reinterpret_cast<uint64_t*>(shared + S::kBarriers);
     const BackwardWalk walk(tiles[blockIdx.x], blockIdx.y, q_heads, kv_heads);
     if (walk.steps == 0) {  // a segment without queries: its keys' gradients are zeros

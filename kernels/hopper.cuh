@@ -48,7 +48,9 @@
 
 namespace dv::sm90 {
 
-/// The swizzle of a matrix descriptor (its two top bits) and of a tensor map.
+/// The swizzle field of a matrix descriptor (its two top bits). A tensor map numbers its
+/// swizzles otherwise (CUtensorMapSwizzle: none 0, 32 B 1, 64 B 2, 128 B 3); the Rust side
+/// encodes those by name.
 enum class Swizzle : uint64_t { kNone = 0, k128 = 1, k64 = 2, k32 = 3 };
 
 /// A tensor map, as cuTensorMapEncodeTiled writes it (CUtensorMap: 128 bytes, 64-aligned);
@@ -67,8 +69,10 @@ __device__ __forceinline__ uint32_t shared_address(const void* p) {
 #endif
 }
 
-/// A wgmma matrix descriptor for the tile at `tile` (16-byte aligned; on a multiple of the
-/// swizzle pattern's bytes where swizzled): bits 0-13 the address >> 4, 16-29 the leading
+/// A wgmma matrix descriptor for the tile at `tile` (16-byte aligned; where swizzled, with
+/// address bits 7-9 zero, i.e. inside the first 128-byte row of a 1024-byte pattern, since
+/// base offset 0 says the pattern starts there; a k-step's advance of 32 bytes keeps
+/// that): bits 0-13 the address >> 4, 16-29 the leading
 /// byte offset >> 4, 32-45 the stride byte offset >> 4, 49-51 the base offset (0: tiles
 /// are aligned), 62-63 the swizzle.
 __device__ __forceinline__ uint64_t descriptor(const void* tile, uint32_t leading_bytes, uint32_t stride_bytes,

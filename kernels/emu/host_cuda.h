@@ -324,6 +324,10 @@ inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fsqrt_rn(float a) { return std::sqrt(a); }
 
 #define DV_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(::emu::block().shared.data())
+// The emulated window is on a 1024-byte boundary: every alignment a kernel may ask for.
+#define DV_DYNAMIC_SHARED_ALIGNED(type, name, bytes)                                   \
+    static_assert((bytes) <= 1024 && 1024 % (bytes) == 0, "the window is 1024-aligned"); \
+    DV_DYNAMIC_SHARED(type, name)
 
 // A source's table of kernels for the Rust launcher: `DV_EMULATION_TABLE(stem, DV_EMULATED(k), ...)`
 // defines `emu_kernels_<stem>`, which the build script declares for every source that has one.
