@@ -144,7 +144,7 @@ __device__ void consume(unsigned char* shared, __nv_bfloat16* __restrict__ out, 
     uint64_t* barriers = reinterpret_cast<uint64_t*>(shared + S::kBarriers);
     uint64_t *k_full = barriers + 1, *v_full = k_full + kForwardStages, *empty = v_full + kForwardStages;
     const int consumer = threadIdx.x / 128 - 1, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
-    const int g = lane / 4, t = lane % 4;
+    const int g = lane / 4;
     const int row0 = tile.first + 64 * consumer + 16 * warp;  // the warp's first row
     const uint64_t q_desc = k_major(shared + S::kQ, 64 * consumer);
 
