@@ -478,7 +478,8 @@ __device__ void consume_backward(unsigned char* shared, const float* __restrict_
     fa::store_rows<D>(dv_out, dv, kv_heads, walk.kv_head, tile.first + key0, tile.k_end, 1.0f);
 }
 
-/// dK, dV and the f32 sum of dQ: a block per (128 key rows, kv head).
+/// dK, dV and the f32 sum of dQ: a block per (128 key rows, kv head). `dq_turns` holds a
+/// counter per (head, query) and, after them, the counter blocks take their work from.
 template <int D>
 __device__ void backward(const TensorMap& q_map, const TensorMap& k_map, const TensorMap& v_map,
                          const TensorMap& do_map, const float* __restrict__ lse, const float* __restrict__ delta,
@@ -488,7 +489,15 @@ __device__ void backward(const TensorMap& q_map, const TensorMap& k_map, const T
     using S = BackwardShared<D>;
     DV_DYNAMIC_SHARED_ALIGNED(unsigned char, shared, 1024);  // swizzle and descriptors act on address bits
     uint64_t* barriers = reinterpret_cast<uint64_t*>(shared + S::kBarriers);
-    const BackwardWalk walk(tiles[blockIdx.x], blockIdx.y, q_heads, kv_heads);
+    // The block's (key tile, kv head) comes from a counter, not from blockIdx: a block waits
+    // only for the turns of lower-numbered work, which blocks already running hold, so the
+    // dQ turns cannot deadlock whatever order the hardware starts blocks in. The word goes
+    // through the stats' place, which nothing writes before the __syncthreads below.
+    int* work_slot = reinterpret_cast<int*>(shared + S::kStats);
+    if (threadIdx.x == 0) *work_slot = dv::sm90::take_work(dq_turns + static_cast<size_t>(q_heads) * q_tokens);
+    __syncthreads();
+    const int work = *work_slot;
+    const BackwardWalk walk(tiles[work % gridDim.x], work / gridDim.x, q_heads, kv_heads);
     if (walk.steps == 0) {  // a segment without queries: its keys' gradients are zeros
         if (threadIdx.x >= 128) {
             const float zeros[D / 8][4] = {};
@@ -519,7 +528,8 @@ __device__ void backward(const TensorMap& q_map, const TensorMap& k_map, const T
 
 }  // namespace fa3
 
-/// Zeros the f32 sum of dQ and the turn counters before the backward.
+/// Zeros the f32 sum of dQ and the counters (the turns and the work counter) before the
+/// backward.
 extern "C" __global__ void flash_attention_clear_sm90(float* dq_sum, size_t elements, int* turns, size_t counters) {
     const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
     for (size_t i = static_cast<size_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < elements; i += stride) dq_sum[i] = 0.0f;

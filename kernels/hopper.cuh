@@ -335,6 +335,16 @@ __device__ __forceinline__ void increment_release(int* counter) {
 #endif
 }
 
+/// The next item of work from a global counter (relaxed): blocks get items in the order
+/// they start, so an item's lower-numbered ones are already held by running blocks.
+__device__ __forceinline__ int take_work(int* counter) {
+#ifdef DAVINCI_EMULATE
+    return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+#else
+    return atomicAdd(counter, 1);
+#endif
+}
+
 /// Orders this thread's global writes before its later ones at gpu scope (membar.gl).
 /// ThreadSanitizer does not model fences (GCC warns that it ignores them): the race check's
 /// build leaves it out, and the counter's release and acquire order the writes there.

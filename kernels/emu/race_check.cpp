@@ -161,7 +161,7 @@ int main(int argc, char** argv) {
         // backward's one key tile of 128 adds its share of dQ in its turn.
         const Tile hopper_keys[] = {{0, 0, 70, 0, 100}};
         std::vector<float> dq_sum(tokens * 2 * dim, 0.0f);
-        std::vector<int> turns(2 * tokens, 0);
+        std::vector<int> turns(2 * tokens + 1, 0);  // and the work counter
         emu::launch(dim3(1, 2), dim3(384), 114768, flash_attention_fwd_sm90_d64, rows_map(q.data(), tokens, 2, 128),
                     rows_map(kv.data(), keys, 1, 128), rows_map(kv.data(), keys, 1, 128), o.data(), lse.data(),
                     query_tiles, tokens, 2, 1, 0.18f);

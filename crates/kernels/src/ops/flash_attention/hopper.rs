@@ -105,9 +105,10 @@ fn elementwise(kernel: &str, elements: usize) -> Launch {
 }
 
 /// The backward after D (`delta`, from the mma.sync source's kernel): the f32 sum of dQ
-/// and its turn counters cleared; dK, dV and that sum by a block per (key tile, kv head),
-/// each key tile adding its share of a dQ tile after the segment's key tiles before it;
-/// then dQ = scale x the sum, as bf16. Every run gives the same bits.
+/// and its counters cleared; dK, dV and that sum by a block per (key tile, kv head), taken
+/// in order from a counter, each key tile adding its share of a dQ tile after the
+/// segment's key tiles before it; then dQ = scale x the sum, as bf16. Every run gives the
+/// same bits.
 pub(crate) fn backward(
     exec: &mut impl Executor,
     s: AttentionShape,
@@ -119,12 +120,14 @@ pub(crate) fn backward(
     let keys = key_tiles(cu, KEY_ROWS);
     let (q_elements, stats) = (s.elements(false), s.q_heads * s.q_tokens);
     let dq_sum = exec.scratch(q_elements * 4)?;
-    let turns = exec.scratch(stats * 4)?;
+    // A turn counter per (head, query), then the counter the blocks take their work from.
+    let counters = stats + 1;
+    let turns = exec.scratch(counters * 4)?;
     let clear = elementwise("flash_attention_clear_sm90", q_elements)
         .buffer("dq_sum", dq_sum, q_elements * 4, 4)
         .arg(Arg::U64(q_elements as u64))
-        .buffer("turns", turns, stats * 4, 4)
-        .arg(Arg::U64(stats as u64));
+        .buffer("turns", turns, counters * 4, 4)
+        .arg(Arg::U64(counters as u64));
     exec.run(&clear)?;
 
     let (key_table, key_bytes) = table(exec, &keys)?;
@@ -140,7 +143,7 @@ pub(crate) fn backward(
         .buffer("lse", b.lse, stats * 4, 4)
         .buffer("delta", delta, stats * 4, 4)
         .buffer("dq_sum", dq_sum, q_elements * 4, 4)
-        .buffer("turns", turns, stats * 4, 4)
+        .buffer("turns", turns, counters * 4, 4)
         .buffer("dk", b.dk, kv_bytes, 4)
         .buffer("dv", b.dv, kv_bytes, 4)
         .buffer("tiles", key_table, key_bytes, 4);
