@@ -117,14 +117,15 @@ def registers_used(ins) -> int:
     return top
 
 
-def reachable(code, start: int) -> list[int]:
+def reachable(code, start: int, stop=lambda ins: False) -> list[int]:
     """Indices of the instructions control can reach from `start`: fall-through, both arms
-    of a guarded branch, the target of an unconditional one; an unguarded EXIT ends a path."""
+    of a guarded branch, the target of an unconditional one; an unguarded EXIT ends a path,
+    and so does an instruction for which `stop` holds (left out)."""
     index = {ins.address: i for i, ins in enumerate(code)}
     seen, todo = set(), [start]
     while todo:
         i = todo.pop()
-        if i in seen or i >= len(code):
+        if i in seen or i >= len(code) or stop(code[i]):
             continue
         seen.add(i)
         ins = code[i]
@@ -141,18 +142,12 @@ def reachable(code, start: int) -> list[int]:
 def register_budgets(code) -> list[tuple[int, int]]:
     """(count set, registers used) for each `setmaxnreg` in the SASS: the highest register
     any instruction reachable from it names, up to the next one on that path."""
-    budgets = []
-    for start, ins in enumerate(code):
-        if not ins.base.endswith("SETMAXREG"):
-            continue
-        count = int(ins.operands[-1], 16)
-        path = []
-        for i in reachable(code, start + 1):
-            if code[i].base.endswith("SETMAXREG"):
-                continue
-            path.append(i)
-        budgets.append((count, max((registers_used(code[i]) for i in path), default=0)))
-    return budgets
+    def sets_count(ins) -> bool:
+        return ins.base.endswith("SETMAXREG")
+
+    return [(int(ins.operands[-1], 16),
+             max((registers_used(code[i]) for i in reachable(code, start + 1, sets_count)), default=0))
+            for start, ins in enumerate(code) if sets_count(ins)]
 
 
 def warpgroup_model(pm, arch, code, consumers: int) -> WarpgroupFigures:

@@ -82,6 +82,9 @@ impl Arg {
 pub const DEFAULT_SHARED_BYTES: u32 = 48 * 1024;
 /// The opt-in limit of sm_90 (H100, H200: 227 KB), for kernels built for it alone.
 pub const MAX_SHARED_BYTES_SM90: u32 = 227 * 1024;
+/// The opt-in limit of the smallest architecture the kernels are built for (sm_80: 163 KB
+/// a block; sm_90 allows 227 KB).
+pub const MAX_SHARED_BYTES: u32 = 163 * 1024;
 
 /// Whether a GPU of compute capability `major`.`minor` runs code built for sm_90a (the
 /// `*_sm90.cu` sources): an `a` target's features run on exactly that capability, 9.0 (H100,
@@ -89,9 +92,7 @@ pub const MAX_SHARED_BYTES_SM90: u32 = 227 * 1024;
 pub fn runs_sm90a(major: u32, minor: u32) -> bool {
     (major, minor) == (9, 0)
 }
-/// The opt-in limit of the smallest architecture the kernels are built for (sm_80: 163 KB
-/// a block; sm_90 allows 227 KB).
-pub const MAX_SHARED_BYTES: u32 = 163 * 1024;
+
 /// Threads a block may have on every architecture.
 pub const MAX_THREADS: u32 = 1024;
 

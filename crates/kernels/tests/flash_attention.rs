@@ -442,7 +442,7 @@ fn a_misaligned_gradient_is_refused_before_launch() {
 }
 
 /// Hopper's kernels (`kernels/flash_attention_sm90.cu`: wgmma, TMA, warp specialisation),
-/// which the op picks on compute capability 9.x, against the same reference: ragged
+/// which the op picks on compute capability 9.0, against the same reference: ragged
 /// documents, GQA, head sizes 64 and 128, documents of several key tiles (so that dQ's
 /// sum takes its key tiles' turns and the stages of K, V, Q and dO come round again), a query
 /// chunk over a longer key side, context parallelism's two chunks, padding and keys no
